@@ -1,0 +1,46 @@
+//! The `ferroflow` binary: parse the command line, run one command, and own
+//! the exit code (0 success, 1 runtime error, 2 usage error).
+
+mod commands;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Train image models the TensorFlow way, in Rust.
+#[derive(Debug, Parser)]
+#[command(
+    name = "ferroflow",
+    version,
+    about,
+    after_help = "Not yet built (later milestones): survey, prepare, dump, train, eval, predict, inspect, models, bench."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Print the records of a TFRecord file (tf.train.Example) or a TensorBoard event file.
+    Records(commands::records::RecordsArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        // clap prints help/version with code 0 and usage errors with code 2.
+        Err(e) => e.exit(),
+    };
+    let result = match cli.command {
+        Command::Records(args) => commands::records::run(&args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if commands::is_broken_pipe(&e) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
