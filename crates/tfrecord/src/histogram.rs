@@ -7,11 +7,11 @@ use std::sync::OnceLock;
 use crate::proto::summary::HistogramProto;
 
 /// TensorFlow's default bucket limits: 0, ±1e-12 growing by 10% up to 1e20,
-/// and ±`f64::MAX` (1549 limits in all).
+/// and ±`f64::MAX` (1551 limits in all).
 ///
 /// ```
 /// let limits = tfrecord::default_bucket_limits();
-/// assert_eq!(limits.len(), 1549);
+/// assert_eq!(limits.len(), 1551);
 /// assert_eq!(limits[limits.len() / 2], 0.0);
 /// assert_eq!(*limits.last().unwrap(), f64::MAX);
 /// ```
@@ -129,7 +129,7 @@ mod tests {
         // Each non-empty bucket's limit is above its values and the previous limit is not.
         let i = p.bucket.iter().position(|&c| c == 2.0).unwrap();
         assert!(p.bucket_limit[i] > 0.5 && p.bucket_limit[i - 1] <= 0.5);
-        // Runs of empty buckets collapse: far fewer than 1549 entries.
+        // Runs of empty buckets collapse: far fewer than 1551 entries.
         assert!(p.bucket.len() < 20, "{}", p.bucket.len());
     }
 }
