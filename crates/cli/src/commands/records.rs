@@ -42,6 +42,9 @@ pub struct RecordsArgs {
     /// One JSON object per line: {"index", "offset", "features": {NAME: {"kind", "values"}}}.
     #[arg(long)]
     pub json: bool,
+    /// Only count the records (every CRC is still verified) and print `records: N` and `bytes: B`.
+    #[arg(long, conflicts_with = "limit")]
+    pub count: bool,
     /// Skip corrupt records (counted on stderr) instead of stopping at the first.
     #[arg(long)]
     pub skip_corrupt: bool,
@@ -54,7 +57,7 @@ pub struct RecordsArgs {
 pub fn run(args: &RecordsArgs) -> Result<()> {
     let stdout = io::stdout().lock();
     let mut out = BufWriter::new(stdout);
-    if tfrecord::is_event_file_name(&args.file) {
+    if !args.count && tfrecord::is_event_file_name(&args.file) {
         print_events(args, &mut out)?;
     } else {
         print_examples(args, &mut out)?;
@@ -74,15 +77,22 @@ fn print_examples(args: &RecordsArgs, out: &mut impl Write) -> Result<()> {
     let mut reader = FileRecordReader::open(&args.file, options)?;
     let mut buf = Vec::new();
     let mut printed = 0u64;
-    while args.limit.is_none_or(|limit| printed < limit) {
+    if args.count {
+        let mut bytes = 0u64;
+        while reader.read_next(&mut buf)?.is_some() {
+            printed += 1;
+            bytes += buf.len() as u64;
+        }
+        if args.json {
+            writeln!(out, "{}", json!({"records": printed, "bytes": bytes}))?;
+        } else {
+            writeln!(out, "records: {printed}\nbytes: {bytes}")?;
+        }
+    }
+    while !args.count && args.limit.is_none_or(|limit| printed < limit) {
         let Some(info) = reader.read_next(&mut buf)? else { break };
         let example = Example::from_bytes(&buf).with_context(|| {
-            format!(
-                "{}: record {} at {} is not a tf.train.Example",
-                args.file.display(),
-                info.index,
-                info.offset
-            )
+            format!("{}: record {} at {} is not a tf.train.Example", args.file.display(), info.index, info.offset)
         })?;
         if args.json {
             writeln!(out, "{}", example_json(&info, &example))?;
