@@ -1,5 +1,7 @@
 //! `ferroflow records` on the bundled TF-written files and on damaged ones.
 
+#![allow(clippy::unwrap_used)]
+
 use std::path::PathBuf;
 use std::process::{Command, Output};
 

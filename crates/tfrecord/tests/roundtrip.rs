@@ -1,6 +1,8 @@
 //! Random Examples round-trip through the writer and reader, plain and
 //! compressed; serialisation is deterministic.
 
+#![allow(clippy::unwrap_used)]
+
 use proptest::prelude::*;
 use tfrecord::{Compression, Example, Feature, FileRecordReader, ReaderOptions, RecordWriter};
 

@@ -2,6 +2,8 @@
 //! scripts/test.sh creates) reads an event file written by ferroflow and finds
 //! the same tags as in TensorFlow's own file, with the right values.
 
+#![allow(clippy::unwrap_used)]
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 

@@ -1,6 +1,8 @@
 //! Files written by TensorFlow 2.21 itself (testdata/tf-files, from
 //! shared/tf-files) are read and match their expected.json exactly.
 
+#![allow(clippy::unwrap_used)]
+
 use std::path::PathBuf;
 
 use serde_json::Value as Json;
@@ -84,7 +86,7 @@ fn mixed_features_every_value() {
         assert_eq!(ex.floats("floats").unwrap(), floats.as_slice());
         let ints: Vec<i64> = w["ints"].as_array().unwrap().iter().map(|v| v.as_i64().unwrap()).collect();
         assert_eq!(ex.int64s("ints").unwrap(), ints.as_slice());
-        let bytes: Vec<String> = ex.bytes_list("bytes").unwrap().iter().map(hex).collect();
+        let bytes: Vec<String> = ex.bytes_list("bytes").unwrap().iter().map(|b| hex(b)).collect();
         let want_bytes: Vec<&str> = w["bytes_hex"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
         assert_eq!(bytes, want_bytes);
         assert_eq!(ex.str("text").unwrap(), w["text"].as_str().unwrap());
@@ -97,7 +99,7 @@ fn mixed_features_every_value() {
     }
 }
 
-fn hex(b: &Vec<u8>) -> String {
+fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
