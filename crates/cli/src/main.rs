@@ -2,6 +2,8 @@
 //! the exit code (0 success, 1 runtime error, 2 usage error).
 
 mod commands;
+mod plot;
+mod progress;
 
 use std::process::ExitCode;
 
@@ -13,7 +15,7 @@ use clap::{Parser, Subcommand};
     name = "ferroflow",
     version,
     about,
-    after_help = "Not yet built (later milestones): survey, prepare, dump, train, eval, predict, inspect, models, bench."
+    after_help = "Not yet built (later milestones): prepare, dump, train, eval, predict, inspect, models, bench."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -24,6 +26,8 @@ struct Cli {
 enum Command {
     /// Print the records of a TFRecord file (tf.train.Example) or a TensorBoard event file.
     Records(commands::records::RecordsArgs),
+    /// Survey a folder of images: classes, sizes, aspect ratios, mean/std, unreadable files.
+    Survey(commands::survey::SurveyArgs),
 }
 
 fn main() -> ExitCode {
@@ -34,6 +38,7 @@ fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Records(args) => commands::records::run(&args),
+        Command::Survey(args) => commands::survey::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

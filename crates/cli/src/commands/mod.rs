@@ -1,6 +1,7 @@
 //! One module per command; each exposes its clap arguments and a `run`.
 
 pub mod records;
+pub mod survey;
 
 /// True when the error is a closed stdout (`ferroflow records … | head`),
 /// which is not a failure.
