@@ -15,7 +15,7 @@ use clap::{Parser, Subcommand};
     name = "ferroflow",
     version,
     about,
-    after_help = "Not yet built (later milestones): prepare, dump, train, eval, predict, inspect, models, bench."
+    after_help = "Not yet built (later milestones): dump, train, eval, predict, inspect, models, bench."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -28,6 +28,8 @@ enum Command {
     Records(commands::records::RecordsArgs),
     /// Survey a folder of images: classes, sizes, aspect ratios, mean/std, unreadable files.
     Survey(commands::survey::SurveyArgs),
+    /// Convert an image folder into sharded TFRecords with labels.txt and dataset.json.
+    Prepare(commands::prepare::PrepareArgs),
 }
 
 fn main() -> ExitCode {
@@ -39,6 +41,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Records(args) => commands::records::run(&args),
         Command::Survey(args) => commands::survey::run(&args),
+        Command::Prepare(args) => commands::prepare::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

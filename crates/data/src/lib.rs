@@ -1,14 +1,29 @@
 //! ferroflow's data layer: dataset discovery, survey, prepare, decoding,
 //! TF-exact image ops, augmentation and the input pipeline.
 
+mod dataset;
 mod decode;
 mod discover;
 mod image;
+mod image_ops;
+mod prepare;
+mod resize;
+mod rng;
 mod stats;
 mod survey;
 
+pub use dataset::{
+    DATASET_JSON, Dataset, DatasetError, DatasetMeta, Encoding, LABELS_TXT, Skipped, SplitMeta, Task, shard_name,
+};
 pub use decode::{DEFAULT_MAX_PIXELS, DecodeError, DecodeOptions, ImageFormat, ImageInfo, decode_image, image_info};
 pub use discover::{DiscoverError, Discovered, IMAGE_EXTENSIONS, ImageEntry, Split, discover};
 pub use image::{Image, ImageF32, ImageU8};
+pub use image_ops::{
+    adjust_brightness, adjust_contrast, adjust_hue, adjust_saturation, central_crop, crop, flip_left_right,
+    flip_up_down, pad_to_bounding_box, per_image_standardization, resize_with_crop_or_pad, rgb_to_grayscale,
+};
+pub use prepare::{IMAGES_PER_SHARD, PrepareError, PrepareOptions, PrepareReport, prepare};
+pub use resize::{ResizeMethod, ResizeOptions, resize, resize_bilinear_legacy, resize_bilinear_u8, resize_u8};
+pub use rng::Rng;
 pub use stats::{Bin, ChannelStats, Summary, edge_bins, equal_bins};
 pub use survey::{ASPECT_EDGES, SurveyOptions, SurveyReport, Unreadable, survey};
