@@ -15,7 +15,7 @@ use clap::{Parser, Subcommand};
     name = "ferroflow",
     version,
     about,
-    after_help = "Not yet built (later milestones): dump, train, eval, predict, inspect, models, bench."
+    after_help = "Not yet built (later milestones): train, eval, predict, inspect, models, bench."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -30,6 +30,8 @@ enum Command {
     Survey(commands::survey::SurveyArgs),
     /// Convert an image folder into sharded TFRecords with labels.txt and dataset.json.
     Prepare(commands::prepare::PrepareArgs),
+    /// Decode records back into PNG images <i>_label_<l>.png, to check a dataset by eye.
+    Dump(commands::dump::DumpArgs),
 }
 
 fn main() -> ExitCode {
@@ -42,6 +44,7 @@ fn main() -> ExitCode {
         Command::Records(args) => commands::records::run(&args),
         Command::Survey(args) => commands::survey::run(&args),
         Command::Prepare(args) => commands::prepare::run(&args),
+        Command::Dump(args) => commands::dump::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -4,6 +4,8 @@
 mod dataset;
 mod decode;
 mod discover;
+mod dump;
+mod example_codec;
 mod image;
 mod image_ops;
 mod prepare;
@@ -17,6 +19,8 @@ pub use dataset::{
 };
 pub use decode::{DEFAULT_MAX_PIXELS, DecodeError, DecodeOptions, ImageFormat, ImageInfo, decode_image, image_info};
 pub use discover::{DiscoverError, Discovered, IMAGE_EXTENSIONS, ImageEntry, Split, discover};
+pub use dump::{DumpError, dump};
+pub use example_codec::{DecodedExample, ExampleError, decode_example, detect_encoding};
 pub use image::{Image, ImageF32, ImageU8};
 pub use image_ops::{
     adjust_brightness, adjust_contrast, adjust_hue, adjust_saturation, central_crop, crop, flip_left_right,

@@ -630,8 +630,9 @@ impl Kernel {
                 }
             }
             Kernel::Lanczos(radius) => {
-                // `constexpr float kPI = 3.14159265359;`
-                const PI: f32 = 3.141_592_653_59;
+                // TF's `constexpr float kPI = 3.14159265359;` rounds to the
+                // same float32 as `f32::consts::PI`.
+                const PI: f32 = std::f32::consts::PI;
                 if x > radius {
                     0.0
                 } else if x <= 1e-3 {

@@ -1,5 +1,6 @@
 //! One module per command; each exposes its clap arguments and a `run`.
 
+pub mod dump;
 pub mod prepare;
 pub mod records;
 pub mod survey;
