@@ -9,6 +9,7 @@ mod example_codec;
 mod image;
 mod image_ops;
 mod prepare;
+mod preprocess;
 mod resize;
 mod rng;
 mod stats;
@@ -27,6 +28,7 @@ pub use image_ops::{
     flip_up_down, pad_to_bounding_box, per_image_standardization, resize_with_crop_or_pad, rgb_to_grayscale,
 };
 pub use prepare::{IMAGES_PER_SHARD, PrepareError, PrepareOptions, PrepareReport, prepare};
+pub use preprocess::{Augment, Crop, Order, Preprocess, PreprocessError};
 pub use resize::{ResizeMethod, ResizeOptions, resize, resize_bilinear_legacy, resize_bilinear_u8, resize_u8};
 pub use rng::Rng;
 pub use stats::{Bin, ChannelStats, Summary, edge_bins, equal_bins};

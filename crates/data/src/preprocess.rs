@@ -1,0 +1,358 @@
+//! Train and eval preprocessing: resize, crop, flip, colour jitter and
+//! normalisation, seeded per example, producing the model's CHW float input.
+
+use serde::{Deserialize, Serialize};
+
+use crate::image::{ImageF32, ImageU8};
+use crate::image_ops::{
+    adjust_brightness, adjust_contrast, adjust_hue, adjust_saturation, central_crop, crop, flip_left_right,
+    pad_to_bounding_box,
+};
+use crate::resize::{ResizeMethod, ResizeOptions, resize, resize_bilinear_u8};
+use crate::rng::Rng;
+
+/// How training images are cropped.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Default)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Crop {
+    /// No crop: resize straight to the target size.
+    #[default]
+    None,
+    /// CIFAR style: resize to the target, zero-pad `padding` pixels on each
+    /// side, and take a random target-sized crop.
+    Random {
+        /// Pixels of zero padding per side.
+        padding: usize,
+    },
+    /// Inception style (`tf.image.sample_distorted_bounding_box` with
+    /// TF-slim's defaults): a random box covering `scale` of the area with
+    /// aspect ratio in `ratio`, resized to the target. After 10 failed draws,
+    /// the central crop.
+    RandomResized {
+        /// Area fraction range, e.g. [0.08, 1.0].
+        scale: [f32; 2],
+        /// Width/height ratio range, e.g. [0.75, 1.333].
+        ratio: [f32; 2],
+    },
+}
+
+/// Whether colour jitter and flips run before or after resizing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Order {
+    /// Resize (and crop) first, then flip and jitter the small image: cheaper.
+    #[default]
+    ResizeFirst,
+    /// Flip and jitter at full resolution, then resize (and crop).
+    AugmentFirst,
+}
+
+/// Training-time augmentation. Defaults: no crop, no flip, no jitter.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct Augment {
+    /// Cropping.
+    pub crop: Crop,
+    /// Random left-right flip with probability 0.5.
+    pub flip_left_right: bool,
+    /// Maximum brightness delta, 0–255 scale (`tf.image.random_brightness`).
+    pub brightness: f32,
+    /// Contrast factor drawn from [1 - c, 1 + c] (`tf.image.random_contrast`).
+    pub contrast: f32,
+    /// Saturation factor drawn from [1 - s, 1 + s] (colour images only).
+    pub saturation: f32,
+    /// Maximum hue delta in [0, 0.5] (colour images only).
+    pub hue: f32,
+    /// Order of resize and augmentation.
+    pub order: Order,
+}
+
+/// Everything that turns a decoded image into model input. Defaults: bilinear
+/// resize without antialiasing, no augmentation, eval without central crop,
+/// mean subtraction only when a mean is given.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Preprocess {
+    /// Output `[height, width]`.
+    pub image_size: [usize; 2],
+    /// Output channels (1 or 3).
+    pub channels: usize,
+    /// `tf.image.ResizeMethod` name (`bilinear`, `nearest`, `area`, `bicubic`, …).
+    pub resize_method: String,
+    /// `tf.image.resize(antialias=…)`.
+    pub antialias: bool,
+    /// Training augmentation.
+    pub train: Augment,
+    /// Eval: keep the central fraction before resizing (TF-slim's inception
+    /// eval uses 0.875); `None` resizes the whole image.
+    pub eval_central_fraction: Option<f64>,
+    /// Per-channel mean to subtract (0–255 scale), e.g. from dataset.json.
+    pub mean: Option<[f32; 3]>,
+    /// Per-channel std to divide by after subtracting the mean.
+    pub std: Option<[f32; 3]>,
+    /// Multiplier applied last (e.g. 1/255 to train on [0, 1] inputs).
+    pub scale: f32,
+}
+
+impl Default for Preprocess {
+    fn default() -> Self {
+        Preprocess {
+            image_size: [224, 224],
+            channels: 3,
+            resize_method: "bilinear".into(),
+            antialias: false,
+            train: Augment::default(),
+            eval_central_fraction: None,
+            mean: None,
+            std: None,
+            scale: 1.0,
+        }
+    }
+}
+
+/// An invalid preprocessing setting.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("preprocess.{key}: {reason}")]
+pub struct PreprocessError {
+    /// The setting.
+    pub key: &'static str,
+    /// What is wrong.
+    pub reason: String,
+}
+
+impl Preprocess {
+    /// Checks every setting, naming the first bad one.
+    pub fn validate(&self) -> Result<(), PreprocessError> {
+        let bad = |key, reason: String| Err(PreprocessError { key, reason });
+        if self.image_size[0] == 0 || self.image_size[1] == 0 {
+            return bad("image_size", format!("must be positive, got {:?}", self.image_size));
+        }
+        if self.channels != 1 && self.channels != 3 {
+            return bad("channels", format!("must be 1 or 3, got {}", self.channels));
+        }
+        if ResizeMethod::from_tf_name(&self.resize_method).is_none() {
+            return bad(
+                "resize_method",
+                format!(
+                    "unknown method {:?} (expected one of: {})",
+                    self.resize_method,
+                    ResizeMethod::ALL.map(|m| m.tf_name()).join(", ")
+                ),
+            );
+        }
+        if let Some(f) = self.eval_central_fraction
+            && !(f > 0.0 && f <= 1.0)
+        {
+            return bad("eval_central_fraction", format!("must be in (0, 1], got {f}"));
+        }
+        let a = &self.train;
+        if a.brightness < 0.0 || a.contrast < 0.0 || !(0.0..=1.0).contains(&a.saturation) {
+            return bad("train", "brightness and contrast must be >= 0 and saturation in [0, 1]".into());
+        }
+        if !(0.0..=0.5).contains(&a.hue) {
+            return bad("train.hue", format!("must be in [0, 0.5], got {}", a.hue));
+        }
+        if let Crop::RandomResized { scale, ratio } = a.crop
+            && !(0.0 < scale[0] && scale[0] <= scale[1] && scale[1] <= 1.0 && 0.0 < ratio[0] && ratio[0] <= ratio[1])
+        {
+            return bad(
+                "train.crop",
+                format!(
+                    "random_resized needs 0 < scale lo <= hi <= 1 and 0 < ratio lo <= hi, got scale {scale:?} ratio {ratio:?}"
+                ),
+            );
+        }
+        if let Some(std) = self.std
+            && std.iter().any(|&s| s <= 0.0)
+        {
+            return bad("std", format!("must be positive, got {std:?}"));
+        }
+        Ok(())
+    }
+
+    fn resize_options(&self) -> ResizeOptions {
+        ResizeOptions {
+            method: ResizeMethod::from_tf_name(&self.resize_method).unwrap_or_default(),
+            antialias: self.antialias,
+        }
+    }
+
+    fn resize_to(&self, image: &ImageF32, h: usize, w: usize) -> ImageF32 {
+        if (image.height, image.width) == (h, w) {
+            return image.clone();
+        }
+        resize(image, h, w, &self.resize_options())
+    }
+
+    /// Resizes an 8-bit image, on the fast path when the method allows.
+    fn resize_u8(&self, image: &ImageU8, h: usize, w: usize) -> ImageF32 {
+        if (image.height, image.width) == (h, w) {
+            return image.to_f32();
+        }
+        let options = self.resize_options();
+        if options.method == ResizeMethod::Bilinear && !options.antialias {
+            resize_bilinear_u8(image, h, w)
+        } else {
+            resize(&image.to_f32(), h, w, &options)
+        }
+    }
+
+    /// Eval preprocessing: optional central crop, resize, normalise.
+    ///
+    /// # Shapes
+    /// `image`: `[h, w, c]` (c = `self.channels`) → `[channels, height, width]` (CHW).
+    pub fn eval(&self, image: &ImageU8) -> Vec<f32> {
+        let [h, w] = self.image_size;
+        let image = match self.eval_central_fraction {
+            Some(f) if f < 1.0 => central_crop(image, f),
+            _ => image.clone(),
+        };
+        let resized = self.resize_u8(&image, h, w);
+        self.finish(resized)
+    }
+
+    /// Training preprocessing with augmentation drawn from `rng`.
+    ///
+    /// # Shapes
+    /// `image`: `[h, w, c]` (c = `self.channels`) → `[channels, height, width]` (CHW).
+    pub fn train(&self, image: &ImageU8, rng: &mut Rng) -> Vec<f32> {
+        let a = &self.train;
+        let image = match a.order {
+            Order::ResizeFirst => {
+                let geometric = self.train_geometry(image, rng);
+                self.jitter(geometric, rng)
+            }
+            Order::AugmentFirst => {
+                let jittered = self.jitter(image.to_f32(), rng);
+                self.train_geometry_f32(&jittered, rng)
+            }
+        };
+        self.finish(image)
+    }
+
+    fn train_geometry(&self, image: &ImageU8, rng: &mut Rng) -> ImageF32 {
+        let [h, w] = self.image_size;
+        match self.train.crop {
+            Crop::None => self.resize_u8(image, h, w),
+            Crop::Random { padding } => {
+                let resized = self.resize_u8(image, h, w);
+                random_crop_padded(&resized, padding, rng)
+            }
+            Crop::RandomResized { scale, ratio } => {
+                let (y, x, ch, cw) = sample_box(image.height, image.width, scale, ratio, rng);
+                self.resize_u8(&crop(image, y, x, ch, cw), h, w)
+            }
+        }
+    }
+
+    fn train_geometry_f32(&self, image: &ImageF32, rng: &mut Rng) -> ImageF32 {
+        let [h, w] = self.image_size;
+        match self.train.crop {
+            Crop::None => self.resize_to(image, h, w),
+            Crop::Random { padding } => random_crop_padded(&self.resize_to(image, h, w), padding, rng),
+            Crop::RandomResized { scale, ratio } => {
+                let (y, x, ch, cw) = sample_box(image.height, image.width, scale, ratio, rng);
+                self.resize_to(&crop(image, y, x, ch, cw), h, w)
+            }
+        }
+    }
+
+    /// Flip, then TF-slim's `distort_color` order 0: brightness, saturation,
+    /// hue, contrast; clipped to [0, 255] as TF-slim clips to [0, 1].
+    fn jitter(&self, mut image: ImageF32, rng: &mut Rng) -> ImageF32 {
+        let a = &self.train;
+        // Draw every random number whether or not it is used, so that turning
+        // one augmentation on does not change the others' draws.
+        let flip = rng.uniform_f32() < 0.5;
+        let brightness = rng.range_f32(-a.brightness, a.brightness);
+        let saturation = rng.range_f32(1.0 - a.saturation, 1.0 + a.saturation);
+        let hue = rng.range_f32(-a.hue, a.hue);
+        let contrast = rng.range_f32(1.0 - a.contrast, 1.0 + a.contrast);
+        if a.flip_left_right && flip {
+            image = flip_left_right(&image);
+        }
+        let mut touched = false;
+        if a.brightness > 0.0 {
+            image = adjust_brightness(&image, brightness);
+            touched = true;
+        }
+        if image.channels == 3 && (a.saturation > 0.0 || a.hue > 0.0) {
+            // TF's saturation and hue ops work on [0, 1] floats.
+            let mut unit = image.map(|v| (v / 255.0).clamp(0.0, 1.0));
+            if a.saturation > 0.0 {
+                unit = adjust_saturation(&unit, saturation);
+            }
+            if a.hue > 0.0 {
+                unit = adjust_hue(&unit, hue);
+            }
+            image = unit.map(|v| v * 255.0);
+            touched = true;
+        }
+        if a.contrast > 0.0 {
+            image = adjust_contrast(&image, contrast);
+            touched = true;
+        }
+        if touched {
+            image.data.iter_mut().for_each(|v| *v = v.clamp(0.0, 255.0));
+        }
+        image
+    }
+
+    /// Normalises and transposes HWC → CHW.
+    fn finish(&self, image: ImageF32) -> Vec<f32> {
+        let (h, w, c) = (image.height, image.width, image.channels);
+        let mean = self.mean.unwrap_or([0.0; 3]);
+        let inv_std = self.std.map_or([1.0; 3], |s| s.map(|v| 1.0 / v));
+        let mut out = vec![0.0f32; c * h * w];
+        for ch in 0..c {
+            let (m, k) = (mean[ch], inv_std[ch] * self.scale);
+            let plane = &mut out[ch * h * w..(ch + 1) * h * w];
+            for (i, v) in plane.iter_mut().enumerate() {
+                *v = (image.data[i * c + ch] - m) * k;
+            }
+        }
+        out
+    }
+}
+
+fn random_crop_padded(image: &ImageF32, padding: usize, rng: &mut Rng) -> ImageF32 {
+    let (h, w) = (image.height, image.width);
+    let padded = pad_to_bounding_box(image, padding, padding, h + 2 * padding, w + 2 * padding);
+    let y = rng.below(2 * padding as u64 + 1) as usize;
+    let x = rng.below(2 * padding as u64 + 1) as usize;
+    crop(&padded, y, x, h, w)
+}
+
+/// A random box `(y, x, h, w)` as Inception's random-resized-crop draws it.
+fn sample_box(
+    height: usize,
+    width: usize,
+    scale: [f32; 2],
+    ratio: [f32; 2],
+    rng: &mut Rng,
+) -> (usize, usize, usize, usize) {
+    let area = (height * width) as f32;
+    let (log_lo, log_hi) = (ratio[0].ln(), ratio[1].ln());
+    for _ in 0..10 {
+        let target = area * rng.range_f32(scale[0], scale[1]);
+        let aspect = rng.range_f32(log_lo, log_hi).exp();
+        let w = (target * aspect).sqrt().round() as usize;
+        let h = (target / aspect).sqrt().round() as usize;
+        if w >= 1 && h >= 1 && w <= width && h <= height {
+            let y = rng.below((height - h + 1) as u64) as usize;
+            let x = rng.below((width - w + 1) as u64) as usize;
+            return (y, x, h, w);
+        }
+    }
+    // Fallback: the largest central box within the ratio range.
+    let in_ratio = width as f32 / height as f32;
+    let (h, w) = if in_ratio < ratio[0] {
+        (((width as f32) / ratio[0]).round() as usize, width)
+    } else if in_ratio > ratio[1] {
+        (height, ((height as f32) * ratio[1]).round() as usize)
+    } else {
+        (height, width)
+    };
+    let (h, w) = (h.clamp(1, height), w.clamp(1, width));
+    ((height - h) / 2, (width - w) / 2, h, w)
+}
