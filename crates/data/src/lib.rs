@@ -8,6 +8,7 @@ mod dump;
 mod example_codec;
 mod image;
 mod image_ops;
+mod pipeline;
 mod prepare;
 mod preprocess;
 mod resize;
@@ -27,6 +28,7 @@ pub use image_ops::{
     adjust_brightness, adjust_contrast, adjust_hue, adjust_saturation, central_crop, crop, flip_left_right,
     flip_up_down, pad_to_bounding_box, per_image_standardization, resize_with_crop_or_pad, rgb_to_grayscale,
 };
+pub use pipeline::{Batch, Cursor, Label, Mode, Pipeline, PipelineConfig, PipelineError, Source, shuffle_order};
 pub use prepare::{IMAGES_PER_SHARD, PrepareError, PrepareOptions, PrepareReport, prepare};
 pub use preprocess::{Augment, Crop, Order, Preprocess, PreprocessError};
 pub use resize::{ResizeMethod, ResizeOptions, resize, resize_bilinear_legacy, resize_bilinear_u8, resize_u8};

@@ -1,0 +1,525 @@
+//! The input pipeline: a seeded shuffle buffer over a stream of examples,
+//! parallel decode and preprocessing, batching across epochs, and prefetch on
+//! a background thread. Its position is a [`Cursor`]; a pipeline restarted
+//! from a batch's cursor yields exactly the batches that would have followed.
+//!
+//! Determinism: the shuffle order of epoch `e` is a pure function of
+//! `(seed, e)`, and the augmentation of the example at position `p` of epoch
+//! `e` draws from `Rng::derive(seed, [e, p])`, so neither depends on thread
+//! timing or on where a run was interrupted.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::thread::JoinHandle;
+
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+use tfrecord::{Example, FileRecordReader, ReaderOptions, RecordError};
+
+use crate::decode::{DEFAULT_MAX_PIXELS, DecodeOptions, decode_image};
+use crate::example_codec::decode_example;
+use crate::preprocess::Preprocess;
+use crate::rng::Rng;
+
+/// Where examples come from.
+#[derive(Debug, Clone)]
+pub enum Source {
+    /// TFRecord files of `tf.train.Example`s (either encoding), read in order.
+    Records {
+        /// The files.
+        files: Vec<PathBuf>,
+    },
+    /// Image files read from disk per batch, with their labels.
+    Files {
+        /// `(path, label)` pairs.
+        entries: Vec<(PathBuf, Label)>,
+    },
+    /// Encoded images preloaded in memory, with their labels.
+    Memory {
+        /// `(encoded bytes, label)` pairs.
+        entries: Arc<Vec<(Vec<u8>, Label)>>,
+    },
+}
+
+/// The label of one example.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Label {
+    /// A class index.
+    Class(i64),
+    /// Regression targets.
+    Target(Vec<f32>),
+}
+
+/// Training (shuffled, augmented, repeated) or evaluation (in order, once).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Shuffle buffer, train preprocessing, epochs as configured.
+    Train,
+    /// No shuffle, eval preprocessing, one pass, partial last batch kept.
+    Eval,
+}
+
+/// Pipeline settings. Defaults: batch 32, shuffle buffer 10,000, shards
+/// shuffled per epoch, all cores, prefetch 2 batches, last partial batch
+/// dropped in training, repeat forever, seed 0.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PipelineConfig {
+    /// Examples per batch.
+    pub batch_size: usize,
+    /// `tf.data.Dataset.shuffle(buffer_size)`: each example is drawn at
+    /// random from the next `shuffle_buffer` of the stream (TF1's
+    /// `min_after_dequeue` is this minus one). 0 or 1: no shuffling.
+    pub shuffle_buffer: usize,
+    /// Shuffle the order of record files every epoch.
+    pub shuffle_files: bool,
+    /// Decode/preprocess threads; 0 uses every core.
+    pub num_workers: usize,
+    /// Batches prepared ahead of the consumer.
+    pub prefetch: usize,
+    /// Drop a final partial batch when `epochs` ends the stream (training only).
+    pub drop_remainder: bool,
+    /// Stop after this many epochs; `None` repeats forever.
+    pub epochs: Option<u64>,
+    /// Seed of shuffling and augmentation.
+    pub seed: u64,
+    /// Pixel limit per image.
+    pub max_pixels: u64,
+    /// Decode JPEGs at a reduced DCT scale when that still covers the
+    /// target size (faster, slightly different pixels).
+    pub fast_jpeg: bool,
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        PipelineConfig {
+            batch_size: 32,
+            shuffle_buffer: 10_000,
+            shuffle_files: true,
+            num_workers: 0,
+            prefetch: 2,
+            drop_remainder: true,
+            epochs: None,
+            seed: 0,
+            max_pixels: DEFAULT_MAX_PIXELS,
+            fast_jpeg: false,
+        }
+    }
+}
+
+/// A position in the example stream: the next example to batch is number
+/// `offset` (in shuffled order) of epoch `epoch`. Saved in checkpoints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Cursor {
+    /// Epoch, from 0.
+    pub epoch: u64,
+    /// Examples of that epoch already batched.
+    pub offset: u64,
+}
+
+/// One batch, in the model's NCHW layout.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Batch {
+    /// `[size, channels, height, width]` floats.
+    pub images: Vec<f32>,
+    /// Class labels (`size` of them) for classification data.
+    pub labels: Vec<i64>,
+    /// Regression targets, `size × target width`, for regression data.
+    pub targets: Vec<f32>,
+    /// Examples in the batch.
+    pub size: usize,
+    /// `[channels, height, width]` of each image.
+    pub shape: [usize; 3],
+    /// Where the stream stands after this batch: restart here to continue.
+    pub cursor: Cursor,
+}
+
+/// Errors of the pipeline.
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    /// Reading records failed.
+    #[error(transparent)]
+    Record(#[from] RecordError),
+    /// A bad setting.
+    #[error("pipeline.{key}: {reason}")]
+    Config {
+        /// The setting.
+        key: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The source has no examples.
+    #[error("the data source has no examples")]
+    Empty,
+    /// The record files changed while reading.
+    #[error("{0}")]
+    Changed(String),
+}
+
+/// The order in which epoch `epoch` emits stream positions `0..n`: TF's
+/// shuffle buffer (fill `buffer` slots, then repeatedly emit a random slot
+/// and refill it from the stream), as a pure function of `(seed, epoch)`.
+///
+/// ```
+/// let order = ferroflow_data::shuffle_order(10, 4, 7, 0);
+/// let mut sorted = order.clone();
+/// sorted.sort();
+/// assert_eq!(sorted, (0..10).collect::<Vec<_>>());
+/// // With a buffer of 4, the k-th emission is one of stream positions 0..=k+3.
+/// assert!(order.iter().enumerate().all(|(k, &s)| s <= k + 3));
+/// assert_eq!(order, ferroflow_data::shuffle_order(10, 4, 7, 0)); // a pure function
+/// ```
+pub fn shuffle_order(n: usize, buffer: usize, seed: u64, epoch: u64) -> Vec<usize> {
+    if buffer <= 1 {
+        return (0..n).collect();
+    }
+    let mut rng = Rng::derive(seed, &[3, epoch]);
+    let mut slots: Vec<usize> = (0..buffer.min(n)).collect();
+    let mut next = slots.len();
+    let mut order = Vec::with_capacity(n);
+    while !slots.is_empty() {
+        let j = rng.below(slots.len() as u64) as usize;
+        order.push(slots[j]);
+        if next < n {
+            slots[j] = next;
+            next += 1;
+        } else {
+            slots.swap_remove(j);
+        }
+    }
+    order
+}
+
+/// Streams raw records of `files` in a given file order, keeping those read
+/// ahead of their turn until they are asked for.
+struct RecordStream {
+    files: Vec<PathBuf>,
+    file_index: usize,
+    reader: Option<FileRecordReader>,
+    position: usize,
+    pending: HashMap<usize, Vec<u8>>,
+}
+
+impl RecordStream {
+    fn new(files: Vec<PathBuf>) -> Self {
+        RecordStream { files, file_index: 0, reader: None, position: 0, pending: HashMap::new() }
+    }
+
+    fn next_record(&mut self) -> Result<Option<Vec<u8>>, PipelineError> {
+        loop {
+            if self.reader.is_none() {
+                let Some(path) = self.files.get(self.file_index) else { return Ok(None) };
+                self.reader = Some(FileRecordReader::open(path, ReaderOptions::default())?);
+            }
+            let mut buf = Vec::new();
+            match self.reader.as_mut().map(|r| r.read_next(&mut buf)).transpose()?.flatten() {
+                Some(_) => return Ok(Some(buf)),
+                None => {
+                    self.reader = None;
+                    self.file_index += 1;
+                }
+            }
+        }
+    }
+
+    /// The record at stream position `s` (each asked for once).
+    fn take(&mut self, s: usize, keep: bool) -> Result<Option<Vec<u8>>, PipelineError> {
+        while self.position <= s {
+            let record = self.next_record()?.ok_or_else(|| {
+                PipelineError::Changed(format!(
+                    "the record files ended after {} records; were they changed while training?",
+                    self.position
+                ))
+            })?;
+            if keep || self.position == s {
+                self.pending.insert(self.position, record);
+            }
+            self.position += 1;
+        }
+        Ok(self.pending.remove(&s))
+    }
+}
+
+fn count_records(files: &[PathBuf]) -> Result<usize, PipelineError> {
+    let mut n = 0;
+    let mut buf = Vec::new();
+    for f in files {
+        let mut r = FileRecordReader::open(f, ReaderOptions::default())?;
+        while r.read_next(&mut buf)?.is_some() {
+            n += 1;
+        }
+    }
+    Ok(n)
+}
+
+/// One example's raw material, before decoding.
+enum Raw {
+    Record(Vec<u8>),
+    Encoded(Arc<Vec<(Vec<u8>, Label)>>, usize),
+    File(PathBuf, Label),
+}
+
+/// A running pipeline; iterate it for batches.
+pub struct Pipeline {
+    receiver: Receiver<Result<Batch, PipelineError>>,
+    worker: Option<JoinHandle<()>>,
+    skipped: Arc<AtomicU64>,
+    len: usize,
+}
+
+struct Producer {
+    source: Source,
+    n: usize,
+    mode: Mode,
+    config: PipelineConfig,
+    preprocess: Preprocess,
+    target_width: usize,
+    skipped: Arc<AtomicU64>,
+}
+
+impl Pipeline {
+    /// Starts a pipeline at `start` (use `Cursor::default()` to begin).
+    pub fn new(
+        source: Source,
+        mode: Mode,
+        config: PipelineConfig,
+        preprocess: Preprocess,
+        start: Cursor,
+    ) -> Result<Pipeline, PipelineError> {
+        if config.batch_size == 0 {
+            return Err(PipelineError::Config { key: "batch_size", reason: "must be at least 1".into() });
+        }
+        if config.prefetch == 0 {
+            return Err(PipelineError::Config { key: "prefetch", reason: "must be at least 1".into() });
+        }
+        preprocess.validate().map_err(|e| PipelineError::Config { key: "preprocess", reason: e.to_string() })?;
+        let n = match &source {
+            Source::Records { files } => count_records(files)?,
+            Source::Files { entries } => entries.len(),
+            Source::Memory { entries } => entries.len(),
+        };
+        if n == 0 {
+            return Err(PipelineError::Empty);
+        }
+        let skipped = Arc::new(AtomicU64::new(0));
+        let (sender, receiver) = sync_channel(config.prefetch);
+        let producer = Producer { source, n, mode, config, preprocess, target_width: 0, skipped: Arc::clone(&skipped) };
+        let worker = std::thread::Builder::new()
+            .name("ferroflow-input".into())
+            .spawn(move || producer.run(start, sender))
+            .map_err(|e| PipelineError::Changed(format!("cannot start the input thread: {e}")))?;
+        Ok(Pipeline { receiver, worker: Some(worker), skipped, len: n })
+    }
+
+    /// Examples per epoch.
+    pub fn examples_per_epoch(&self) -> usize {
+        self.len
+    }
+
+    /// Examples skipped so far because they failed to decode.
+    pub fn skipped(&self) -> u64 {
+        self.skipped.load(Ordering::Relaxed)
+    }
+}
+
+impl Iterator for Pipeline {
+    type Item = Result<Batch, PipelineError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.receiver.recv().ok()
+    }
+}
+
+impl Drop for Pipeline {
+    fn drop(&mut self) {
+        // Unblock the producer (its sends fail once the receiver is gone).
+        let (_, dummy) = sync_channel(1);
+        drop(std::mem::replace(&mut self.receiver, dummy));
+        if let Some(w) = self.worker.take() {
+            let _ = w.join();
+        }
+    }
+}
+
+impl Producer {
+    fn run(mut self, start: Cursor, sender: SyncSender<Result<Batch, PipelineError>>) {
+        let threads = if self.config.num_workers == 0 { 0 } else { self.config.num_workers };
+        let pool = match rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .thread_name(|i| format!("ferroflow-decode-{i}"))
+            .build()
+        {
+            Ok(p) => p,
+            Err(e) => {
+                let _ = sender.send(Err(PipelineError::Changed(format!("cannot start decode threads: {e}"))));
+                return;
+            }
+        };
+        if let Err(e) = self.produce(start, &sender, &pool) {
+            let _ = sender.send(Err(e));
+        }
+    }
+
+    fn epochs(&self) -> Option<u64> {
+        match self.mode {
+            Mode::Train => self.config.epochs,
+            Mode::Eval => Some(1),
+        }
+    }
+
+    fn epoch_order(&self, epoch: u64) -> Vec<usize> {
+        match self.mode {
+            Mode::Train => shuffle_order(self.n, self.config.shuffle_buffer, self.config.seed, epoch),
+            Mode::Eval => (0..self.n).collect(),
+        }
+    }
+
+    fn stream_for(&self, epoch: u64) -> Option<RecordStream> {
+        match &self.source {
+            Source::Records { files } => {
+                let mut files = files.clone();
+                if self.mode == Mode::Train && self.config.shuffle_files {
+                    Rng::derive(self.config.seed, &[4, epoch]).shuffle(&mut files);
+                }
+                Some(RecordStream::new(files))
+            }
+            _ => None,
+        }
+    }
+
+    fn raw(&self, stream: &mut Option<RecordStream>, s: usize, keep: bool) -> Result<Option<Raw>, PipelineError> {
+        Ok(match (&self.source, stream) {
+            (Source::Records { .. }, Some(stream)) => stream.take(s, keep)?.map(Raw::Record),
+            (Source::Files { entries }, _) => Some(Raw::File(entries[s].0.clone(), entries[s].1.clone())),
+            (Source::Memory { entries }, _) => Some(Raw::Encoded(Arc::clone(entries), s)),
+            _ => None,
+        })
+    }
+
+    fn produce(
+        &mut self,
+        start: Cursor,
+        sender: &SyncSender<Result<Batch, PipelineError>>,
+        pool: &rayon::ThreadPool,
+    ) -> Result<(), PipelineError> {
+        let batch = self.config.batch_size;
+        let mut epoch = start.epoch;
+        let mut offset = start.offset as usize;
+        let mut order = self.epoch_order(epoch);
+        let mut stream = self.stream_for(epoch);
+        // Skip what the cursor says was consumed, reading without decoding.
+        if offset > 0 {
+            for &s in &order[..offset.min(self.n)] {
+                self.raw(&mut stream, s, true)?;
+            }
+        }
+        loop {
+            if self.epochs().is_some_and(|e| epoch >= e) {
+                return Ok(());
+            }
+            // Gather the next batch's raw examples, crossing into the next epoch if needed.
+            let mut items: Vec<(u64, usize, Raw)> = Vec::with_capacity(batch);
+            while items.len() < batch {
+                if offset == self.n {
+                    epoch += 1;
+                    offset = 0;
+                    if self.epochs().is_some_and(|e| epoch >= e) {
+                        break;
+                    }
+                    order = self.epoch_order(epoch);
+                    stream = self.stream_for(epoch);
+                }
+                let s = order[offset];
+                if let Some(raw) = self.raw(&mut stream, s, true)? {
+                    items.push((epoch, offset, raw));
+                }
+                offset += 1;
+            }
+            if items.is_empty() || (items.len() < batch && self.mode == Mode::Train && self.config.drop_remainder) {
+                return Ok(());
+            }
+            let cursor = if offset == self.n {
+                Cursor { epoch: epoch + 1, offset: 0 }
+            } else {
+                Cursor { epoch, offset: offset as u64 }
+            };
+            let processed: Vec<Option<(Vec<f32>, Label)>> =
+                pool.install(|| items.into_par_iter().map(|(e, p, raw)| self.process(e, p, raw)).collect());
+            let batch = self.assemble(processed, cursor);
+            if sender.send(Ok(batch)).is_err() {
+                return Ok(()); // the consumer is gone
+            }
+        }
+    }
+
+    fn decode_options(&self) -> DecodeOptions {
+        let [h, w] = self.preprocess.image_size;
+        DecodeOptions {
+            channels: Some(self.preprocess.channels),
+            max_pixels: self.config.max_pixels,
+            jpeg_min_size: self.config.fast_jpeg.then_some((h, w)),
+        }
+    }
+
+    /// Decodes and preprocesses one example; `None` (counted) if it is bad.
+    fn process(&self, epoch: u64, position: usize, raw: Raw) -> Option<(Vec<f32>, Label)> {
+        let options = self.decode_options();
+        let decoded = match raw {
+            Raw::Record(bytes) => {
+                Example::from_bytes(&bytes).ok().and_then(|ex| decode_example(&ex, &options).ok()).map(|d| {
+                    let label = match d.label {
+                        Some(l) => Label::Class(l),
+                        None => Label::Target(d.target),
+                    };
+                    (d.image, label)
+                })
+            }
+            Raw::Encoded(entries, i) => {
+                decode_image(&entries[i].0, &options).ok().map(|img| (img, entries[i].1.clone()))
+            }
+            Raw::File(path, label) => {
+                std::fs::read(&path).ok().and_then(|b| decode_image(&b, &options).ok()).map(|img| (img, label))
+            }
+        };
+        let Some((image, label)) = decoded else {
+            self.skipped.fetch_add(1, Ordering::Relaxed);
+            return None;
+        };
+        let pixels = match self.mode {
+            Mode::Train => {
+                let mut rng = Rng::derive(self.config.seed, &[5, epoch, position as u64]);
+                self.preprocess.train(&image, &mut rng)
+            }
+            Mode::Eval => self.preprocess.eval(&image),
+        };
+        Some((pixels, label))
+    }
+
+    fn assemble(&mut self, processed: Vec<Option<(Vec<f32>, Label)>>, cursor: Cursor) -> Batch {
+        let [h, w] = self.preprocess.image_size;
+        let c = self.preprocess.channels;
+        let mut batch = Batch {
+            images: Vec::with_capacity(processed.len() * c * h * w),
+            labels: Vec::new(),
+            targets: Vec::new(),
+            size: 0,
+            shape: [c, h, w],
+            cursor,
+        };
+        for (pixels, label) in processed.into_iter().flatten() {
+            batch.images.extend_from_slice(&pixels);
+            match label {
+                Label::Class(l) => batch.labels.push(l),
+                Label::Target(t) => {
+                    self.target_width = t.len();
+                    batch.targets.extend(t);
+                }
+            }
+            batch.size += 1;
+        }
+        batch
+    }
+}
