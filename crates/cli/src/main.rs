@@ -15,7 +15,7 @@ use clap::{Parser, Subcommand};
     name = "ferroflow",
     version,
     about,
-    after_help = "Not yet built (later milestones): train, eval, predict, inspect, models, bench."
+    after_help = "Not yet built (later milestones): train, eval, predict, inspect, models, bench train."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -32,6 +32,9 @@ enum Command {
     Prepare(commands::prepare::PrepareArgs),
     /// Decode records back into PNG images <i>_label_<l>.png, to check a dataset by eye.
     Dump(commands::dump::DumpArgs),
+    /// Measure throughput (input pipeline; training arrives with the model milestone).
+    #[command(subcommand)]
+    Bench(commands::bench::BenchCommand),
 }
 
 fn main() -> ExitCode {
@@ -45,6 +48,7 @@ fn main() -> ExitCode {
         Command::Survey(args) => commands::survey::run(&args),
         Command::Prepare(args) => commands::prepare::run(&args),
         Command::Dump(args) => commands::dump::run(&args),
+        Command::Bench(command) => commands::bench::run(&command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

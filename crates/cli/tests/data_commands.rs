@@ -140,7 +140,8 @@ fn prepare_mnist5k_keeps_the_existing_split_and_round_trips_pixels() {
 fn prepare_raw_gzip_and_dump_round_trip() {
     let dir = tempfile::tempdir().unwrap();
     let ds = dir.path().join("raw");
-    let meta = prepare(&testdata("data/mnist5k"), &ds, &["--encoding", "raw", "--compression", "gzip", "--shards", "2"]);
+    let meta =
+        prepare(&testdata("data/mnist5k"), &ds, &["--encoding", "raw", "--compression", "gzip", "--shards", "2"]);
     assert_eq!(meta["encoding"], "raw");
     assert_eq!(meta["image_size"], serde_json::json!([28, 28]));
     let files = split_files(&ds, &meta, "validation");
@@ -208,8 +209,11 @@ fn prepare_regression_from_csv() {
     std::fs::create_dir(&src).unwrap();
     let mut csv = String::from("filename,age\n");
     for (i, name) in ["a.png", "b.png", "c.png", "d.png"].iter().enumerate() {
-        std::fs::copy(testdata("data/mnist5k/train/3").read_dir().unwrap().nth(i).unwrap().unwrap().path(), src.join(name))
-            .unwrap();
+        std::fs::copy(
+            testdata("data/mnist5k/train/3").read_dir().unwrap().nth(i).unwrap().unwrap().path(),
+            src.join(name),
+        )
+        .unwrap();
         csv.push_str(&format!("{name},{}\n", i as f32 * 1.5));
     }
     std::fs::write(dir.path().join("labels.csv"), csv).unwrap();
@@ -242,7 +246,14 @@ fn prepare_errors_are_one_clear_message() {
     let out = ferroflow(&["prepare", "x", "--out", "y", "--resize", "12by4"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("expected HEIGHTxWIDTH"));
-    let out = ferroflow(&["prepare", s(&testdata("data/photos-mini")), "--out", s(&dir.path().join("r")), "--encoding", "raw"]);
+    let out = ferroflow(&[
+        "prepare",
+        s(&testdata("data/photos-mini")),
+        "--out",
+        s(&dir.path().join("r")),
+        "--encoding",
+        "raw",
+    ]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("give --resize HxW"));
     let out = ferroflow(&["dump", s(&testdata("data")), "--out", s(&dir.path().join("d"))]);

@@ -79,7 +79,11 @@ fn tensorflow_reads_prepared_datasets() {
             assert_eq!(tf[split]["per_class"], ours[split]["per_class"], "{name} {split}");
         }
         assert_eq!(tf["train"]["count"], 45, "{name}");
-        assert_eq!(tf["validation"]["per_class"], serde_json::json!({"chelsea": 5, "coffee": 5, "rocket": 5}), "{name}");
+        assert_eq!(
+            tf["validation"]["per_class"],
+            serde_json::json!({"chelsea": 5, "coffee": 5, "rocket": 5}),
+            "{name}"
+        );
         if name != "original" {
             // Lossless storage: TF's decoded pixels are exactly ours.
             for split in ["train", "validation"] {

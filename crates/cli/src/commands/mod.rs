@@ -1,5 +1,6 @@
 //! One module per command; each exposes its clap arguments and a `run`.
 
+pub mod bench;
 pub mod dump;
 pub mod prepare;
 pub mod records;
