@@ -9,6 +9,12 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+/// mimalloc keeps freed tensor and image buffers for reuse; glibc's malloc
+/// returns large blocks to the OS and page-faults them back every batch
+/// (measured in docs/PERFORMANCE.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Train image models the TensorFlow way, in Rust.
 #[derive(Debug, Parser)]
 #[command(

@@ -84,7 +84,7 @@ fn square_shape(len: usize) -> Option<(i64, i64, i64)> {
         let s = (n as f64).sqrt().round() as usize;
         (s > 0 && s * s == n).then_some(s as i64)
     };
-    if len % 3 == 0
+    if len.is_multiple_of(3)
         && let Some(s) = side(len / 3)
     {
         return Some((s, s, 3));

@@ -10,9 +10,9 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use rayon::prelude::*;
@@ -268,9 +268,16 @@ pub struct Pipeline {
     worker: Option<JoinHandle<()>>,
     skipped: Arc<AtomicU64>,
     len: usize,
+    buffers: BufferPool,
 }
 
+/// Image buffers handed back by the consumer for reuse: a batch at 224x224
+/// is ~38 MB, and a fresh allocation of that size is page-faulted in (and
+/// zeroed by the kernel) every batch otherwise.
+type BufferPool = Arc<Mutex<Vec<Vec<f32>>>>;
+
 struct Producer {
+    buffers: BufferPool,
     source: Source,
     n: usize,
     mode: Mode,
@@ -306,12 +313,32 @@ impl Pipeline {
         }
         let skipped = Arc::new(AtomicU64::new(0));
         let (sender, receiver) = sync_channel(config.prefetch);
-        let producer = Producer { source, n, mode, config, preprocess, target_width: 0, skipped: Arc::clone(&skipped) };
+        let buffers: BufferPool = Arc::default();
+        let producer = Producer {
+            buffers: Arc::clone(&buffers),
+            source,
+            n,
+            mode,
+            config,
+            preprocess,
+            target_width: 0,
+            skipped: Arc::clone(&skipped),
+        };
         let worker = std::thread::Builder::new()
             .name("ferroflow-input".into())
             .spawn(move || producer.run(start, sender))
             .map_err(|e| PipelineError::Changed(format!("cannot start the input thread: {e}")))?;
-        Ok(Pipeline { receiver, worker: Some(worker), skipped, len: n })
+        Ok(Pipeline { receiver, worker: Some(worker), skipped, len: n, buffers })
+    }
+
+    /// Hands a consumed batch's buffer back for reuse (optional; it saves
+    /// allocating and page-faulting a fresh buffer per batch).
+    pub fn recycle(&self, batch: Batch) {
+        if let Ok(mut pool) = self.buffers.lock()
+            && pool.len() < 4
+        {
+            pool.push(batch.images);
+        }
     }
 
     /// Examples per epoch.
@@ -446,9 +473,20 @@ impl Producer {
             } else {
                 Cursor { epoch, offset: offset as u64 }
             };
-            let processed: Vec<Option<(Vec<f32>, Label)>> =
-                pool.install(|| items.into_par_iter().map(|(e, p, raw)| self.process(e, p, raw)).collect());
-            let batch = self.assemble(processed, cursor);
+            let len = self.preprocess.output_len();
+            let mut images = self.buffers.lock().ok().and_then(|mut p| p.pop()).unwrap_or_default();
+            if images.len() != items.len() * len {
+                images.resize(items.len() * len, 0.0);
+            }
+            // Each worker writes its example straight into its slot of the batch.
+            let labels: Vec<Option<Label>> = pool.install(|| {
+                images
+                    .par_chunks_mut(len)
+                    .zip(items.into_par_iter())
+                    .map(|(out, (e, p, raw))| self.process(e, p, raw, out))
+                    .collect()
+            });
+            let batch = self.assemble(images, labels, cursor);
             if sender.send(Ok(batch)).is_err() {
                 return Ok(()); // the consumer is gone
             }
@@ -464,8 +502,8 @@ impl Producer {
         }
     }
 
-    /// Decodes and preprocesses one example; `None` (counted) if it is bad.
-    fn process(&self, epoch: u64, position: usize, raw: Raw) -> Option<(Vec<f32>, Label)> {
+    /// Decodes and preprocesses one example into `out`; `None` (counted) if it is bad.
+    fn process(&self, epoch: u64, position: usize, raw: Raw, out: &mut [f32]) -> Option<Label> {
         let options = self.decode_options();
         let decoded = match raw {
             Raw::Record(bytes) => {
@@ -488,29 +526,28 @@ impl Producer {
             self.skipped.fetch_add(1, Ordering::Relaxed);
             return None;
         };
-        let pixels = match self.mode {
+        match self.mode {
             Mode::Train => {
                 let mut rng = Rng::derive(self.config.seed, &[5, epoch, position as u64]);
-                self.preprocess.train(&image, &mut rng)
+                self.preprocess.train_into(&image, &mut rng, out);
             }
-            Mode::Eval => self.preprocess.eval(&image),
-        };
-        Some((pixels, label))
+            Mode::Eval => self.preprocess.eval_into(&image, out),
+        }
+        Some(label)
     }
 
-    fn assemble(&mut self, processed: Vec<Option<(Vec<f32>, Label)>>, cursor: Cursor) -> Batch {
+    /// Builds the batch, closing the gaps left by examples that failed to decode.
+    fn assemble(&mut self, mut images: Vec<f32>, labels: Vec<Option<Label>>, cursor: Cursor) -> Batch {
         let [h, w] = self.preprocess.image_size;
         let c = self.preprocess.channels;
-        let mut batch = Batch {
-            images: Vec::with_capacity(processed.len() * c * h * w),
-            labels: Vec::new(),
-            targets: Vec::new(),
-            size: 0,
-            shape: [c, h, w],
-            cursor,
-        };
-        for (pixels, label) in processed.into_iter().flatten() {
-            batch.images.extend_from_slice(&pixels);
+        let len = c * h * w;
+        let mut batch =
+            Batch { images: Vec::new(), labels: Vec::new(), targets: Vec::new(), size: 0, shape: [c, h, w], cursor };
+        for (i, label) in labels.into_iter().enumerate() {
+            let Some(label) = label else { continue };
+            if batch.size != i {
+                images.copy_within(i * len..(i + 1) * len, batch.size * len);
+            }
             match label {
                 Label::Class(l) => batch.labels.push(l),
                 Label::Target(t) => {
@@ -520,6 +557,8 @@ impl Producer {
             }
             batch.size += 1;
         }
+        images.truncate(batch.size * len);
+        batch.images = images;
         batch
     }
 }

@@ -202,13 +202,25 @@ impl Preprocess {
     /// # Shapes
     /// `image`: `[h, w, c]` (c = `self.channels`) → `[channels, height, width]` (CHW).
     pub fn eval(&self, image: &ImageU8) -> Vec<f32> {
+        let mut out = vec![0.0; self.output_len()];
+        self.eval_into(image, &mut out);
+        out
+    }
+
+    /// [`eval`](Self::eval) writing into `out` (`channels * height * width`
+    /// floats), e.g. a slice of a batch buffer.
+    pub fn eval_into(&self, image: &ImageU8, out: &mut [f32]) {
         let [h, w] = self.image_size;
-        let image = match self.eval_central_fraction {
-            Some(f) if f < 1.0 => central_crop(image, f),
-            _ => image.clone(),
+        let resized = match self.eval_central_fraction {
+            Some(f) if f < 1.0 => self.resize_u8(&central_crop(image, f), h, w),
+            _ => self.resize_u8(image, h, w),
         };
-        let resized = self.resize_u8(&image, h, w);
-        self.finish(resized)
+        self.finish(resized, false, out);
+    }
+
+    /// Floats per preprocessed image: `channels * height * width`.
+    pub fn output_len(&self) -> usize {
+        self.channels * self.image_size[0] * self.image_size[1]
     }
 
     /// Training preprocessing with augmentation drawn from `rng`.
@@ -216,18 +228,28 @@ impl Preprocess {
     /// # Shapes
     /// `image`: `[h, w, c]` (c = `self.channels`) → `[channels, height, width]` (CHW).
     pub fn train(&self, image: &ImageU8, rng: &mut Rng) -> Vec<f32> {
+        let mut out = vec![0.0; self.output_len()];
+        self.train_into(image, rng, &mut out);
+        out
+    }
+
+    /// [`train`](Self::train) writing into `out` (`channels * height * width` floats).
+    pub fn train_into(&self, image: &ImageU8, rng: &mut Rng, out: &mut [f32]) {
         let a = &self.train;
-        let image = match a.order {
+        match a.order {
             Order::ResizeFirst => {
                 let geometric = self.train_geometry(image, rng);
-                self.jitter(geometric, rng)
+                // Flipping commutes with the per-pixel colour ops, so it is
+                // folded into the final copy.
+                let (jittered, flip) = self.jitter(geometric, rng, true);
+                self.finish(jittered, flip, out);
             }
             Order::AugmentFirst => {
-                let jittered = self.jitter(image.to_f32(), rng);
-                self.train_geometry_f32(&jittered, rng)
+                let (jittered, _) = self.jitter(image.to_f32(), rng, false);
+                let geometric = self.train_geometry_f32(&jittered, rng);
+                self.finish(geometric, false, out);
             }
-        };
-        self.finish(image)
+        }
     }
 
     fn train_geometry(&self, image: &ImageU8, rng: &mut Rng) -> ImageF32 {
@@ -258,8 +280,9 @@ impl Preprocess {
     }
 
     /// Flip, then TF-slim's `distort_color` order 0: brightness, saturation,
-    /// hue, contrast; clipped to [0, 255] as TF-slim clips to [0, 1].
-    fn jitter(&self, mut image: ImageF32, rng: &mut Rng) -> ImageF32 {
+    /// hue, contrast; clipped to [0, 255] as TF-slim clips to [0, 1]. With
+    /// `defer_flip` the flip is not applied but returned, for `finish`.
+    fn jitter(&self, mut image: ImageF32, rng: &mut Rng, defer_flip: bool) -> (ImageF32, bool) {
         let a = &self.train;
         // Draw every random number whether or not it is used, so that turning
         // one augmentation on does not change the others' draws.
@@ -268,7 +291,8 @@ impl Preprocess {
         let saturation = rng.range_f32(1.0 - a.saturation, 1.0 + a.saturation);
         let hue = rng.range_f32(-a.hue, a.hue);
         let contrast = rng.range_f32(1.0 - a.contrast, 1.0 + a.contrast);
-        if a.flip_left_right && flip {
+        let flip = a.flip_left_right && flip;
+        if flip && !defer_flip {
             image = flip_left_right(&image);
         }
         let mut touched = false;
@@ -295,23 +319,45 @@ impl Preprocess {
         if touched {
             image.data.iter_mut().for_each(|v| *v = v.clamp(0.0, 255.0));
         }
-        image
+        (image, flip && defer_flip)
     }
 
-    /// Normalises and transposes HWC → CHW.
-    fn finish(&self, image: ImageF32) -> Vec<f32> {
+    /// Normalises and transposes HWC → CHW, mirroring columns when `flip`
+    /// (a left-right flip folded into this copy instead of its own pass).
+    fn finish(&self, image: ImageF32, flip: bool, out: &mut [f32]) {
         let (h, w, c) = (image.height, image.width, image.channels);
         let mean = self.mean.unwrap_or([0.0; 3]);
         let inv_std = self.std.map_or([1.0; 3], |s| s.map(|v| 1.0 / v));
-        let mut out = vec![0.0f32; c * h * w];
+        assert_eq!(out.len(), c * h * w, "output buffer does not match {c}x{h}x{w}");
+        if c == 3 {
+            // One pass over the pixels, three planar outputs (the hot case).
+            let (r_plane, rest) = out.split_at_mut(h * w);
+            let (g_plane, b_plane) = rest.split_at_mut(h * w);
+            let k = [inv_std[0] * self.scale, inv_std[1] * self.scale, inv_std[2] * self.scale];
+            for y in 0..h {
+                let src = &image.data[y * w * 3..(y + 1) * w * 3];
+                let (r, g, b) = (&mut r_plane[y * w..][..w], &mut g_plane[y * w..][..w], &mut b_plane[y * w..][..w]);
+                for x in 0..w {
+                    let sx = if flip { w - 1 - x } else { x };
+                    let px = &src[sx * 3..sx * 3 + 3];
+                    r[x] = (px[0] - mean[0]) * k[0];
+                    g[x] = (px[1] - mean[1]) * k[1];
+                    b[x] = (px[2] - mean[2]) * k[2];
+                }
+            }
+            return;
+        }
         for ch in 0..c {
             let (m, k) = (mean[ch], inv_std[ch] * self.scale);
             let plane = &mut out[ch * h * w..(ch + 1) * h * w];
-            for (i, v) in plane.iter_mut().enumerate() {
-                *v = (image.data[i * c + ch] - m) * k;
+            for (y, dst) in plane.chunks_exact_mut(w).enumerate() {
+                let src = &image.data[y * w * c..(y + 1) * w * c];
+                for (x, v) in dst.iter_mut().enumerate() {
+                    let sx = if flip { w - 1 - x } else { x };
+                    *v = (src[sx * c + ch] - m) * k;
+                }
             }
         }
-        out
     }
 }
 

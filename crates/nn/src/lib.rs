@@ -1,5 +1,9 @@
-//! ferroflow's model layer: layers with TensorFlow's semantics on candle,
-//! the variable store, the fast CPU kernels and the model zoo.
+//! ferroflow's model layer: layers with TensorFlow's exact semantics on
+//! candle tensors and autograd, the variable store, and the model zoo.
 //!
-//! Not built yet: this crate holds no code until the model milestone (issue 4)
-//! lands. It exists so the workspace has its final shape.
+//! Layout: NCHW activations and OIHW kernels (candle's); TensorFlow's
+//! NHWC/HWIO appear only at the edges (golden tests, TF interop).
+
+mod error;
+
+pub use error::{NnError, Result};

@@ -23,8 +23,11 @@ use crate::error::{Offset, RecordError};
 /// ~100 KB records, small enough to keep memory constant.
 const BUFFER_SIZE: usize = 1 << 20;
 
-/// Data is read in chunks of at most this many bytes, so that a corrupt (or
-/// hostile) length does not allocate more than the file actually holds.
+/// Data is read in chunks growing from `MIN_CHUNK` to `MAX_CHUNK` bytes, so
+/// that a corrupt (or hostile) length does not allocate much more than the
+/// file actually holds (found by fuzzing: a 12-byte file claiming 2^40 bytes
+/// used to allocate 64 MiB).
+const MIN_CHUNK: usize = 64 << 10;
 const MAX_CHUNK: usize = 64 << 20;
 
 /// Options for [`RecordReader::open`].
@@ -300,20 +303,25 @@ fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
 }
 
 /// Replaces `buf` with the next `len` bytes (fewer if the stream ends),
-/// growing it in bounded chunks; returns the bytes read.
+/// returning the bytes read. The buffer grows with the data actually read:
+/// it starts at the smaller of `len` and 64 KiB and at most doubles per
+/// chunk (up to 64 MiB), so a corrupt length over a short file allocates
+/// about what the file holds, not what the length claims.
 fn read_exactly(r: &mut impl Read, buf: &mut Vec<u8>, len: u64) -> io::Result<u64> {
     buf.clear();
     let mut total: u64 = 0;
+    let mut chunk = (len.min(MIN_CHUNK as u64)) as usize;
     while total < len {
-        let chunk = (len - total).min(MAX_CHUNK as u64) as usize;
+        let want = ((len - total) as usize).min(chunk);
         let start = buf.len();
-        buf.resize(start + chunk, 0);
+        buf.resize(start + want, 0);
         let got = read_full(r, &mut buf[start..])?;
         buf.truncate(start + got);
         total += got as u64;
-        if got < chunk {
+        if got < want {
             break;
         }
+        chunk = (chunk * 2).min(MAX_CHUNK);
     }
     Ok(total)
 }

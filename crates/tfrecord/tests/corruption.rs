@@ -160,3 +160,15 @@ fn not_a_tfrecord_file() {
     assert!(err.to_string().contains("corrupt length header"), "{err}");
     assert!(err.to_string().contains("byte offset 0"), "{err}");
 }
+
+#[test]
+fn a_short_file_claiming_a_huge_record_allocates_little() {
+    // Found by fuzzing (crates/tfrecord/README.md): 12 bytes claiming 2^40.
+    let length = (1u64 << 40).to_le_bytes();
+    let mut bytes = length.to_vec();
+    bytes.extend_from_slice(&tfrecord::masked_crc32c(&length).to_le_bytes());
+    let mut reader = RecordReader::new(&bytes[..], "x", false, false);
+    let mut buf = Vec::new();
+    assert!(matches!(reader.read_next(&mut buf), Err(RecordError::Truncated { got: 0, .. })));
+    assert!(buf.capacity() <= 64 << 10, "allocated {} bytes", buf.capacity());
+}

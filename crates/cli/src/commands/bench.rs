@@ -84,7 +84,7 @@ fn input(args: &InputArgs) -> Result<()> {
     let mut checksum = 0.0f64;
     for _ in 0..args.warmup {
         if let Some(b) = pipeline.next() {
-            b?;
+            pipeline.recycle(b?);
         }
     }
     let start = Instant::now();
@@ -94,6 +94,7 @@ fn input(args: &InputArgs) -> Result<()> {
         let batch = batch?;
         checksum += f64::from(batch.images[0]);
         images += batch.size;
+        pipeline.recycle(batch);
     }
     let secs = start.elapsed().as_secs_f64();
     println!(

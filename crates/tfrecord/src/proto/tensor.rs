@@ -140,16 +140,18 @@ impl TensorProto {
         }
     }
 
-    /// The number of elements its shape says it has.
-    pub fn num_elements(&self) -> i64 {
-        self.tensor_shape.as_ref().map_or(1, |s| s.dim.iter().map(|d| d.size).product())
+    /// The number of elements its shape says it has; `None` for an unknown
+    /// (negative) dimension or a product that overflows.
+    pub fn num_elements(&self) -> Option<i64> {
+        let Some(shape) = &self.tensor_shape else { return Some(1) };
+        shape.dim.iter().try_fold(1i64, |n, d| if d.size < 0 { None } else { n.checked_mul(d.size) })
     }
 
     /// Its values as f64, for the numeric dtypes (from the typed field or from
     /// `tensor_content`); `None` for other dtypes or a malformed tensor.
     pub fn to_f64_vec(&self) -> Option<Vec<f64>> {
         fn le<const N: usize, T>(bytes: &[u8], f: impl Fn([u8; N]) -> T) -> Option<Vec<T>> {
-            if bytes.len() % N != 0 {
+            if !bytes.len().is_multiple_of(N) {
                 return None;
             }
             Some(bytes.chunks_exact(N).map(|c| f(c.try_into().expect("chunk of N"))).collect())
