@@ -23,12 +23,6 @@ use crate::error::{Offset, RecordError};
 /// ~100 KB records, small enough to keep memory constant.
 const BUFFER_SIZE: usize = 1 << 20;
 
-/// Data is read in chunks growing from `MIN_CHUNK` to `MAX_CHUNK` bytes, so
-/// that a corrupt (or hostile) length does not allocate much more than the
-/// file actually holds (found by fuzzing: a 12-byte file claiming 2^40 bytes
-/// used to allocate 64 MiB).
-const MIN_CHUNK: usize = 64 << 10;
-const MAX_CHUNK: usize = 64 << 20;
 
 /// Options for [`RecordReader::open`].
 #[derive(Debug, Clone, Copy, Default)]
@@ -303,25 +297,12 @@ fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
 }
 
 /// Replaces `buf` with the next `len` bytes (fewer if the stream ends),
-/// returning the bytes read. The buffer grows with the data actually read:
-/// it starts at the smaller of `len` and 64 KiB and at most doubles per
-/// chunk (up to 64 MiB), so a corrupt length over a short file allocates
+/// returning the bytes read. `read_to_end` on a `take(len)` writes into the
+/// buffer's spare capacity without zeroing it and grows the buffer only as
+/// data actually arrives, so a corrupt length over a short file allocates
 /// about what the file holds, not what the length claims.
 fn read_exactly(r: &mut impl Read, buf: &mut Vec<u8>, len: u64) -> io::Result<u64> {
     buf.clear();
-    let mut total: u64 = 0;
-    let mut chunk = (len.min(MIN_CHUNK as u64)) as usize;
-    while total < len {
-        let want = ((len - total) as usize).min(chunk);
-        let start = buf.len();
-        buf.resize(start + want, 0);
-        let got = read_full(r, &mut buf[start..])?;
-        buf.truncate(start + got);
-        total += got as u64;
-        if got < want {
-            break;
-        }
-        chunk = (chunk * 2).min(MAX_CHUNK);
-    }
-    Ok(total)
+    // (`read_to_end` retries interrupted reads itself.)
+    Ok(r.by_ref().take(len).read_to_end(buf)? as u64)
 }
