@@ -23,7 +23,6 @@ use crate::error::{Offset, RecordError};
 /// ~100 KB records, small enough to keep memory constant.
 const BUFFER_SIZE: usize = 1 << 20;
 
-
 /// Options for [`RecordReader::open`].
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ReaderOptions {
