@@ -12,7 +12,6 @@ mod pipeline;
 mod prepare;
 mod preprocess;
 mod resize;
-mod rng;
 mod stats;
 mod survey;
 
@@ -23,6 +22,7 @@ pub use decode::{DEFAULT_MAX_PIXELS, DecodeError, DecodeOptions, ImageFormat, Im
 pub use discover::{DiscoverError, Discovered, IMAGE_EXTENSIONS, ImageEntry, Split, discover};
 pub use dump::{DumpError, dump};
 pub use example_codec::{DecodedExample, ExampleError, decode_example, detect_encoding};
+pub use ferroflow_rng::Rng;
 pub use image::{Image, ImageF32, ImageU8};
 pub use image_ops::{
     adjust_brightness, adjust_contrast, adjust_hue, adjust_saturation, central_crop, crop, flip_left_right,
@@ -32,6 +32,5 @@ pub use pipeline::{Batch, Cursor, Label, Mode, Pipeline, PipelineConfig, Pipelin
 pub use prepare::{IMAGES_PER_SHARD, PrepareError, PrepareOptions, PrepareReport, prepare};
 pub use preprocess::{Augment, Crop, Order, Preprocess, PreprocessError};
 pub use resize::{ResizeMethod, ResizeOptions, resize, resize_bilinear_legacy, resize_bilinear_u8, resize_u8};
-pub use rng::Rng;
 pub use stats::{Bin, ChannelStats, Summary, edge_bins, equal_bins};
 pub use survey::{ASPECT_EDGES, SurveyOptions, SurveyReport, Unreadable, survey};

@@ -22,7 +22,7 @@ use tfrecord::{Example, FileRecordReader, ReaderOptions, RecordError};
 use crate::decode::{DEFAULT_MAX_PIXELS, DecodeOptions, decode_image};
 use crate::example_codec::decode_example;
 use crate::preprocess::Preprocess;
-use crate::rng::Rng;
+use ferroflow_rng::Rng;
 
 /// Where examples come from.
 #[derive(Debug, Clone)]

@@ -16,8 +16,8 @@ use crate::decode::{DEFAULT_MAX_PIXELS, DecodeOptions, ImageFormat, decode_image
 use crate::discover::{DiscoverError, ImageEntry, Split, discover};
 use crate::image::ImageU8;
 use crate::resize::resize_bilinear_u8;
-use crate::rng::Rng;
 use crate::stats::{ChannelStats, Summary};
+use ferroflow_rng::Rng;
 
 /// Images per shard when the shard count is not given.
 pub const IMAGES_PER_SHARD: usize = 1000;

@@ -9,7 +9,7 @@ use crate::image_ops::{
     pad_to_bounding_box,
 };
 use crate::resize::{ResizeMethod, ResizeOptions, resize, resize_bilinear_u8};
-use crate::rng::Rng;
+use ferroflow_rng::Rng;
 
 /// How training images are cropped.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Default)]

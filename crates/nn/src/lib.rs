@@ -5,5 +5,6 @@
 //! NHWC/HWIO appear only at the edges (golden tests, TF interop).
 
 mod error;
+pub mod ops;
 
 pub use error::{NnError, Result};

@@ -1,6 +1,9 @@
-//! ferroflow's own seeded random stream (xoshiro256++, seeded through
-//! SplitMix64 as its authors recommend: <https://prng.di.unimi.it/>). Its
-//! whole state is four u64s, so a checkpoint can save and restore it exactly.
+//! ferroflow's own seeded random streams (xoshiro256++, seeded through
+//! SplitMix64 as its authors recommend: <https://prng.di.unimi.it/>), shared
+//! by the input pipeline (shuffling, augmentation) and the model
+//! (initializers, dropout). candle's CPU generator cannot be seeded; this one
+//! can, and its whole state is four u64s, so a checkpoint can save and
+//! restore it exactly.
 
 use serde::{Deserialize, Serialize};
 
@@ -22,7 +25,7 @@ impl Rng {
     /// A generator seeded from `seed`.
     ///
     /// ```
-    /// use ferroflow_data::Rng;
+    /// use ferroflow_rng::Rng;
     /// let (mut a, mut b) = (Rng::new(7), Rng::new(7));
     /// assert_eq!(a.next_u64(), b.next_u64());
     /// ```
@@ -80,5 +83,25 @@ impl Rng {
             let j = self.below(i as u64 + 1) as usize;
             items.swap(i, j);
         }
+    }
+}
+
+impl Rng {
+    /// A standard normal sample (Box-Muller, one of the pair).
+    pub fn normal_f32(&mut self) -> f32 {
+        // 1 - u is in (0, 1], so the logarithm is finite.
+        let u1 = 1.0 - self.uniform_f64();
+        let u2 = self.uniform_f64();
+        ((-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()) as f32
+    }
+
+    /// The generator's state, for checkpoints.
+    pub fn state(&self) -> [u64; 4] {
+        self.s
+    }
+
+    /// A generator resumed from [`state`](Self::state).
+    pub fn from_state(s: [u64; 4]) -> Self {
+        Rng { s }
     }
 }

@@ -1,0 +1,23 @@
+//! TensorFlow-exact operations as functions of candle tensors, each with
+//! autograd through candle's graph.
+//!
+//! Activations are NCHW and conv kernels OIHW (candle's layouts); `conv2d_transpose`
+//! kernels use candle's `[C_in, C_out, kh, kw]`. Every op documents its shapes and cites
+//! the TensorFlow source it follows; configurations TF rejects are [`crate::NnError`]s
+//! naming the op and the shapes.
+
+pub mod activation;
+pub mod batch_norm;
+pub mod conv;
+pub mod dense;
+pub mod loss;
+pub mod padding;
+pub mod pool;
+
+pub use activation::{leaky_relu, log_softmax, relu, relu6, sigmoid, softmax, tanh};
+pub use batch_norm::{batch_norm_count, batch_norm_eval, batch_norm_train, moving_average_update, unbiased_variance};
+pub use conv::{conv2d, conv2d_transpose};
+pub use dense::{dense, flatten};
+pub use loss::{mean_squared_error, smoothed_one_hot, softmax_cross_entropy, sparse_softmax_cross_entropy};
+pub use padding::{Padding, Window, effective_kernel, output_size, same_padding, window};
+pub use pool::{avg_pool2d, max_pool2d};

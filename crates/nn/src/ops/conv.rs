@@ -1,0 +1,430 @@
+//! TensorFlow's `Conv2D` and `conv2d_transpose` (`Conv2DBackpropInput`) on NCHW tensors.
+//!
+//! TF pads SAME asymmetrically (the odd pixel after; see [`super::padding`]), candle pads
+//! symmetrically, so both ops pad or crop explicitly and call candle with padding 0.
+//! candle takes one stride and one dilation for both spatial axes; unequal ones are
+//! handled by striding at the gcd and subsampling (conv2d), by inserting zeros into the
+//! input (conv2d_transpose) and by dilating the kernel explicitly. Every step is a candle
+//! op, so gradients reach both the input and the kernel.
+
+use candle_core::Tensor;
+
+use super::padding::{Padding, Window, insert_zeros, pad_and_crop, pad_dim, strided, window};
+use crate::{NnError, Result};
+
+fn gcd(a: usize, b: usize) -> usize {
+    if b == 0 { a } else { gcd(b, a % b) }
+}
+
+fn check_positive(op: &str, what: &str, v: [usize; 2]) -> Result<()> {
+    if v[0] == 0 || v[1] == 0 {
+        return Err(NnError::shape(op, format!("{what} {v:?} must be at least 1 in both dimensions")));
+    }
+    Ok(())
+}
+
+/// TF's `Conv2D` (`tf.nn.conv2d`) on NCHW input with an OIHW kernel.
+///
+/// Output size and SAME padding follow `tensorflow/core/framework/kernel_shape_util.cc`:
+/// `SAME` gives `ceil(in / stride)` with `pad_before = total / 2` and the odd pixel after
+/// (so an even kernel or a stride can pad asymmetrically); `VALID` gives
+/// `(in - k_eff) / stride + 1`, `k_eff = (k - 1) * dilation + 1`. Any stride and dilation,
+/// each per axis. Gradients flow to `x` and `w` (candle's conv backward, made exact by
+/// cropping the input to the rows the windows read).
+///
+/// # Shapes
+/// - `x`: `[N, C_in, H, W]`
+/// - `w`: `[C_out, C_in, kh, kw]`
+/// - result: `[N, C_out, H_out, W_out]`
+///
+/// # Errors
+/// Wrong ranks, mismatched channels, a zero stride or dilation, or a VALID kernel larger
+/// than the input (TF would return an empty tensor; ferroflow refuses it).
+pub fn conv2d(x: &Tensor, w: &Tensor, stride: [usize; 2], dilation: [usize; 2], padding: Padding) -> Result<Tensor> {
+    const OP: &str = "conv2d";
+    let describe = || {
+        format!("x {:?}, filter {:?}, stride {stride:?}, dilation {dilation:?}, padding {padding}", x.dims(), w.dims())
+    };
+    let (&[n, c_in, h, wd], &[c_out, w_in, kh, kw]) = (x.dims(), w.dims()) else {
+        return Err(NnError::shape(OP, format!("expected NCHW x and OIHW filter (rank 4): {}", describe())));
+    };
+    if c_in != w_in {
+        return Err(NnError::shape(
+            OP,
+            format!(
+                "input has {c_in} channels but the filter expects {w_in} (grouped convolution is not supported): {}",
+                describe()
+            ),
+        ));
+    }
+    check_positive(OP, "stride", stride)?;
+    check_positive(OP, "dilation", dilation)?;
+    let win = |axis: usize, input: usize, k: usize| {
+        window(input, k, stride[axis], dilation[axis], padding)
+            .map_err(|e| NnError::shape(OP, format!("{e}: {}", describe())))
+    };
+    let windows = [win(0, h, kh)?, win(1, wd, kw)?];
+    let used = [windows[0].used_len(kh, stride[0], dilation[0]), windows[1].used_len(kw, stride[1], dilation[1])];
+    let y = conv2d_padded(x, w, windows, used, stride, dilation).map_err(NnError::candle(OP))?;
+    let expect = [n, c_out, windows[0].output, windows[1].output];
+    if y.dims() != expect {
+        return Err(NnError::shape(
+            OP,
+            format!("internal: got output {:?}, expected {expect:?}: {}", y.dims(), describe()),
+        ));
+    }
+    Ok(y)
+}
+
+/// The candle part of [`conv2d`]: pad/crop, then one candle conv at padding 0.
+fn conv2d_padded(
+    x: &Tensor,
+    w: &Tensor,
+    windows: [Window; 2],
+    used: [usize; 2],
+    stride: [usize; 2],
+    dilation: [usize; 2],
+) -> candle_core::Result<Tensor> {
+    let xp = pad_and_crop(x, windows, used, 0.0)?;
+    // candle has one dilation for both axes: dilate the kernel explicitly when they differ.
+    let (w, dil) = if dilation[0] == dilation[1] {
+        (w.clone(), dilation[0])
+    } else {
+        (insert_zeros(&insert_zeros(w, 2, dilation[0])?, 3, dilation[1])?, 1)
+    };
+    if stride[0] == stride[1] {
+        return xp.conv2d(&w, 0, stride[0], dil, 1);
+    }
+    // candle has one stride: convolve at the gcd, then keep every (stride / gcd)-th row/column.
+    // `xp` spans exactly `(out - 1) * stride + k_eff`, a multiple of the gcd plus `k_eff`,
+    // so the gcd-strided conv is exact too (no output padding in its backward).
+    let g = gcd(stride[0], stride[1]);
+    let y = xp.conv2d(&w, 0, g, dil, 1)?;
+    let y = strided(&y, 2, 0, stride[0] / g, windows[0].output)?;
+    strided(&y, 3, 0, stride[1] / g, windows[1].output)
+}
+
+/// TF's `tf.nn.conv2d_transpose` (the `Conv2DBackpropInput` op) with an explicit output
+/// size: the gradient of [`conv2d`] with respect to its input, for an input of size
+/// `output_hw`.
+///
+/// TF accepts `output_hw` only when a forward conv2d of that size, with the same kernel,
+/// stride and padding, gives the input's size (`ConvBackpropComputeDimensionsV2` in
+/// `tensorflow/core/kernels/conv_grad_shape_utils.cc`); so does this function, and it names
+/// the sizes otherwise. Several output sizes can be valid for one input (e.g. 7 and 8 for
+/// input 4, stride 2, SAME). Computed as candle's full transposed conv (length
+/// `(in - 1) * stride + k`) cropped by TF's `pad_before` and zero-extended at the end where
+/// the forward conv's padded input reaches past its last window. Gradients flow to `x`
+/// and `w`.
+///
+/// # Shapes
+/// - `x`: `[N, C_in, H, W]` (the forward conv's output channels)
+/// - `w`: `[C_in, C_out, kh, kw]` (candle's `conv_transpose2d` layout; TF's `[kh, kw, C_out, C_in]`
+///   permuted by `(3, 2, 0, 1)`)
+/// - result: `[N, C_out, output_hw[0], output_hw[1]]`
+///
+/// # Errors
+/// Wrong ranks, mismatched channels, a zero stride, or an `output_hw` whose forward conv2d
+/// does not give `[H, W]`.
+pub fn conv2d_transpose(
+    x: &Tensor,
+    w: &Tensor,
+    output_hw: [usize; 2],
+    stride: [usize; 2],
+    padding: Padding,
+) -> Result<Tensor> {
+    const OP: &str = "conv2d_transpose";
+    let describe = || {
+        format!(
+            "x {:?}, filter {:?}, output size {output_hw:?}, stride {stride:?}, padding {padding}",
+            x.dims(),
+            w.dims()
+        )
+    };
+    let (&[n, c_in, h, wd], &[w_in, c_out, kh, kw]) = (x.dims(), w.dims()) else {
+        return Err(NnError::shape(
+            OP,
+            format!("expected NCHW x and [C_in, C_out, kh, kw] filter (rank 4): {}", describe()),
+        ));
+    };
+    if c_in != w_in {
+        return Err(NnError::shape(
+            OP,
+            format!("input has {c_in} channels but the filter's first dimension is {w_in}: {}", describe()),
+        ));
+    }
+    check_positive(OP, "stride", stride)?;
+    let mut windows = [Window { output: 0, pad_before: 0, pad_after: 0 }; 2];
+    for (axis, (&out, (&input, &k))) in output_hw.iter().zip([h, wd].iter().zip(&[kh, kw])).enumerate() {
+        let name = ["height", "width"][axis];
+        let win = window(out, k, stride[axis], 1, padding)
+            .map_err(|e| NnError::shape(OP, format!("output {name} {out} is invalid ({e}): {}", describe())))?;
+        if win.output != input {
+            return Err(NnError::shape(
+                OP,
+                format!(
+                    "output {name} {out} is inconsistent with input {name} {input}: a {padding} conv2d \
+                     of size {out} with kernel {k} and stride {} gives {}, not {input}: {}",
+                    stride[axis],
+                    win.output,
+                    describe()
+                ),
+            ));
+        }
+        windows[axis] = win;
+    }
+    let y = conv2d_transpose_full(x, w, stride)
+        .and_then(|full| crop_to_output(&full, windows, output_hw))
+        .map_err(NnError::candle(OP))?;
+    let expect = [n, c_out, output_hw[0], output_hw[1]];
+    if y.dims() != expect {
+        return Err(NnError::shape(
+            OP,
+            format!("internal: got output {:?}, expected {expect:?}: {}", y.dims(), describe()),
+        ));
+    }
+    Ok(y)
+}
+
+/// candle's unpadded transposed conv, `(in - 1) * stride + k` per axis, for any pair of strides.
+fn conv2d_transpose_full(x: &Tensor, w: &Tensor, stride: [usize; 2]) -> candle_core::Result<Tensor> {
+    if stride[0] == stride[1] {
+        return x.conv_transpose2d(w, 0, 0, stride[0], 1);
+    }
+    // One stride in candle: insert (stride / gcd - 1) zeros between input pixels per axis,
+    // then transpose-convolve at the gcd. `(in - 1) * (s / g) * g + k` is the same length.
+    let g = gcd(stride[0], stride[1]);
+    let xu = insert_zeros(&insert_zeros(x, 2, stride[0] / g)?, 3, stride[1] / g)?;
+    xu.conv_transpose2d(w, 0, 0, g, 1)
+}
+
+/// Output pixel `o` of TF's transposed conv is pixel `o + pad_before` of the full one; pixels
+/// past the full result (where the forward conv's padded input has unread rows) are zero.
+fn crop_to_output(full: &Tensor, windows: [Window; 2], output_hw: [usize; 2]) -> candle_core::Result<Tensor> {
+    let mut y = full.clone();
+    for (axis, (win, &out)) in windows.iter().zip(&output_hw).enumerate() {
+        let dim = axis + 2;
+        let len = y.dim(dim)?;
+        let start = win.pad_before.min(len);
+        let keep = out.min(len - start);
+        y = y.narrow(dim, start, keep)?;
+        y = pad_dim(&y, dim, 0, out - keep, 0.0)?;
+    }
+    Ok(y)
+}
+
+#[cfg(test)]
+mod tests {
+    use candle_core::{Device, Var};
+
+    use super::*;
+
+    /// Deterministic pseudo-random values in [-1, 1).
+    fn values(n: usize, seed: u64) -> Vec<f32> {
+        let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (0..n)
+            .map(|_| {
+                s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+            })
+            .collect()
+    }
+
+    /// (x shape, w shape, stride, dilation)
+    type ConvCase = ([usize; 4], [usize; 4], [usize; 2], [usize; 2]);
+    /// (x shape, w shape, output size, stride, padding)
+    type TransposeCase = ([usize; 4], [usize; 4], [usize; 2], [usize; 2], Padding);
+
+    struct Reference {
+        y: Vec<f32>,
+        dx: Vec<f32>,
+        dw: Vec<f32>,
+        out: [usize; 2],
+    }
+
+    /// A slow conv2d with explicit loops and its gradients for `sum(y * dy)`, with TF's
+    /// padding rule written out independently.
+    #[allow(clippy::too_many_arguments)]
+    fn reference(
+        x: &[f32],
+        xs: [usize; 4],
+        w: &[f32],
+        ws: [usize; 4],
+        stride: [usize; 2],
+        dil: [usize; 2],
+        same: bool,
+        dy: Option<&[f32]>,
+    ) -> Reference {
+        let [n, c, h, wd] = xs;
+        let [o, _, kh, kw] = ws;
+        let dims = |input: usize, k: usize, s: usize, d: usize| {
+            let ke = (k - 1) * d + 1;
+            if same {
+                let out = input.div_ceil(s);
+                let total = ((out - 1) * s + ke).saturating_sub(input);
+                (out, total / 2)
+            } else {
+                ((input - ke) / s + 1, 0)
+            }
+        };
+        let (oh, pt) = dims(h, kh, stride[0], dil[0]);
+        let (ow, pl) = dims(wd, kw, stride[1], dil[1]);
+        let mut y = vec![0f32; n * o * oh * ow];
+        let mut dx = vec![0f32; x.len()];
+        let mut dw = vec![0f32; w.len()];
+        for b in 0..n {
+            for oc in 0..o {
+                for i in 0..oh {
+                    for j in 0..ow {
+                        let yi = ((b * o + oc) * oh + i) * ow + j;
+                        let g = dy.map_or(0.0, |d| d[yi]);
+                        let mut acc = 0f32;
+                        for ic in 0..c {
+                            for a in 0..kh {
+                                for e in 0..kw {
+                                    let r = (i * stride[0] + a * dil[0]) as isize - pt as isize;
+                                    let q = (j * stride[1] + e * dil[1]) as isize - pl as isize;
+                                    if r < 0 || q < 0 || r >= h as isize || q >= wd as isize {
+                                        continue;
+                                    }
+                                    let xi = ((b * c + ic) * h + r as usize) * wd + q as usize;
+                                    let wi = ((oc * c + ic) * kh + a) * kw + e;
+                                    acc += x[xi] * w[wi];
+                                    dx[xi] += g * w[wi];
+                                    dw[wi] += g * x[xi];
+                                }
+                            }
+                        }
+                        y[yi] = acc;
+                    }
+                }
+            }
+        }
+        Reference { y, dx, dw, out: [oh, ow] }
+    }
+
+    fn assert_close(got: &[f32], want: &[f32], tol: f32, what: &str) {
+        assert_eq!(got.len(), want.len(), "{what}: length");
+        for (i, (g, w)) in got.iter().zip(want).enumerate() {
+            assert!((g - w).abs() <= tol * (1.0 + w.abs()), "{what}[{i}]: got {g}, want {w}");
+        }
+    }
+
+    fn flat(t: &Tensor) -> Vec<f32> {
+        t.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+    }
+
+    #[test]
+    fn conv2d_matches_loop_reference() {
+        let dev = Device::Cpu;
+        // (x shape, w shape, stride, dilation): even kernels with SAME stride 2 pad
+        // asymmetrically (e.g. in 9, k 4, s 2: total 3 -> 1 before, 2 after).
+        let cases: &[ConvCase] = &[
+            ([1, 2, 9, 9], [3, 2, 4, 4], [2, 2], [1, 1]),
+            ([2, 3, 8, 8], [2, 3, 2, 2], [2, 2], [1, 1]),
+            ([1, 2, 8, 7], [2, 2, 2, 2], [1, 1], [1, 1]),
+            ([1, 2, 9, 6], [2, 2, 3, 2], [2, 1], [1, 1]),
+            ([1, 1, 10, 11], [2, 1, 3, 3], [1, 1], [2, 3]),
+            ([1, 2, 12, 13], [2, 2, 4, 3], [3, 2], [1, 2]),
+            ([1, 2, 4, 4], [2, 2, 5, 5], [2, 2], [1, 1]),
+            // The shapes of the generator's "alt" variant.
+            ([1, 3, 10, 13], [4, 3, 4, 3], [3, 2], [1, 1]),
+            ([2, 2, 6, 9], [5, 2, 2, 4], [1, 3], [1, 1]),
+            ([1, 3, 15, 15], [3, 3, 6, 6], [4, 4], [1, 1]),
+            ([1, 2, 9, 11], [2, 2, 3, 3], [1, 1], [3, 2]),
+            ([3, 2, 3, 3], [2, 2, 3, 3], [2, 2], [1, 1]),
+            ([1, 5, 16, 16], [3, 5, 3, 3], [2, 2], [1, 1]),
+        ];
+        for (seed, &(xs, ws, stride, dil)) in cases.iter().enumerate() {
+            for padding in [Padding::Same, Padding::Valid] {
+                let xv = values(xs.iter().product(), seed as u64 * 3 + 1);
+                let wv = values(ws.iter().product(), seed as u64 * 3 + 2);
+                let x = Var::from_vec(xv.clone(), &xs, &dev).unwrap();
+                let w = Var::from_vec(wv.clone(), &ws, &dev).unwrap();
+                let y = match conv2d(&x, &w, stride, dil, padding) {
+                    Ok(y) => y,
+                    Err(e) => {
+                        // Only VALID with a kernel larger than the input may fail.
+                        assert_eq!(padding, Padding::Valid, "{e}");
+                        continue;
+                    }
+                };
+                let dyv = values(y.elem_count(), seed as u64 * 3 + 3);
+                let r = reference(&xv, xs, &wv, ws, stride, dil, padding == Padding::Same, Some(&dyv));
+                let what = format!("x {xs:?} w {ws:?} s {stride:?} d {dil:?} {padding}");
+                assert_eq!(y.dims(), &[xs[0], ws[0], r.out[0], r.out[1]], "{what}");
+                assert_close(&flat(&y), &r.y, 1e-5, &format!("{what} y"));
+                let dy = Tensor::from_vec(dyv, y.dims(), &dev).unwrap();
+                let grads = (&y * &dy).unwrap().sum_all().unwrap().backward().unwrap();
+                assert_close(&flat(grads.get(&x).unwrap()), &r.dx, 1e-5, &format!("{what} dx"));
+                assert_close(&flat(grads.get(&w).unwrap()), &r.dw, 1e-5, &format!("{what} dw"));
+            }
+        }
+    }
+
+    #[test]
+    fn conv2d_rejects_bad_configs() {
+        let dev = Device::Cpu;
+        let x = Tensor::zeros((1, 3, 4, 4), candle_core::DType::F32, &dev).unwrap();
+        let w = Tensor::zeros((2, 2, 3, 3), candle_core::DType::F32, &dev).unwrap();
+        let e = conv2d(&x, &w, [1, 1], [1, 1], Padding::Same).unwrap_err().to_string();
+        assert!(e.contains("conv2d") && e.contains("3 channels") && e.contains("[1, 3, 4, 4]"), "{e}");
+        let w = Tensor::zeros((2, 3, 5, 5), candle_core::DType::F32, &dev).unwrap();
+        let e = conv2d(&x, &w, [1, 1], [1, 1], Padding::Valid).unwrap_err().to_string();
+        assert!(e.contains("conv2d") && e.contains("[2, 3, 5, 5]"), "{e}");
+        assert!(conv2d(&x, &w, [0, 1], [1, 1], Padding::Same).is_err());
+    }
+
+    /// conv2d_transpose is the input-gradient of conv2d for the given output size.
+    #[test]
+    fn conv2d_transpose_is_the_conv2d_input_gradient() {
+        let dev = Device::Cpu;
+        // (x [N, C_in, H, W], w [C_in, C_out, kh, kw], output size, stride, padding)
+        let cases: &[TransposeCase] = &[
+            ([1, 3, 4, 4], [3, 2, 3, 3], [8, 8], [2, 2], Padding::Same),
+            ([1, 3, 4, 4], [3, 2, 3, 3], [7, 7], [2, 2], Padding::Same),
+            ([1, 3, 4, 4], [3, 2, 3, 3], [10, 10], [2, 2], Padding::Valid),
+            ([1, 2, 4, 6], [2, 2, 3, 2], [12, 11], [3, 2], Padding::Same),
+            ([1, 2, 3, 5], [2, 3, 5, 3], [8, 10], [3, 2], Padding::Same),
+            ([2, 2, 2, 2], [2, 3, 5, 5], [8, 8], [3, 3], Padding::Valid),
+            ([1, 2, 4, 4], [2, 2, 4, 4], [14, 16], [4, 4], Padding::Same),
+            ([2, 3, 6, 6], [3, 1, 2, 2], [12, 13], [2, 2], Padding::Valid),
+            ([1, 2, 5, 5], [2, 3, 4, 4], [10, 10], [2, 2], Padding::Same),
+            ([1, 2, 3, 3], [2, 2, 3, 3], [5, 5], [1, 1], Padding::Valid),
+        ];
+        for (seed, &(xs, ws, out, stride, padding)) in cases.iter().enumerate() {
+            let xv = values(xs.iter().product(), 100 + seed as u64);
+            let wv = values(ws.iter().product(), 200 + seed as u64);
+            let x = Tensor::from_vec(xv, &xs, &dev).unwrap();
+            let w = Tensor::from_vec(wv, &ws, &dev).unwrap();
+            let got = conv2d_transpose(&x, &w, out, stride, padding).unwrap();
+            let z = Var::zeros((xs[0], ws[1], out[0], out[1]), candle_core::DType::F32, &dev).unwrap();
+            let y = conv2d(&z, &w, stride, [1, 1], padding).unwrap();
+            assert_eq!(y.dims(), x.dims());
+            let grads = (&y * &x).unwrap().sum_all().unwrap().backward().unwrap();
+            let want = grads.get(&z).unwrap();
+            assert_close(&flat(&got), &flat(want), 1e-5, &format!("case {seed}"));
+        }
+    }
+
+    #[test]
+    fn conv2d_transpose_rejects_inconsistent_output_size() {
+        let dev = Device::Cpu;
+        let x = Tensor::zeros((1, 3, 4, 4), candle_core::DType::F32, &dev).unwrap();
+        let w = Tensor::zeros((3, 2, 3, 3), candle_core::DType::F32, &dev).unwrap();
+        // SAME, stride 2: sizes 7 and 8 give 4; 10 gives 5.
+        assert!(conv2d_transpose(&x, &w, [7, 8], [2, 2], Padding::Same).is_ok());
+        let e = conv2d_transpose(&x, &w, [10, 8], [2, 2], Padding::Same).unwrap_err().to_string();
+        assert!(
+            e.contains("conv2d_transpose") && e.contains("output height 10") && e.contains("gives 5, not 4"),
+            "{e}"
+        );
+        // VALID, stride 2, k 3: 9 and 10 give 4; 11 gives 5; 6 gives 2.
+        assert!(conv2d_transpose(&x, &w, [9, 10], [2, 2], Padding::Valid).is_ok());
+        let e = conv2d_transpose(&x, &w, [9, 6], [2, 2], Padding::Valid).unwrap_err().to_string();
+        assert!(e.contains("output width 6") && e.contains("gives 2, not 4"), "{e}");
+        // Output smaller than the kernel under VALID.
+        let e = conv2d_transpose(&x, &w, [2, 9], [2, 2], Padding::Valid).unwrap_err().to_string();
+        assert!(e.contains("output height 2 is invalid"), "{e}");
+    }
+}
