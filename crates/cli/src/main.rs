@@ -21,7 +21,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
     name = "ferroflow",
     version,
     about,
-    after_help = "Not yet built (later milestones): train, eval, predict, inspect, models, bench train."
+    after_help = "Not yet built (later milestones): train, eval, predict, inspect, bench train."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -38,6 +38,8 @@ enum Command {
     Prepare(commands::prepare::PrepareArgs),
     /// Decode records back into PNG images <i>_label_<l>.png, to check a dataset by eye.
     Dump(commands::dump::DumpArgs),
+    /// List the model zoo, or print one model's (zoo or TOML) layers and parameter counts.
+    Models(commands::models::ModelsArgs),
     /// Measure throughput (input pipeline; training arrives with the model milestone).
     #[command(subcommand)]
     Bench(commands::bench::BenchCommand),
@@ -54,6 +56,7 @@ fn main() -> ExitCode {
         Command::Survey(args) => commands::survey::run(&args),
         Command::Prepare(args) => commands::prepare::run(&args),
         Command::Dump(args) => commands::dump::run(&args),
+        Command::Models(args) => commands::models::run(&args),
         Command::Bench(command) => commands::bench::run(&command),
     };
     match result {

@@ -19,6 +19,15 @@ use ferroflow_data::{
 use safetensors::{Dtype, SafeTensors};
 use serde_json::Value;
 
+/// Test output is captured unless a test fails, but the count of checked
+/// cases should show on every run, so it is written to stderr directly.
+macro_rules! report {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($t)*);
+    }};
+}
+
 /// Ops whose cases another crate's golden harness checks.
 const OTHER_CRATES_OPS: &[&str] = &[
     "conv2d",
@@ -531,13 +540,13 @@ fn golden_data_ops() {
 
     let checked: usize = per_op.iter().map(|(_, n)| n).sum();
     let breakdown = per_op.iter().map(|(op, n)| format!("{n} {op}")).collect::<Vec<_>>().join(", ");
-    println!(
+    report!(
         "golden (data): checked {checked} cases ({breakdown}) from {} dir(s); {other_crates} cases belong to other crates",
         dirs.len()
     );
     for (group, (passed, failed, max_abs)) in &groups {
         let fail = if *failed > 0 { format!(", {failed} FAILED") } else { String::new() };
-        println!("  {group}: {passed} passed{fail}; worst |got - want| of the passing: {max_abs:.3e}");
+        report!("  {group}: {passed} passed{fail}; worst |got - want| of the passing: {max_abs:.3e}");
     }
     if checked == 0 {
         failures.push("no resize / image_ops / decode cases found".into());

@@ -5,6 +5,19 @@
 //! NHWC/HWIO appear only at the edges (golden tests, TF interop).
 
 mod error;
+mod init;
+mod layer;
+pub mod layers;
+mod model;
 pub mod ops;
+mod spec;
+mod var_store;
+mod zoo;
 
 pub use error::{NnError, Result};
+pub use init::{Init, fans};
+pub use layer::{Activation, Layer};
+pub use model::{LayerSummary, Model};
+pub use spec::{BatchNormSpec, LayerSpec, ModelSpec, Size2};
+pub use var_store::{GLOBAL_STEP, Reuse, Scope, VarStore, Variable};
+pub use zoo::{ZOO, ZooModel, zoo_model};

@@ -26,6 +26,15 @@ use ferroflow_nn::ops::{
 use safetensors::{Dtype, SafeTensors};
 use serde_json::Value;
 
+/// Test output is captured unless a test fails, but the count of checked
+/// cases should show on every run, so it is written to stderr directly.
+macro_rules! report {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($t)*);
+    }};
+}
+
 /// Ops whose cases another crate's golden harness checks.
 const OTHER_CRATES_OPS: &[&str] = &["resize", "image_ops", "decode", "optimizer", "lr_schedule"];
 
@@ -592,14 +601,14 @@ fn golden_nn_ops() {
 
     let checked: usize = per_op.iter().map(|(_, n)| n).sum();
     let breakdown = per_op.iter().map(|(op, n)| format!("{n} {op}")).collect::<Vec<_>>().join(", ");
-    println!(
+    report!(
         "golden (nn): checked {checked} cases ({breakdown}) from {} dir(s); {other_crates} cases belong to other crates",
         dirs.len()
     );
     for (group, stats) in &groups {
         let fail = if stats.failed > 0 { format!(", {} FAILED", stats.failed) } else { String::new() };
         let worst = stats.worst.iter().map(|(name, v)| format!("{name} {v:.3e}")).collect::<Vec<_>>().join(", ");
-        println!("  {group}: {} passed{fail}; worst |got - want| of the passing: {worst}", stats.passed);
+        report!("  {group}: {} passed{fail}; worst |got - want| of the passing: {worst}", stats.passed);
     }
     if checked == 0 {
         failures.push("no conv / pool / batch norm / dense / cross-entropy cases found".into());

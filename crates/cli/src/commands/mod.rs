@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod dump;
+pub mod models;
 pub mod prepare;
 pub mod records;
 pub mod survey;

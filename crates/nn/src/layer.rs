@@ -1,0 +1,86 @@
+//! The layer interface: an explicit train/eval forward, shape inference, and
+//! a description of itself for TensorBoard's graph view.
+
+use candle_core::Tensor;
+use serde::{Deserialize, Serialize};
+use tfrecord::GraphBuilder;
+
+use crate::error::Result;
+use crate::ops;
+
+/// A layer of a model. Implementations document their `# Shapes`.
+pub trait Layer: Send + Sync + std::fmt::Debug {
+    /// The forward pass; `train` selects batch statistics, dropout, and
+    /// moving-statistics updates (candle's `forward_t` convention).
+    fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor>;
+
+    /// The layer's name (its variable scope).
+    fn name(&self) -> &str;
+
+    /// The output shape (without the batch dimension) for an input shape.
+    fn output_shape(&self) -> Vec<usize>;
+
+    /// Adds the layer's ops to `g` under its name scope, reading `input`;
+    /// returns the name of its output node.
+    fn graph(&self, g: &mut GraphBuilder, input: &str) -> String;
+}
+
+/// An activation function.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Activation {
+    /// Identity.
+    #[default]
+    Linear,
+    /// max(x, 0).
+    Relu,
+    /// min(max(x, 0), 6).
+    Relu6,
+    /// x for x > 0, else 0.2·x (TF's default alpha).
+    LeakyRelu,
+    /// 1 / (1 + e^-x).
+    Sigmoid,
+    /// tanh(x).
+    Tanh,
+    /// Softmax over the last axis.
+    Softmax,
+}
+
+impl Activation {
+    /// Applies it.
+    ///
+    /// # Shapes
+    /// Any shape → the same shape.
+    pub fn apply(self, x: &Tensor) -> Result<Tensor> {
+        match self {
+            Activation::Linear => Ok(x.clone()),
+            Activation::Relu => ops::relu(x),
+            Activation::Relu6 => ops::relu6(x),
+            Activation::LeakyRelu => ops::leaky_relu(x, 0.2),
+            Activation::Sigmoid => ops::sigmoid(x),
+            Activation::Tanh => ops::tanh(x),
+            Activation::Softmax => ops::softmax(x, x.rank().saturating_sub(1)),
+        }
+    }
+
+    /// TF's op name (`Relu`, `Relu6`, `LeakyRelu`, …), `None` for linear.
+    pub fn tf_op(self) -> Option<&'static str> {
+        match self {
+            Activation::Linear => None,
+            Activation::Relu => Some("Relu"),
+            Activation::Relu6 => Some("Relu6"),
+            Activation::LeakyRelu => Some("LeakyRelu"),
+            Activation::Sigmoid => Some("Sigmoid"),
+            Activation::Tanh => Some("Tanh"),
+            Activation::Softmax => Some("Softmax"),
+        }
+    }
+
+    /// Adds the activation node after `input` (nothing for linear).
+    pub fn graph(self, g: &mut GraphBuilder, input: &str) -> String {
+        match self.tf_op() {
+            Some(op) => g.node(op, op, &[input]),
+            None => input.to_string(),
+        }
+    }
+}

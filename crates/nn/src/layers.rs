@@ -1,0 +1,11 @@
+//! The layers, one per file.
+
+pub mod activation;
+pub mod batch_norm;
+pub mod conv2d;
+pub mod conv2d_transpose;
+pub mod dense;
+pub mod dropout;
+pub mod flatten;
+pub mod pool;
+pub mod residual;

@@ -1,0 +1,143 @@
+//! Batch normalization with TF1 fused (default) or Keras semantics; the
+//! moving statistics are non-trainable variables updated in the training
+//! forward pass itself, so there are no separate update ops to forget.
+
+use candle_core::{Tensor, Var};
+use serde::{Deserialize, Serialize};
+use tfrecord::GraphBuilder;
+
+use crate::error::{NnError, Result};
+use crate::init::Init;
+use crate::layer::Layer;
+use crate::ops;
+use crate::var_store::Scope;
+
+/// Which variance the moving-variance update uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum BatchNormSemantics {
+    /// `tf.compat.v1.layers.batch_normalization(fused=True)`: normalise with
+    /// the biased batch variance, update the moving variance with the
+    /// unbiased one (n / (n - 1)).
+    #[default]
+    Tf1,
+    /// Keras `BatchNormalization`: the biased variance for both.
+    Keras,
+}
+
+/// Batch-norm settings. Defaults are TF's: momentum (decay) 0.99, epsilon
+/// 0.001 (`tf.compat.v1.layers.batch_normalization`), TF1 semantics, with
+/// gamma and beta.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BatchNormConfig {
+    /// Moving-average decay.
+    pub momentum: f64,
+    /// Added to the variance.
+    pub epsilon: f64,
+    /// TF1 or Keras moving-variance update.
+    pub semantics: BatchNormSemantics,
+}
+
+impl Default for BatchNormConfig {
+    fn default() -> Self {
+        BatchNormConfig { momentum: 0.99, epsilon: 0.001, semantics: BatchNormSemantics::Tf1 }
+    }
+}
+
+/// A batch-norm layer over the channel axis of NCHW (or the features of NC) input.
+#[derive(Debug)]
+pub struct BatchNorm {
+    name: String,
+    gamma: Var,
+    beta: Var,
+    moving_mean: Var,
+    moving_variance: Var,
+    config: BatchNormConfig,
+    shape: Vec<usize>,
+}
+
+impl BatchNorm {
+    /// Creates `scope/name/{gamma,beta,moving_mean,moving_variance}` for an
+    /// input of `shape` (`[C, H, W]` or `[C]`).
+    pub fn new(scope: &Scope, name: &str, shape: &[usize], config: BatchNormConfig) -> Result<Self> {
+        let Some(&channels) = shape.first() else {
+            return Err(NnError::shape(scope.full_name(name), "batch norm needs an input with a channel axis"));
+        };
+        if !(0.0..1.0).contains(&config.momentum) || config.epsilon <= 0.0 {
+            return Err(NnError::Config {
+                context: scope.full_name(name),
+                reason: format!(
+                    "momentum must be in [0, 1) and epsilon > 0, got {} and {}",
+                    config.momentum, config.epsilon
+                ),
+            });
+        }
+        let s = scope.sub(name);
+        Ok(BatchNorm {
+            name: s.prefix().to_string(),
+            gamma: s.get_variable("gamma", &[channels], Init::Ones, true)?,
+            beta: s.get_variable("beta", &[channels], Init::Zeros, true)?,
+            moving_mean: s.get_variable("moving_mean", &[channels], Init::Zeros, false)?,
+            moving_variance: s.get_variable("moving_variance", &[channels], Init::Ones, false)?,
+            config,
+            shape: shape.to_vec(),
+        })
+    }
+}
+
+impl Layer for BatchNorm {
+    /// # Shapes
+    /// `[N, C, H, W]` or `[N, C]` → the same shape.
+    fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        // 2-D input is normalised per feature, as a 1x1 image.
+        let x4 = if x.rank() == 2 {
+            x.unsqueeze(2).and_then(|t| t.unsqueeze(3)).map_err(NnError::candle(&self.name))?
+        } else {
+            x.clone()
+        };
+        let y = if train {
+            let (y, mean, var) = ops::batch_norm_train(&x4, &self.gamma, &self.beta, self.config.epsilon)?;
+            let var_for_update = match self.config.semantics {
+                BatchNormSemantics::Tf1 => ops::unbiased_variance(&var, ops::batch_norm_count(&x4)?)?,
+                BatchNormSemantics::Keras => var,
+            };
+            let new_mean = ops::moving_average_update(&self.moving_mean, &mean, self.config.momentum)?;
+            let new_var = ops::moving_average_update(&self.moving_variance, &var_for_update, self.config.momentum)?;
+            self.moving_mean.set(&new_mean).map_err(NnError::candle(&self.name))?;
+            self.moving_variance.set(&new_var).map_err(NnError::candle(&self.name))?;
+            y
+        } else {
+            ops::batch_norm_eval(
+                &x4,
+                &self.gamma,
+                &self.beta,
+                &self.moving_mean,
+                &self.moving_variance,
+                self.config.epsilon,
+            )?
+        };
+        if x.rank() == 2 { y.flatten_from(1).map_err(NnError::candle(&self.name)) } else { Ok(y) }
+    }
+
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn output_shape(&self) -> Vec<usize> {
+        self.shape.clone()
+    }
+
+    fn graph(&self, g: &mut GraphBuilder, input: &str) -> String {
+        let leaf = self.name.rsplit('/').next().unwrap_or(&self.name).to_string();
+        g.scope(&leaf, |g| {
+            let vars: Vec<String> = ["gamma", "beta", "moving_mean", "moving_variance"]
+                .iter()
+                .map(|v| g.node("VariableV2", v, &[]))
+                .collect();
+            let mut inputs = vec![input];
+            inputs.extend(vars.iter().map(String::as_str));
+            g.node("FusedBatchNormV3", "FusedBatchNormV3", &inputs)
+        })
+    }
+}

@@ -1,0 +1,151 @@
+//! 2-D convolution with TF's padding semantics, optionally followed by batch
+//! norm (TF-slim's `normalizer_fn`) and an activation.
+
+use candle_core::{Tensor, Var};
+use serde::{Deserialize, Serialize};
+use tfrecord::GraphBuilder;
+use tfrecord::proto::graph::AttrValue;
+
+use crate::error::{NnError, Result};
+use crate::init::Init;
+use crate::layer::{Activation, Layer};
+use crate::layers::batch_norm::{BatchNorm, BatchNormConfig};
+use crate::ops::{self, Padding};
+use crate::var_store::Scope;
+
+/// Convolution settings. Defaults: stride 1, dilation 1, SAME padding, a
+/// bias (dropped when batch norm follows, as TF-slim does), no activation,
+/// He-normal weights.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Conv2dConfig {
+    /// Output channels.
+    pub filters: usize,
+    /// `[kh, kw]`.
+    pub kernel: [usize; 2],
+    /// `[sh, sw]`.
+    pub stride: [usize; 2],
+    /// `[dh, dw]`.
+    pub dilation: [usize; 2],
+    /// SAME or VALID.
+    pub padding: Padding,
+    /// Add a bias (ignored with batch norm).
+    pub use_bias: bool,
+    /// Batch norm after the convolution.
+    pub batch_norm: Option<BatchNormConfig>,
+    /// Activation last.
+    pub activation: Activation,
+    /// Weight initializer.
+    pub init: Init,
+}
+
+impl Default for Conv2dConfig {
+    fn default() -> Self {
+        Conv2dConfig {
+            filters: 0,
+            kernel: [3, 3],
+            stride: [1, 1],
+            dilation: [1, 1],
+            padding: Padding::Same,
+            use_bias: true,
+            batch_norm: None,
+            activation: Activation::Linear,
+            init: Init::HeNormal,
+        }
+    }
+}
+
+/// A conv layer: `scope/name/weights` (OIHW), `biases`, and `BatchNorm/…`.
+#[derive(Debug)]
+pub struct Conv2d {
+    name: String,
+    weights: Var,
+    biases: Option<Var>,
+    batch_norm: Option<BatchNorm>,
+    config: Conv2dConfig,
+    out_shape: Vec<usize>,
+}
+
+impl Conv2d {
+    /// Creates the layer for an input of shape `[C, H, W]`.
+    pub fn new(scope: &Scope, name: &str, in_shape: &[usize], config: Conv2dConfig) -> Result<Self> {
+        let full = scope.full_name(name);
+        let &[c, h, w] = in_shape else {
+            return Err(NnError::shape(full, format!("expects a [C, H, W] input, got {in_shape:?}")));
+        };
+        if config.filters == 0 {
+            return Err(NnError::Config { context: full, reason: "filters must be at least 1".into() });
+        }
+        let oh = ops::output_size(h, config.kernel[0], config.stride[0], config.dilation[0], config.padding)
+            .map_err(|e| NnError::shape(&full, format!("input {c}x{h}x{w}: {e}")))?;
+        let ow = ops::output_size(w, config.kernel[1], config.stride[1], config.dilation[1], config.padding)
+            .map_err(|e| NnError::shape(&full, format!("input {c}x{h}x{w}: {e}")))?;
+        let s = scope.sub(name);
+        let weights =
+            s.get_variable("weights", &[config.filters, c, config.kernel[0], config.kernel[1]], config.init, true)?;
+        let batch_norm = match config.batch_norm {
+            Some(bn) => Some(BatchNorm::new(&s, "BatchNorm", &[config.filters, oh, ow], bn)?),
+            None => None,
+        };
+        let biases = if config.use_bias && batch_norm.is_none() {
+            Some(s.get_variable("biases", &[config.filters], Init::Zeros, true)?)
+        } else {
+            None
+        };
+        Ok(Conv2d { name: full, weights, biases, batch_norm, config, out_shape: vec![config.filters, oh, ow] })
+    }
+}
+
+impl Layer for Conv2d {
+    /// # Shapes
+    /// `[N, C, H, W]` → `[N, filters, H', W']` (TF's SAME/VALID output size).
+    fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let c = &self.config;
+        let mut y = ops::conv2d(x, &self.weights, c.stride, c.dilation, c.padding) // [N, F, H', W']
+            .map_err(|e| NnError::shape(&self.name, e.to_string()))?;
+        if let Some(b) = &self.biases {
+            y = y
+                .broadcast_add(&b.reshape((1, (), 1, 1)).map_err(NnError::candle(&self.name))?)
+                .map_err(NnError::candle(&self.name))?;
+        }
+        if let Some(bn) = &self.batch_norm {
+            y = bn.forward_t(&y, train)?;
+        }
+        c.activation.apply(&y)
+    }
+
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn output_shape(&self) -> Vec<usize> {
+        self.out_shape.clone()
+    }
+
+    fn graph(&self, g: &mut GraphBuilder, input: &str) -> String {
+        let leaf = self.name.rsplit('/').next().unwrap_or(&self.name).to_string();
+        let c = self.config;
+        g.scope(&leaf, |g| {
+            let w = g.node("VariableV2", "weights", &[]);
+            let padding = if c.padding == Padding::Same { "SAME" } else { "VALID" };
+            let mut out = g.node_with_attrs(
+                "Conv2D",
+                "Conv2D",
+                &[input, &w],
+                vec![
+                    ("strides", AttrValue::ints(&[1, c.stride[0] as i64, c.stride[1] as i64, 1])),
+                    ("dilations", AttrValue::ints(&[1, c.dilation[0] as i64, c.dilation[1] as i64, 1])),
+                    ("padding", AttrValue::string(padding)),
+                ],
+            );
+            if self.biases.is_some() {
+                let b = g.node("VariableV2", "biases", &[]);
+                out = g.node("BiasAdd", "BiasAdd", &[&out, &b]);
+            }
+            if let Some(bn) = &self.batch_norm {
+                out = bn.graph(g, &out);
+            }
+            c.activation.graph(g, &out)
+        })
+    }
+}

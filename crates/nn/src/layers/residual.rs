@@ -1,0 +1,88 @@
+//! The basic residual block of CIFAR ResNets (He et al. 2016, "Deep Residual
+//! Learning", section 4.2): two 3x3 conv + batch norm, with a 1x1 conv +
+//! batch norm projection when the shape changes, added, then ReLU.
+
+use candle_core::Tensor;
+use tfrecord::GraphBuilder;
+
+use crate::error::{NnError, Result};
+use crate::layer::{Activation, Layer};
+use crate::layers::batch_norm::BatchNormConfig;
+use crate::layers::conv2d::{Conv2d, Conv2dConfig};
+use crate::ops;
+use crate::var_store::Scope;
+
+/// `conv1 → BN → ReLU → conv2 → BN`, plus the shortcut, then ReLU.
+#[derive(Debug)]
+pub struct Residual {
+    name: String,
+    conv1: Conv2d,
+    conv2: Conv2d,
+    shortcut: Option<Conv2d>,
+}
+
+impl Residual {
+    /// A block with `filters` outputs and `stride` on its first conv, for an input `[C, H, W]`.
+    pub fn new(
+        scope: &Scope,
+        name: &str,
+        in_shape: &[usize],
+        filters: usize,
+        stride: usize,
+        bn: BatchNormConfig,
+    ) -> Result<Self> {
+        let s = scope.sub(name);
+        let conv = |filters, kernel, stride, activation| Conv2dConfig {
+            filters,
+            kernel: [kernel, kernel],
+            stride: [stride, stride],
+            use_bias: false,
+            batch_norm: Some(bn),
+            activation,
+            ..Default::default()
+        };
+        let conv1 = Conv2d::new(&s, "conv1", in_shape, conv(filters, 3, stride, Activation::Relu))?;
+        let conv2 = Conv2d::new(&s, "conv2", &conv1.output_shape(), conv(filters, 3, 1, Activation::Linear))?;
+        let shortcut = if stride != 1 || in_shape.first() != Some(&filters) {
+            Some(Conv2d::new(&s, "shortcut", in_shape, conv(filters, 1, stride, Activation::Linear))?)
+        } else {
+            None
+        };
+        Ok(Residual { name: s.prefix().to_string(), conv1, conv2, shortcut })
+    }
+}
+
+impl Layer for Residual {
+    /// # Shapes
+    /// `[N, C, H, W]` → `[N, filters, H / stride, W / stride]` (SAME padding).
+    fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let branch = self.conv2.forward_t(&self.conv1.forward_t(x, train)?, train)?;
+        let shortcut = match &self.shortcut {
+            Some(s) => s.forward_t(x, train)?,
+            None => x.clone(),
+        };
+        ops::relu(&(branch + shortcut).map_err(NnError::candle(&self.name))?)
+    }
+
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn output_shape(&self) -> Vec<usize> {
+        self.conv2.output_shape()
+    }
+
+    fn graph(&self, g: &mut GraphBuilder, input: &str) -> String {
+        let leaf = self.name.rsplit('/').next().unwrap_or(&self.name).to_string();
+        g.scope(&leaf, |g| {
+            let a = self.conv1.graph(g, input);
+            let b = self.conv2.graph(g, &a);
+            let s = match &self.shortcut {
+                Some(sc) => sc.graph(g, input),
+                None => input.to_string(),
+            };
+            let add = g.node("AddV2", "add", &[&b, &s]);
+            g.node("Relu", "Relu", &[&add])
+        })
+    }
+}

@@ -1,0 +1,110 @@
+//! A built model: its layers in order over a variable store.
+
+use candle_core::Tensor;
+use tfrecord::GraphBuilder;
+use tfrecord::proto::graph::GraphDef;
+
+use crate::error::{NnError, Result};
+use crate::layer::Layer;
+use crate::var_store::VarStore;
+
+/// A model: layers applied in order. Build one with
+/// [`ModelSpec::build`](crate::ModelSpec::build) or from the zoo.
+#[derive(Debug)]
+pub struct Model {
+    name: String,
+    input_shape: [usize; 3],
+    layers: Vec<Box<dyn Layer>>,
+    store: VarStore,
+}
+
+/// One row of [`Model::summary`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LayerSummary {
+    /// Scope name.
+    pub name: String,
+    /// Output shape without the batch dimension.
+    pub output_shape: Vec<usize>,
+    /// Trainable parameters under the layer's scope.
+    pub parameters: usize,
+}
+
+impl Model {
+    /// Assembles a model (see [`ModelSpec::build`](crate::ModelSpec::build)).
+    pub fn new(name: String, input_shape: [usize; 3], layers: Vec<Box<dyn Layer>>, store: VarStore) -> Self {
+        Model { name, input_shape, layers, store }
+    }
+
+    /// The model's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Input `[C, H, W]`.
+    pub fn input_shape(&self) -> [usize; 3] {
+        self.input_shape
+    }
+
+    /// Output shape without the batch dimension (`[classes]` for classifiers).
+    pub fn output_shape(&self) -> Vec<usize> {
+        self.layers.last().map_or(self.input_shape.to_vec(), |l| l.output_shape())
+    }
+
+    /// The variables.
+    pub fn store(&self) -> &VarStore {
+        &self.store
+    }
+
+    /// The layers.
+    pub fn layers(&self) -> &[Box<dyn Layer>] {
+        &self.layers
+    }
+
+    /// The forward pass in training (`train = true`: batch statistics,
+    /// dropout, moving-statistics updates) or evaluation mode.
+    ///
+    /// # Shapes
+    /// `x`: `[N, C, H, W]` (the model's input shape) → `[N, …output_shape]`.
+    pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let want: Vec<usize> = self.input_shape.to_vec();
+        if x.rank() != 4 || x.dims()[1..] != want[..] {
+            return Err(NnError::shape(
+                format!("model {:?}", self.name),
+                format!("expected input [N, {}, {}, {}] (NCHW), got {:?}", want[0], want[1], want[2], x.dims()),
+            ));
+        }
+        let mut y = x.clone();
+        for layer in &self.layers {
+            y = layer.forward_t(&y, train)?;
+        }
+        Ok(y)
+    }
+
+    /// Per-layer output shapes and trainable parameter counts.
+    pub fn summary(&self) -> Vec<LayerSummary> {
+        let vars = self.store.trainable_variables();
+        self.layers
+            .iter()
+            .map(|l| {
+                let prefix = format!("{}/", l.name());
+                LayerSummary {
+                    name: l.name().to_string(),
+                    output_shape: l.output_shape(),
+                    parameters: vars.iter().filter(|v| v.name.starts_with(&prefix)).map(|v| v.var.elem_count()).sum(),
+                }
+            })
+            .collect()
+    }
+
+    /// The model as a TensorFlow `GraphDef` whose node names carry the
+    /// layers' name scopes, for TensorBoard's graph view.
+    pub fn graph_def(&self) -> GraphDef {
+        let mut g = GraphBuilder::new();
+        let mut out = g.node("Placeholder", "input", &[]);
+        for layer in &self.layers {
+            out = layer.graph(&mut g, &out);
+        }
+        g.node("Identity", "output", &[&out]);
+        g.build()
+    }
+}

@@ -1,0 +1,192 @@
+//! The model zoo, each model a [`ModelSpec`] (so `ferroflow models` and TOML
+//! declarations share one builder).
+
+use crate::layer::Activation;
+use crate::ops::Padding;
+use crate::spec::{BatchNormSpec, LayerSpec, ModelSpec, Size2};
+
+/// A zoo entry.
+#[derive(Debug, Clone)]
+pub struct ZooModel {
+    /// The name `--model` takes.
+    pub name: &'static str,
+    /// What it is.
+    pub description: &'static str,
+    /// Its declaration for `num_classes` outputs.
+    pub spec: fn(usize) -> ModelSpec,
+}
+
+/// Every zoo model.
+pub const ZOO: &[ZooModel] = &[
+    ZooModel { name: "lenet", description: "LeNet-5 (LeCun et al. 1998) for 28x28 greyscale digits", spec: lenet },
+    ZooModel {
+        name: "cifar_cnn",
+        description: "4 conv + BN + ReLU, 2 max-pools, dense 256, dropout 0.5 (the CPU benchmark model)",
+        spec: cifar_cnn,
+    },
+    ZooModel { name: "resnet20", description: "CIFAR ResNet-20 (He et al. 2016, section 4.2)", spec: resnet20 },
+    ZooModel { name: "vgg_small", description: "VGG-style 6 conv (64-128-256) + BN, dense 512", spec: vgg_small },
+    ZooModel {
+        name: "encoder_decoder",
+        description: "2 strided convs down, 2 conv2d_transpose up: 32x32x3 in, 32x32x3 out (MSE)",
+        spec: encoder_decoder,
+    },
+];
+
+/// The zoo model called `name`, for `num_classes` outputs.
+pub fn zoo_model(name: &str, num_classes: usize) -> Option<ModelSpec> {
+    ZOO.iter().find(|m| m.name == name).map(|m| (m.spec)(num_classes))
+}
+
+fn conv(filters: usize, kernel: usize, padding: Padding, activation: Activation, bn: bool) -> LayerSpec {
+    LayerSpec::Conv2d {
+        name: None,
+        filters,
+        kernel: Size2::Square(kernel),
+        stride: Size2::Square(1),
+        dilation: Size2::Square(1),
+        padding,
+        use_bias: !bn,
+        batch_norm: BatchNormSpec::Flag(bn),
+        activation,
+    }
+}
+
+fn max_pool() -> LayerSpec {
+    LayerSpec::MaxPool { name: None, pool: Size2::Square(2), stride: None, padding: Padding::Valid }
+}
+
+fn dense(units: usize, activation: Activation) -> LayerSpec {
+    LayerSpec::Dense { name: None, units, use_bias: true, activation }
+}
+
+fn flatten() -> LayerSpec {
+    LayerSpec::Flatten { name: None }
+}
+
+/// LeNet-5 on 28x28x1: conv 5x5x6 (SAME) → pool → conv 5x5x16 (VALID) →
+/// pool → 120 → 84 → classes. 61,706 parameters for 10 classes.
+pub fn lenet(classes: usize) -> ModelSpec {
+    ModelSpec {
+        name: "lenet".into(),
+        input: [28, 28, 1],
+        layers: vec![
+            conv(6, 5, Padding::Same, Activation::Relu, false),
+            max_pool(),
+            conv(16, 5, Padding::Valid, Activation::Relu, false),
+            max_pool(),
+            flatten(),
+            dense(120, Activation::Relu),
+            dense(84, Activation::Relu),
+            dense(classes, Activation::Linear),
+        ],
+    }
+}
+
+/// The benchmark model of DESIGN.md on 32x32x3: conv3x3(32) → BN → ReLU →
+/// conv3x3(32) → BN → ReLU → maxpool2 → conv3x3(64) → BN → ReLU →
+/// conv3x3(64) → BN → ReLU → maxpool2 → flatten → dense 256 → ReLU →
+/// dropout 0.5 → dense classes. Convs have no bias (batch norm follows).
+/// 1,117,162 trainable parameters for 10 classes, as in TF/Keras.
+pub fn cifar_cnn(classes: usize) -> ModelSpec {
+    ModelSpec {
+        name: "cifar_cnn".into(),
+        input: [32, 32, 3],
+        layers: vec![
+            conv(32, 3, Padding::Same, Activation::Relu, true),
+            conv(32, 3, Padding::Same, Activation::Relu, true),
+            max_pool(),
+            conv(64, 3, Padding::Same, Activation::Relu, true),
+            conv(64, 3, Padding::Same, Activation::Relu, true),
+            max_pool(),
+            flatten(),
+            dense(256, Activation::Relu),
+            LayerSpec::Dropout { name: None, rate: 0.5 },
+            dense(classes, Activation::Linear),
+        ],
+    }
+}
+
+/// ResNet-20 for 32x32x3: conv3x3(16) + BN + ReLU, three stages of three
+/// basic blocks (16, 32, 64 filters; stride 2 entering stages 2 and 3, with
+/// 1x1 conv + BN projections), global average pooling, dense classes.
+/// 272,474 trainable parameters for 10 classes.
+pub fn resnet20(classes: usize) -> ModelSpec {
+    let mut layers = vec![conv(16, 3, Padding::Same, Activation::Relu, true)];
+    for (stage, filters) in [16, 32, 64].into_iter().enumerate() {
+        for block in 0..3 {
+            let stride = if stage > 0 && block == 0 { 2 } else { 1 };
+            layers.push(LayerSpec::Residual {
+                name: Some(format!("stage{}_block{}", stage + 1, block + 1)),
+                filters,
+                stride,
+            });
+        }
+    }
+    layers.push(LayerSpec::AvgPool {
+        name: Some("global_pool".into()),
+        pool: Size2::Square(8),
+        stride: None,
+        padding: Padding::Valid,
+    });
+    layers.push(flatten());
+    layers.push(LayerSpec::Dense {
+        name: Some("logits".into()),
+        units: classes,
+        use_bias: true,
+        activation: Activation::Linear,
+    });
+    ModelSpec { name: "resnet20".into(), input: [32, 32, 3], layers }
+}
+
+/// A VGG-style net for 32x32x3: [conv3x3 + BN + ReLU] x2 per stage at 64,
+/// 128 and 256 filters, each stage ending in a 2x2 max-pool, then dense 512,
+/// dropout 0.5, dense classes. 3,249,098 trainable parameters for 10 classes.
+pub fn vgg_small(classes: usize) -> ModelSpec {
+    let mut layers = Vec::new();
+    for filters in [64, 128, 256] {
+        layers.push(conv(filters, 3, Padding::Same, Activation::Relu, true));
+        layers.push(conv(filters, 3, Padding::Same, Activation::Relu, true));
+        layers.push(max_pool());
+    }
+    layers.extend([
+        flatten(),
+        dense(512, Activation::Relu),
+        LayerSpec::Dropout { name: None, rate: 0.5 },
+        dense(classes, Activation::Linear),
+    ]);
+    ModelSpec { name: "vgg_small".into(), input: [32, 32, 3], layers }
+}
+
+/// A small encoder-decoder on 32x32x3: conv 3x3 stride 2 (32) → conv 3x3
+/// stride 2 (64) → conv2d_transpose 3x3 stride 2 (32) → conv2d_transpose 3x3
+/// stride 2 (3 channels, linear): an image out, for reconstruction with MSE.
+/// 38,723 trainable parameters (`_classes` is unused).
+pub fn encoder_decoder(_classes: usize) -> ModelSpec {
+    let down = |filters| LayerSpec::Conv2d {
+        name: None,
+        filters,
+        kernel: Size2::Square(3),
+        stride: Size2::Square(2),
+        dilation: Size2::Square(1),
+        padding: Padding::Same,
+        use_bias: true,
+        batch_norm: BatchNormSpec::Flag(false),
+        activation: Activation::Relu,
+    };
+    let up = |filters, activation| LayerSpec::Conv2dTranspose {
+        name: None,
+        filters,
+        kernel: Size2::Square(3),
+        stride: Size2::Square(2),
+        padding: Padding::Same,
+        output_size: None,
+        use_bias: true,
+        activation,
+    };
+    ModelSpec {
+        name: "encoder_decoder".into(),
+        input: [32, 32, 3],
+        layers: vec![down(32), down(64), up(32, Activation::Relu), up(3, Activation::Linear)],
+    }
+}
