@@ -21,7 +21,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
     name = "ferroflow",
     version,
     about,
-    after_help = "Not yet built (later milestones): train, eval, predict, inspect, bench train."
+    after_help = "Not yet built (later milestones): checkpoints (save/resume), eval, predict, inspect, bench train."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -40,6 +40,8 @@ enum Command {
     Dump(commands::dump::DumpArgs),
     /// List the model zoo, or print one model's (zoo or TOML) layers and parameter counts.
     Models(commands::models::ModelsArgs),
+    /// Train a model: TOML config plus flags and --set key=value; TensorBoard logs in the train dir.
+    Train(commands::train::TrainArgs),
     /// Measure throughput (input pipeline; training arrives with the model milestone).
     #[command(subcommand)]
     Bench(commands::bench::BenchCommand),
@@ -57,6 +59,7 @@ fn main() -> ExitCode {
         Command::Prepare(args) => commands::prepare::run(&args),
         Command::Dump(args) => commands::dump::run(&args),
         Command::Models(args) => commands::models::run(&args),
+        Command::Train(args) => commands::train::run(&args),
         Command::Bench(command) => commands::bench::run(&command),
     };
     match result {

@@ -6,12 +6,14 @@ mod decode;
 mod discover;
 mod dump;
 mod example_codec;
+mod folder;
 mod image;
 mod image_ops;
 mod pipeline;
 mod prepare;
 mod preprocess;
 mod resize;
+mod split;
 mod stats;
 mod survey;
 
@@ -23,6 +25,7 @@ pub use discover::{DiscoverError, Discovered, IMAGE_EXTENSIONS, ImageEntry, Spli
 pub use dump::{DumpError, dump};
 pub use example_codec::{DecodedExample, ExampleError, decode_example, detect_encoding};
 pub use ferroflow_rng::Rng;
+pub use folder::{FolderDataset, FolderError, load_folder};
 pub use image::{Image, ImageF32, ImageU8};
 pub use image_ops::{
     adjust_brightness, adjust_contrast, adjust_hue, adjust_saturation, central_crop, crop, flip_left_right,
@@ -32,5 +35,6 @@ pub use pipeline::{Batch, Cursor, Label, Mode, Pipeline, PipelineConfig, Pipelin
 pub use prepare::{IMAGES_PER_SHARD, PrepareError, PrepareOptions, PrepareReport, prepare};
 pub use preprocess::{Augment, Crop, Order, Preprocess, PreprocessError};
 pub use resize::{ResizeMethod, ResizeOptions, resize, resize_bilinear_legacy, resize_bilinear_u8, resize_u8};
+pub use split::split_items;
 pub use stats::{Bin, ChannelStats, Summary, edge_bins, equal_bins};
 pub use survey::{ASPECT_EDGES, SurveyOptions, SurveyReport, Unreadable, survey};

@@ -16,8 +16,8 @@ use crate::decode::{DEFAULT_MAX_PIXELS, DecodeOptions, ImageFormat, decode_image
 use crate::discover::{DiscoverError, ImageEntry, Split, discover};
 use crate::image::ImageU8;
 use crate::resize::resize_bilinear_u8;
+use crate::split::split_items;
 use crate::stats::{ChannelStats, Summary};
-use ferroflow_rng::Rng;
 
 /// Images per shard when the shard count is not given.
 pub const IMAGES_PER_SHARD: usize = 1000;
@@ -242,32 +242,19 @@ pub fn prepare(
     };
 
     // Split (stratified per class, seeded), unless the folder is pre-split.
+    let (train, validation) = split_items(
+        std::mem::take(&mut items),
+        |i| i.entry.split,
+        |i| match i.label {
+            Label::Class(c) => c,
+            Label::Target(_) => 0,
+        },
+        options.val_fraction,
+        options.seed,
+    );
     let mut by_split: BTreeMap<Split, Vec<Item>> = BTreeMap::new();
-    if found.presplit {
-        for item in items.drain(..) {
-            by_split.entry(item.entry.split.unwrap_or(Split::Train)).or_default().push(item);
-        }
-    } else {
-        let mut groups: BTreeMap<usize, Vec<Item>> = BTreeMap::new();
-        for item in items.drain(..) {
-            let key = match item.label {
-                Label::Class(c) => c,
-                Label::Target(_) => 0,
-            };
-            groups.entry(key).or_default().push(item);
-        }
-        for (key, mut group) in groups {
-            Rng::derive(options.seed, &[1, key as u64]).shuffle(&mut group);
-            let n_val = (group.len() as f64 * options.val_fraction).round() as usize;
-            let train = group.split_off(n_val);
-            by_split.entry(Split::Validation).or_default().extend(group);
-            by_split.entry(Split::Train).or_default().extend(train);
-        }
-    }
-    for split in [Split::Train, Split::Validation] {
-        let list = by_split.entry(split).or_default();
-        Rng::derive(options.seed, &[2, split as u64]).shuffle(list);
-    }
+    by_split.insert(Split::Train, train);
+    by_split.insert(Split::Validation, validation);
     let n_train = by_split[&Split::Train].len();
     let shards = options.shards.unwrap_or_else(|| n_train.div_ceil(IMAGES_PER_SHARD).max(1));
     if shards == 0 {

@@ -6,6 +6,7 @@ pub mod models;
 pub mod prepare;
 pub mod records;
 pub mod survey;
+pub mod train;
 
 /// True when the error is a closed stdout (`ferroflow records … | head`),
 /// which is not a failure.

@@ -1,0 +1,179 @@
+//! `ferroflow train`: a TOML config plus flags and `--set key=value`.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use ferroflow_train::{Progress, TrainConfig, train};
+use indicatif::{ProgressBar, ProgressStyle};
+
+/// Arguments of `ferroflow train`. Flags override the config file; `--set`
+/// overrides both.
+#[derive(Debug, Args)]
+pub struct TrainArgs {
+    /// A TOML config with [data], [model], [optimizer], [schedule], [train] and [summary] sections.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Override any config key, e.g. --set optimizer.kind=adam --set data.augment.flip_left_right=true.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+    /// A dataset directory (from `ferroflow prepare`) or an image folder (data.path).
+    #[arg(long, value_name = "DIR")]
+    pub data: Option<PathBuf>,
+    /// A zoo model or a .toml model declaration (model.name).
+    #[arg(long)]
+    pub model: Option<String>,
+    /// Where event files and config.toml go (train.train_dir).
+    #[arg(long, value_name = "DIR")]
+    pub train_dir: Option<PathBuf>,
+    /// Examples per step (train.batch_size).
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+    /// Steps to train (train.steps).
+    #[arg(long)]
+    pub steps: Option<u64>,
+    /// Epochs to train, if --steps is not given (train.epochs).
+    #[arg(long)]
+    pub epochs: Option<u64>,
+    /// sgd, momentum, adagrad, adam, rmsprop, adadelta or ftrl (optimizer.kind).
+    #[arg(long)]
+    pub optimizer: Option<String>,
+    /// Initial learning rate (schedule.learning_rate).
+    #[arg(long)]
+    pub learning_rate: Option<f64>,
+    /// Seed of initialisation, shuffling, augmentation and dropout (train.seed).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// cpu or cuda[:N] (train.device; CUDA needs a build with --features cuda).
+    #[arg(long)]
+    pub device: Option<String>,
+}
+
+fn toml_string(s: &str) -> String {
+    toml::Value::String(s.to_string()).to_string()
+}
+
+/// The flags as `--set` overrides, applied before the user's own `--set`s.
+fn overrides(args: &TrainArgs) -> Vec<String> {
+    let mut o = Vec::new();
+    if let Some(d) = &args.data {
+        o.push(format!("data.path={}", toml_string(&d.display().to_string())));
+    }
+    if let Some(m) = &args.model {
+        o.push(format!("model.name={}", toml_string(m)));
+    }
+    if let Some(t) = &args.train_dir {
+        o.push(format!("train.train_dir={}", toml_string(&t.display().to_string())));
+    }
+    if let Some(b) = args.batch_size {
+        o.push(format!("train.batch_size={b}"));
+    }
+    if let Some(s) = args.steps {
+        o.push(format!("train.steps={s}"));
+    }
+    if let Some(e) = args.epochs {
+        o.push(format!("train.epochs={e}"));
+    }
+    if let Some(k) = &args.optimizer {
+        o.push(format!("optimizer.kind={}", toml_string(k)));
+    }
+    if let Some(lr) = args.learning_rate {
+        o.push(format!("schedule.learning_rate={lr:?}"));
+    }
+    if let Some(s) = args.seed {
+        o.push(format!("train.seed={s}"));
+    }
+    if let Some(d) = &args.device {
+        o.push(format!("train.device={}", toml_string(d)));
+    }
+    o.extend(args.set.iter().cloned());
+    o
+}
+
+/// Resolves the config from the file, flags and `--set`s (no work is done
+/// before this succeeds).
+pub fn resolve(args: &TrainArgs) -> Result<TrainConfig> {
+    let text = match &args.config {
+        Some(path) => {
+            std::fs::read_to_string(path).with_context(|| format!("{}: cannot read the config", path.display()))?
+        }
+        None => String::new(),
+    };
+    let context = args.config.as_ref().map_or("config".to_string(), |p| p.display().to_string());
+    TrainConfig::resolve(&text, &overrides(args)).with_context(|| context)
+}
+
+/// Runs the command.
+pub fn run(args: &TrainArgs) -> Result<()> {
+    let config = resolve(args)?;
+    let log_every = config.train.log_every.max(1);
+    let classes_hint = config.model.name.clone();
+    let mut bar: Option<ProgressBar> = None;
+    let started = Instant::now();
+    let tty = std::io::stderr().is_terminal();
+    let mut on_progress = |p: &Progress| match p {
+        Progress::Start { total_steps, description } => {
+            eprintln!("training {description} for {total_steps} steps");
+            if tty {
+                let b = ProgressBar::new(*total_steps);
+                if let Ok(style) =
+                    ProgressStyle::with_template("{wide_bar} {pos}/{len} steps  {msg}  [{elapsed_precise}, ETA {eta}]")
+                {
+                    b.set_style(style);
+                }
+                bar = Some(b);
+            }
+        }
+        Progress::Step { step, loss, images_per_sec } => match &bar {
+            Some(b) => {
+                b.set_position(*step as u64);
+                b.set_message(format!("loss {loss:.4}  {images_per_sec:.0} images/s"));
+            }
+            None if (*step as u64).is_multiple_of(log_every) || *step == 1 => {
+                eprintln!(
+                    "step {step}: loss {loss:.4}, {images_per_sec:.0} images/s, {:.0}s",
+                    started.elapsed().as_secs_f64()
+                );
+            }
+            None => {}
+        },
+        Progress::Validation { step, report } => {
+            let line = format!(
+                "validation at step {step}: loss {:.4}, accuracy {:.4}, top-5 {:.4} ({} examples)",
+                report.loss, report.accuracy, report.top5, report.count
+            );
+            match &bar {
+                Some(b) => b.println(line),
+                None => eprintln!("{line}"),
+            }
+        }
+    };
+    let report = train(&config, &mut on_progress).with_context(|| format!("training {classes_hint}"))?;
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    println!(
+        "trained {} steps in {:.1}s ({:.0} images/s); final loss {:.4}",
+        report.steps,
+        started.elapsed().as_secs_f64(),
+        report.images_per_sec,
+        report.final_loss
+    );
+    if let Some(v) = &report.validation {
+        let metrics = ferroflow_train::Metrics {
+            count: v.count,
+            loss_sum: v.loss * v.count as f64,
+            correct: 0,
+            correct_top5: 0,
+            confusion: v.confusion.clone(),
+        };
+        println!("confusion matrix (rows: label, columns: prediction):\n{}", metrics.confusion_text(&report.classes));
+        println!("validation loss: {:.4}", v.loss);
+        println!("validation top-5 accuracy: {:.4}", v.top5);
+        println!("validation accuracy: {:.4}", v.accuracy);
+    }
+    println!("TensorBoard: tensorboard --logdir {}", report.train_dir.display());
+    Ok(())
+}

@@ -1,0 +1,333 @@
+//! The resolved configuration of `ferroflow train`: a TOML file plus
+//! `--set key=value` overrides, checked before any work. Unknown keys are
+//! rejected with a suggestion for a misspelling.
+
+use std::path::PathBuf;
+
+use ferroflow_data::Augment;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Result, TrainError};
+use crate::optimizer::OptimizerConfig;
+use crate::schedule::Schedule;
+
+/// How input pixels are normalised (statistics from dataset.json, or
+/// computed from an image folder's training split).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Normalize {
+    /// Subtract the per-channel mean and divide by the std.
+    #[default]
+    MeanStd,
+    /// Subtract the per-channel mean only.
+    Mean,
+    /// Scale 0–255 to 0–1.
+    Unit,
+    /// Raw 0–255 values.
+    None,
+}
+
+/// `[data]`: where the examples come from and how they are fed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DataConfig {
+    /// A dataset directory from `ferroflow prepare`, or an image folder
+    /// (class sub-folders, optionally under train/ and val/), loaded in memory.
+    pub path: Option<PathBuf>,
+    /// Validation fraction for image folders without their own split.
+    pub val_fraction: f64,
+    /// Normalisation.
+    pub normalize: Normalize,
+    /// Training augmentation.
+    pub augment: Augment,
+    /// Shuffle buffer (`tf.data.Dataset.shuffle(buffer_size)`).
+    pub shuffle_buffer: usize,
+    /// Decode threads; 0 = all cores.
+    pub num_workers: usize,
+    /// Batches prepared ahead.
+    pub prefetch: usize,
+    /// DCT-scaled JPEG decoding when it still covers the input size.
+    pub fast_jpeg: bool,
+    /// `tf.image.resize` method.
+    pub resize_method: String,
+    /// Eval central crop fraction (TF-slim inception eval uses 0.875).
+    pub eval_central_fraction: Option<f64>,
+}
+
+impl Default for DataConfig {
+    fn default() -> Self {
+        DataConfig {
+            path: None,
+            val_fraction: 0.1,
+            normalize: Normalize::MeanStd,
+            augment: Augment::default(),
+            shuffle_buffer: 10_000,
+            num_workers: 0,
+            prefetch: 2,
+            fast_jpeg: false,
+            resize_method: "bilinear".into(),
+            eval_central_fraction: None,
+        }
+    }
+}
+
+/// `[model]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ModelConfig {
+    /// A zoo model (`ferroflow models`) or a `.toml` declaration.
+    pub name: String,
+    /// Output classes; default: the dataset's.
+    pub num_classes: Option<usize>,
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        ModelConfig { name: "lenet".into(), num_classes: None }
+    }
+}
+
+/// `[train]`: the loop.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LoopConfig {
+    /// Event files, config.toml (and later checkpoints) go here.
+    pub train_dir: PathBuf,
+    /// Examples per step.
+    pub batch_size: usize,
+    /// Train this many steps (takes precedence over `epochs`).
+    pub steps: Option<u64>,
+    /// Train this many epochs of the training split (default 1 without `steps`).
+    pub epochs: Option<u64>,
+    /// Seed of initialisation, shuffling, augmentation and dropout.
+    pub seed: u64,
+    /// L2 weight decay: adds `weight_decay * sum(w^2) / 2` (`tf.nn.l2_loss`)
+    /// over conv and dense weights (not biases or batch-norm parameters).
+    pub weight_decay: f64,
+    /// Label smoothing for the cross-entropy.
+    pub label_smoothing: f64,
+    /// Clip gradients by their global norm (`tf.clip_by_global_norm`).
+    pub clip_global_norm: Option<f64>,
+    /// Keep an exponential moving average of the weights, used for validation.
+    pub ema_decay: Option<f64>,
+    /// Validate every N steps (0: only at the end).
+    pub validate_every: u64,
+    /// Print a progress line every N steps when not on a terminal.
+    pub log_every: u64,
+    /// `cpu`, or `cuda[:N]` in a build with the `cuda` feature.
+    pub device: String,
+}
+
+impl Default for LoopConfig {
+    fn default() -> Self {
+        LoopConfig {
+            train_dir: PathBuf::from("runs/train"),
+            batch_size: 64,
+            steps: None,
+            epochs: None,
+            seed: 0,
+            weight_decay: 0.0,
+            label_smoothing: 0.0,
+            clip_global_norm: None,
+            ema_decay: None,
+            validate_every: 0,
+            log_every: 50,
+            device: "cpu".into(),
+        }
+    }
+}
+
+/// `[summary]`: TensorBoard.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SummaryConfig {
+    /// Scalars (loss, accuracy, learning_rate, images_per_sec) every N steps.
+    pub scalars_every: u64,
+    /// Histograms of every trainable variable and its gradient every N steps (0: never).
+    pub histograms_every: u64,
+    /// Input-image summaries every N steps (0: never).
+    pub images_every: u64,
+    /// Images per image summary.
+    pub max_images: usize,
+}
+
+impl Default for SummaryConfig {
+    fn default() -> Self {
+        SummaryConfig { scalars_every: 10, histograms_every: 100, images_every: 500, max_images: 4 }
+    }
+}
+
+/// Everything `ferroflow train` needs. `config.toml` in the train dir is this, resolved.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct TrainConfig {
+    /// `[data]`.
+    pub data: DataConfig,
+    /// `[model]`.
+    pub model: ModelConfig,
+    /// `[optimizer]`.
+    pub optimizer: OptimizerConfig,
+    /// `[schedule]`.
+    pub schedule: Schedule,
+    /// `[train]`.
+    pub train: LoopConfig,
+    /// `[summary]`.
+    pub summary: SummaryConfig,
+}
+
+impl TrainConfig {
+    /// Parses `toml_text` (empty for defaults), applies `key=value`
+    /// overrides (dotted keys, TOML values; bare words are strings), and
+    /// validates.
+    ///
+    /// ```
+    /// use ferroflow_train::TrainConfig;
+    /// let c = TrainConfig::resolve("[train]\nbatch_size = 32\n", &["train.steps=100".into()]).unwrap();
+    /// assert_eq!((c.train.batch_size, c.train.steps), (32, Some(100)));
+    /// let e = TrainConfig::resolve("", &["train.bach_size=3".into()]).unwrap_err().to_string();
+    /// assert!(e.contains("did you mean `batch_size`"), "{e}");
+    /// ```
+    pub fn resolve(toml_text: &str, overrides: &[String]) -> Result<TrainConfig> {
+        let mut table: toml::Table =
+            toml::from_str(toml_text).map_err(|e| TrainError::config("config", e.to_string()))?;
+        for o in overrides {
+            let (key, value) = o.split_once('=').ok_or_else(|| {
+                TrainError::config("--set", format!("{o:?}: expected key=value, e.g. train.batch_size=32"))
+            })?;
+            set_dotted(&mut table, key.trim(), parse_value(value.trim()))?;
+        }
+        // Each section is read on its own, so an error names its section.
+        const SECTIONS: [&str; 6] = ["data", "model", "optimizer", "schedule", "train", "summary"];
+        for key in table.keys() {
+            if !SECTIONS.contains(&key.as_str()) {
+                let msg =
+                    format!("unknown field `{key}`, expected one of {}", SECTIONS.map(|s| format!("`{s}`")).join(", "));
+                return Err(TrainError::config(key.clone(), with_suggestion(&msg)));
+            }
+        }
+        fn section<T: serde::de::DeserializeOwned + Default>(table: &toml::Table, name: &str) -> Result<T> {
+            match table.get(name) {
+                None => Ok(T::default()),
+                Some(v) => v.clone().try_into().map_err(|e: toml::de::Error| {
+                    TrainError::config(format!("[{name}]"), with_suggestion(e.message()))
+                }),
+            }
+        }
+        let config = TrainConfig {
+            data: section(&table, "data")?,
+            model: section(&table, "model")?,
+            optimizer: section(&table, "optimizer")?,
+            schedule: section(&table, "schedule")?,
+            train: section(&table, "train")?,
+            summary: section(&table, "summary")?,
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks every value, naming the first bad key.
+    pub fn validate(&self) -> Result<()> {
+        let t = &self.train;
+        if t.batch_size == 0 {
+            return Err(TrainError::config("train.batch_size", "must be at least 1, got 0"));
+        }
+        if t.steps == Some(0) || t.epochs == Some(0) {
+            return Err(TrainError::config("train.steps / train.epochs", "must be at least 1"));
+        }
+        if !(0.0..1.0).contains(&self.data.val_fraction) {
+            return Err(TrainError::config(
+                "data.val_fraction",
+                format!("must be in [0, 1), got {}", self.data.val_fraction),
+            ));
+        }
+        if t.weight_decay < 0.0 || !t.weight_decay.is_finite() {
+            return Err(TrainError::config("train.weight_decay", format!("must be >= 0, got {}", t.weight_decay)));
+        }
+        if !(0.0..1.0).contains(&t.label_smoothing) {
+            return Err(TrainError::config(
+                "train.label_smoothing",
+                format!("must be in [0, 1), got {}", t.label_smoothing),
+            ));
+        }
+        if let Some(c) = t.clip_global_norm
+            && (c.is_nan() || c <= 0.0)
+        {
+            return Err(TrainError::config("train.clip_global_norm", format!("must be > 0, got {c}")));
+        }
+        if let Some(d) = t.ema_decay
+            && !(0.0..1.0).contains(&d)
+        {
+            return Err(TrainError::config("train.ema_decay", format!("must be in [0, 1), got {d}")));
+        }
+        if self.data.prefetch == 0 {
+            return Err(TrainError::config("data.prefetch", "must be at least 1"));
+        }
+        if self.model.num_classes == Some(0) {
+            return Err(TrainError::config("model.num_classes", "must be at least 1"));
+        }
+        self.schedule.validate().map_err(|e| TrainError::config("schedule", e.to_string()))?;
+        self.optimizer.validate().map_err(|e| TrainError::config("optimizer", e.to_string()))?;
+        Ok(())
+    }
+
+    /// The resolved config as TOML (written to `<train_dir>/config.toml`).
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# could not serialise the config: {e}\n"))
+    }
+}
+
+fn parse_value(text: &str) -> toml::Value {
+    toml::from_str::<toml::Table>(&format!("v = {text}"))
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(text.to_string()))
+}
+
+fn set_dotted(table: &mut toml::Table, key: &str, value: toml::Value) -> Result<()> {
+    let parts: Vec<&str> = key.split('.').collect();
+    if parts.iter().any(|p| p.is_empty()) {
+        return Err(TrainError::config("--set", format!("{key:?} is not a dotted key like train.batch_size")));
+    }
+    let mut node = table;
+    for (i, part) in parts[..parts.len() - 1].iter().enumerate() {
+        let entry = node.entry(part.to_string()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        node = entry.as_table_mut().ok_or_else(|| {
+            TrainError::config("--set", format!("{key}: {} is a value, not a section", parts[..=i].join(".")))
+        })?;
+    }
+    node.insert(parts[parts.len() - 1].to_string(), value);
+    Ok(())
+}
+
+/// Levenshtein distance, for suggestions.
+fn distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, &cb) in b.iter().enumerate() {
+            let cur = row[j + 1];
+            row[j + 1] = (prev + usize::from(ca != cb)).min(row[j] + 1).min(cur + 1);
+            prev = cur;
+        }
+    }
+    row[b.len()]
+}
+
+/// Appends "did you mean `x`?" to serde's "unknown field `y`, expected one of …".
+fn with_suggestion(msg: &str) -> String {
+    let ticked = |s: &str| -> Vec<String> { s.split('`').skip(1).step_by(2).map(str::to_string).collect() };
+    if let Some(rest) = msg.strip_prefix("unknown field ").or_else(|| msg.strip_prefix("unknown variant ")) {
+        let names = ticked(rest);
+        if let Some((unknown, expected)) = names.split_first() {
+            let best = expected.iter().min_by_key(|e| distance(unknown, e));
+            if let Some(best) = best
+                && distance(unknown, best) <= unknown.len().max(3) / 2
+            {
+                return format!("{msg}; did you mean `{best}`?");
+            }
+        }
+    }
+    msg.to_string()
+}

@@ -1,0 +1,100 @@
+//! Where a training run's examples come from: a prepared dataset
+//! (TFRecords + dataset.json) or an image folder loaded in memory.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use ferroflow_data::{ChannelStats, Dataset, DecodeOptions, FolderDataset, Source, Task, decode_image, load_folder};
+
+use crate::error::{Result, TrainError};
+
+/// The train and validation sources, with what the model needs to know.
+#[derive(Debug, Clone)]
+pub struct DataSource {
+    /// Training examples.
+    pub train: Source,
+    /// Validation examples (`None` when the split is empty).
+    pub validation: Option<Source>,
+    /// Class names.
+    pub classes: Vec<String>,
+    /// Per-channel mean of the training split, 0–255.
+    pub mean: [f64; 3],
+    /// Per-channel std of the training split, 0–255.
+    pub std: [f64; 3],
+    /// Training examples per epoch.
+    pub train_count: usize,
+    /// A short description for logs.
+    pub description: String,
+}
+
+impl DataSource {
+    /// Opens `path`: a directory with dataset.json, or an image folder.
+    pub fn open(path: &Path, val_fraction: f64, seed: u64) -> Result<DataSource> {
+        if !path.exists() {
+            return Err(TrainError::config("data.path", format!("{}: no such file or directory", path.display())));
+        }
+        if path.join(ferroflow_data::DATASET_JSON).exists() {
+            let ds = Dataset::open(path).map_err(|e| TrainError::config("data.path", e.to_string()))?;
+            if ds.meta.task != Task::Classification {
+                return Err(TrainError::config(
+                    "data.path",
+                    format!("{}: a regression dataset; ferroflow train trains classifiers", path.display()),
+                ));
+            }
+            let files = |split: &str| ds.files(split).map_err(|e| TrainError::config("data.path", e.to_string()));
+            let train_count = ds.meta.splits.get("train").map_or(0, |s| s.count);
+            let val_count = ds.meta.splits.get("validation").map_or(0, |s| s.count);
+            return Ok(DataSource {
+                train: Source::Records { files: files("train")? },
+                validation: (val_count > 0)
+                    .then(|| files("validation"))
+                    .transpose()?
+                    .map(|files| Source::Records { files }),
+                classes: ds.meta.classes.clone(),
+                mean: ds.meta.mean,
+                std: ds.meta.std,
+                train_count,
+                description: format!("{} (prepared: {train_count} train / {val_count} validation)", path.display()),
+            });
+        }
+        if !path.is_dir() {
+            return Err(TrainError::config(
+                "data.path",
+                format!("{}: expected a dataset directory (with dataset.json) or an image folder", path.display()),
+            ));
+        }
+        let FolderDataset { classes, train, validation } =
+            load_folder(path, val_fraction, seed).map_err(|e| TrainError::config("data.path", e.to_string()))?;
+        // Statistics of the training split, as prepare computes them.
+        let mut stats = ChannelStats::default();
+        for (bytes, _) in &train {
+            if let Ok(img) = decode_image(bytes, &DecodeOptions::default()) {
+                stats.merge(&ChannelStats::of_image(&img));
+            }
+        }
+        let (nt, nv) = (train.len(), validation.len());
+        Ok(DataSource {
+            train: Source::Memory { entries: Arc::new(train) },
+            validation: (nv > 0).then(|| Source::Memory { entries: Arc::new(validation) }),
+            classes,
+            mean: stats.mean(),
+            std: stats.std(),
+            train_count: nt,
+            description: format!("{} (image folder in memory: {nt} train / {nv} validation)", path.display()),
+        })
+    }
+}
+
+/// Checks class labels against the model's class count and converts them for the loss.
+pub fn class_labels(labels: &[i64], classes: usize) -> Result<Vec<u32>> {
+    labels
+        .iter()
+        .map(|&l| {
+            if l < 0 || l as usize >= classes {
+                Err(TrainError::config("data", format!("label {l} is outside the model's {classes} classes")))
+            } else {
+                Ok(l as u32)
+            }
+        })
+        .collect()
+}

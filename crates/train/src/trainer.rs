@@ -1,0 +1,382 @@
+//! The train/validate loop: one step is forward in training mode, loss
+//! (+ weight decay), backward, clip, apply, `global_step += 1`; validation
+//! runs in eval mode over the whole validation split.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use candle_core::{Device, Tensor};
+use ferroflow_data::{Cursor, Mode, Pipeline, PipelineConfig, Preprocess, Source};
+use ferroflow_nn::{Model, ModelSpec, VarStore, ops, zoo_model};
+use serde::Serialize;
+
+use crate::config::{Normalize, TrainConfig};
+use crate::data_source::{DataSource, class_labels};
+use crate::error::{Result, TrainError};
+use crate::metrics::Metrics;
+use crate::optimizer::{ExponentialMovingAverage, Optimizer, clip_by_global_norm, trainable_gradients};
+use crate::summary::Summaries;
+
+/// What the loop reports as it goes.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Progress {
+    /// Training started: the total number of steps.
+    Start {
+        /// Total steps.
+        total_steps: u64,
+        /// What is being trained on what.
+        description: String,
+    },
+    /// A step finished.
+    Step {
+        /// The global step after it.
+        step: i64,
+        /// Its loss.
+        loss: f32,
+        /// Training throughput since the start.
+        images_per_sec: f64,
+    },
+    /// A validation pass finished.
+    Validation {
+        /// The global step.
+        step: i64,
+        /// Its results.
+        report: EvalReport,
+    },
+}
+
+/// Results of a validation pass.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EvalReport {
+    /// Examples evaluated.
+    pub count: usize,
+    /// Mean cross-entropy.
+    pub loss: f64,
+    /// Top-1 accuracy.
+    pub accuracy: f64,
+    /// Top-5 accuracy.
+    pub top5: f64,
+    /// `confusion[label][prediction]`.
+    pub confusion: Vec<Vec<usize>>,
+}
+
+/// Results of a training run.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TrainReport {
+    /// Steps taken.
+    pub steps: i64,
+    /// Loss of the last step.
+    pub final_loss: f32,
+    /// The last validation, if there was a validation split.
+    pub validation: Option<EvalReport>,
+    /// Training images per second (whole run).
+    pub images_per_sec: f64,
+    /// Class names.
+    pub classes: Vec<String>,
+    /// Where the event files and config.toml went.
+    pub train_dir: PathBuf,
+}
+
+/// Parses `cpu` / `cuda[:N]`.
+pub fn device(name: &str) -> Result<Device> {
+    match name {
+        "cpu" => Ok(Device::Cpu),
+        cuda if cuda == "cuda" || cuda.starts_with("cuda:") => {
+            let ordinal: usize = cuda.strip_prefix("cuda:").map_or(Ok(0), str::parse).map_err(|_| {
+                TrainError::config("train.device", format!("{name:?}: expected cuda or cuda:N with N a GPU index"))
+            })?;
+            if cfg!(feature = "cuda") {
+                Device::new_cuda(ordinal).map_err(TrainError::candle(format!("train.device {name}")))
+            } else {
+                Err(TrainError::config(
+                    "train.device",
+                    format!(
+                        "{name:?}: this ferroflow was built without CUDA; rebuild with `cargo build --release --features cuda`"
+                    ),
+                ))
+            }
+        }
+        other => Err(TrainError::config("train.device", format!("{other:?}: expected cpu, cuda or cuda:N"))),
+    }
+}
+
+/// Resolves the model declaration: a zoo name or a TOML file.
+pub fn model_spec(name: &str, classes: usize) -> Result<ModelSpec> {
+    if let Some(spec) = zoo_model(name, classes) {
+        return Ok(spec);
+    }
+    let path = std::path::Path::new(name);
+    if path.exists() {
+        let text = std::fs::read_to_string(path).map_err(|cause| TrainError::Io { path: name.to_string(), cause })?;
+        return Ok(ModelSpec::from_toml(&text)?);
+    }
+    let names: Vec<&str> = ferroflow_nn::ZOO.iter().map(|m| m.name).collect();
+    Err(TrainError::config(
+        "model.name",
+        format!("{name:?} is neither a zoo model ({}) nor a model file", names.join(", ")),
+    ))
+}
+
+struct Run {
+    config: TrainConfig,
+    data: DataSource,
+    model: Model,
+    store: VarStore,
+    preprocess: Preprocess,
+    device: Device,
+    classes: usize,
+}
+
+impl Run {
+    fn pipeline_config(&self, epochs: Option<u64>) -> PipelineConfig {
+        let d = &self.config.data;
+        PipelineConfig {
+            batch_size: self.config.train.batch_size,
+            shuffle_buffer: d.shuffle_buffer,
+            num_workers: d.num_workers,
+            prefetch: d.prefetch,
+            epochs,
+            seed: self.config.train.seed,
+            fast_jpeg: d.fast_jpeg,
+            ..Default::default()
+        }
+    }
+
+    fn tensors(&self, batch: &ferroflow_data::Batch) -> Result<(Tensor, Tensor)> {
+        let [c, h, w] = batch.shape;
+        let x = Tensor::from_slice(&batch.images, (batch.size, c, h, w), &self.device)
+            .map_err(TrainError::candle("input batch"))?;
+        let labels = class_labels(&batch.labels, self.classes)?;
+        let y = Tensor::from_vec(labels, batch.size, &self.device).map_err(TrainError::candle("labels"))?;
+        Ok((x, y))
+    }
+
+    /// Per-example cross-entropy (with label smoothing when set).
+    fn losses(&self, logits: &Tensor, labels: &Tensor) -> Result<Tensor> {
+        let ls = self.config.train.label_smoothing;
+        Ok(if ls > 0.0 {
+            let targets = ops::smoothed_one_hot(labels, self.classes, ls)?;
+            ops::softmax_cross_entropy(logits, &targets)?
+        } else {
+            ops::sparse_softmax_cross_entropy(logits, labels)?
+        })
+    }
+
+    fn evaluate(&self, source: &Source) -> Result<EvalReport> {
+        let pipeline = Pipeline::new(
+            source.clone(),
+            Mode::Eval,
+            self.pipeline_config(Some(1)),
+            self.preprocess.clone(),
+            Cursor::default(),
+        )?;
+        let mut metrics = Metrics::new(self.classes);
+        let mut pipeline = pipeline;
+        while let Some(batch) = pipeline.next() {
+            let batch = batch?;
+            let (x, y) = self.tensors(&batch)?;
+            let logits = self.model.forward_t(&x, false)?;
+            let losses = ops::sparse_softmax_cross_entropy(&logits, &y)?;
+            let logits_v = logits.flatten_all().and_then(|t| t.to_vec1::<f32>()).map_err(TrainError::candle("eval"))?;
+            let losses_v = losses.to_vec1::<f32>().map_err(TrainError::candle("eval"))?;
+            metrics.add(&logits_v, &batch.labels, &losses_v);
+            pipeline.recycle(batch);
+        }
+        Ok(EvalReport {
+            count: metrics.count,
+            loss: metrics.loss(),
+            accuracy: metrics.accuracy(),
+            top5: metrics.top5(),
+            confusion: metrics.confusion,
+        })
+    }
+}
+
+/// Trains as `config` says, reporting through `progress`.
+pub fn train(config: &TrainConfig, progress: &mut dyn FnMut(&Progress)) -> Result<TrainReport> {
+    config.validate()?;
+    let device = device(&config.train.device)?;
+    let path =
+        config.data.path.clone().ok_or_else(|| TrainError::config("data.path", "no data given (use --data DIR)"))?;
+    let data = DataSource::open(&path, config.data.val_fraction, config.train.seed)?;
+    let classes = config.model.num_classes.unwrap_or(data.classes.len());
+    let spec = model_spec(&config.model.name, classes)?;
+    let store = VarStore::new(device.clone(), config.train.seed);
+    let model = spec.build(&store, config.train.seed)?;
+    let out = model.output_shape();
+    if out != [classes] {
+        return Err(TrainError::config(
+            "model.name",
+            format!(
+                "model {:?} outputs {out:?}, but the data has {classes} classes (a classifier ends in a dense layer)",
+                spec.name
+            ),
+        ));
+    }
+    let [h, w, c] = spec.input;
+    let (mean, std) = (data.mean.map(|v| v as f32), data.std.map(|v| (v as f32).max(1e-3)));
+    let (mean, std, scale) = match config.data.normalize {
+        Normalize::MeanStd => (Some(mean), Some(std), 1.0),
+        Normalize::Mean => (Some(mean), None, 1.0),
+        Normalize::Unit => (None, None, 1.0 / 255.0),
+        Normalize::None => (None, None, 1.0),
+    };
+    let preprocess = Preprocess {
+        image_size: [h, w],
+        channels: c,
+        resize_method: config.data.resize_method.clone(),
+        train: config.data.augment.clone(),
+        eval_central_fraction: config.data.eval_central_fraction,
+        mean,
+        std,
+        scale,
+        ..Default::default()
+    };
+    preprocess.validate().map_err(|e| TrainError::config("data", e.to_string()))?;
+    let run = Run { config: config.clone(), data, model, store, preprocess, device, classes };
+    run_loop(&run, progress)
+}
+
+fn run_loop(run: &Run, progress: &mut dyn FnMut(&Progress)) -> Result<TrainReport> {
+    let cfg = &run.config;
+    let batch_size = cfg.train.batch_size as u64;
+    let steps_per_epoch = (run.data.train_count as u64 / batch_size).max(1);
+    let total_steps = cfg.train.steps.unwrap_or_else(|| cfg.train.epochs.unwrap_or(1) * steps_per_epoch);
+    let train_dir = cfg.train.train_dir.clone();
+    std::fs::create_dir_all(&train_dir)
+        .map_err(|cause| TrainError::Io { path: train_dir.display().to_string(), cause })?;
+    let config_toml = cfg.to_toml();
+    std::fs::write(train_dir.join("config.toml"), &config_toml)
+        .map_err(|cause| TrainError::Io { path: train_dir.join("config.toml").display().to_string(), cause })?;
+    let mut summaries = Summaries::new(&train_dir)?;
+    summaries.start(&run.model.graph_def(), &config_toml, 0)?;
+
+    let mut optimizer = Optimizer::new(&cfg.optimizer, &run.store)?;
+    let mut ema = cfg.train.ema_decay.map(|d| ExponentialMovingAverage::new(&run.store, d)).transpose()?;
+    let trainable = run.store.trainable_variables();
+    let decayed: Vec<_> = trainable.iter().filter(|v| v.name.ends_with("/weights")).cloned().collect();
+
+    progress(&Progress::Start {
+        total_steps,
+        description: format!("{} on {}, {} classes", run.model.name(), run.data.description, run.classes),
+    });
+    let mut pipeline = Pipeline::new(
+        run.data.train.clone(),
+        Mode::Train,
+        run.pipeline_config(None),
+        run.preprocess.clone(),
+        Cursor::default(),
+    )?;
+    let start = Instant::now();
+    let mut images = 0u64;
+    let mut final_loss = f32::NAN;
+    let mut validation = None;
+    let (mut window_loss, mut window_correct, mut window_n) = (0.0f64, 0usize, 0usize);
+    while (run.store.global_step() as u64) < total_steps {
+        let Some(batch) = pipeline.next() else { break };
+        let batch = batch?;
+        let step = run.store.global_step();
+        let (x, y) = run.tensors(&batch)?;
+        let logits = run.model.forward_t(&x, true)?; // [N, classes]
+        let losses = run.losses(&logits, &y)?; // [N]
+        let mut loss = losses.mean_all().map_err(TrainError::candle("loss"))?;
+        if cfg.train.weight_decay > 0.0 {
+            for v in &decayed {
+                let l2 =
+                    v.var.sqr().and_then(|t| t.sum_all()).and_then(|t| t.affine(cfg.train.weight_decay / 2.0, 0.0));
+                loss = (loss + l2.map_err(TrainError::candle("weight decay"))?)
+                    .map_err(TrainError::candle("weight decay"))?;
+            }
+        }
+        let loss_value = loss.to_scalar::<f32>().map_err(TrainError::candle("loss"))?;
+        if !loss_value.is_finite() {
+            return Err(TrainError::NonFiniteLoss { step, loss: loss_value });
+        }
+        let grad_store = loss.backward().map_err(TrainError::candle("backward"))?;
+        // Variables without a gradient are left alone, as TF's apply_gradients does.
+        let mut pairs = trainable_gradients(&run.store, &grad_store);
+        let mut global_norm = None;
+        if let Some(clip) = cfg.train.clip_global_norm {
+            let grads: Vec<Tensor> = pairs.iter().map(|(_, g)| g.clone()).collect();
+            let (clipped, norm) = clip_by_global_norm(&grads, clip)?;
+            for (pair, g) in pairs.iter_mut().zip(clipped) {
+                pair.1 = g;
+            }
+            global_norm = Some(norm);
+        }
+        let lr = cfg.schedule.learning_rate(step);
+        optimizer.apply(&pairs, lr)?;
+        let step = run.store.increment_global_step();
+        if let Some(ema) = ema.as_mut() {
+            ema.update(step)?;
+        }
+        images += batch.size as u64;
+        final_loss = loss_value;
+        let rate = images as f64 / start.elapsed().as_secs_f64().max(1e-9);
+
+        // Training metrics over the last summary window.
+        let logits_v = logits.flatten_all().and_then(|t| t.to_vec1::<f32>()).map_err(TrainError::candle("logits"))?;
+        let mut m = Metrics::new(run.classes);
+        m.add(&logits_v, &batch.labels, &[]);
+        window_correct += m.correct;
+        window_n += m.count;
+        window_loss += f64::from(loss_value);
+        let s = &cfg.summary;
+        if s.scalars_every > 0 && (step as u64).is_multiple_of(s.scalars_every) {
+            let steps_in_window = s.scalars_every.min(step as u64).max(1) as f64;
+            summaries.train.add_scalar("loss", (window_loss / steps_in_window) as f32, step)?;
+            summaries.train.add_scalar("accuracy", (window_correct as f64 / window_n.max(1) as f64) as f32, step)?;
+            summaries.train.add_scalar("learning_rate", lr as f32, step)?;
+            summaries.train.add_scalar("images_per_sec", rate as f32, step)?;
+            if let Some(n) = global_norm {
+                summaries.train.add_scalar("global_norm", n as f32, step)?;
+            }
+            (window_loss, window_correct, window_n) = (0.0, 0, 0);
+        }
+        if s.histograms_every > 0 && ((step as u64).is_multiple_of(s.histograms_every) || step == 1) {
+            summaries.histograms(&trainable, &grad_store, step)?;
+        }
+        if s.images_every > 0 && ((step as u64).is_multiple_of(s.images_every) || step == 1) {
+            let mean = run.preprocess.mean.unwrap_or([0.0; 3]);
+            let std = run.preprocess.std.unwrap_or([1.0; 3]);
+            summaries.images(&batch, mean, std, run.preprocess.scale, s.max_images, step)?;
+        }
+        pipeline.recycle(batch);
+        progress(&Progress::Step { step, loss: loss_value, images_per_sec: rate });
+
+        let last = step as u64 >= total_steps;
+        let due = cfg.train.validate_every > 0 && (step as u64).is_multiple_of(cfg.train.validate_every);
+        if let (true, Some(source)) = (last || due, &run.data.validation) {
+            let report = with_ema(ema.as_ref(), || run.evaluate(source))?;
+            summaries.validation.add_scalar("loss", report.loss as f32, step)?;
+            summaries.validation.add_scalar("accuracy", report.accuracy as f32, step)?;
+            summaries.validation.add_scalar("top5", report.top5 as f32, step)?;
+            summaries.validation.flush()?;
+            progress(&Progress::Validation { step, report: report.clone() });
+            validation = Some(report);
+        }
+    }
+    summaries.flush()?;
+    let steps = run.store.global_step();
+    Ok(TrainReport {
+        steps,
+        final_loss,
+        validation,
+        images_per_sec: images as f64 / start.elapsed().as_secs_f64().max(1e-9),
+        classes: run.data.classes.clone(),
+        train_dir,
+    })
+}
+
+/// Evaluates with the moving-average weights swapped in, when there are any.
+fn with_ema<T>(ema: Option<&ExponentialMovingAverage>, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    match ema {
+        None => f(),
+        Some(ema) => {
+            let saved = ema.swap_in()?;
+            let result = f();
+            ema.swap_out(saved)?;
+            result
+        }
+    }
+}
