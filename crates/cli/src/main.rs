@@ -67,7 +67,8 @@ fn main() -> ExitCode {
         Err(e) if commands::is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::from(1)
+            // A bad setting (config key, flag value) is a usage error.
+            ExitCode::from(if commands::is_usage_error(&e) { 2 } else { 1 })
         }
     }
 }

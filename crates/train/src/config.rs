@@ -79,11 +79,14 @@ pub struct ModelConfig {
     pub name: String,
     /// Output classes; default: the dataset's.
     pub num_classes: Option<usize>,
+    /// Input `[height, width, channels]` overriding the model's own (e.g.
+    /// `cifar_cnn` on 28x28x1 digits); images are resized to it.
+    pub input: Option<[usize; 3]>,
 }
 
 impl Default for ModelConfig {
     fn default() -> Self {
-        ModelConfig { name: "lenet".into(), num_classes: None }
+        ModelConfig { name: "lenet".into(), num_classes: None, input: None }
     }
 }
 
@@ -165,9 +168,9 @@ pub struct TrainConfig {
     pub data: DataConfig,
     /// `[model]`.
     pub model: ModelConfig,
-    /// `[optimizer]`.
+    /// `[optimizer]` (without `kind`: momentum).
     pub optimizer: OptimizerConfig,
-    /// `[schedule]`.
+    /// `[schedule]` (without `kind`: constant).
     pub schedule: Schedule,
     /// `[train]`.
     pub train: LoopConfig,
@@ -195,6 +198,13 @@ impl TrainConfig {
                 TrainError::config("--set", format!("{o:?}: expected key=value, e.g. train.batch_size=32"))
             })?;
             set_dotted(&mut table, key.trim(), parse_value(value.trim()))?;
+        }
+        // A section given without `kind` keeps the default kind, so
+        // `--learning-rate 0.1` alone means a constant rate.
+        for (section, kind) in [("schedule", "constant"), ("optimizer", "momentum")] {
+            if let Some(toml::Value::Table(t)) = table.get_mut(section) {
+                t.entry("kind").or_insert_with(|| toml::Value::String(kind.to_string()));
+            }
         }
         // Each section is read on its own, so an error names its section.
         const SECTIONS: [&str; 6] = ["data", "model", "optimizer", "schedule", "train", "summary"];

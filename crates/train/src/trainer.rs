@@ -200,7 +200,10 @@ pub fn train(config: &TrainConfig, progress: &mut dyn FnMut(&Progress)) -> Resul
         config.data.path.clone().ok_or_else(|| TrainError::config("data.path", "no data given (use --data DIR)"))?;
     let data = DataSource::open(&path, config.data.val_fraction, config.train.seed)?;
     let classes = config.model.num_classes.unwrap_or(data.classes.len());
-    let spec = model_spec(&config.model.name, classes)?;
+    let mut spec = model_spec(&config.model.name, classes)?;
+    if let Some(input) = config.model.input {
+        spec.input = input;
+    }
     let store = VarStore::new(device.clone(), config.train.seed);
     let model = spec.build(&store, config.train.seed)?;
     let out = model.output_shape();

@@ -107,11 +107,11 @@ pub fn resolve(args: &TrainArgs) -> Result<TrainConfig> {
 
 /// Runs the command.
 pub fn run(args: &TrainArgs) -> Result<()> {
+    let started = Instant::now();
     let config = resolve(args)?;
     let log_every = config.train.log_every.max(1);
     let classes_hint = config.model.name.clone();
     let mut bar: Option<ProgressBar> = None;
-    let started = Instant::now();
     let tty = std::io::stderr().is_terminal();
     let mut on_progress = |p: &Progress| match p {
         Progress::Start { total_steps, description } => {
@@ -126,19 +126,28 @@ pub fn run(args: &TrainArgs) -> Result<()> {
                 bar = Some(b);
             }
         }
-        Progress::Step { step, loss, images_per_sec } => match &bar {
-            Some(b) => {
-                b.set_position(*step as u64);
-                b.set_message(format!("loss {loss:.4}  {images_per_sec:.0} images/s"));
+        Progress::Step { step, loss, images_per_sec } => {
+            if *step == 1 {
+                let line = format!("first training step done after {:.2}s", started.elapsed().as_secs_f64());
+                match &bar {
+                    Some(b) => b.println(line),
+                    None => eprintln!("{line}"),
+                }
             }
-            None if (*step as u64).is_multiple_of(log_every) || *step == 1 => {
-                eprintln!(
-                    "step {step}: loss {loss:.4}, {images_per_sec:.0} images/s, {:.0}s",
-                    started.elapsed().as_secs_f64()
-                );
+            match &bar {
+                Some(b) => {
+                    b.set_position(*step as u64);
+                    b.set_message(format!("loss {loss:.4}  {images_per_sec:.0} images/s"));
+                }
+                None if (*step as u64).is_multiple_of(log_every) || *step == 1 => {
+                    eprintln!(
+                        "step {step}: loss {loss:.4}, {images_per_sec:.0} images/s, {:.0}s",
+                        started.elapsed().as_secs_f64()
+                    );
+                }
+                None => {}
             }
-            None => {}
-        },
+        }
         Progress::Validation { step, report } => {
             let line = format!(
                 "validation at step {step}: loss {:.4}, accuracy {:.4}, top-5 {:.4} ({} examples)",
