@@ -6,6 +6,7 @@
 
 mod error;
 mod init;
+pub mod kernels;
 mod layer;
 pub mod layers;
 mod model;

@@ -10,7 +10,7 @@
 use candle_core::Tensor;
 
 use super::padding::{Padding, Window, insert_zeros, pad_and_crop, pad_dim, strided, window};
-use crate::{NnError, Result};
+use crate::{NnError, Result, kernels};
 
 fn gcd(a: usize, b: usize) -> usize {
     if b == 0 { a } else { gcd(b, a % b) }
@@ -31,6 +31,10 @@ fn check_positive(op: &str, what: &str, v: [usize; 2]) -> Result<()> {
 /// `(in - k_eff) / stride + 1`, `k_eff = (k - 1) * dilation + 1`. Any stride and dilation,
 /// each per axis. Gradients flow to `x` and `w` (candle's conv backward, made exact by
 /// cropping the input to the rows the windows read).
+///
+/// f32 tensors on the CPU take ferroflow's own kernel instead ([`crate::kernels::conv2d`]:
+/// im2col + gemm with its own backward, same results within rounding); other devices and
+/// dtypes take candle's conv.
 ///
 /// # Shapes
 /// - `x`: `[N, C_in, H, W]`
@@ -64,8 +68,20 @@ pub fn conv2d(x: &Tensor, w: &Tensor, stride: [usize; 2], dilation: [usize; 2], 
             .map_err(|e| NnError::shape(OP, format!("{e}: {}", describe())))
     };
     let windows = [win(0, h, kh)?, win(1, wd, kw)?];
-    let used = [windows[0].used_len(kh, stride[0], dilation[0]), windows[1].used_len(kw, stride[1], dilation[1])];
-    let y = conv2d_padded(x, w, windows, used, stride, dilation).map_err(NnError::candle(OP))?;
+    let y = if kernels::supports(x, w) {
+        // ferroflow's CPU kernel (im2col + gemm, with its own backward) takes TF's padding as is.
+        let params = kernels::Conv2dParams {
+            stride,
+            dilation,
+            pad_before: [windows[0].pad_before, windows[1].pad_before],
+            pad_after: [windows[0].pad_after, windows[1].pad_after],
+        };
+        kernels::conv2d(x, w, params)
+    } else {
+        let used = [windows[0].used_len(kh, stride[0], dilation[0]), windows[1].used_len(kw, stride[1], dilation[1])];
+        conv2d_padded(x, w, windows, used, stride, dilation)
+    }
+    .map_err(NnError::candle(OP))?;
     let expect = [n, c_out, windows[0].output, windows[1].output];
     if y.dims() != expect {
         return Err(NnError::shape(

@@ -1,0 +1,555 @@
+//! A fast CPU conv2d (f32, NCHW input, OIHW filter) as a candle custom op with its own
+//! backward: im2col + gemm for the forward pass and the filter gradient, gemm + col2im for
+//! the input gradient.
+//!
+//! Why: candle's CPU conv2d backward computes the input gradient with a naive
+//! transposed-convolution loop, which dominates the training step of the benchmark CNNs.
+//! Here all three passes are one gemm per image over an explicit im2col matrix, with the
+//! batch split across rayon threads.
+//!
+//! Geometry is fully explicit (per-axis stride, dilation and padding before/after), so
+//! TensorFlow's asymmetric SAME padding needs no pad/crop copies: padded pixels are zeros
+//! of the im2col matrix and are skipped by col2im.
+//!
+//! Determinism: every pass gives bitwise-identical results for identical inputs, whatever
+//! the number of rayon threads. The forward pass and the input gradient write disjoint
+//! per-image outputs; the filter gradient is summed over images in contiguous chunks whose
+//! boundaries depend on the batch size only ([`DW_CHUNKS`]), and the chunk partial sums are
+//! added in chunk order. gemm's own threading splits the output, never the reduction.
+
+use candle_core::{CpuStorage, CustomOp2, Layout, Shape, Tensor, bail};
+use gemm::Parallelism;
+use rayon::prelude::*;
+
+/// Upper bound on the number of image chunks the filter gradient is split into. It fixes
+/// the summation order (hence the bits of `dw`) independently of the thread count, while
+/// leaving enough chunks to keep up to 16 threads busy.
+const DW_CHUNKS: usize = 16;
+
+/// Stride, dilation and explicit zero padding of a 2-D convolution, each per spatial axis
+/// (`[height, width]`).
+///
+/// Output size per axis: `(in + pad_before + pad_after - k_eff) / stride + 1` with
+/// `k_eff = (k - 1) * dilation + 1`. TensorFlow's SAME/VALID map to this through
+/// `ops::padding::window` (`pad_before`/`pad_after` of each [`crate::ops::padding::Window`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Conv2dParams {
+    /// Step between output pixels, in input pixels. At least 1.
+    pub stride: [usize; 2],
+    /// Step between kernel taps, in input pixels. At least 1.
+    pub dilation: [usize; 2],
+    /// Zero rows/columns before the input (top, left).
+    pub pad_before: [usize; 2],
+    /// Zero rows/columns after the input (bottom, right).
+    pub pad_after: [usize; 2],
+}
+
+impl Conv2dParams {
+    /// No padding, unit stride and dilation.
+    pub const UNIT: Self = Self { stride: [1, 1], dilation: [1, 1], pad_before: [0, 0], pad_after: [0, 0] };
+
+    /// The output `[height, width]` for an input of `input` pixels and a kernel of `kernel`
+    /// taps per axis, or `None` when a stride, dilation or kernel size is zero or the
+    /// (dilated) kernel does not fit in the padded input.
+    pub fn output_size(&self, input: [usize; 2], kernel: [usize; 2]) -> Option<[usize; 2]> {
+        let mut out = [0; 2];
+        for a in 0..2 {
+            if self.stride[a] == 0 || self.dilation[a] == 0 || kernel[a] == 0 {
+                return None;
+            }
+            let k_eff = (kernel[a] - 1) * self.dilation[a] + 1;
+            let padded = input[a] + self.pad_before[a] + self.pad_after[a];
+            out[a] = padded.checked_sub(k_eff)? / self.stride[a] + 1;
+        }
+        Some(out)
+    }
+}
+
+/// The convolution `x ⋆ w` with explicit geometry, on candle's CPU device in f32, with
+/// gradients to `x` and `w` through candle's autograd (first order only).
+///
+/// The input gradient is skipped when `x` does not take part in autograd (neither a `Var`
+/// nor computed from one: [`Tensor::track_op`]), as for a network's first layer fed with
+/// data.
+///
+/// # Shapes
+/// - `x`: `[N, C, H, W]`
+/// - `w`: `[O, C, kh, kw]`
+/// - result: `[N, O, H_out, W_out]`, sizes from [`Conv2dParams::output_size`]
+///
+/// # Errors
+/// A non-CPU device, a dtype other than f32, wrong ranks, mismatched channels or a
+/// geometry without output (see [`Conv2dParams::output_size`]).
+pub fn conv2d(x: &Tensor, w: &Tensor, params: Conv2dParams) -> candle_core::Result<Tensor> {
+    if !x.device().is_cpu() || !w.device().is_cpu() {
+        bail!("ferroflow conv2d kernel: CPU tensors only (x on {:?}, w on {:?})", x.device(), w.device());
+    }
+    // The kernels read plain row-major slices.
+    x.contiguous()?.apply_op2(&w.contiguous()?, Conv2dOp { params })
+}
+
+/// Whether [`conv2d`] handles these tensors (CPU, f32): the condition for taking the fast
+/// path instead of candle's conv.
+pub fn supports(x: &Tensor, w: &Tensor) -> bool {
+    x.device().is_cpu() && w.device().is_cpu() && x.dtype() == candle_core::DType::F32 && w.dtype() == x.dtype()
+}
+
+/// The gradient of [`conv2d`] with respect to `x`, for an input of `input_hw` pixels.
+///
+/// # Shapes
+/// - `dy`: `[N, O, H_out, W_out]`
+/// - `w`: `[O, C, kh, kw]`
+/// - result: `[N, C, input_hw[0], input_hw[1]]`
+///
+/// # Errors
+/// As [`conv2d`]; also when `dy`'s size is not the output size for `input_hw`.
+pub fn conv2d_backward_input(
+    dy: &Tensor,
+    w: &Tensor,
+    input_hw: [usize; 2],
+    params: Conv2dParams,
+) -> candle_core::Result<Tensor> {
+    dy.contiguous()?.apply_op2_no_bwd(&w.contiguous()?, &Conv2dBackwardInput { params, input_hw })
+}
+
+/// The gradient of [`conv2d`] with respect to `w`, for a kernel of `kernel_hw` taps.
+///
+/// # Shapes
+/// - `x`: `[N, C, H, W]`
+/// - `dy`: `[N, O, H_out, W_out]`
+/// - result: `[O, C, kernel_hw[0], kernel_hw[1]]`
+///
+/// # Errors
+/// As [`conv2d`]; also when `dy`'s size is not the output size for `kernel_hw`.
+pub fn conv2d_backward_filter(
+    x: &Tensor,
+    dy: &Tensor,
+    kernel_hw: [usize; 2],
+    params: Conv2dParams,
+) -> candle_core::Result<Tensor> {
+    x.contiguous()?.apply_op2_no_bwd(&dy.contiguous()?, &Conv2dBackwardFilter { params, kernel_hw })
+}
+
+/// Sizes of one convolution, validated once.
+#[derive(Debug, Clone, Copy)]
+struct Geometry {
+    n: usize,
+    c: usize,
+    h: usize,
+    w: usize,
+    o: usize,
+    kh: usize,
+    kw: usize,
+    oh: usize,
+    ow: usize,
+    p: Conv2dParams,
+}
+
+impl Geometry {
+    /// From `x` `[N, C, H, W]` and `w` `[O, C, kh, kw]` dims.
+    fn new(xs: &[usize], ws: &[usize], p: Conv2dParams) -> candle_core::Result<Self> {
+        let (&[n, c, h, w], &[o, wc, kh, kw]) = (xs, ws) else {
+            bail!("ferroflow conv2d kernel: expected NCHW x and OIHW w, got x {xs:?}, w {ws:?}");
+        };
+        if c != wc {
+            bail!("ferroflow conv2d kernel: x has {c} channels, w expects {wc} (x {xs:?}, w {ws:?})");
+        }
+        let Some([oh, ow]) = p.output_size([h, w], [kh, kw]) else {
+            bail!("ferroflow conv2d kernel: no output for x {xs:?}, w {ws:?}, {p:?}");
+        };
+        Ok(Self { n, c, h, w, o, kh, kw, oh, ow, p })
+    }
+
+    /// Checks that `dy` has the output shape `[N, O, H_out, W_out]`.
+    fn check_dy(&self, dys: &[usize]) -> candle_core::Result<()> {
+        if dys != [self.n, self.o, self.oh, self.ow] {
+            bail!(
+                "ferroflow conv2d kernel: dy {dys:?} is not the output shape {:?} ({:?})",
+                [self.n, self.o, self.oh, self.ow],
+                self.p
+            );
+        }
+        Ok(())
+    }
+
+    /// Rows of the im2col matrix: one per (channel, kernel row, kernel column).
+    fn col_rows(&self) -> usize {
+        self.c * self.kh * self.kw
+    }
+
+    /// Columns of the im2col matrix: one per output pixel.
+    fn col_cols(&self) -> usize {
+        self.oh * self.ow
+    }
+
+    fn x_image(&self) -> usize {
+        self.c * self.h * self.w
+    }
+
+    fn y_image(&self) -> usize {
+        self.o * self.oh * self.ow
+    }
+
+    /// No input, output or channels: every result is empty or zero, and the per-image
+    /// chunking below would split by zero.
+    fn is_degenerate(&self) -> bool {
+        self.n == 0 || self.c == 0 || self.o == 0
+    }
+
+    /// A 1x1 unit-stride unpadded conv: the im2col matrix of an image is the image itself.
+    fn is_pointwise(&self) -> bool {
+        let p = &self.p;
+        self.kh == 1 && self.kw == 1 && p.stride == [1, 1] && p.pad_before == [0, 0] && p.pad_after == [0, 0]
+    }
+}
+
+/// The candle custom op of [`conv2d`]: forward by im2col + gemm, backward by the two ops
+/// below.
+struct Conv2dOp {
+    params: Conv2dParams,
+}
+
+impl CustomOp2 for Conv2dOp {
+    fn name(&self) -> &'static str {
+        "ferroflow-conv2d"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let g = Geometry::new(l1.dims(), l2.dims(), self.params)?;
+        let y = forward(&g, f32_slice(s1, l1, "x")?, f32_slice(s2, l2, "w")?);
+        Ok((CpuStorage::F32(y), Shape::from_dims(&[g.n, g.o, g.oh, g.ow])))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _y: &Tensor,
+        dy: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+        // `track_op` is false for a tensor that is neither a Var nor computed from one: its
+        // gradient would be dropped by candle anyway, so do not compute it (the data input
+        // of a network's first layer).
+        let (_, _, h, wd) = x.dims4()?;
+        let (_, _, kh, kw) = w.dims4()?;
+        let dx = if x.track_op() { Some(conv2d_backward_input(dy, w, [h, wd], self.params)?) } else { None };
+        let dw = if w.track_op() { Some(conv2d_backward_filter(x, dy, [kh, kw], self.params)?) } else { None };
+        Ok((dx, dw))
+    }
+}
+
+/// `dx` of [`conv2d`] as a custom op over `(dy, w)`; no backward of its own.
+struct Conv2dBackwardInput {
+    params: Conv2dParams,
+    input_hw: [usize; 2],
+}
+
+impl CustomOp2 for Conv2dBackwardInput {
+    fn name(&self) -> &'static str {
+        "ferroflow-conv2d-backward-input"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (&[n, _, _, _], &[_, c, _, _]) = (l1.dims(), l2.dims()) else {
+            bail!("ferroflow conv2d backward input: expected rank-4 dy and w, got {:?}, {:?}", l1.dims(), l2.dims());
+        };
+        let [h, w] = self.input_hw;
+        let g = Geometry::new(&[n, c, h, w], l2.dims(), self.params)?;
+        g.check_dy(l1.dims())?;
+        let dx = backward_input(&g, f32_slice(s1, l1, "dy")?, f32_slice(s2, l2, "w")?);
+        Ok((CpuStorage::F32(dx), Shape::from_dims(&[n, c, h, w])))
+    }
+}
+
+/// `dw` of [`conv2d`] as a custom op over `(x, dy)`; no backward of its own.
+struct Conv2dBackwardFilter {
+    params: Conv2dParams,
+    kernel_hw: [usize; 2],
+}
+
+impl CustomOp2 for Conv2dBackwardFilter {
+    fn name(&self) -> &'static str {
+        "ferroflow-conv2d-backward-filter"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (&[_, c, _, _], &[_, o, _, _]) = (l1.dims(), l2.dims()) else {
+            bail!("ferroflow conv2d backward filter: expected rank-4 x and dy, got {:?}, {:?}", l1.dims(), l2.dims());
+        };
+        let [kh, kw] = self.kernel_hw;
+        let g = Geometry::new(l1.dims(), &[o, c, kh, kw], self.params)?;
+        g.check_dy(l2.dims())?;
+        let dw = backward_filter(&g, f32_slice(s1, l1, "x")?, f32_slice(s2, l2, "dy")?);
+        Ok((CpuStorage::F32(dw), Shape::from_dims(&[o, c, kh, kw])))
+    }
+}
+
+/// The f32 data of a contiguous storage view.
+fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> candle_core::Result<&'a [f32]> {
+    let CpuStorage::F32(data) = s else {
+        bail!("ferroflow conv2d kernel: {what} must be f32");
+    };
+    let Some((start, end)) = l.contiguous_offsets() else {
+        bail!("ferroflow conv2d kernel: {what} must be contiguous");
+    };
+    Ok(&data[start..end])
+}
+
+/// How the batch is spread over threads: with at least one image per thread, images run in
+/// parallel and each gemm is single-threaded; otherwise (small batches, inference) images
+/// run one after the other and gemm uses all threads.
+fn batch_plan(n: usize) -> (usize, Parallelism) {
+    let threads = rayon::current_num_threads().max(1);
+    if n >= threads { (n.div_ceil(threads), Parallelism::None) } else { (1, Parallelism::Rayon(threads)) }
+}
+
+/// # Shapes
+/// - `x`: `[N, C, H, W]`, `w`: `[O, C·kh·kw]` (OIHW flattened), result `[N, O, H_out·W_out]`
+fn forward(g: &Geometry, x: &[f32], w: &[f32]) -> Vec<f32> {
+    let (k, p) = (g.col_rows(), g.col_cols());
+    let mut y = vec![0f32; g.n * g.y_image()];
+    if g.is_degenerate() {
+        return y;
+    }
+    let (per, par) = batch_plan(g.n);
+    y.par_chunks_mut(per * g.y_image()).zip(x.par_chunks(per * g.x_image())).for_each(|(ys, xs)| {
+        let mut col = if g.is_pointwise() { Vec::new() } else { vec![0f32; k * p] };
+        for (y_n, x_n) in ys.chunks_exact_mut(g.y_image()).zip(xs.chunks_exact(g.x_image())) {
+            let col = if g.is_pointwise() {
+                x_n
+            } else {
+                im2col(g, x_n, &mut col);
+                &col[..]
+            };
+            // y_n [O, P] = w [O, K] · col [K, P]
+            matmul(y_n, false, [g.o, p, k], (w, k, 1), (col, p, 1), par);
+        }
+    });
+    y
+}
+
+/// # Shapes
+/// - `dy`: `[N, O, H_out·W_out]`, `w`: `[O, C·kh·kw]`, result `[N, C, H, W]`
+fn backward_input(g: &Geometry, dy: &[f32], w: &[f32]) -> Vec<f32> {
+    let (k, p) = (g.col_rows(), g.col_cols());
+    let mut dx = vec![0f32; g.n * g.x_image()];
+    if g.is_degenerate() {
+        return dx;
+    }
+    let (per, par) = batch_plan(g.n);
+    dx.par_chunks_mut(per * g.x_image()).zip(dy.par_chunks(per * g.y_image())).for_each(|(dxs, dys)| {
+        let mut dcol = vec![0f32; k * p];
+        for (dx_n, dy_n) in dxs.chunks_exact_mut(g.x_image()).zip(dys.chunks_exact(g.y_image())) {
+            if g.is_pointwise() {
+                // The col matrix is the image: write the gemm straight into dx.
+                matmul(dx_n, false, [k, p, g.o], (w, 1, k), (dy_n, p, 1), par);
+                continue;
+            }
+            // dcol [K, P] = wᵀ [K, O] · dy_n [O, P], then scatter-add back to the pixels.
+            matmul(&mut dcol, false, [k, p, g.o], (w, 1, k), (dy_n, p, 1), par);
+            col2im(g, &dcol, dx_n);
+        }
+    });
+    dx
+}
+
+/// # Shapes
+/// - `x`: `[N, C, H, W]`, `dy`: `[N, O, H_out·W_out]`, result `[O, C·kh·kw]`
+fn backward_filter(g: &Geometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
+    let (k, p) = (g.col_rows(), g.col_cols());
+    let dw_len = g.o * k;
+    if g.is_degenerate() {
+        return vec![0f32; dw_len];
+    }
+    // Chunks of consecutive images, a function of N only (see the module docs).
+    let per = g.n.div_ceil(DW_CHUNKS.min(g.n));
+    let chunks = g.n.div_ceil(per);
+    let threads = rayon::current_num_threads().max(1);
+    let par = if chunks >= threads { Parallelism::None } else { Parallelism::Rayon(threads.div_ceil(chunks)) };
+    let mut partial = vec![0f32; chunks * dw_len];
+    partial.par_chunks_mut(dw_len).zip(x.par_chunks(per * g.x_image()).zip(dy.par_chunks(per * g.y_image()))).for_each(
+        |(dw, (xs, dys))| {
+            let mut col = if g.is_pointwise() { Vec::new() } else { vec![0f32; k * p] };
+            for (i, (x_n, dy_n)) in xs.chunks_exact(g.x_image()).zip(dys.chunks_exact(g.y_image())).enumerate() {
+                let col = if g.is_pointwise() {
+                    x_n
+                } else {
+                    im2col(g, x_n, &mut col);
+                    &col[..]
+                };
+                // dw [O, K] (+)= dy_n [O, P] · colᵀ [P, K]
+                matmul(dw, i > 0, [g.o, k, p], (dy_n, p, 1), (col, 1, p), par);
+            }
+        },
+    );
+    // Sum the chunk partials in chunk order: a fixed order, so fixed bits.
+    let (first, rest) = partial.split_at_mut(dw_len);
+    for part in rest.chunks_exact(dw_len) {
+        for (a, b) in first.iter_mut().zip(part) {
+            *a += b;
+        }
+    }
+    partial.truncate(dw_len);
+    partial
+}
+
+/// The output positions `j` in `[0, out)` whose input position `j * stride + offset - pad`
+/// lies in `[0, len)`: a range `lo..hi` (empty when none do).
+fn valid_range(out: usize, len: usize, offset: usize, stride: usize, pad: usize) -> (usize, usize) {
+    let hi = (len + pad).saturating_sub(offset).div_ceil(stride).min(out);
+    let lo = pad.saturating_sub(offset).div_ceil(stride).min(hi);
+    (lo, hi)
+}
+
+/// Fills `col` `[C·kh·kw, H_out·W_out]` with the input pixel each (channel, tap) reads at
+/// each output pixel, zero where the tap falls in the padding.
+///
+/// # Shapes
+/// - `x`: `[C, H, W]` (one image), `col`: `[C·kh·kw, H_out·W_out]`
+fn im2col(g: &Geometry, x: &[f32], col: &mut [f32]) {
+    let Conv2dParams { stride: [sh, sw], dilation: [dh, dw], pad_before: [pt, pl], .. } = g.p;
+    let mut rows = col.chunks_exact_mut(g.col_cols());
+    for plane in x.chunks_exact(g.h * g.w) {
+        for a in 0..g.kh {
+            let (i0, i1) = valid_range(g.oh, g.h, a * dh, sh, pt);
+            for e in 0..g.kw {
+                let (j0, j1) = valid_range(g.ow, g.w, e * dw, sw, pl);
+                let Some(row) = rows.next() else { return };
+                row[..i0 * g.ow].fill(0.0);
+                row[i1 * g.ow..].fill(0.0);
+                for i in i0..i1 {
+                    let r = i * sh + a * dh - pt;
+                    let src = &plane[r * g.w..(r + 1) * g.w];
+                    let out = &mut row[i * g.ow..(i + 1) * g.ow];
+                    out[..j0].fill(0.0);
+                    out[j1..].fill(0.0);
+                    if j0 == j1 {
+                        continue;
+                    }
+                    let q0 = j0 * sw + e * dw - pl;
+                    if sw == 1 {
+                        out[j0..j1].copy_from_slice(&src[q0..q0 + (j1 - j0)]);
+                    } else {
+                        for (d, s) in out[j0..j1].iter_mut().zip(src[q0..].iter().step_by(sw)) {
+                            *d = *s;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The adjoint of [`im2col`]: adds each entry of `col` to the input pixel it was read from
+/// (entries in the padding are dropped). `x` is overwritten.
+///
+/// # Shapes
+/// - `col`: `[C·kh·kw, H_out·W_out]`, `x`: `[C, H, W]` (one image)
+fn col2im(g: &Geometry, col: &[f32], x: &mut [f32]) {
+    let Conv2dParams { stride: [sh, sw], dilation: [dh, dw], pad_before: [pt, pl], .. } = g.p;
+    x.fill(0.0);
+    let mut rows = col.chunks_exact(g.col_cols());
+    for plane in x.chunks_exact_mut(g.h * g.w) {
+        for a in 0..g.kh {
+            let (i0, i1) = valid_range(g.oh, g.h, a * dh, sh, pt);
+            for e in 0..g.kw {
+                let (j0, j1) = valid_range(g.ow, g.w, e * dw, sw, pl);
+                let Some(row) = rows.next() else { return };
+                if j0 == j1 {
+                    continue;
+                }
+                let q0 = j0 * sw + e * dw - pl;
+                for i in i0..i1 {
+                    let r = i * sh + a * dh - pt;
+                    let dst = &mut plane[r * g.w..(r + 1) * g.w];
+                    let src = &row[i * g.ow + j0..i * g.ow + j1];
+                    if sw == 1 {
+                        for (d, s) in dst[q0..q0 + src.len()].iter_mut().zip(src) {
+                            *d += s;
+                        }
+                    } else {
+                        for (d, s) in dst[q0..].iter_mut().step_by(sw).zip(src) {
+                            *d += s;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `dst [m, n] = (accumulate ? dst : 0) + lhs [m, k] · rhs [k, n]`, `dst` row-major and
+/// `lhs`/`rhs` given as `(data, row stride, column stride)`, so a transposed operand is
+/// just swapped strides.
+///
+/// # Panics
+/// If an operand's slice is too short for its shape and strides (checked before the
+/// unchecked gemm call).
+fn matmul(
+    dst: &mut [f32],
+    accumulate: bool,
+    [m, n, k]: [usize; 3],
+    (lhs, lhs_rs, lhs_cs): (&[f32], usize, usize),
+    (rhs, rhs_rs, rhs_cs): (&[f32], usize, usize),
+    par: Parallelism,
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        if !accumulate {
+            dst[..m * n].fill(0.0);
+        }
+        return;
+    }
+    let last = |rows: usize, cols: usize, rs: usize, cs: usize| (rows - 1) * rs + (cols - 1) * cs;
+    assert!(dst.len() >= m * n, "matmul: dst has {} elements, needs {m}x{n}", dst.len());
+    assert!(last(m, k, lhs_rs, lhs_cs) < lhs.len(), "matmul: lhs too short for {m}x{k}");
+    assert!(last(k, n, rhs_rs, rhs_cs) < rhs.len(), "matmul: rhs too short for {k}x{n}");
+    // SAFETY: the asserts above keep every element gemm reads (lhs, rhs) or writes (dst,
+    // m x n row-major) inside its slice; `dst` is borrowed mutably, so it aliases neither
+    // operand; with `read_dst == false` gemm ignores dst's old values (which are
+    // initialised anyway).
+    #[allow(unsafe_code)]
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            n as isize,
+            accumulate,
+            lhs.as_ptr(),
+            lhs_cs as isize,
+            lhs_rs as isize,
+            rhs.as_ptr(),
+            rhs_cs as isize,
+            rhs_rs as isize,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            par,
+        );
+    }
+}

@@ -1,0 +1,87 @@
+//! The slow, obvious conv2d: seven nested loops per pass, written straight from the
+//! definition, for checking the fast kernels of [`super::conv2d`] (forward, input gradient,
+//! filter gradient). Accumulates in f64 so that it is the more accurate side of a
+//! comparison.
+//!
+//! Definition (per axis, `s` stride, `d` dilation, `pad` padding before):
+//! `y[n, o, i, j] = Σ_{c, a, e} x[n, c, i·s_h + a·d_h - pad_h, j·s_w + e·d_w - pad_w] · w[o, c, a, e]`,
+//! with `x` zero outside the image; `dx` and `dw` are the gradients of `Σ y · dy`.
+
+use super::conv2d::Conv2dParams;
+
+/// The input pixel `(row, column)` tap `(a, e)` of output pixel `(i, j)` reads, or `None`
+/// in the padding.
+fn tap(p: &Conv2dParams, hw: [usize; 2], (i, j): (usize, usize), (a, e): (usize, usize)) -> Option<(usize, usize)> {
+    let r = (i * p.stride[0] + a * p.dilation[0]).checked_sub(p.pad_before[0])?;
+    let q = (j * p.stride[1] + e * p.dilation[1]).checked_sub(p.pad_before[1])?;
+    (r < hw[0] && q < hw[1]).then_some((r, q))
+}
+
+/// Calls `f(x index, w index, y index)` for every multiply of the convolution: the seven
+/// loops shared by the three passes.
+fn for_each_tap(xs: [usize; 4], ws: [usize; 4], p: &Conv2dParams, mut f: impl FnMut(usize, usize, usize)) {
+    let [n, c, h, w] = xs;
+    let [o, _, kh, kw] = ws;
+    let [oh, ow] = p.output_size([h, w], [kh, kw]).expect("reference conv2d: geometry without output");
+    for b in 0..n {
+        for oc in 0..o {
+            for i in 0..oh {
+                for j in 0..ow {
+                    let yi = ((b * o + oc) * oh + i) * ow + j;
+                    for ic in 0..c {
+                        for a in 0..kh {
+                            for e in 0..kw {
+                                if let Some((r, q)) = tap(p, [h, w], (i, j), (a, e)) {
+                                    f(((b * c + ic) * h + r) * w + q, ((oc * c + ic) * kh + a) * kw + e, yi);
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The output `[N, O, H_out, W_out]` size for `x` `[N, C, H, W]` and `w` `[O, C, kh, kw]`.
+///
+/// # Panics
+/// If the geometry has no output.
+pub fn output_shape(xs: [usize; 4], ws: [usize; 4], p: &Conv2dParams) -> [usize; 4] {
+    let [oh, ow] = p.output_size([xs[2], xs[3]], [ws[2], ws[3]]).expect("reference conv2d: geometry without output");
+    [xs[0], ws[0], oh, ow]
+}
+
+fn to_f32(v: Vec<f64>) -> Vec<f32> {
+    v.into_iter().map(|a| a as f32).collect()
+}
+
+/// The forward conv.
+///
+/// # Shapes
+/// - `x`: `[N, C, H, W]` (`xs`), `w`: `[O, C, kh, kw]` (`ws`), result `[N, O, H_out, W_out]`
+pub fn conv2d(x: &[f32], xs: [usize; 4], w: &[f32], ws: [usize; 4], p: &Conv2dParams) -> Vec<f32> {
+    let mut y = vec![0f64; output_shape(xs, ws, p).iter().product()];
+    for_each_tap(xs, ws, p, |xi, wi, yi| y[yi] += f64::from(x[xi]) * f64::from(w[wi]));
+    to_f32(y)
+}
+
+/// The gradient of `Σ conv2d(x, w) · dy` with respect to `x`.
+///
+/// # Shapes
+/// - `dy`: `[N, O, H_out, W_out]`, `w`: `[O, C, kh, kw]` (`ws`), result `[N, C, H, W]` (`xs`)
+pub fn conv2d_backward_input(dy: &[f32], w: &[f32], xs: [usize; 4], ws: [usize; 4], p: &Conv2dParams) -> Vec<f32> {
+    let mut dx = vec![0f64; xs.iter().product()];
+    for_each_tap(xs, ws, p, |xi, wi, yi| dx[xi] += f64::from(dy[yi]) * f64::from(w[wi]));
+    to_f32(dx)
+}
+
+/// The gradient of `Σ conv2d(x, w) · dy` with respect to `w`.
+///
+/// # Shapes
+/// - `x`: `[N, C, H, W]` (`xs`), `dy`: `[N, O, H_out, W_out]`, result `[O, C, kh, kw]` (`ws`)
+pub fn conv2d_backward_filter(x: &[f32], dy: &[f32], xs: [usize; 4], ws: [usize; 4], p: &Conv2dParams) -> Vec<f32> {
+    let mut dw = vec![0f64; ws.iter().product()];
+    for_each_tap(xs, ws, p, |xi, wi, yi| dw[wi] += f64::from(dy[yi]) * f64::from(x[xi]));
+    to_f32(dw)
+}
