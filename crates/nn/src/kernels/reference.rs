@@ -1,13 +1,14 @@
 //! The slow, obvious conv2d: seven nested loops per pass, written straight from the
 //! definition, for checking the fast kernels of [`super::conv2d`] (forward, input gradient,
 //! filter gradient). Accumulates in f64 so that it is the more accurate side of a
-//! comparison.
+//! comparison. Below it, the same for the pools of [`super::pool`].
 //!
 //! Definition (per axis, `s` stride, `d` dilation, `pad` padding before):
 //! `y[n, o, i, j] = Σ_{c, a, e} x[n, c, i·s_h + a·d_h - pad_h, j·s_w + e·d_w - pad_w] · w[o, c, a, e]`,
 //! with `x` zero outside the image; `dx` and `dw` are the gradients of `Σ y · dy`.
 
 use super::conv2d::Conv2dParams;
+use super::pool::Pool2dParams as PoolParams;
 
 /// The input pixel `(row, column)` tap `(a, e)` of output pixel `(i, j)` reads, or `None`
 /// in the padding.
@@ -84,4 +85,115 @@ pub fn conv2d_backward_filter(x: &[f32], dy: &[f32], xs: [usize; 4], ws: [usize;
     let mut dw = vec![0f64; ws.iter().product()];
     for_each_tap(xs, ws, p, |xi, wi, yi| dw[wi] += f64::from(dy[yi]) * f64::from(x[xi]));
     to_f32(dw)
+}
+
+// The pools of [`super::pool`], per window straight from the definition:
+// output `(i, j)` of a plane reads the padded-input cells
+// `(i·s_h + a - pad_h, j·s_w + e - pad_w)` for `a < k_h`, `e < k_w`, in row-major order.
+// - max: the padding is `-inf`; the running maximum starts at the first cell and is
+//   replaced by strictly greater values only (ties to the first, NaN never replaces); a
+//   NaN result gives 0 and no gradient, a padded winner no gradient (`ops::max_pool2d`);
+// - avg: the mean of the real cells (padding excluded from the count), summed in f64.
+
+/// The cells of window `(i, j)` in row-major order: the plane-local input index, or `None`
+/// in the padding.
+fn pool_window(p: &PoolParams, hw: [usize; 2], (i, j): (usize, usize)) -> Vec<Option<usize>> {
+    let mut cells = Vec::with_capacity(p.ksize[0] * p.ksize[1]);
+    for a in 0..p.ksize[0] {
+        for e in 0..p.ksize[1] {
+            let r = (i * p.stride[0] + a).checked_sub(p.pad_before[0]);
+            let q = (j * p.stride[1] + e).checked_sub(p.pad_before[1]);
+            cells.push(match (r, q) {
+                (Some(r), Some(q)) if r < hw[0] && q < hw[1] => Some(r * hw[1] + q),
+                _ => None,
+            });
+        }
+    }
+    cells
+}
+
+/// Calls `f(plane offset of x, y index, window cells)` for every output of the pool.
+fn for_each_window(xs: [usize; 4], p: &PoolParams, mut f: impl FnMut(usize, usize, &[Option<usize>])) {
+    let [n, c, h, w] = xs;
+    let [_, _, oh, ow] = pool_output_shape(xs, p);
+    for plane in 0..n * c {
+        for i in 0..oh {
+            for j in 0..ow {
+                f(plane * h * w, (plane * oh + i) * ow + j, &pool_window(p, [h, w], (i, j)));
+            }
+        }
+    }
+}
+
+/// The output `[N, C, H_out, W_out]` of a pool on `x` `[N, C, H, W]`.
+///
+/// # Panics
+/// If the geometry has no output.
+pub fn pool_output_shape(xs: [usize; 4], p: &PoolParams) -> [usize; 4] {
+    let [oh, ow] = p.output_size([xs[2], xs[3]]).expect("reference pool: geometry without output");
+    [xs[0], xs[1], oh, ow]
+}
+
+/// The max-pool of one window: its value and winning input index (`None` for no gradient).
+fn max_window(x: &[f32], cells: &[Option<usize>]) -> (f32, Option<usize>) {
+    let value = |cell: Option<usize>| cell.map_or(f32::NEG_INFINITY, |at| x[at]);
+    let mut best = (value(cells[0]), cells[0]);
+    for &cell in &cells[1..] {
+        if best.0 < value(cell) {
+            best = (value(cell), cell);
+        }
+    }
+    if best.0.is_nan() { (0.0, None) } else { best }
+}
+
+/// The forward max-pool.
+///
+/// # Shapes
+/// - `x`: `[N, C, H, W]` (`xs`), result `[N, C, H_out, W_out]`
+pub fn max_pool2d(x: &[f32], xs: [usize; 4], p: &PoolParams) -> Vec<f32> {
+    let mut y = vec![0f32; pool_output_shape(xs, p).iter().product()];
+    for_each_window(xs, p, |off, yi, cells| y[yi] = max_window(&x[off..], cells).0);
+    y
+}
+
+/// The gradient of `Σ max_pool2d(x) · dy` with respect to `x`.
+///
+/// # Shapes
+/// - `x`: `[N, C, H, W]` (`xs`), `dy`: `[N, C, H_out, W_out]`, result `[N, C, H, W]`
+pub fn max_pool2d_backward(x: &[f32], dy: &[f32], xs: [usize; 4], p: &PoolParams) -> Vec<f32> {
+    let mut dx = vec![0f64; xs.iter().product()];
+    for_each_window(xs, p, |off, yi, cells| {
+        if let Some(at) = max_window(&x[off..], cells).1 {
+            dx[off + at] += f64::from(dy[yi]);
+        }
+    });
+    to_f32(dx)
+}
+
+/// The forward average-pool.
+///
+/// # Shapes
+/// - `x`: `[N, C, H, W]` (`xs`), result `[N, C, H_out, W_out]`
+pub fn avg_pool2d(x: &[f32], xs: [usize; 4], p: &PoolParams) -> Vec<f32> {
+    let mut y = vec![0f64; pool_output_shape(xs, p).iter().product()];
+    for_each_window(xs, p, |off, yi, cells| {
+        let real: Vec<usize> = cells.iter().flatten().copied().collect();
+        y[yi] = real.iter().map(|&at| f64::from(x[off + at])).sum::<f64>() / real.len() as f64;
+    });
+    to_f32(y)
+}
+
+/// The gradient of `Σ avg_pool2d(x) · dy` with respect to `x`.
+///
+/// # Shapes
+/// - `dy`: `[N, C, H_out, W_out]`, result `[N, C, H, W]` (`xs`)
+pub fn avg_pool2d_backward(dy: &[f32], xs: [usize; 4], p: &PoolParams) -> Vec<f32> {
+    let mut dx = vec![0f64; xs.iter().product()];
+    for_each_window(xs, p, |off, yi, cells| {
+        let real: Vec<usize> = cells.iter().flatten().copied().collect();
+        for at in &real {
+            dx[off + at] += f64::from(dy[yi]) / real.len() as f64;
+        }
+    });
+    to_f32(dx)
 }

@@ -11,11 +11,16 @@
 //! - average-pooling sums each window with a ones-kernel convolution over zero padding and
 //!   divides by the number of real (unpadded) pixels in the window, as TF's
 //!   `tensorflow/core/kernels/avgpooling_op.cc` (SAME padding is excluded from the count).
+//!
+//! f32 on CPU takes ferroflow's own kernels instead ([`crate::kernels::pool`]: one sweep
+//! per pass, the max-pool's winners remembered for its backward), with the same semantics
+//! (ties, `-inf` padding, NaN); the candle-ops path serves every other dtype and device.
 
 use candle_core::{DType, Tensor};
 
 use super::conv::conv2d;
 use super::padding::{Padding, Window, host_tensor, pad_and_crop, strided, window};
+use crate::kernels::pool::{self as kernel, Pool2dParams};
 use crate::{NnError, Result};
 
 struct Geometry {
@@ -42,6 +47,14 @@ fn geometry(op: &str, x: &Tensor, ksize: [usize; 2], stride: [usize; 2], padding
     Ok(Geometry { n, c, windows, used })
 }
 
+impl Geometry {
+    /// The explicit geometry of the pool kernels.
+    fn kernel_params(&self, ksize: [usize; 2], stride: [usize; 2]) -> Pool2dParams {
+        let [h, w] = self.windows;
+        Pool2dParams { ksize, stride, pad_before: [h.pad_before, w.pad_before], pad_after: [h.pad_after, w.pad_after] }
+    }
+}
+
 /// TF's `MaxPool` (`tf.nn.max_pool2d`) on NCHW input.
 ///
 /// SAME pads with `-inf`, so padding never wins. The gradient of each output goes to the
@@ -57,6 +70,9 @@ fn geometry(op: &str, x: &Tensor, ksize: [usize; 2], stride: [usize; 2], padding
 pub fn max_pool2d(x: &Tensor, ksize: [usize; 2], stride: [usize; 2], padding: Padding) -> Result<Tensor> {
     const OP: &str = "max_pool2d";
     let g = geometry(OP, x, ksize, stride, padding)?;
+    if kernel::supports(x) {
+        return kernel::max_pool2d(x, g.kernel_params(ksize, stride)).map_err(NnError::candle(OP));
+    }
     max_pool_impl(x, &g, ksize, stride).map_err(NnError::candle(OP))
 }
 
@@ -111,6 +127,9 @@ fn max_pool_impl(x: &Tensor, g: &Geometry, ksize: [usize; 2], stride: [usize; 2]
 pub fn avg_pool2d(x: &Tensor, ksize: [usize; 2], stride: [usize; 2], padding: Padding) -> Result<Tensor> {
     const OP: &str = "avg_pool2d";
     let g = geometry(OP, x, ksize, stride, padding)?;
+    if kernel::supports(x) {
+        return kernel::avg_pool2d(x, g.kernel_params(ksize, stride)).map_err(NnError::candle(OP));
+    }
     let [oh, ow] = [g.windows[0].output, g.windows[1].output];
     let [h, w] = [x.dim(2).map_err(NnError::candle(OP))?, x.dim(3).map_err(NnError::candle(OP))?];
     // The number of real pixels of each window, per axis (the count is their product).
