@@ -19,42 +19,13 @@
 //! and `beta2_power`, checked against `beta^(steps + 1)`).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Tensor};
+use ferroflow_golden::{Case, Harness, all, compare_close, err};
 use ferroflow_nn::VarStore;
 use ferroflow_train::optimizer::{BETA1_POWER, BETA2_POWER, Optimizer, OptimizerConfig};
 use ferroflow_train::schedule::Schedule;
-use safetensors::{Dtype, SafeTensors};
 use serde_json::Value;
-
-/// Test output is captured unless a test fails, but the count of checked
-/// cases should show on every run, so it is written to stderr directly.
-macro_rules! report {
-    ($($t:tt)*) => {{
-        use std::io::Write as _;
-        let _ = writeln!(std::io::stderr(), $($t)*);
-    }};
-}
-
-/// Ops whose cases another crate's golden harness checks.
-const OTHER_CRATES_OPS: &[&str] = &[
-    "conv2d",
-    "conv2d_transpose",
-    "max_pool",
-    "avg_pool",
-    "batch_norm_tf1",
-    "batch_norm_keras",
-    "flatten_dense",
-    "sparse_softmax_cross_entropy",
-    "softmax_cross_entropy_label_smoothing",
-    "resize",
-    "image_ops",
-    "decode",
-];
-
-/// Ops this harness checks, in the order the summary lists them.
-const TRAIN_OPS: &[&str] = &["optimizer", "lr_schedule"];
 
 /// README tolerances: `(atol, rtol)` under `|got - want| <= atol + rtol * |want|`.
 const TOL_OPTIMIZER: (f64, f64) = (1e-6, 1e-5);
@@ -63,128 +34,8 @@ const TOL_SCHEDULE: (f64, f64) = (1e-9, 1e-6);
 /// The variable name TF's generator uses; a gradient-descent case has no slot to read it from.
 const DEFAULT_VAR_NAME: &str = "var";
 
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("..")
-}
-
-/// A case file's tensors and metadata.
-struct Case {
-    op: String,
-    params: Value,
-    tensors: BTreeMap<String, Data>,
-}
-
-#[derive(Debug, Clone)]
-struct Data {
-    shape: Vec<usize>,
-    values: Values,
-}
-
-#[derive(Debug, Clone)]
-enum Values {
-    F32(Vec<f32>),
-    I64(Vec<i64>),
-    Other(String),
-}
-
-impl Data {
-    fn dtype(&self) -> &str {
-        match &self.values {
-            Values::F32(_) => "float32",
-            Values::I64(_) => "int64",
-            Values::Other(name) => name,
-        }
-    }
-}
-
-fn load_case(path: &Path) -> Result<Case, String> {
-    let bytes = std::fs::read(path).map_err(|e| format!("cannot read: {e}"))?;
-    let (_, metadata) = SafeTensors::read_metadata(&bytes).map_err(|e| format!("not a safetensors file: {e}"))?;
-    let meta = metadata.metadata().clone().unwrap_or_default();
-    let op = meta.get("op").ok_or("metadata has no `op`")?.clone();
-    let params = match meta.get("params") {
-        Some(text) => serde_json::from_str(text).map_err(|e| format!("metadata `params` is not JSON: {e}"))?,
-        None => Value::Object(Default::default()),
-    };
-    if !meta.contains_key("tf_version") {
-        return Err("metadata has no `tf_version`".into());
-    }
-    let st = SafeTensors::deserialize(&bytes).map_err(|e| format!("not a safetensors file: {e}"))?;
-    let mut tensors = BTreeMap::new();
-    for (name, view) in st.tensors() {
-        let raw = view.data();
-        let values = match view.dtype() {
-            Dtype::F32 => {
-                Values::F32(raw.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect())
-            }
-            Dtype::I64 => Values::I64(
-                raw.chunks_exact(8)
-                    .map(|b| i64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]))
-                    .collect(),
-            ),
-            other => Values::Other(format!("{other:?}")),
-        };
-        tensors.insert(name, Data { shape: view.shape().to_vec(), values });
-    }
-    Ok(Case { op, params, tensors })
-}
-
 /// What one check found: the worst `|got - want|` per tensor name.
 type Worst = BTreeMap<String, f64>;
-
-fn err<E: std::fmt::Display>(what: &str) -> impl FnOnce(E) -> String + '_ {
-    move |e| format!("{what}: {e}")
-}
-
-impl Case {
-    fn data(&self, name: &str) -> Result<&Data, String> {
-        self.tensors.get(name).ok_or_else(|| format!("case has no tensor `{name}`"))
-    }
-
-    /// A float32 tensor's shape and values.
-    fn f32(&self, name: &str) -> Result<(&[usize], &[f32]), String> {
-        let d = self.data(name)?;
-        match &d.values {
-            Values::F32(v) => Ok((&d.shape, v)),
-            _ => Err(format!("tensor `{name}` is {}, expected float32", d.dtype())),
-        }
-    }
-
-    /// An int64 tensor's shape and values.
-    fn i64(&self, name: &str) -> Result<(&[usize], &[i64]), String> {
-        let d = self.data(name)?;
-        match &d.values {
-            Values::I64(v) => Ok((&d.shape, v)),
-            _ => Err(format!("tensor `{name}` is {}, expected int64", d.dtype())),
-        }
-    }
-
-    fn f64_param(&self, key: &str) -> Result<f64, String> {
-        self.params.get(key).and_then(Value::as_f64).ok_or_else(|| format!("params has no number `{key}`"))
-    }
-
-    /// Fails on tensors the op's check would not look at, so nothing a case holds is
-    /// silently left unchecked.
-    fn only_tensors(&self, known: &[&str]) -> Result<(), String> {
-        let unknown: Vec<&str> = self.tensors.keys().map(String::as_str).filter(|k| !known.contains(k)).collect();
-        if unknown.is_empty() {
-            Ok(())
-        } else {
-            Err(format!("tensor(s) {unknown:?} that the harness does not check (expected only {known:?})"))
-        }
-    }
-}
-
-fn unravel(mut index: usize, shape: &[usize]) -> Vec<usize> {
-    let mut coords = vec![0; shape.len()];
-    for (k, &d) in shape.iter().enumerate().rev() {
-        if d > 0 {
-            coords[k] = index % d;
-            index /= d;
-        }
-    }
-    coords
-}
 
 /// Compares `got` with `want` (of shape `shape`) under `|got - want| <= atol + rtol * |want|`,
 /// recording the worst `|got - want|` under `key` and reporting the worst element on failure.
@@ -200,45 +51,10 @@ fn compare(
     if got.len() != want.len() {
         return Err(format!("`{label}`: {} values, want {} (shape {shape:?})", got.len(), want.len()));
     }
-    let mut max_abs = 0.0f64;
-    let mut bad = 0usize;
-    let mut worst_bad: Option<(usize, f64)> = None; // (index, excess over the tolerance)
-    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
-        let w = f64::from(w);
-        let diff = (g - w).abs();
-        let tol = atol + rtol * w.abs();
-        let ok = diff <= tol || (g.is_nan() && w.is_nan()) || g == w;
-        if !diff.is_nan() {
-            max_abs = max_abs.max(diff);
-        } else if !ok {
-            max_abs = f64::INFINITY;
-        }
-        if !ok {
-            bad += 1;
-            let excess = if diff.is_nan() { f64::INFINITY } else { diff - tol };
-            if worst_bad.is_none_or(|(_, e)| excess > e) {
-                worst_bad = Some((i, excess));
-            }
-        }
-    }
+    let closeness = compare_close(got, want, shape, atol, rtol);
     let entry = worst.entry(key.to_string()).or_insert(0.0);
-    *entry = entry.max(max_abs);
-    match worst_bad {
-        None => Ok(()),
-        Some((i, _)) => Err(format!(
-            "`{label}`: {bad} of {} elements outside atol {atol} rtol {rtol}; worst at index {i} {:?}: got {}, want {} (|diff| {:.3e})",
-            want.len(),
-            unravel(i, shape),
-            got[i],
-            want[i],
-            (got[i] - f64::from(want[i])).abs()
-        )),
-    }
-}
-
-fn all(results: Vec<Result<(), String>>) -> Result<(), String> {
-    let failures: Vec<String> = results.into_iter().filter_map(Result::err).collect();
-    if failures.is_empty() { Ok(()) } else { Err(failures.join("; ")) }
+    *entry = entry.max(closeness.max_abs);
+    closeness.into_result().map(|_max_abs| ()).map_err(|e| format!("`{label}`: {e}"))
 }
 
 /// `params.tf_slot_variable_names`: case tensor name → TF variable name.
@@ -425,138 +241,15 @@ fn group_of(case: &Case) -> String {
     }
 }
 
-/// Every `*.safetensors` file under `dir`, recursively.
-fn collect(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), String> {
-    let entries = std::fs::read_dir(dir).map_err(|e| format!("{}: cannot list: {e}", dir.display()))?;
-    for entry in entries {
-        let path = entry.map_err(|e| format!("{}: cannot list: {e}", dir.display()))?.path();
-        if path.is_dir() {
-            collect(&path, out)?;
-        } else if path.extension().is_some_and(|e| e == "safetensors") {
-            out.push(path);
-        }
-    }
-    Ok(())
-}
-
-/// Every file `manifest.json` lists must exist, so a lost case file cannot
-/// silently shrink the suite.
-fn check_manifest(cases_dir: &Path, failures: &mut Vec<String>) {
-    let path = cases_dir.join("manifest.json");
-    let Ok(text) = std::fs::read_to_string(&path) else {
-        return;
-    };
-    let manifest: Value = match serde_json::from_str(&text) {
-        Ok(v) => v,
-        Err(e) => {
-            failures.push(format!("{}: not JSON: {e}", path.display()));
-            return;
-        }
-    };
-    for entry in manifest.get("cases").and_then(Value::as_array).into_iter().flatten() {
-        match entry.get("file").and_then(Value::as_str) {
-            Some(file) if !cases_dir.join(file).is_file() => {
-                failures.push(format!("{}: listed in manifest.json but missing", cases_dir.join(file).display()));
-            }
-            Some(_) => {}
-            None => failures.push(format!("{}: a case entry has no `file`", path.display())),
-        }
-    }
-}
-
-/// Per group: passed, failed, and the worst `|got - want|` per tensor among the passing cases.
-#[derive(Default)]
-struct GroupStats {
-    passed: usize,
-    failed: usize,
-    worst: Worst,
-}
-
 #[test]
 fn golden_train_ops() {
-    let root = repo_root();
-    let mut dirs = vec![root.join("testdata").join("golden").join("cases")];
-    if let Ok(extra) = std::env::var("FERROFLOW_GOLDEN_DIR") {
-        dirs.extend(extra.split(':').filter(|s| !s.is_empty()).map(PathBuf::from));
-    }
-
-    let mut failures = Vec::new();
-    let mut files = Vec::new();
-    for dir in &dirs {
-        if !dir.is_dir() {
-            failures.push(format!("{}: golden directory does not exist", dir.display()));
-            continue;
-        }
-        if let Err(e) = collect(dir, &mut files) {
-            failures.push(e);
-        }
-    }
-    files.sort();
-    files.dedup();
-    check_manifest(&dirs[0], &mut failures);
-
-    let mut per_op: Vec<(&str, usize)> = TRAIN_OPS.iter().map(|&op| (op, 0)).collect();
-    let mut other_crates = 0usize;
-    let mut groups: BTreeMap<String, GroupStats> = BTreeMap::new();
-    for file in &files {
-        let shown = file.strip_prefix(&root).unwrap_or(file).display().to_string();
-        let case = match load_case(file) {
-            Ok(case) => case,
-            Err(e) => {
-                failures.push(format!("{shown}: {e}"));
-                continue;
-            }
-        };
+    ferroflow_golden::run(Harness::Train, "no optimizer / lr_schedule cases found", group_of, |case| {
         let mut worst = Worst::new();
-        let result = match case.op.as_str() {
-            "optimizer" => check_optimizer(&case, &mut worst),
-            "lr_schedule" => check_schedule(&case, &mut worst),
-            op if OTHER_CRATES_OPS.contains(&op) => {
-                other_crates += 1;
-                continue;
-            }
-            op => {
-                failures.push(format!("{shown}: unknown op `{op}` (no harness checks it)"));
-                continue;
-            }
-        };
-        if let Some((_, n)) = per_op.iter_mut().find(|(op, _)| *op == case.op) {
-            *n += 1;
+        match case.op.as_str() {
+            "optimizer" => check_optimizer(case, &mut worst),
+            "lr_schedule" => check_schedule(case, &mut worst),
+            op => Err(format!("the train harness has no check for op `{op}`")),
         }
-        let group = groups.entry(group_of(&case)).or_default();
-        match result {
-            Ok(()) => {
-                group.passed += 1;
-                for (name, max_abs) in worst {
-                    let entry = group.worst.entry(name).or_insert(0.0);
-                    *entry = entry.max(max_abs);
-                }
-            }
-            Err(e) => {
-                group.failed += 1;
-                failures.push(format!("{shown}: {e}"));
-            }
-        }
-    }
-
-    let checked: usize = per_op.iter().map(|(_, n)| n).sum();
-    let breakdown = per_op.iter().map(|(op, n)| format!("{n} {op}")).collect::<Vec<_>>().join(", ");
-    report!(
-        "golden (train): checked {checked} cases ({breakdown}) from {} dir(s); {other_crates} cases belong to other crates",
-        dirs.len()
-    );
-    for (group, stats) in &groups {
-        let fail = if stats.failed > 0 { format!(", {} FAILED", stats.failed) } else { String::new() };
-        let worst = stats.worst.iter().map(|(name, v)| format!("{name} {v:.3e}")).collect::<Vec<_>>().join(", ");
-        report!("  {group}: {} passed{fail}; worst |got - want| of the passing: {worst}", stats.passed);
-    }
-    if checked == 0 {
-        failures.push("no optimizer / lr_schedule cases found".into());
-    }
-    assert!(
-        failures.is_empty(),
-        "{} golden failure(s):\n{}",
-        failures.len(),
-        failures.iter().map(|f| format!("  {f}")).collect::<Vec<_>>().join("\n")
-    );
+        .map(|()| worst)
+    });
 }
