@@ -104,9 +104,7 @@ impl Layer for Conv2d {
         let mut y = ops::conv2d(x, &self.weights, c.stride, c.dilation, c.padding) // [N, F, H', W']
             .map_err(|e| NnError::shape(&self.name, e.to_string()))?;
         if let Some(b) = &self.biases {
-            y = y
-                .broadcast_add(&b.reshape((1, (), 1, 1)).map_err(NnError::candle(&self.name))?)
-                .map_err(NnError::candle(&self.name))?;
+            y = crate::kernels::bias_add_nchw(&y, b).map_err(NnError::candle(&self.name))?; // [N, F, H', W']
         }
         if let Some(bn) = &self.batch_norm {
             y = bn.forward_t(&y, train)?;

@@ -107,8 +107,7 @@ impl Layer for Conv2dTranspose {
         let mut y = ops::conv2d_transpose(x, &self.weights, hw, self.stride, self.padding)
             .map_err(|e| NnError::shape(&self.name, e.to_string()))?;
         if let Some(b) = &self.biases {
-            let b = b.reshape((1, (), 1, 1)).map_err(NnError::candle(&self.name))?;
-            y = y.broadcast_add(&b).map_err(NnError::candle(&self.name))?;
+            y = crate::kernels::bias_add_nchw(&y, b).map_err(NnError::candle(&self.name))?;
         }
         self.activation.apply(&y)
     }
