@@ -15,7 +15,7 @@ use crate::var_store::Scope;
 
 /// Convolution settings. Defaults: stride 1, dilation 1, SAME padding, a
 /// bias (dropped when batch norm follows, as TF-slim does), no activation,
-/// He-normal weights.
+/// Glorot-uniform weights (the default of TF-slim's `conv2d`, `xavier_initializer`, and of Keras).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Conv2dConfig {
@@ -50,7 +50,7 @@ impl Default for Conv2dConfig {
             use_bias: true,
             batch_norm: None,
             activation: Activation::Linear,
-            init: Init::HeNormal,
+            init: Init::GlorotUniform,
         }
     }
 }
