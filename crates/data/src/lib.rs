@@ -34,7 +34,10 @@ pub use image_ops::{
 pub use pipeline::{Batch, Cursor, Label, Mode, Pipeline, PipelineConfig, PipelineError, Source, shuffle_order};
 pub use prepare::{IMAGES_PER_SHARD, PrepareError, PrepareOptions, PrepareReport, prepare};
 pub use preprocess::{Augment, Crop, Order, Preprocess, PreprocessError};
-pub use resize::{ResizeMethod, ResizeOptions, resize, resize_bilinear_legacy, resize_bilinear_u8, resize_u8};
+pub use resize::{
+    ResizeMethod, ResizeOptions, resize, resize_bilinear_legacy, resize_bilinear_u8, resize_bilinear_u8_into_chw,
+    resize_u8,
+};
 pub use split::split_items;
 pub use stats::{Bin, ChannelStats, Summary, edge_bins, equal_bins};
 pub use survey::{ASPECT_EDGES, SurveyOptions, SurveyReport, Unreadable, survey};

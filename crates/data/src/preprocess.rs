@@ -8,7 +8,7 @@ use crate::image_ops::{
     adjust_brightness, adjust_contrast, adjust_hue, adjust_saturation, central_crop, crop, flip_left_right,
     pad_to_bounding_box,
 };
-use crate::resize::{ResizeMethod, ResizeOptions, resize, resize_bilinear_u8};
+use crate::resize::{ResizeMethod, ResizeOptions, resize, resize_bilinear_u8, resize_bilinear_u8_into_chw};
 use ferroflow_rng::Rng;
 
 /// How training images are cropped.
@@ -211,6 +211,13 @@ impl Preprocess {
     /// floats), e.g. a slice of a batch buffer.
     pub fn eval_into(&self, image: &ImageU8, out: &mut [f32]) {
         let [h, w] = self.image_size;
+        if self.fused_resize() {
+            match self.eval_central_fraction {
+                Some(f) if f < 1.0 => self.resize_into_chw(&central_crop(image, f), false, out),
+                _ => self.resize_into_chw(image, false, out),
+            }
+            return;
+        }
         let resized = match self.eval_central_fraction {
             Some(f) if f < 1.0 => self.resize_u8(&central_crop(image, f), h, w),
             _ => self.resize_u8(image, h, w),
@@ -236,6 +243,16 @@ impl Preprocess {
     /// [`train`](Self::train) writing into `out` (`channels * height * width` floats).
     pub fn train_into(&self, image: &ImageU8, rng: &mut Rng, out: &mut [f32]) {
         let a = &self.train;
+        let no_colour = a.brightness == 0.0 && a.contrast == 0.0 && a.saturation == 0.0 && a.hue == 0.0;
+        if self.fused_resize() && a.order == Order::ResizeFirst && a.crop == Crop::None && no_colour {
+            // The same draws as `jitter`, so the fused path makes the same choices.
+            let flip = rng.uniform_f32() < 0.5;
+            for _ in 0..4 {
+                rng.uniform_f32();
+            }
+            self.resize_into_chw(image, a.flip_left_right && flip, out);
+            return;
+        }
         match a.order {
             Order::ResizeFirst => {
                 let geometric = self.train_geometry(image, rng);
@@ -320,6 +337,21 @@ impl Preprocess {
             image.data.iter_mut().for_each(|v| *v = v.clamp(0.0, 255.0));
         }
         (image, flip && defer_flip)
+    }
+
+    /// True when resizing is TF bilinear without antialiasing, which has a
+    /// fused resize + flip + normalise + CHW path.
+    fn fused_resize(&self) -> bool {
+        self.resize_options() == ResizeOptions { method: ResizeMethod::Bilinear, antialias: false }
+    }
+
+    /// Resize, flip, normalise and transpose in one pass (see `finish`).
+    fn resize_into_chw(&self, image: &ImageU8, flip: bool, out: &mut [f32]) {
+        let [h, w] = self.image_size;
+        let mean = self.mean.unwrap_or([0.0; 3]);
+        let inv_std = self.std.map_or([1.0; 3], |s| s.map(|v| 1.0 / v));
+        let k = inv_std.map(|v| v * self.scale);
+        resize_bilinear_u8_into_chw(image, h, w, flip, mean, k, out);
     }
 
     /// Normalises and transposes HWC → CHW, mirroring columns when `flip`

@@ -361,6 +361,84 @@ fn bilinear_axis(in_size: usize, out_size: usize, sampling: Sampling) -> Vec<Ler
 /// `src`: `[h, w, c]` → `[out_h, out_w, c]`.
 fn bilinear<T: Sample>(src: &Image<T>, out_h: usize, out_w: usize, sampling: Sampling) -> ImageF32 {
     let c = src.channels;
+    bilinear_with(src, out_h, out_w, sampling, |ys, slot, inter, out_row| {
+        let mut out = Vec::with_capacity(out_h * out_row);
+        if out_row > 0 {
+            for l in ys {
+                let top = &inter[slot[l.lower] * out_row..(slot[l.lower] + 1) * out_row];
+                let bottom = &inter[slot[l.upper] * out_row..(slot[l.upper] + 1) * out_row];
+                out.extend(top.iter().zip(bottom).map(|(&t, &b)| t + (b - t) * l.frac));
+            }
+        }
+        Image::new(out_h, out_w, c, out)
+    })
+}
+
+/// TF-exact bilinear resize of an 8-bit image written straight into
+/// normalised planar (CHW) output: `out[ch][y][x] = (v - mean[ch]) * scale[ch]`
+/// where `v` is exactly [`resize_bilinear_u8`]'s value at `(y, x')`, with
+/// `x' = width - 1 - x` when `flip`. The input pipeline's hot path: it never
+/// materialises the resized image, and folds the flip and normalisation into
+/// the vertical pass.
+///
+/// # Shapes
+/// `image`: `[h, w, c]` (c ≤ 3) → `out`: `[c, height, width]`.
+///
+/// # Panics
+/// As [`resize`], or if `out` is not `c * height * width` long.
+pub fn resize_bilinear_u8_into_chw(
+    image: &ImageU8,
+    height: usize,
+    width: usize,
+    flip: bool,
+    mean: [f32; 3],
+    scale: [f32; 3],
+    out: &mut [f32],
+) {
+    check_sizes(image, height, width);
+    let c = image.channels;
+    assert!(c <= 3 && out.len() == c * height * width, "output buffer does not match {c}x{height}x{width}");
+    let plane = height * width;
+    bilinear_with(image, height, width, Sampling::HalfPixel, |ys, slot, inter, out_row| {
+        for (y, l) in ys.iter().enumerate() {
+            let top = &inter[slot[l.lower] * out_row..(slot[l.lower] + 1) * out_row];
+            let bottom = &inter[slot[l.upper] * out_row..(slot[l.upper] + 1) * out_row];
+            let lerp = |i: usize| top[i] + (bottom[i] - top[i]) * l.frac;
+            if c == 3 {
+                // One pass over the row, three sequential plane writes (the hot case).
+                let (r_plane, rest) = out.split_at_mut(plane);
+                let (g_plane, b_plane) = rest.split_at_mut(plane);
+                let row = y * width..(y + 1) * width;
+                let (r, g, b) = (&mut r_plane[row.clone()], &mut g_plane[row.clone()], &mut b_plane[row]);
+                for x in 0..width {
+                    let i = 3 * if flip { width - 1 - x } else { x };
+                    r[x] = (lerp(i) - mean[0]) * scale[0];
+                    g[x] = (lerp(i + 1) - mean[1]) * scale[1];
+                    b[x] = (lerp(i + 2) - mean[2]) * scale[2];
+                }
+                continue;
+            }
+            for x in 0..width {
+                let sx = if flip { width - 1 - x } else { x };
+                for ch in 0..c {
+                    out[ch * plane + y * width + x] = (lerp(sx * c + ch) - mean[ch]) * scale[ch];
+                }
+            }
+        }
+    });
+}
+
+/// The horizontal pass of [`bilinear`] into per-thread scratch; `emit` gets
+/// the row interpolation (`ys`), the scratch slot of each input row, the
+/// horizontally interpolated rows, and their length, and does the vertical pass.
+fn bilinear_with<T: Sample, R>(
+    src: &Image<T>,
+    out_h: usize,
+    out_w: usize,
+    sampling: Sampling,
+    emit: impl FnOnce(&[Lerp], &[usize], &[f32], usize) -> R,
+) -> R {
+    let c = src.channels;
     let ys = bilinear_axis(src.height, out_h, sampling);
     let xs = bilinear_axis(src.width, out_w, sampling);
 
@@ -433,15 +511,7 @@ fn bilinear<T: Sample>(src: &Image<T>, out_h: usize, out_w: usize, sampling: Sam
             }
         }
 
-        let mut out = Vec::with_capacity(out_h * out_row);
-        if out_row > 0 {
-            for l in &ys {
-                let top = &inter[slot[l.lower] * out_row..(slot[l.lower] + 1) * out_row];
-                let bottom = &inter[slot[l.upper] * out_row..(slot[l.upper] + 1) * out_row];
-                out.extend(top.iter().zip(bottom).map(|(&t, &b)| t + (b - t) * l.frac));
-            }
-        }
-        Image::new(out_h, out_w, c, out)
+        emit(&ys, &slot, inter, out_row)
     })
 }
 
