@@ -1,15 +1,19 @@
 //! ferroflow's own CPU compute kernels, as candle custom ops with their own backward.
 //!
+//! - [`batch_norm`]: fused training-mode batch normalisation (forward, `x`/`gamma`/`beta`
+//!   gradients), f32 on CPU;
 //! - [`bias`]: per-channel NCHW bias addition with a plane-wise gradient;
 //! - [`conv2d`]: im2col + gemm conv2d (forward, input and filter gradients), f32 on CPU;
 //! - [`pool`]: max- and average-pooling (forward and input gradient), f32 on CPU;
 //! - [`reference`]: the slow, obvious loops the fast kernels are tested against.
 
+pub mod batch_norm;
 pub mod bias;
 pub mod conv2d;
 pub mod pool;
 pub mod reference;
 
+pub use batch_norm::{batch_norm_train, batch_norm_train_backward};
 pub use bias::bias_add_nchw;
 pub use conv2d::{Conv2dParams, conv2d, conv2d_backward_filter, conv2d_backward_input, supports};
 pub use pool::{Pool2dParams, avg_pool2d, avg_pool2d_backward, max_pool2d, max_pool2d_backward};

@@ -1,7 +1,8 @@
 //! The slow, obvious conv2d: seven nested loops per pass, written straight from the
 //! definition, for checking the fast kernels of [`super::conv2d`] (forward, input gradient,
 //! filter gradient). Accumulates in f64 so that it is the more accurate side of a
-//! comparison. Below it, the same for the pools of [`super::pool`].
+//! comparison. Below it, the same for the pools of [`super::pool`] and the batch norm of
+//! [`super::batch_norm`].
 //!
 //! Definition (per axis, `s` stride, `d` dilation, `pad` padding before):
 //! `y[n, o, i, j] = Σ_{c, a, e} x[n, c, i·s_h + a·d_h - pad_h, j·s_w + e·d_w - pad_w] · w[o, c, a, e]`,
@@ -196,4 +197,80 @@ pub fn avg_pool2d_backward(dy: &[f32], xs: [usize; 4], p: &PoolParams) -> Vec<f3
         }
     });
     to_f32(dx)
+}
+
+// Training-mode batch normalisation of [`super::batch_norm`], per channel straight from
+// the definition in f64 over the `M = N · H · W` values of channel `c`:
+// `mean = Σ x / M`, `var = Σ (x - mean)² / M` (biased), `xhat = (x - mean) / sqrt(var + ε)`,
+// `y = xhat · gamma + beta`; and for `Σ y · dy`: `dbeta = Σ dy`, `dgamma = Σ dy · xhat`,
+// `dx = gamma / sqrt(var + ε) · (dy - dbeta / M - xhat · dgamma / M)`.
+
+/// The flat indices of channel `ch`'s values in an `[N, C, S]` tensor (`xs` `[N, C, H, W]`).
+fn channel_indices(xs: [usize; 4], ch: usize) -> impl Iterator<Item = usize> {
+    let [n, c, h, w] = xs;
+    let s = h * w;
+    (0..n).flat_map(move |b| (0..s).map(move |i| (b * c + ch) * s + i))
+}
+
+/// Channel `ch`'s mean and biased variance, in f64.
+fn channel_stats(x: &[f32], xs: [usize; 4], ch: usize) -> (f64, f64) {
+    let m = (xs[0] * xs[2] * xs[3]) as f64;
+    let mean = channel_indices(xs, ch).map(|i| f64::from(x[i])).sum::<f64>() / m;
+    let var = channel_indices(xs, ch).map(|i| (f64::from(x[i]) - mean).powi(2)).sum::<f64>() / m;
+    (mean, var)
+}
+
+/// The training forward: `(y, batch_mean, batch_variance_biased)`.
+///
+/// # Shapes
+/// - `x`: `[N, C, H, W]` (`xs`), `gamma`, `beta`: `[C]`; results `[N, C, H, W]`, `[C]`, `[C]`
+pub fn batch_norm_train(
+    x: &[f32],
+    xs: [usize; 4],
+    gamma: &[f32],
+    beta: &[f32],
+    epsilon: f64,
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let mut y = vec![0f32; x.len()];
+    let (mut means, mut vars) = (Vec::new(), Vec::new());
+    for ch in 0..xs[1] {
+        let (mean, var) = channel_stats(x, xs, ch);
+        let inv = 1.0 / (var + epsilon).sqrt();
+        for i in channel_indices(xs, ch) {
+            y[i] = ((f64::from(x[i]) - mean) * inv * f64::from(gamma[ch]) + f64::from(beta[ch])) as f32;
+        }
+        means.push(mean as f32);
+        vars.push(var as f32);
+    }
+    (y, means, vars)
+}
+
+/// The gradients of `Σ batch_norm_train(x).y · dy`: `(dx, dgamma, dbeta)`.
+///
+/// # Shapes
+/// - `x`, `dy`: `[N, C, H, W]` (`xs`), `gamma`: `[C]`; results `[N, C, H, W]`, `[C]`, `[C]`
+pub fn batch_norm_train_backward(
+    x: &[f32],
+    dy: &[f32],
+    xs: [usize; 4],
+    gamma: &[f32],
+    epsilon: f64,
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let m = (xs[0] * xs[2] * xs[3]) as f64;
+    let mut dx = vec![0f32; x.len()];
+    let (mut dgammas, mut dbetas) = (Vec::new(), Vec::new());
+    for (ch, &gamma) in gamma.iter().enumerate().take(xs[1]) {
+        let (mean, var) = channel_stats(x, xs, ch);
+        let inv = 1.0 / (var + epsilon).sqrt();
+        let xhat = |i: usize| (f64::from(x[i]) - mean) * inv;
+        let dbeta = channel_indices(xs, ch).map(|i| f64::from(dy[i])).sum::<f64>();
+        let dgamma = channel_indices(xs, ch).map(|i| f64::from(dy[i]) * xhat(i)).sum::<f64>();
+        for i in channel_indices(xs, ch) {
+            let g = f64::from(gamma) * inv * (f64::from(dy[i]) - dbeta / m - xhat(i) * dgamma / m);
+            dx[i] = g as f32;
+        }
+        dgammas.push(dgamma as f32);
+        dbetas.push(dbeta as f32);
+    }
+    (dx, dgammas, dbetas)
 }

@@ -10,6 +10,9 @@
 //! [`moving_average_update`] (use [`unbiased_variance`] for TF1). In training the batch
 //! statistics are part of the graph, so the gradients to `x`, `gamma` and `beta` are TF's.
 //! Half-precision inputs are normalised in f32 (as TF's fused kernels do) and cast back.
+//! Training on f32 CPU tensors goes through the fused kernel of
+//! [`crate::kernels::batch_norm`] (same semantics, statistics accumulated in f64, returned
+//! detached); everything else through candle ops.
 
 use candle_core::{DType, Tensor};
 
@@ -58,8 +61,9 @@ pub fn batch_norm_count(x: &Tensor) -> Result<usize> {
 /// batch variance over every dimension but the channels (TF1's fused kernel and Keras
 /// both do): `y = (x - mean) * (gamma * rsqrt(var + epsilon)) + beta`.
 ///
-/// Returns `(y, batch_mean, batch_variance_biased)`; the statistics stay in the graph, so
-/// `y`'s gradients to `x`, `gamma` and `beta` are TF's. Feed them to
+/// Returns `(y, batch_mean, batch_variance_biased)`; the statistics are part of `y`'s graph,
+/// so `y`'s gradients to `x`, `gamma` and `beta` are TF's (the returned statistics
+/// themselves are detached on the f32 CPU kernel path). Feed them to
 /// [`moving_average_update`] (TF1: with [`unbiased_variance`] of the variance).
 ///
 /// # Shapes
@@ -71,6 +75,12 @@ pub fn batch_norm_train(x: &Tensor, gamma: &Tensor, beta: &Tensor, epsilon: f64)
     let (shape, reduce) = channel_layout(OP, x, &[("gamma", gamma), ("beta", beta)])?;
     if x.elem_count() == 0 {
         return Err(NnError::shape(OP, format!("empty batch {:?}", x.dims())));
+    }
+    // f32 on the CPU: the fused kernel (statistics in f64, one backward op instead of
+    // candle's chain of broadcasts and strided reductions); its statistics are detached,
+    // which changes nothing here as they only feed `moving_average_update`.
+    if crate::kernels::batch_norm::supports(x, gamma, beta) {
+        return crate::kernels::batch_norm_train(x, gamma, beta, epsilon).map_err(NnError::candle(OP));
     }
     let run = || -> candle_core::Result<(Tensor, Tensor, Tensor)> {
         let dt = compute_dtype(x);
