@@ -17,3 +17,18 @@ pub use batch_norm::{batch_norm_train, batch_norm_train_backward};
 pub use bias::bias_add_nchw;
 pub use conv2d::{Conv2dParams, conv2d, conv2d_backward_filter, conv2d_backward_input, supports};
 pub use pool::{Pool2dParams, avg_pool2d, avg_pool2d_backward, max_pool2d, max_pool2d_backward};
+
+use candle_core::{CpuStorage, Layout, bail};
+
+/// The f32 data of a contiguous CPU storage view, for the kernels' `cpu_fwd`;
+/// `op` and `what` name the kernel and the operand in the error.
+pub(crate) fn f32_contiguous<'a>(
+    s: &'a CpuStorage,
+    l: &Layout,
+    op: &str,
+    what: &str,
+) -> candle_core::Result<&'a [f32]> {
+    let CpuStorage::F32(data) = s else { bail!("ferroflow {op} kernel: {what} must be f32") };
+    let Some((start, end)) = l.contiguous_offsets() else { bail!("ferroflow {op} kernel: {what} must be contiguous") };
+    Ok(&data[start..end])
+}

@@ -4,9 +4,10 @@
 //! determinism, and (ignored, run with `--release -- --ignored --nocapture`) a timing
 //! against the candle-ops path `ops::batch_norm_train` took before the kernel.
 
-use std::time::{Duration, Instant};
+mod common;
 
 use candle_core::{DType, Device, Tensor, Var};
+use common::{flat, ms, time};
 use ferroflow_nn::kernels::{self, reference};
 use ferroflow_nn::ops;
 use ferroflow_rng::Rng;
@@ -16,14 +17,7 @@ use ferroflow_rng::Rng;
 const TOL: f32 = 1e-4;
 
 fn assert_close(got: &[f32], want: &[f32], what: &str) {
-    assert_eq!(got.len(), want.len(), "{what}: length");
-    for (i, (g, w)) in got.iter().zip(want).enumerate() {
-        assert!((g - w).abs() <= TOL + TOL * w.abs(), "{what}[{i}]: got {g}, want {w}");
-    }
-}
-
-fn flat(t: &Tensor) -> Vec<f32> {
-    t.flatten_all().and_then(|t| t.to_vec1::<f32>()).expect("f32 tensor")
+    common::assert_close_tol(got, want, TOL, TOL, what);
 }
 
 fn between(rng: &mut Rng, lo: usize, hi: usize) -> usize {
@@ -201,23 +195,6 @@ fn rejects_what_it_does_not_handle() {
     assert!(e.to_string().contains("f32"), "{e}");
     let empty = Tensor::zeros((0, 3, 2, 2), DType::F32, &dev).expect("empty");
     assert!(kernels::batch_norm_train(&empty, &g, &g, 1e-3).is_err());
-}
-
-fn time(runs: usize, mut f: impl FnMut()) -> Duration {
-    f();
-    let mut times: Vec<Duration> = (0..runs)
-        .map(|_| {
-            let t = Instant::now();
-            f();
-            t.elapsed()
-        })
-        .collect();
-    times.sort();
-    times[runs / 2]
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e3
 }
 
 /// `ops::batch_norm_train`'s candle-ops path as it was before the kernel (f32).

@@ -2,9 +2,12 @@
 //! (`kernels::reference`) on random geometries, their determinism, and (ignored, run with
 //! `--release -- --ignored --nocapture`) a timing against candle's stock conv2d.
 
-use std::time::{Duration, Instant};
+mod common;
+
+use std::time::Duration;
 
 use candle_core::{DType, Device, Tensor, Var};
+use common::{flat, ms, time};
 use ferroflow_nn::kernels::{self, Conv2dParams, reference};
 use ferroflow_nn::ops::{self, Padding};
 use ferroflow_rng::Rng;
@@ -14,14 +17,7 @@ const ATOL: f32 = 1e-4;
 const RTOL: f32 = 1e-4;
 
 fn assert_close(got: &[f32], want: &[f32], what: &str) {
-    assert_eq!(got.len(), want.len(), "{what}: length");
-    for (i, (g, w)) in got.iter().zip(want).enumerate() {
-        assert!((g - w).abs() <= ATOL + RTOL * w.abs(), "{what}[{i}]: got {g}, want {w}");
-    }
-}
-
-fn flat(t: &Tensor) -> Vec<f32> {
-    t.flatten_all().and_then(|t| t.to_vec1::<f32>()).expect("f32 tensor")
+    common::assert_close_tol(got, want, ATOL, RTOL, what);
 }
 
 fn random_values(rng: &mut Rng, n: usize) -> Vec<f32> {
@@ -235,20 +231,6 @@ fn rejects_bad_inputs() {
     assert!(kernels::conv2d(&x, &w.to_dtype(DType::F32).expect("f32"), zero_stride).is_err());
 }
 
-/// Median of `runs` timings of `f`, after one warm-up call.
-fn time(runs: usize, mut f: impl FnMut()) -> Duration {
-    f();
-    let mut times: Vec<Duration> = (0..runs)
-        .map(|_| {
-            let t = Instant::now();
-            f();
-            t.elapsed()
-        })
-        .collect();
-    times.sort();
-    times[runs / 2]
-}
-
 /// Forward + backward of cifar_cnn's four 3x3 SAME convs at batch 64: candle's stock path
 /// (the candle ops `ops::conv2d` used before the fast kernel) against the fast kernel. The first layer's input is data (no dx).
 /// `cargo test -p ferroflow-nn --release --test kernels -- --ignored --nocapture`
@@ -314,10 +296,6 @@ fn bench_cifar_cnn_convs() {
     }
     eprintln!("all four layers:");
     report("  ", totals);
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e3
 }
 
 /// Prints `[stock fwd, stock fwd+bwd, fast fwd, fast fwd+bwd, harness]` timings.

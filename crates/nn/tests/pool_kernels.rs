@@ -3,9 +3,10 @@
 //! `ops::max_pool2d`/`ops::avg_pool2d` (ties, NaN, infinities), their determinism, and
 //! (ignored, run with `--release -- --ignored --nocapture`) a timing against that path.
 
-use std::time::{Duration, Instant};
+mod common;
 
 use candle_core::{DType, Device, Tensor, Var};
+use common::{flat, ms, time};
 use ferroflow_nn::kernels::{self, Pool2dParams, reference};
 use ferroflow_nn::ops::{self, Padding};
 use ferroflow_rng::Rng;
@@ -15,10 +16,7 @@ use ferroflow_rng::Rng;
 const ATOL: f32 = 1e-5;
 
 fn assert_close(got: &[f32], want: &[f32], what: &str) {
-    assert_eq!(got.len(), want.len(), "{what}: length");
-    for (i, (g, w)) in got.iter().zip(want).enumerate() {
-        assert!((g - w).abs() <= ATOL + ATOL * w.abs(), "{what}[{i}]: got {g}, want {w}");
-    }
+    common::assert_close_tol(got, want, ATOL, ATOL, what);
 }
 
 /// Bitwise equal, except that any NaN equals any NaN and `-0.0` equals `0.0`.
@@ -27,10 +25,6 @@ fn assert_same(got: &[f32], want: &[f32], what: &str) {
     for (i, (g, w)) in got.iter().zip(want).enumerate() {
         assert!(g == w || (g.is_nan() && w.is_nan()), "{what}[{i}]: got {g}, want {w}");
     }
-}
-
-fn flat(t: &Tensor) -> Vec<f32> {
-    t.flatten_all().and_then(|t| t.to_dtype(DType::F32)).and_then(|t| t.to_vec1::<f32>()).expect("float tensor")
 }
 
 fn between(rng: &mut Rng, lo: usize, hi: usize) -> usize {
@@ -293,24 +287,6 @@ fn rejects_bad_inputs() {
     let dy = Tensor::zeros((1, 3, 3, 3), DType::F32, &dev).expect("dy");
     assert!(kernels::max_pool2d_backward(&x, &dy, p([2, 2], [2, 2], [0, 0], [0, 0])).is_err(), "dy shape");
     assert!(kernels::avg_pool2d_backward(&dy, [4, 4], p([2, 2], [2, 2], [0, 0], [0, 0])).is_err(), "dy shape");
-}
-
-/// Median of `runs` timings of `f`, after one warm-up call.
-fn time(runs: usize, mut f: impl FnMut()) -> Duration {
-    f();
-    let mut times: Vec<Duration> = (0..runs)
-        .map(|_| {
-            let t = Instant::now();
-            f();
-            t.elapsed()
-        })
-        .collect();
-    times.sort();
-    times[runs / 2]
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e3
 }
 
 /// `ops::max_pool2d`'s candle-ops path as it was before the kernel, for a VALID pool

@@ -147,17 +147,11 @@ impl Geometry {
     }
 }
 
-fn contiguous<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> candle_core::Result<&'a [f32]> {
-    let CpuStorage::F32(data) = s else { bail!("ferroflow batch_norm: {what} must be f32") };
-    let Some((start, end)) = l.contiguous_offsets() else { bail!("ferroflow batch_norm: {what} must be contiguous") };
-    Ok(&data[start..end])
-}
-
 fn per_channel<'a>(s: &'a CpuStorage, l: &Layout, c: usize, what: &str) -> candle_core::Result<&'a [f32]> {
     if l.dims() != [c] {
         bail!("ferroflow batch_norm: {what} must be [{c}], got {:?}", l.dims());
     }
-    contiguous(s, l, what)
+    super::f32_contiguous(s, l, "batch_norm", what)
 }
 
 /// `[Σ f(a, b).0, Σ f(a, b).1]` over two equally long slices, in f64 over [`LANES`] fixed
@@ -253,7 +247,7 @@ impl CustomOp3 for BatchNormTrain {
         l3: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let g = Geometry::of(l1.dims(), "batch_norm_train")?;
-        let x = contiguous(s1, l1, "x")?;
+        let x = super::f32_contiguous(s1, l1, "batch_norm", "x")?;
         let (gamma, beta) = (per_channel(s2, l2, g.c, "gamma")?, per_channel(s3, l3, g.c, "beta")?);
         let stats = Stats::of(x, g);
         // TF's order: `(x - mean) * (gamma * rsqrt(var + epsilon)) + beta`, the scale
@@ -315,7 +309,8 @@ impl CustomOp3 for BatchNormTrainBackward {
         if l2.dims() != l1.dims() {
             bail!("{OP}: dy must have x's shape {:?}, got {:?}", l1.dims(), l2.dims());
         }
-        let (x, dy) = (contiguous(s1, l1, "x")?, contiguous(s2, l2, "dy")?);
+        let (x, dy) =
+            (super::f32_contiguous(s1, l1, "batch_norm", "x")?, super::f32_contiguous(s2, l2, "batch_norm", "dy")?);
         let gamma = per_channel(s3, l3, g.c, "gamma")?;
         let cached = self.stats.as_ref().and_then(|s| s.get());
         let fresh;

@@ -5,12 +5,6 @@
 
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Shape, Tensor, bail};
 
-fn contiguous<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> candle_core::Result<&'a [f32]> {
-    let CpuStorage::F32(data) = s else { bail!("ferroflow bias_add: {what} must be f32") };
-    let Some((start, end)) = l.contiguous_offsets() else { bail!("ferroflow bias_add: {what} must be contiguous") };
-    Ok(&data[start..end])
-}
-
 /// `x + b` per channel.
 struct BiasAdd;
 
@@ -30,7 +24,8 @@ impl CustomOp2 for BiasAdd {
         if l2.dims() != [c] {
             bail!("bias_add: the bias must be [{c}], got {:?}", l2.dims());
         }
-        let (x, b) = (contiguous(s1, l1, "x")?, contiguous(s2, l2, "bias")?);
+        let (x, b) =
+            (super::f32_contiguous(s1, l1, "bias_add", "x")?, super::f32_contiguous(s2, l2, "bias_add", "bias")?);
         let plane = h * w;
         let mut y = Vec::with_capacity(x.len());
         for i in 0..n * c {
@@ -67,7 +62,7 @@ impl CustomOp1 for BiasGrad {
         if c != self.channels {
             bail!("bias_add backward: dy has {c} channels, the bias {}", self.channels);
         }
-        let dy = contiguous(s, l, "dy")?;
+        let dy = super::f32_contiguous(s, l, "bias_add", "dy")?;
         let plane = h * w;
         let mut db = vec![0.0f32; c];
         for i in 0..n * c {

@@ -222,7 +222,8 @@ impl CustomOp2 for Conv2dOp {
         l2: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let g = Geometry::new(l1.dims(), l2.dims(), self.params)?;
-        let y = forward(&g, f32_slice(s1, l1, "x")?, f32_slice(s2, l2, "w")?);
+        let y =
+            forward(&g, super::f32_contiguous(s1, l1, "conv2d", "x")?, super::f32_contiguous(s2, l2, "conv2d", "w")?);
         Ok((CpuStorage::F32(y), Shape::from_dims(&[g.n, g.o, g.oh, g.ow])))
     }
 
@@ -268,7 +269,11 @@ impl CustomOp2 for Conv2dBackwardInput {
         let [h, w] = self.input_hw;
         let g = Geometry::new(&[n, c, h, w], l2.dims(), self.params)?;
         g.check_dy(l1.dims())?;
-        let dx = backward_input(&g, f32_slice(s1, l1, "dy")?, f32_slice(s2, l2, "w")?);
+        let dx = backward_input(
+            &g,
+            super::f32_contiguous(s1, l1, "conv2d", "dy")?,
+            super::f32_contiguous(s2, l2, "conv2d", "w")?,
+        );
         Ok((CpuStorage::F32(dx), Shape::from_dims(&[n, c, h, w])))
     }
 }
@@ -297,20 +302,13 @@ impl CustomOp2 for Conv2dBackwardFilter {
         let [kh, kw] = self.kernel_hw;
         let g = Geometry::new(l1.dims(), &[o, c, kh, kw], self.params)?;
         g.check_dy(l2.dims())?;
-        let dw = backward_filter(&g, f32_slice(s1, l1, "x")?, f32_slice(s2, l2, "dy")?);
+        let dw = backward_filter(
+            &g,
+            super::f32_contiguous(s1, l1, "conv2d", "x")?,
+            super::f32_contiguous(s2, l2, "conv2d", "dy")?,
+        );
         Ok((CpuStorage::F32(dw), Shape::from_dims(&[o, c, kh, kw])))
     }
-}
-
-/// The f32 data of a contiguous storage view.
-fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> candle_core::Result<&'a [f32]> {
-    let CpuStorage::F32(data) = s else {
-        bail!("ferroflow conv2d kernel: {what} must be f32");
-    };
-    let Some((start, end)) = l.contiguous_offsets() else {
-        bail!("ferroflow conv2d kernel: {what} must be contiguous");
-    };
-    Ok(&data[start..end])
 }
 
 /// How the batch is spread over threads: with at least one image per thread, images run in

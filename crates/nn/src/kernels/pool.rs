@@ -231,17 +231,6 @@ impl Geometry {
     }
 }
 
-/// The f32 data of a contiguous storage view.
-fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> candle_core::Result<&'a [f32]> {
-    let CpuStorage::F32(data) = s else {
-        bail!("ferroflow pool kernel: {what} must be f32");
-    };
-    let Some((start, end)) = l.contiguous_offsets() else {
-        bail!("ferroflow pool kernel: {what} must be contiguous");
-    };
-    Ok(&data[start..end])
-}
-
 /// The candle custom op of [`max_pool2d`]. The forward pass leaves the winner of every
 /// output in `argmax`, which the backward pass then only has to scatter `dy` through.
 struct MaxPool2dOp {
@@ -259,7 +248,7 @@ impl CustomOp1 for MaxPool2dOp {
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
         let g = Geometry::new("max_pool2d", l.dims(), self.params)?;
         check_plane_index(&g)?;
-        let (y, argmax) = max_forward(&g, f32_slice(s, l, "x")?);
+        let (y, argmax) = max_forward(&g, super::f32_contiguous(s, l, "pool", "x")?);
         // A second forward run of the same op (never done by candle) would compute the same
         // winners: keeping the first is right either way.
         let _ = self.argmax.set(argmax);
@@ -296,11 +285,11 @@ impl CustomOp2 for MaxPool2dBackward {
         let g = Geometry::new("max_pool2d backward", l1.dims(), self.params)?;
         check_plane_index(&g)?;
         g.check_dy("max_pool2d backward", l2.dims(), l1.dims())?;
-        let dy = f32_slice(s2, l2, "dy")?;
+        let dy = super::f32_contiguous(s2, l2, "pool", "dy")?;
         let cached = self.argmax.as_ref().and_then(|a| a.get()).filter(|a| a.len() == dy.len());
         let dx = match cached {
             Some(argmax) => max_backward(&g, argmax, dy),
-            None => max_backward(&g, &max_forward(&g, f32_slice(s1, l1, "x")?).1, dy),
+            None => max_backward(&g, &max_forward(&g, super::f32_contiguous(s1, l1, "pool", "x")?).1, dy),
         };
         Ok((CpuStorage::F32(dx), l1.shape().clone()))
     }
@@ -407,7 +396,7 @@ impl CustomOp1 for AvgPool2dOp {
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
         let g = Geometry::new("avg_pool2d", l.dims(), self.params)?;
-        let y = avg_forward(&g, f32_slice(s, l, "x")?);
+        let y = avg_forward(&g, super::f32_contiguous(s, l, "pool", "x")?);
         let dims = l.dims();
         Ok((CpuStorage::F32(y), Shape::from_dims(&[dims[0], dims[1], g.oh, g.ow])))
     }
@@ -437,7 +426,7 @@ impl CustomOp1 for AvgPool2dBackward {
         let xs = [n, c, self.input_hw[0], self.input_hw[1]];
         let g = Geometry::new("avg_pool2d backward", &xs, self.params)?;
         g.check_dy("avg_pool2d backward", dys, &xs)?;
-        let dx = avg_backward(&g, f32_slice(s, l, "dy")?);
+        let dx = avg_backward(&g, super::f32_contiguous(s, l, "pool", "dy")?);
         Ok((CpuStorage::F32(dx), Shape::from_dims(&xs)))
     }
 }

@@ -1,0 +1,41 @@
+//! Helpers shared by the kernel test files (`kernels.rs`, `pool_kernels.rs`,
+//! `bn_kernels.rs`): comparison with a tolerance, flattening, and timing for
+//! the ignored micro-benchmarks.
+
+#![allow(dead_code)]
+
+use std::time::{Duration, Instant};
+
+use candle_core::{DType, Tensor};
+
+/// Asserts `|got - want| <= atol + rtol * |want|` element by element.
+pub fn assert_close_tol(got: &[f32], want: &[f32], atol: f32, rtol: f32, what: &str) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        assert!((g - w).abs() <= atol + rtol * w.abs(), "{what}[{i}]: got {g}, want {w}");
+    }
+}
+
+/// A tensor's values, flattened, as f32 (f64 tensors are converted).
+pub fn flat(t: &Tensor) -> Vec<f32> {
+    t.flatten_all().and_then(|t| t.to_dtype(DType::F32)).and_then(|t| t.to_vec1::<f32>()).expect("float tensor")
+}
+
+/// Median of `runs` timings of `f`, after one warm-up call.
+pub fn time(runs: usize, mut f: impl FnMut()) -> Duration {
+    f();
+    let mut times: Vec<Duration> = (0..runs)
+        .map(|_| {
+            let t = Instant::now();
+            f();
+            t.elapsed()
+        })
+        .collect();
+    times.sort();
+    times[runs / 2]
+}
+
+/// Milliseconds.
+pub fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
