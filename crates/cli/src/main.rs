@@ -21,7 +21,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
     name = "ferroflow",
     version,
     about,
-    after_help = "Not yet built (later milestones): checkpoints (save/resume), eval, predict, inspect, bench train."
+    after_help = "Not yet built: reading TF checkpoint bundles; regression training."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -42,6 +42,12 @@ enum Command {
     Models(commands::models::ModelsArgs),
     /// Train a model: TOML config plus flags and --set key=value; TensorBoard logs in the train dir.
     Train(commands::train::TrainArgs),
+    /// Evaluate a checkpoint: loss, accuracy, top-5, per-class accuracy, confusion matrix.
+    Eval(commands::eval::EvalArgs),
+    /// Predict the top classes of images with a trained checkpoint.
+    Predict(commands::predict::PredictArgs),
+    /// List a checkpoint's variables and metadata, or one variable's statistics and values.
+    Inspect(commands::inspect::InspectArgs),
     /// Measure throughput (input pipeline; training arrives with the model milestone).
     #[command(subcommand)]
     Bench(commands::bench::BenchCommand),
@@ -60,6 +66,9 @@ fn main() -> ExitCode {
         Command::Dump(args) => commands::dump::run(&args),
         Command::Models(args) => commands::models::run(&args),
         Command::Train(args) => commands::train::run(&args),
+        Command::Eval(args) => commands::eval::run(&args),
+        Command::Predict(args) => commands::predict::run(&args),
+        Command::Inspect(args) => commands::inspect::run(&args),
         Command::Bench(command) => commands::bench::run(&command),
     };
     match result {

@@ -23,6 +23,19 @@ pub trait Layer: Send + Sync + std::fmt::Debug {
     /// Adds the layer's ops to `g` under its name scope, reading `input`;
     /// returns the name of its output node.
     fn graph(&self, g: &mut GraphBuilder, input: &str) -> String;
+
+    /// The states of the layer's random streams (dropout masks), by stream
+    /// name, so a checkpoint can resume them. Most layers have none.
+    fn rng_states(&self) -> Vec<(String, [u64; 4])> {
+        Vec::new()
+    }
+
+    /// Restores the stream `name` (from [`rng_states`](Self::rng_states));
+    /// false when the layer has no such stream.
+    fn set_rng_state(&self, name: &str, state: [u64; 4]) -> bool {
+        let _ = (name, state);
+        false
+    }
 }
 
 /// An activation function.

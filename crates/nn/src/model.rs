@@ -80,6 +80,24 @@ impl Model {
         Ok(y)
     }
 
+    /// The states of every random stream of the model (dropout masks), by
+    /// stream name, for checkpoints.
+    pub fn rng_states(&self) -> Vec<(String, [u64; 4])> {
+        self.layers.iter().flat_map(|l| l.rng_states()).collect()
+    }
+
+    /// Restores the random stream `name`; an unknown name is an error.
+    pub fn set_rng_state(&self, name: &str, state: [u64; 4]) -> Result<()> {
+        if self.layers.iter().any(|l| l.set_rng_state(name, state)) {
+            Ok(())
+        } else {
+            Err(NnError::Config {
+                context: format!("model {:?}", self.name),
+                reason: format!("has no random stream named {name:?} (the checkpoint is from another model?)"),
+            })
+        }
+    }
+
     /// Per-layer output shapes and trainable parameter counts.
     pub fn summary(&self) -> Vec<LayerSummary> {
         let vars = self.store.trainable_variables();

@@ -110,6 +110,18 @@ impl VarStore {
         var.var.set(&value.map_err(NnError::candle(name))?).map_err(NnError::candle(name))
     }
 
+    /// Marks a variable trainable or frozen (TF-slim's `trainable_scopes`
+    /// freezes everything outside them); an unknown name is an error.
+    pub fn set_trainable(&self, name: &str, trainable: bool) -> Result<()> {
+        let mut inner = self.lock();
+        let var = inner.vars.get_mut(name).ok_or_else(|| NnError::Variable {
+            name: name.to_string(),
+            reason: "does not exist in the model".to_string(),
+        })?;
+        var.trainable = trainable;
+        Ok(())
+    }
+
     /// The int64 `global_step`: training steps taken.
     pub fn global_step(&self) -> i64 {
         self.lock().global_step

@@ -94,7 +94,7 @@ impl Default for ModelConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LoopConfig {
-    /// Event files, config.toml (and later checkpoints) go here.
+    /// Event files, config.toml and checkpoints go here.
     pub train_dir: PathBuf,
     /// Examples per step.
     pub batch_size: usize,
@@ -140,6 +140,86 @@ impl Default for LoopConfig {
     }
 }
 
+/// What training does when saving a checkpoint fails (disk full, permissions).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum OnSaveError {
+    /// Stop with the error (the previous checkpoint stays listed).
+    #[default]
+    Stop,
+    /// Report it and keep training; the next save tries again.
+    Continue,
+}
+
+/// `[checkpoint]`: saving during training (TF's `Saver` / `CheckpointManager`).
+/// A checkpoint is always saved at the end of training when `enabled`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CheckpointConfig {
+    /// Save checkpoints at all (resuming from an existing one happens regardless).
+    pub enabled: bool,
+    /// Save every N steps (0: not by step count).
+    pub every_steps: u64,
+    /// Save every T seconds (0: not by time). Default 600, TF-slim's and
+    /// Estimator's `save_checkpoints_secs`.
+    pub every_secs: f64,
+    /// Checkpoints kept (0: all). Default 5, as TF's `Saver`.
+    pub max_to_keep: usize,
+    /// Also keep one checkpoint per this many hours (TF's
+    /// `keep_checkpoint_every_n_hours`); unset: none beyond `max_to_keep`.
+    pub keep_checkpoint_every_n_hours: Option<f64>,
+    /// Stop or continue when a save fails.
+    pub on_error: OnSaveError,
+}
+
+impl Default for CheckpointConfig {
+    fn default() -> Self {
+        CheckpointConfig {
+            enabled: true,
+            every_steps: 0,
+            every_secs: 600.0,
+            max_to_keep: 5,
+            keep_checkpoint_every_n_hours: None,
+            on_error: OnSaveError::Stop,
+        }
+    }
+}
+
+/// `[warm_start]`: fine-tuning from another run's checkpoint (TF-slim's
+/// `checkpoint_path`, `checkpoint_exclude_scopes`, `trainable_scopes`,
+/// `ignore_missing_vars`). Ignored for restoring when the train dir already
+/// holds a checkpoint: resume wins, as in TF-slim. Scopes are given as a
+/// list or one comma-separated string.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct WarmStartConfig {
+    /// A checkpoint file, prefix, or train dir (its latest checkpoint).
+    pub checkpoint_path: Option<PathBuf>,
+    /// Scopes not restored (e.g. `logits` when the classes change).
+    #[serde(deserialize_with = "scope_list")]
+    pub exclude_scopes: Vec<String>,
+    /// Only variables in these scopes train; the rest are frozen (empty: all train).
+    #[serde(deserialize_with = "scope_list")]
+    pub trainable_scopes: Vec<String>,
+    /// Keep the initial values of variables the checkpoint lacks instead of failing.
+    pub ignore_missing_vars: bool,
+}
+
+/// A list of scopes, or one comma-separated string of them.
+fn scope_list<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Scopes {
+        One(String),
+        Many(Vec<String>),
+    }
+    let scopes = match Scopes::deserialize(d)? {
+        Scopes::One(s) => s.split(',').map(str::to_string).collect(),
+        Scopes::Many(v) => v,
+    };
+    Ok(scopes.into_iter().map(|s| s.trim().trim_end_matches('/').to_string()).filter(|s| !s.is_empty()).collect())
+}
+
 /// `[summary]`: TensorBoard.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -176,6 +256,10 @@ pub struct TrainConfig {
     pub train: LoopConfig,
     /// `[summary]`.
     pub summary: SummaryConfig,
+    /// `[checkpoint]`.
+    pub checkpoint: CheckpointConfig,
+    /// `[warm_start]`.
+    pub warm_start: WarmStartConfig,
 }
 
 impl TrainConfig {
@@ -207,7 +291,8 @@ impl TrainConfig {
             }
         }
         // Each section is read on its own, so an error names its section.
-        const SECTIONS: [&str; 6] = ["data", "model", "optimizer", "schedule", "train", "summary"];
+        const SECTIONS: [&str; 8] =
+            ["data", "model", "optimizer", "schedule", "train", "summary", "checkpoint", "warm_start"];
         for key in table.keys() {
             if !SECTIONS.contains(&key.as_str()) {
                 let msg =
@@ -230,6 +315,8 @@ impl TrainConfig {
             schedule: section(&table, "schedule")?,
             train: section(&table, "train")?,
             summary: section(&table, "summary")?,
+            checkpoint: section(&table, "checkpoint")?,
+            warm_start: section(&table, "warm_start")?,
         };
         config.validate()?;
         Ok(config)
@@ -274,6 +361,18 @@ impl TrainConfig {
         }
         if self.model.num_classes == Some(0) {
             return Err(TrainError::config("model.num_classes", "must be at least 1"));
+        }
+        let c = &self.checkpoint;
+        if !(c.every_secs >= 0.0 && c.every_secs.is_finite()) {
+            return Err(TrainError::config("checkpoint.every_secs", format!("must be >= 0, got {}", c.every_secs)));
+        }
+        if let Some(h) = c.keep_checkpoint_every_n_hours
+            && !(h >= 0.0 && h.is_finite())
+        {
+            return Err(TrainError::config(
+                "checkpoint.keep_checkpoint_every_n_hours",
+                format!("must be >= 0, got {h}"),
+            ));
         }
         self.schedule.validate().map_err(|e| TrainError::config("schedule", e.to_string()))?;
         self.optimizer.validate().map_err(|e| TrainError::config("optimizer", e.to_string()))?;

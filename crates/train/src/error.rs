@@ -38,6 +38,23 @@ pub enum TrainError {
         /// candle's error.
         cause: candle_core::Error,
     },
+    /// A checkpoint cannot be read, restored or captured.
+    #[error("{path}: {reason}")]
+    Checkpoint {
+        /// The checkpoint file (or variable).
+        path: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// Writing a checkpoint failed (disk full, permissions); the previous
+    /// checkpoint is still complete and listed.
+    #[error("saving checkpoint {path} failed: {cause}; the previous checkpoint is intact and still listed")]
+    Save {
+        /// The file being written.
+        path: String,
+        /// The OS error.
+        cause: std::io::Error,
+    },
     /// A file operation failed.
     #[error("{path}: {cause}")]
     Io {

@@ -1,19 +1,32 @@
 //! ferroflow's training layer: optimizers with TF1's update rules and slot
 //! names, learning-rate schedules as pure functions of `global_step`, the
-//! train/validate loop, metrics, and TensorBoard summaries.
+//! train/validate loop, metrics, checkpoints (save, resume, warm start),
+//! evaluation and prediction from a checkpoint, and TensorBoard summaries.
 
+mod bench;
+pub mod checkpoint;
 mod config;
 mod data_source;
 mod error;
+mod evaluate;
 mod metrics;
 pub mod optimizer;
+mod predict;
+mod restored;
 pub mod schedule;
 mod summary;
 mod trainer;
 
-pub use config::{DataConfig, LoopConfig, ModelConfig, Normalize, SummaryConfig, TrainConfig};
+pub use bench::{BenchConfig, BenchReport, BenchStep, bench_train, weights_digest};
+pub use config::{
+    CheckpointConfig, DataConfig, LoopConfig, ModelConfig, Normalize, OnSaveError, SummaryConfig, TrainConfig,
+    WarmStartConfig,
+};
 pub use data_source::DataSource;
 pub use error::{Result, TrainError};
+pub use evaluate::{CheckpointEval, EvalOptions, EvalReport, evaluate, evaluate_checkpoint};
 pub use metrics::Metrics;
+pub use predict::{Prediction, collect_images, predict};
+pub use restored::RestoredModel;
 pub use summary::Summaries;
-pub use trainer::{EvalReport, Progress, TrainReport, device, model_spec, train};
+pub use trainer::{Progress, TrainReport, device, model_spec, train};

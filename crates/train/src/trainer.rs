@@ -2,7 +2,7 @@
 //! (+ weight decay), backward, clip, apply, `global_step += 1`; validation
 //! runs in eval mode over the whole validation split.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use candle_core::{Device, Tensor};
@@ -10,9 +10,14 @@ use ferroflow_data::{Cursor, Mode, Pipeline, PipelineConfig, Preprocess, Source}
 use ferroflow_nn::{Model, ModelSpec, VarStore, ops, zoo_model};
 use serde::Serialize;
 
-use crate::config::{Normalize, TrainConfig};
+use crate::checkpoint::{
+    self, Checkpoint, CheckpointManager, CheckpointMeta, DataFingerprint, RngStates, apply_trainable_scopes,
+    restore_exact, warm_start,
+};
+use crate::config::{Normalize, OnSaveError, TrainConfig};
 use crate::data_source::{DataSource, class_labels};
 use crate::error::{Result, TrainError};
+use crate::evaluate::{EvalReport, evaluate};
 use crate::metrics::Metrics;
 use crate::optimizer::{ExponentialMovingAverage, Optimizer, clip_by_global_norm, trainable_gradients};
 use crate::summary::Summaries;
@@ -43,21 +48,16 @@ pub enum Progress {
         /// Its results.
         report: EvalReport,
     },
-}
-
-/// Results of a validation pass.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct EvalReport {
-    /// Examples evaluated.
-    pub count: usize,
-    /// Mean cross-entropy.
-    pub loss: f64,
-    /// Top-1 accuracy.
-    pub accuracy: f64,
-    /// Top-5 accuracy.
-    pub top5: f64,
-    /// `confusion[label][prediction]`.
-    pub confusion: Vec<Vec<usize>>,
+    /// A checkpoint was saved.
+    Saved {
+        /// The global step.
+        step: i64,
+        /// The file.
+        path: PathBuf,
+    },
+    /// Something the user should know: a resume, a warm start, a failed
+    /// save that training continues past.
+    Note(String),
 }
 
 /// Results of a training run.
@@ -73,8 +73,12 @@ pub struct TrainReport {
     pub images_per_sec: f64,
     /// Class names.
     pub classes: Vec<String>,
-    /// Where the event files and config.toml went.
+    /// Where the event files, config.toml and checkpoints went.
     pub train_dir: PathBuf,
+    /// The last checkpoint saved, if any.
+    pub checkpoint: Option<PathBuf>,
+    /// The checkpoint this run resumed from, if any.
+    pub resumed_from: Option<PathBuf>,
 }
 
 /// Parses `cpu` / `cuda[:N]`.
@@ -120,6 +124,7 @@ pub fn model_spec(name: &str, classes: usize) -> Result<ModelSpec> {
 struct Run {
     config: TrainConfig,
     data: DataSource,
+    spec: ModelSpec,
     model: Model,
     store: VarStore,
     preprocess: Preprocess,
@@ -129,26 +134,11 @@ struct Run {
 
 impl Run {
     fn pipeline_config(&self, epochs: Option<u64>) -> PipelineConfig {
-        let d = &self.config.data;
-        PipelineConfig {
-            batch_size: self.config.train.batch_size,
-            shuffle_buffer: d.shuffle_buffer,
-            num_workers: d.num_workers,
-            prefetch: d.prefetch,
-            epochs,
-            seed: self.config.train.seed,
-            fast_jpeg: d.fast_jpeg,
-            ..Default::default()
-        }
+        pipeline_config(&self.config, epochs)
     }
 
     fn tensors(&self, batch: &ferroflow_data::Batch) -> Result<(Tensor, Tensor)> {
-        let [c, h, w] = batch.shape;
-        let x = Tensor::from_slice(&batch.images, (batch.size, c, h, w), &self.device)
-            .map_err(TrainError::candle("input batch"))?;
-        let labels = class_labels(&batch.labels, self.classes)?;
-        let y = Tensor::from_vec(labels, batch.size, &self.device).map_err(TrainError::candle("labels"))?;
-        Ok((x, y))
+        batch_tensors(batch, self.classes, &self.device)
     }
 
     /// Per-example cross-entropy (with label smoothing when set).
@@ -163,36 +153,124 @@ impl Run {
     }
 
     fn evaluate(&self, source: &Source) -> Result<EvalReport> {
-        let pipeline = Pipeline::new(
-            source.clone(),
-            Mode::Eval,
-            self.pipeline_config(Some(1)),
-            self.preprocess.clone(),
-            Cursor::default(),
-        )?;
-        let mut metrics = Metrics::new(self.classes);
-        let mut pipeline = pipeline;
-        while let Some(batch) = pipeline.next() {
-            let batch = batch?;
-            let (x, y) = self.tensors(&batch)?;
-            let logits = self.model.forward_t(&x, false)?;
-            let losses = ops::sparse_softmax_cross_entropy(&logits, &y)?;
-            let logits_v = logits.flatten_all().and_then(|t| t.to_vec1::<f32>()).map_err(TrainError::candle("eval"))?;
-            let losses_v = losses.to_vec1::<f32>().map_err(TrainError::candle("eval"))?;
-            metrics.add(&logits_v, &batch.labels, &losses_v);
-            pipeline.recycle(batch);
+        evaluate(&self.model, source, &self.preprocess, self.pipeline_config(Some(1)), self.classes, &self.device)
+    }
+
+    fn fingerprint(&self) -> DataFingerprint {
+        DataFingerprint { train_count: self.data.train_count, classes: self.data.classes.clone() }
+    }
+
+    /// Everything a resume needs, at `step` with the stream at `cursor`.
+    fn capture(&self, step: i64, cursor: Cursor, config_toml: &str) -> Result<Checkpoint> {
+        let meta = CheckpointMeta {
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            global_step: step,
+            cursor: Some(cursor),
+            rng: Some(RngStates {
+                var_store: self.store.rng_state(),
+                dropout: self.model.rng_states().into_iter().collect(),
+            }),
+            config: Some(config_toml.to_string()),
+            trainable: self.store.trainable_variables().into_iter().map(|v| v.name).collect(),
+            classes: self.data.classes.clone(),
+            model: Some(self.spec.clone()),
+            preprocess: Some(self.preprocess.clone()),
+            data: Some(self.fingerprint()),
+            created: checkpoint::now(),
+        };
+        Checkpoint::capture(&self.store.global_variables(), meta)
+    }
+
+    /// Restores a resume's state from `path`; returns the data cursor.
+    fn resume(&self, path: &Path) -> Result<Cursor> {
+        let name = path.display().to_string();
+        let ck = Checkpoint::load(path)?;
+        if let Some(data) = &ck.meta.data
+            && *data != self.fingerprint()
+        {
+            return Err(TrainError::Checkpoint {
+                path: name,
+                reason: format!(
+                    "cannot resume: the checkpoint was trained on {} examples of classes [{}], but the data now \
+                     has {} examples of classes [{}]; train into a new --train-dir (or fine-tune with \
+                     --checkpoint-path)",
+                    data.train_count,
+                    data.classes.join(", "),
+                    self.data.train_count,
+                    self.data.classes.join(", ")
+                ),
+            });
         }
-        Ok(EvalReport {
-            count: metrics.count,
-            loss: metrics.loss(),
-            accuracy: metrics.accuracy(),
-            top5: metrics.top5(),
-            confusion: metrics.confusion,
-        })
+        restore_exact(&self.store, &ck, &name)?;
+        if let Some(rng) = &ck.meta.rng {
+            self.store.set_rng_state(rng.var_store);
+            for (stream, state) in &rng.dropout {
+                self.model.set_rng_state(stream, *state)?;
+            }
+        }
+        Ok(ck.meta.cursor.unwrap_or_default())
     }
 }
 
-/// Trains as `config` says, reporting through `progress`.
+/// The input pipeline settings of a run.
+fn pipeline_config(config: &TrainConfig, epochs: Option<u64>) -> PipelineConfig {
+    let d = &config.data;
+    PipelineConfig {
+        batch_size: config.train.batch_size,
+        shuffle_buffer: d.shuffle_buffer,
+        num_workers: d.num_workers,
+        prefetch: d.prefetch,
+        epochs,
+        seed: config.train.seed,
+        fast_jpeg: d.fast_jpeg,
+        ..Default::default()
+    }
+}
+
+/// A batch as model input `[N, C, H, W]` and labels `[N]`.
+pub(crate) fn batch_tensors(
+    batch: &ferroflow_data::Batch,
+    classes: usize,
+    device: &Device,
+) -> Result<(Tensor, Tensor)> {
+    let [c, h, w] = batch.shape;
+    let x =
+        Tensor::from_slice(&batch.images, (batch.size, c, h, w), device).map_err(TrainError::candle("input batch"))?;
+    let labels = class_labels(&batch.labels, classes)?;
+    let y = Tensor::from_vec(labels, batch.size, device).map_err(TrainError::candle("labels"))?;
+    Ok((x, y))
+}
+
+/// The preprocessing of a run: the model's input size, the config's
+/// resize/augmentation, and normalisation from the data's statistics.
+fn preprocess_for(config: &TrainConfig, input: [usize; 3], mean: [f64; 3], std: [f64; 3]) -> Result<Preprocess> {
+    let [h, w, c] = input;
+    let (mean, std) = (mean.map(|v| v as f32), std.map(|v| (v as f32).max(1e-3)));
+    let (mean, std, scale) = match config.data.normalize {
+        Normalize::MeanStd => (Some(mean), Some(std), 1.0),
+        Normalize::Mean => (Some(mean), None, 1.0),
+        Normalize::Unit => (None, None, 1.0 / 255.0),
+        Normalize::None => (None, None, 1.0),
+    };
+    let preprocess = Preprocess {
+        image_size: [h, w],
+        channels: c,
+        resize_method: config.data.resize_method.clone(),
+        train: config.data.augment.clone(),
+        eval_central_fraction: config.data.eval_central_fraction,
+        mean,
+        std,
+        scale,
+        ..Default::default()
+    };
+    preprocess.validate().map_err(|e| TrainError::config("data", e.to_string()))?;
+    Ok(preprocess)
+}
+
+/// Trains as `config` says, reporting through `progress`. When the train
+/// dir holds a checkpoint, training resumes from it exactly (weights,
+/// moving statistics, optimizer slots, step, data position, random
+/// streams); otherwise `[warm_start]` may initialise from another run.
 pub fn train(config: &TrainConfig, progress: &mut dyn FnMut(&Progress)) -> Result<TrainReport> {
     config.validate()?;
     let device = device(&config.train.device)?;
@@ -216,27 +294,8 @@ pub fn train(config: &TrainConfig, progress: &mut dyn FnMut(&Progress)) -> Resul
             ),
         ));
     }
-    let [h, w, c] = spec.input;
-    let (mean, std) = (data.mean.map(|v| v as f32), data.std.map(|v| (v as f32).max(1e-3)));
-    let (mean, std, scale) = match config.data.normalize {
-        Normalize::MeanStd => (Some(mean), Some(std), 1.0),
-        Normalize::Mean => (Some(mean), None, 1.0),
-        Normalize::Unit => (None, None, 1.0 / 255.0),
-        Normalize::None => (None, None, 1.0),
-    };
-    let preprocess = Preprocess {
-        image_size: [h, w],
-        channels: c,
-        resize_method: config.data.resize_method.clone(),
-        train: config.data.augment.clone(),
-        eval_central_fraction: config.data.eval_central_fraction,
-        mean,
-        std,
-        scale,
-        ..Default::default()
-    };
-    preprocess.validate().map_err(|e| TrainError::config("data", e.to_string()))?;
-    let run = Run { config: config.clone(), data, model, store, preprocess, device, classes };
+    let preprocess = preprocess_for(config, spec.input, data.mean, data.std)?;
+    let run = Run { config: config.clone(), data, spec, model, store, preprocess, device, classes };
     run_loop(&run, progress)
 }
 
@@ -248,14 +307,70 @@ fn run_loop(run: &Run, progress: &mut dyn FnMut(&Progress)) -> Result<TrainRepor
     let train_dir = cfg.train.train_dir.clone();
     std::fs::create_dir_all(&train_dir)
         .map_err(|cause| TrainError::Io { path: train_dir.display().to_string(), cause })?;
+
+    // Resume wins over warm start (TF-slim's train_image_classifier).
+    let resume_from = checkpoint::latest_checkpoint(&train_dir)?;
+    if resume_from.is_none()
+        && let Some(source) = &cfg.warm_start.checkpoint_path
+    {
+        let path = checkpoint::resolve_checkpoint(source)?;
+        let ck = Checkpoint::load(&path)?;
+        let ws = &cfg.warm_start;
+        let report = warm_start(
+            &run.store,
+            &run.store.global_variables(),
+            &ck,
+            &path.display().to_string(),
+            &ws.exclude_scopes,
+            ws.ignore_missing_vars,
+        )?;
+        progress(&Progress::Note(format!(
+            "warm start from {}: restored {} variable(s), excluded {}{}",
+            path.display(),
+            report.restored.len(),
+            report.excluded.len(),
+            if report.missing.is_empty() {
+                String::new()
+            } else {
+                format!(", kept the initial values of {} missing: {}", report.missing.len(), report.missing.join(", "))
+            }
+        )));
+    }
+    let frozen = apply_trainable_scopes(&run.store, &cfg.warm_start.trainable_scopes)?;
+    if !frozen.is_empty() {
+        progress(&Progress::Note(format!(
+            "trainable scopes {}: {} variable(s) frozen",
+            cfg.warm_start.trainable_scopes.join(", "),
+            frozen.len()
+        )));
+    }
+    let mut optimizer = Optimizer::new(&cfg.optimizer, &run.store)?;
+    let mut ema = cfg.train.ema_decay.map(|d| ExponentialMovingAverage::new(&run.store, d)).transpose()?;
+    let mut cursor = Cursor::default();
+    if let Some(path) = &resume_from {
+        cursor = run.resume(path)?;
+        progress(&Progress::Note(format!(
+            "resuming from {} at step {} (epoch {}, example {})",
+            path.display(),
+            run.store.global_step(),
+            cursor.epoch,
+            cursor.offset
+        )));
+    }
+
     let config_toml = cfg.to_toml();
     std::fs::write(train_dir.join("config.toml"), &config_toml)
         .map_err(|cause| TrainError::Io { path: train_dir.join("config.toml").display().to_string(), cause })?;
     let mut summaries = Summaries::new(&train_dir)?;
-    summaries.start(&run.model.graph_def(), &config_toml, 0)?;
+    summaries.start(&run.model.graph_def(), &config_toml, run.store.global_step())?;
+    let ck_cfg = &cfg.checkpoint;
+    let manager = if ck_cfg.enabled {
+        Some(CheckpointManager::open(&train_dir, ck_cfg.max_to_keep, ck_cfg.keep_checkpoint_every_n_hours)?)
+    } else {
+        None
+    };
+    let mut saver = Saver { manager, on_error: ck_cfg.on_error, last_saved: None, last_save_time: Instant::now() };
 
-    let mut optimizer = Optimizer::new(&cfg.optimizer, &run.store)?;
-    let mut ema = cfg.train.ema_decay.map(|d| ExponentialMovingAverage::new(&run.store, d)).transpose()?;
     let trainable = run.store.trainable_variables();
     let decayed: Vec<_> = trainable.iter().filter(|v| v.name.ends_with("/weights")).cloned().collect();
 
@@ -263,13 +378,8 @@ fn run_loop(run: &Run, progress: &mut dyn FnMut(&Progress)) -> Result<TrainRepor
         total_steps,
         description: format!("{} on {}, {} classes", run.model.name(), run.data.description, run.classes),
     });
-    let mut pipeline = Pipeline::new(
-        run.data.train.clone(),
-        Mode::Train,
-        run.pipeline_config(None),
-        run.preprocess.clone(),
-        Cursor::default(),
-    )?;
+    let mut pipeline =
+        Pipeline::new(run.data.train.clone(), Mode::Train, run.pipeline_config(None), run.preprocess.clone(), cursor)?;
     let start = Instant::now();
     let mut images = 0u64;
     let mut final_loss = f32::NAN;
@@ -315,6 +425,7 @@ fn run_loop(run: &Run, progress: &mut dyn FnMut(&Progress)) -> Result<TrainRepor
         }
         images += batch.size as u64;
         final_loss = loss_value;
+        cursor = batch.cursor;
         let rate = images as f64 / start.elapsed().as_secs_f64().max(1e-9);
 
         // Training metrics over the last summary window.
@@ -358,9 +469,22 @@ fn run_loop(run: &Run, progress: &mut dyn FnMut(&Progress)) -> Result<TrainRepor
             progress(&Progress::Validation { step, report: report.clone() });
             validation = Some(report);
         }
+        let by_steps = ck_cfg.every_steps > 0 && (step as u64).is_multiple_of(ck_cfg.every_steps);
+        let by_time = ck_cfg.every_secs > 0.0 && saver.last_save_time.elapsed().as_secs_f64() >= ck_cfg.every_secs;
+        if last || by_steps || by_time {
+            summaries.flush()?;
+            saver.save(run, step, cursor, &config_toml, progress)?;
+        }
     }
     summaries.flush()?;
     let steps = run.store.global_step();
+    if validation.is_none()
+        && let Some(source) = &run.data.validation
+        && resume_from.is_some()
+    {
+        // Resumed a finished run: report its validation without training.
+        validation = Some(with_ema(ema.as_ref(), || run.evaluate(source))?);
+    }
     Ok(TrainReport {
         steps,
         final_loss,
@@ -368,7 +492,44 @@ fn run_loop(run: &Run, progress: &mut dyn FnMut(&Progress)) -> Result<TrainRepor
         images_per_sec: images as f64 / start.elapsed().as_secs_f64().max(1e-9),
         classes: run.data.classes.clone(),
         train_dir,
+        checkpoint: saver.last_saved,
+        resumed_from: resume_from,
     })
+}
+
+/// Saves checkpoints of a run through its manager (none when disabled).
+struct Saver {
+    manager: Option<CheckpointManager>,
+    on_error: OnSaveError,
+    last_saved: Option<PathBuf>,
+    last_save_time: Instant,
+}
+
+impl Saver {
+    fn save(
+        &mut self,
+        run: &Run,
+        step: i64,
+        cursor: Cursor,
+        config_toml: &str,
+        progress: &mut dyn FnMut(&Progress),
+    ) -> Result<()> {
+        let Some(manager) = self.manager.as_mut() else { return Ok(()) };
+        let result = run.capture(step, cursor, config_toml).and_then(|ck| manager.save(&ck, step));
+        self.last_save_time = Instant::now();
+        match result {
+            Ok(path) => {
+                progress(&Progress::Saved { step, path: path.clone() });
+                self.last_saved = Some(path);
+                Ok(())
+            }
+            Err(e) if self.on_error == OnSaveError::Continue => {
+                progress(&Progress::Note(format!("warning: {e}; training continues (checkpoint.on_error = continue)")));
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
 }
 
 /// Evaluates with the moving-average weights swapped in, when there are any.

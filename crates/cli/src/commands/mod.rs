@@ -2,7 +2,10 @@
 
 pub mod bench;
 pub mod dump;
+pub mod eval;
+pub mod inspect;
 pub mod models;
+pub mod predict;
 pub mod prepare;
 pub mod records;
 pub mod survey;

@@ -49,6 +49,23 @@ pub struct TrainArgs {
     /// cpu or cuda[:N] (train.device; CUDA needs a build with --features cuda).
     #[arg(long)]
     pub device: Option<String>,
+    /// Save a checkpoint every N steps (checkpoint.every_steps; also every
+    /// checkpoint.every_secs, default 600, and at the end).
+    #[arg(long, value_name = "N")]
+    pub save_every: Option<u64>,
+    /// Warm start from this checkpoint file, prefix or train dir (warm_start.checkpoint_path).
+    /// Ignored when --train-dir already holds a checkpoint: training resumes from that.
+    #[arg(long, value_name = "PATH")]
+    pub checkpoint_path: Option<PathBuf>,
+    /// Comma-separated scopes not restored by the warm start, e.g. logits (warm_start.exclude_scopes).
+    #[arg(long, value_name = "SCOPES")]
+    pub exclude_scopes: Option<String>,
+    /// Comma-separated scopes that train; all other variables are frozen (warm_start.trainable_scopes).
+    #[arg(long, value_name = "SCOPES")]
+    pub trainable_scopes: Option<String>,
+    /// Keep the initial values of variables the warm-start checkpoint lacks (warm_start.ignore_missing_vars).
+    #[arg(long)]
+    pub ignore_missing_vars: bool,
 }
 
 fn toml_string(s: &str) -> String {
@@ -87,6 +104,21 @@ fn overrides(args: &TrainArgs) -> Vec<String> {
     }
     if let Some(d) = &args.device {
         o.push(format!("train.device={}", toml_string(d)));
+    }
+    if let Some(n) = args.save_every {
+        o.push(format!("checkpoint.every_steps={n}"));
+    }
+    if let Some(p) = &args.checkpoint_path {
+        o.push(format!("warm_start.checkpoint_path={}", toml_string(&p.display().to_string())));
+    }
+    if let Some(s) = &args.exclude_scopes {
+        o.push(format!("warm_start.exclude_scopes={}", toml_string(s)));
+    }
+    if let Some(s) = &args.trainable_scopes {
+        o.push(format!("warm_start.trainable_scopes={}", toml_string(s)));
+    }
+    if args.ignore_missing_vars {
+        o.push("warm_start.ignore_missing_vars=true".to_string());
     }
     o.extend(args.set.iter().cloned());
     o
@@ -148,6 +180,17 @@ pub fn run(args: &TrainArgs) -> Result<()> {
                 None => {}
             }
         }
+        Progress::Saved { step, path } => {
+            let line = format!("step {step}: saved {}", path.display());
+            match &bar {
+                Some(b) => b.println(line),
+                None => eprintln!("{line}"),
+            }
+        }
+        Progress::Note(note) => match &bar {
+            Some(b) => b.println(note),
+            None => eprintln!("{note}"),
+        },
         Progress::Validation { step, report } => {
             let line = format!(
                 "validation at step {step}: loss {:.4}, accuracy {:.4}, top-5 {:.4} ({} examples)",
@@ -182,6 +225,9 @@ pub fn run(args: &TrainArgs) -> Result<()> {
         println!("validation loss: {:.4}", v.loss);
         println!("validation top-5 accuracy: {:.4}", v.top5);
         println!("validation accuracy: {:.4}", v.accuracy);
+    }
+    if let Some(ck) = &report.checkpoint {
+        println!("checkpoint: {}", ck.display());
     }
     println!("TensorBoard: tensorboard --logdir {}", report.train_dir.display());
     Ok(())

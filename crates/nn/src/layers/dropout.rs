@@ -70,6 +70,18 @@ impl Layer for Dropout {
         self.shape.clone()
     }
 
+    fn rng_states(&self) -> Vec<(String, [u64; 4])> {
+        vec![(self.name.clone(), self.rng_state())]
+    }
+
+    fn set_rng_state(&self, name: &str, state: [u64; 4]) -> bool {
+        if name != self.name {
+            return false;
+        }
+        Dropout::set_rng_state(self, state);
+        true
+    }
+
     fn graph(&self, g: &mut GraphBuilder, input: &str) -> String {
         let leaf = self.name.rsplit('/').next().unwrap_or(&self.name).to_string();
         g.scope(&leaf, |g| g.node("Dropout", "dropout", &[input]))

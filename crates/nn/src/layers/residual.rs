@@ -72,6 +72,19 @@ impl Layer for Residual {
         self.conv2.output_shape()
     }
 
+    fn rng_states(&self) -> Vec<(String, [u64; 4])> {
+        let mut states = self.conv1.rng_states();
+        states.extend(self.conv2.rng_states());
+        states.extend(self.shortcut.iter().flat_map(|s| s.rng_states()));
+        states
+    }
+
+    fn set_rng_state(&self, name: &str, state: [u64; 4]) -> bool {
+        self.conv1.set_rng_state(name, state)
+            || self.conv2.set_rng_state(name, state)
+            || self.shortcut.as_ref().is_some_and(|s| s.set_rng_state(name, state))
+    }
+
     fn graph(&self, g: &mut GraphBuilder, input: &str) -> String {
         let leaf = self.name.rsplit('/').next().unwrap_or(&self.name).to_string();
         g.scope(&leaf, |g| {

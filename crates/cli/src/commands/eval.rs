@@ -1,0 +1,89 @@
+//! `ferroflow eval`: restore a checkpoint and report loss, accuracy, top-5,
+//! per-class accuracy and the confusion matrix on a split.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use ferroflow_train::{EvalOptions, Metrics, evaluate_checkpoint};
+
+/// Arguments of `ferroflow eval`.
+#[derive(Debug, Args)]
+pub struct EvalArgs {
+    /// A train dir: evaluate its latest checkpoint (results also go to <DIR>/eval/ for TensorBoard).
+    #[arg(long, value_name = "DIR", conflicts_with = "checkpoint")]
+    pub train_dir: Option<PathBuf>,
+    /// A checkpoint file (model.ckpt-N.safetensors) or prefix (model.ckpt-N).
+    #[arg(long, value_name = "PATH")]
+    pub checkpoint: Option<PathBuf>,
+    /// The dataset directory or image folder (default: the run's own data.path).
+    #[arg(long, value_name = "DIR")]
+    pub data: Option<PathBuf>,
+    /// The split: validation or train.
+    #[arg(long, default_value = "validation")]
+    pub split: String,
+    /// Examples per batch (default: the run's batch size).
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+    /// Print one JSON object: step, loss, accuracy, top5, count, confusion, per_class_accuracy, classes.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Runs the command.
+pub fn run(args: &EvalArgs) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    let Some(checkpoint) = args.checkpoint.clone().or_else(|| args.train_dir.clone()) else {
+        bail!(ferroflow_train::TrainError::config("--train-dir / --checkpoint", "give one of them"));
+    };
+    let options = EvalOptions {
+        checkpoint: checkpoint.clone(),
+        data: args.data.clone(),
+        split: args.split.clone(),
+        batch_size: args.batch_size,
+        write_summaries: true,
+    };
+    let result = evaluate_checkpoint(&options).with_context(|| format!("evaluating {}", checkpoint.display()))?;
+    let r = &result.report;
+    if args.json {
+        let json = serde_json::json!({
+            "step": result.step,
+            "checkpoint": result.checkpoint,
+            "split": result.split,
+            "ema": result.ema,
+            "loss": r.loss,
+            "accuracy": r.accuracy,
+            "top5": r.top5,
+            "count": r.count,
+            "classes": result.classes,
+            "per_class_accuracy": r.per_class_accuracy(),
+            "confusion": r.confusion,
+        });
+        writeln!(out, "{json}")?;
+        return Ok(());
+    }
+    writeln!(
+        out,
+        "{} (step {}{}), {} split: {} examples",
+        result.checkpoint.display(),
+        result.step,
+        if result.ema { ", moving-average weights" } else { "" },
+        result.split,
+        r.count
+    )?;
+    let metrics =
+        Metrics { count: r.count, loss_sum: 0.0, correct: 0, correct_top5: 0, confusion: r.confusion.clone() };
+    writeln!(out, "confusion matrix (rows: label, columns: prediction):\n{}", metrics.confusion_text(&result.classes))?;
+    writeln!(out, "per-class accuracy:")?;
+    for (name, acc) in result.classes.iter().zip(r.per_class_accuracy()) {
+        match acc {
+            Some(a) => writeln!(out, "  {name:>12}  {a:.4}")?,
+            None => writeln!(out, "  {name:>12}  (no examples)")?,
+        }
+    }
+    writeln!(out, "loss: {:.4}", r.loss)?;
+    writeln!(out, "top-5 accuracy: {:.4}", r.top5)?;
+    writeln!(out, "accuracy: {:.4}", r.accuracy)?;
+    Ok(())
+}

@@ -1,0 +1,151 @@
+//! `ferroflow inspect`: the variables of a checkpoint (name, shape, dtype,
+//! trainable, size) and its metadata; one variable's statistics or values.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use ferroflow_train::TrainError;
+use ferroflow_train::checkpoint::{Checkpoint, StoredTensor, resolve_checkpoint};
+
+/// Arguments of `ferroflow inspect`.
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// A checkpoint file, prefix (model.ckpt-N), or train dir (its latest checkpoint).
+    #[arg(value_name = "CHECKPOINT|TRAIN_DIR")]
+    pub path: PathBuf,
+    /// Print one variable's statistics (min, max, mean, std, norm).
+    #[arg(long, value_name = "NAME")]
+    pub var: Option<String>,
+    /// With --var, also print its values.
+    #[arg(long, requires = "var")]
+    pub values: bool,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn trainable(ck: &Checkpoint, name: &str) -> bool {
+    ck.meta.trainable.iter().any(|t| t == name)
+}
+
+/// Runs the command.
+pub fn run(args: &InspectArgs) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    let path = resolve_checkpoint(&args.path)?;
+    let ck = Checkpoint::load(&path).with_context(|| format!("inspecting {}", args.path.display()))?;
+    if let Some(name) = &args.var {
+        let Some(t) = ck.get(name) else {
+            let close: Vec<&str> = ck
+                .tensors
+                .keys()
+                .filter(|k| k.contains(name.as_str()) || name.contains(k.as_str()))
+                .map(String::as_str)
+                .collect();
+            bail!(TrainError::config(
+                "--var",
+                format!(
+                    "{name:?} is not in {}{}",
+                    path.display(),
+                    if close.is_empty() { String::new() } else { format!("; similar: {}", close.join(", ")) }
+                )
+            ));
+        };
+        return print_var(&ck, name, t, args);
+    }
+    if args.json {
+        let vars: Vec<_> = ck
+            .tensors
+            .iter()
+            .map(|(name, t)| {
+                serde_json::json!({
+                    "name": name, "shape": t.shape, "dtype": t.values.dtype_name(),
+                    "trainable": trainable(&ck, name), "size": t.len(),
+                })
+            })
+            .collect();
+        let json = serde_json::json!({
+            "checkpoint": path,
+            "variables": vars,
+            "metadata": ck.meta.entries(),
+            "other_metadata": ck.other_metadata,
+        });
+        writeln!(out, "{json}")?;
+        return Ok(());
+    }
+    writeln!(out, "{}", path.display())?;
+    let width = ck.tensors.keys().map(String::len).max().unwrap_or(4).max(4);
+    writeln!(out, "{:<width$}  {:<18}  {:<7}  {:<9}  {:>10}", "name", "shape", "dtype", "trainable", "size")?;
+    let mut total = 0usize;
+    let mut trained = 0usize;
+    for (name, t) in &ck.tensors {
+        let tr = trainable(&ck, name);
+        total += t.len();
+        if tr {
+            trained += t.len();
+        }
+        writeln!(
+            out,
+            "{name:<width$}  {:<18}  {:<7}  {:<9}  {:>10}",
+            format!("{:?}", t.shape),
+            t.values.dtype_name(),
+            if tr { "yes" } else { "no" },
+            t.len()
+        )?;
+    }
+    writeln!(out, "{} variables, {total} values ({trained} trainable)", ck.tensors.len())?;
+    writeln!(out, "metadata:")?;
+    for (k, v) in ck.meta.entries().iter().chain(&ck.other_metadata) {
+        if k == "ferroflow.config" {
+            writeln!(out, "  {k}: ({} lines of TOML; see config.toml in the train dir)", v.lines().count())?;
+        } else {
+            writeln!(out, "  {k}: {v}")?;
+        }
+    }
+    Ok(())
+}
+
+fn print_var(ck: &Checkpoint, name: &str, t: &StoredTensor, args: &InspectArgs) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    let s = t.stats();
+    if args.json {
+        let mut json = serde_json::json!({
+            "name": name, "shape": t.shape, "dtype": t.values.dtype_name(), "trainable": trainable(ck, name),
+            "size": t.len(), "stats": s,
+        });
+        if args.values {
+            json["values"] = serde_json::json!(t.values.to_f64());
+        }
+        writeln!(out, "{json}")?;
+        return Ok(());
+    }
+    writeln!(
+        out,
+        "{name}: shape {:?}, {}, {} values, {}",
+        t.shape,
+        t.values.dtype_name(),
+        t.len(),
+        if trainable(ck, name) { "trainable" } else { "not trainable" }
+    )?;
+    writeln!(
+        out,
+        "min {:.6}  max {:.6}  mean {:.6}  std {:.6}  norm {:.6}{}",
+        s.min,
+        s.max,
+        s.mean,
+        s.std,
+        s.norm,
+        if s.non_finite > 0 { format!("  ({} non-finite)", s.non_finite) } else { String::new() }
+    )?;
+    if args.values {
+        // Row by row over the last dimension, as numpy prints.
+        let values = t.values.to_f64();
+        let row = t.shape.last().copied().filter(|&n| n > 0).unwrap_or(1);
+        for chunk in values.chunks(row) {
+            let line: Vec<String> = chunk.iter().map(|v| format!("{v}")).collect();
+            writeln!(out, "{}", line.join(" "))?;
+        }
+    }
+    Ok(())
+}

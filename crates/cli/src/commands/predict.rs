@@ -1,0 +1,65 @@
+//! `ferroflow predict`: the top-k classes of images, with the eval
+//! preprocessing recorded in the checkpoint.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use candle_core::Device;
+use clap::Args;
+use ferroflow_train::{RestoredModel, TrainError, collect_images, predict};
+
+/// Arguments of `ferroflow predict`.
+#[derive(Debug, Args)]
+pub struct PredictArgs {
+    /// A checkpoint file (model.ckpt-N.safetensors) or prefix.
+    #[arg(long, value_name = "PATH", conflicts_with = "train_dir")]
+    pub checkpoint: Option<PathBuf>,
+    /// A train dir: use its latest checkpoint.
+    #[arg(long, value_name = "DIR")]
+    pub train_dir: Option<PathBuf>,
+    /// Image files, or directories searched recursively for images.
+    #[arg(required = true, value_name = "IMAGE_OR_DIR")]
+    pub images: Vec<PathBuf>,
+    /// Classes shown per image.
+    #[arg(long, default_value_t = 5)]
+    pub top_k: usize,
+    /// Images per forward pass.
+    #[arg(long, default_value_t = 64)]
+    pub batch_size: usize,
+    /// Print one JSON object per line: {"path", "top": [{"class", "label", "probability"}]}.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Runs the command.
+pub fn run(args: &PredictArgs) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    let Some(checkpoint) = args.checkpoint.clone().or_else(|| args.train_dir.clone()) else {
+        bail!(TrainError::config("--checkpoint / --train-dir", "give one of them"));
+    };
+    if args.top_k == 0 {
+        bail!(TrainError::config("--top-k", "must be at least 1"));
+    }
+    let restored = RestoredModel::load(&checkpoint, &Device::Cpu)
+        .with_context(|| format!("restoring {}", checkpoint.display()))?;
+    let images = collect_images(&args.images)?;
+    if images.is_empty() {
+        bail!(TrainError::config("IMAGE_OR_DIR", "no image files found"));
+    }
+    let predictions = predict(&restored, &images, args.top_k, args.batch_size)?;
+    for p in &predictions {
+        if args.json {
+            let top: Vec<_> = p
+                .top
+                .iter()
+                .map(|(class, label, prob)| serde_json::json!({"class": class, "label": label, "probability": prob}))
+                .collect();
+            writeln!(out, "{}", serde_json::json!({"path": p.path, "top": top}))?;
+        } else {
+            let top: Vec<String> = p.top.iter().map(|(class, _, prob)| format!("{class} {prob:.4}")).collect();
+            writeln!(out, "{}: {}", p.path.display(), top.join(", "))?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,399 @@
+//! Checkpoints end to end on the bundled MNIST digits: exact resume (also
+//! after kill -9 at random moments), failed saves that keep the previous
+//! checkpoint, fine-tuning, and `eval` / `predict` / `inspect`; Python's
+//! safetensors and TensorFlow read the files.
+
+#![allow(clippy::unwrap_used)]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::Instant;
+
+use ferroflow_train::checkpoint::{Checkpoint, Values, latest_checkpoint, read_state};
+use serde_json::Value as Json;
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn command(args: &[&str]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_ferroflow"));
+    c.current_dir(repo()).args(args);
+    c
+}
+
+fn ferroflow(args: &[&str]) -> Output {
+    command(args).output().unwrap()
+}
+
+fn text(out: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+}
+
+fn python() -> PathBuf {
+    std::env::var_os("FERROFLOW_PYTHON").map_or_else(|| repo().join(".venv/bin/python"), PathBuf::from)
+}
+
+const MNIST: &str = "testdata/data/mnist5k";
+
+/// `ferroflow train` arguments for a short run into `dir`.
+fn train_args(dir: &Path, model: &str, steps: u64, extra: &[&str]) -> Vec<String> {
+    let mut a: Vec<String> = [
+        "train",
+        "--data",
+        MNIST,
+        "--model",
+        model,
+        "--train-dir",
+        dir.to_str().unwrap(),
+        "--batch-size",
+        "32",
+        "--steps",
+        &steps.to_string(),
+        "--learning-rate",
+        "0.02",
+        "--set",
+        "summary.histograms_every=0",
+        "--set",
+        "summary.images_every=0",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    a.extend(extra.iter().map(|s| s.to_string()));
+    a
+}
+
+fn train(dir: &Path, model: &str, steps: u64, extra: &[&str]) -> String {
+    let args = train_args(dir, model, steps, extra);
+    let out = command(&args.iter().map(String::as_str).collect::<Vec<_>>()).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    text(&out)
+}
+
+fn latest(dir: &Path) -> Checkpoint {
+    Checkpoint::load(&latest_checkpoint(dir).unwrap().unwrap()).unwrap()
+}
+
+/// Every tensor's values as bits, for bitwise comparison.
+fn bits(ck: &Checkpoint) -> BTreeMap<String, Vec<u64>> {
+    ck.tensors
+        .iter()
+        .map(|(k, t)| {
+            let v = match &t.values {
+                Values::F32(v) => v.iter().map(|x| u64::from(x.to_bits())).collect(),
+                other => other.to_f64().iter().map(|x| x.to_bits()).collect(),
+            };
+            (k.clone(), v)
+        })
+        .collect()
+}
+
+fn f32s(ck: &Checkpoint, name: &str) -> Vec<f32> {
+    match &ck.get(name).unwrap_or_else(|| panic!("no {name}")).values {
+        Values::F32(v) => v.clone(),
+        other => panic!("{name} is {}", other.dtype_name()),
+    }
+}
+
+fn validation_accuracy(output: &str) -> String {
+    output.lines().find_map(|l| l.strip_prefix("validation accuracy: ")).unwrap().to_string()
+}
+
+#[test]
+fn resume_is_bitwise_exact_and_eval_matches_training() {
+    let dir = tempfile::tempdir().unwrap();
+    let (whole, split) = (dir.path().join("whole"), dir.path().join("split"));
+    // cifar_cnn on 28x28x1: batch norm (moving statistics) and dropout (a random stream).
+    let extra = ["--save-every", "5", "--set", "model.input=[28, 28, 1]"];
+    let out = train(&whole, "cifar_cnn", 16, &extra);
+    train(&split, "cifar_cnn", 7, &extra);
+    assert_eq!(latest(&split).meta.global_step, 7);
+    let resumed = train(&split, "cifar_cnn", 16, &extra);
+    assert!(resumed.contains("resuming from") && resumed.contains("at step 7"), "{resumed}");
+    let (a, b) = (latest(&whole), latest(&split));
+    assert_eq!(a.meta.global_step, 16);
+    assert_eq!(bits(&a), bits(&b), "a resumed run must end bitwise identical to an uninterrupted one");
+    assert_eq!(a.meta.cursor, b.meta.cursor);
+    assert_eq!(a.meta.rng, b.meta.rng);
+    assert!(a.get("conv1/BatchNorm/moving_mean").is_some() && a.get("fc1/weights/Momentum").is_some());
+    assert_eq!(validation_accuracy(&out), validation_accuracy(&resumed));
+
+    // eval reproduces the final validation of training exactly.
+    let e = ferroflow(&["eval", "--train-dir", whole.to_str().unwrap(), "--json"]);
+    assert!(e.status.success(), "{}", text(&e));
+    let json: Json = serde_json::from_slice(&e.stdout).unwrap();
+    assert_eq!(json["step"], 16);
+    assert_eq!(json["count"], 1000);
+    assert_eq!(format!("{:.4}", json["accuracy"].as_f64().unwrap()), validation_accuracy(&out));
+    let confusion: Vec<Vec<u64>> = serde_json::from_value(json["confusion"].clone()).unwrap();
+    assert_eq!(confusion.iter().flatten().sum::<u64>(), 1000);
+    assert!(whole.join("eval").read_dir().unwrap().count() > 0, "eval scalars for TensorBoard");
+
+    // Python's safetensors and TensorFlow read the files.
+    let py = Command::new(python())
+        .arg(repo().join("tests/python/read_checkpoint.py"))
+        .arg(&whole)
+        .env("TF_CPP_MIN_LOG_LEVEL", "3")
+        .output()
+        .unwrap();
+    assert!(py.status.success(), "{}", text(&py));
+    let py: Json = serde_json::from_slice(&py.stdout).unwrap();
+    let kept: Vec<String> = serde_json::from_value(py["all_model_checkpoint_paths"].clone()).unwrap();
+    let want: Vec<String> =
+        [5, 10, 15, 16].iter().map(|s| whole.join(format!("model.ckpt-{s}")).display().to_string()).collect();
+    assert_eq!(kept, want);
+    assert_eq!(py["model_checkpoint_path"], want[3].as_str());
+    assert_eq!(py["global_step"], 16);
+    assert_eq!(py["metadata"]["ferroflow.global_step"], "16");
+    let sums: BTreeMap<String, f64> = serde_json::from_value(py["sums"].clone()).unwrap();
+    assert_eq!(sums.len(), a.tensors.len());
+    for (name, sum) in sums {
+        let ours: f64 = a.get(&name).unwrap().values.to_f64().iter().sum();
+        assert!((ours - sum).abs() <= 1e-6 * ours.abs().max(1.0), "{name}: {ours} vs numpy {sum}");
+    }
+}
+
+#[test]
+fn kill_nine_at_random_moments_then_resume_ends_identical() {
+    let dir = tempfile::tempdir().unwrap();
+    let (whole, killed) = (dir.path().join("whole"), dir.path().join("killed"));
+    let extra = [
+        "--save-every",
+        "2",
+        "--set",
+        "train.batch_size=16",
+        "--set",
+        "model.input=[28, 28, 1]",
+        "--set",
+        "checkpoint.max_to_keep=3",
+    ];
+    let steps = 24;
+    let started = Instant::now();
+    train(&whole, "cifar_cnn", steps, &extra);
+    let full = started.elapsed();
+
+    // Kill moments from a fixed-seed stream, spread over one run's length
+    // (start-up, steps and saves alike).
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let args = train_args(&killed, "cifar_cnn", steps, &extra);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut kills = 0;
+    let mut rounds = 0;
+    while kills < 10 {
+        rounds += 1;
+        assert!(rounds < 60, "the run kept finishing before the kill");
+        state = state.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+        let u = (state >> 11) as f64 / (1u64 << 53) as f64;
+        // Within what is left of the run: resumed runs are shorter.
+        let done = latest_checkpoint(&killed).unwrap().map_or(0, |p| Checkpoint::load(&p).unwrap().meta.global_step);
+        let left = (steps as f64 - done as f64) / steps as f64;
+        let delay = full.mul_f64(u * left.max(0.3));
+        let mut child = command(&args).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+        std::thread::sleep(delay);
+        if child.try_wait().unwrap().is_none() {
+            child.kill().unwrap(); // SIGKILL
+            kills += 1;
+        }
+        child.wait().unwrap();
+        // Whatever the moment, the state file parses and lists a complete checkpoint.
+        if let Some(state) = read_state(&killed).unwrap() {
+            let path = latest_checkpoint(&killed).unwrap().unwrap();
+            let ck = Checkpoint::load(&path).unwrap();
+            assert_eq!(format!("model.ckpt-{}", ck.meta.global_step), state.model_checkpoint_path);
+        }
+        if latest_checkpoint(&killed).unwrap().is_some_and(|p| p.ends_with(format!("model.ckpt-{steps}.safetensors"))) {
+            // Finished between kills: start over so every kill lands in a run.
+            std::fs::remove_dir_all(&killed).unwrap();
+        }
+    }
+    let out = train(&killed, "cifar_cnn", steps, &extra);
+    let (a, b) = (latest(&whole), latest(&killed));
+    assert_eq!(b.meta.global_step, steps as i64, "{out}");
+    assert_eq!(bits(&a), bits(&b), "after 10 kills and resumes the weights differ from the uninterrupted run");
+    let leftovers: Vec<_> = std::fs::read_dir(&killed)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().contains(".tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
+}
+
+#[test]
+fn a_failed_save_keeps_the_previous_checkpoint_listed() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    train(&run, "lenet", 10, &[]);
+    let first = latest_checkpoint(&run).unwrap().unwrap();
+    let size = std::fs::metadata(&first).unwrap().len();
+    // A file-size limit below a checkpoint's size makes every checkpoint
+    // write fail with EFBIG, as a full disk would (SIGXFSZ ignored, so the
+    // write returns the error instead of killing the process).
+    let limited = |extra: &[&str]| {
+        let args = train_args(&run, "lenet", 20, &[&["--save-every", "5"], extra].concat());
+        let script = format!("trap '' XFSZ; ulimit -f {}; exec \"$0\" \"$@\"", size / 1024 / 2);
+        Command::new("bash")
+            .arg("-c")
+            .arg(script)
+            .arg(env!("CARGO_BIN_EXE_ferroflow"))
+            .args(&args)
+            .current_dir(repo())
+            .output()
+            .unwrap()
+    };
+    let out = limited(&[]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let msg = text(&out);
+    assert!(
+        msg.contains("saving checkpoint") && msg.contains("model.ckpt-15.safetensors") && msg.contains("intact"),
+        "{msg}"
+    );
+    assert_eq!(latest_checkpoint(&run).unwrap().unwrap(), first);
+    assert_eq!(Checkpoint::load(&first).unwrap().meta.global_step, 10);
+
+    // Told to continue, training finishes; every save is reported, none listed.
+    let out = limited(&["--set", "checkpoint.on_error=\"continue\""]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(text(&out).matches("training continues").count(), 2, "{}", text(&out));
+    assert_eq!(latest_checkpoint(&run).unwrap().unwrap(), first);
+    let names: Vec<String> =
+        std::fs::read_dir(&run).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+    assert!(names.iter().all(|n| !n.contains(".tmp")), "{names:?}");
+}
+
+/// A class-folder copy of mnist5k's digits 0–4 (symlinked files).
+fn five_class_subset(root: &Path) -> PathBuf {
+    let out = root.join("digits04");
+    for split in ["train", "val"] {
+        for class in 0..5 {
+            let from = repo().join(MNIST).join(split).join(class.to_string());
+            let to = out.join(split).join(class.to_string());
+            std::fs::create_dir_all(&to).unwrap();
+            for e in std::fs::read_dir(&from).unwrap().flatten() {
+                std::os::unix::fs::symlink(e.path(), to.join(e.file_name())).unwrap();
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn fine_tune_a_five_class_head_with_frozen_layers() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().join("base");
+    train(&base, "lenet", 40, &[]);
+    let base_ck = latest(&base);
+    let subset = five_class_subset(dir.path());
+    let tuned = dir.path().join("tuned");
+    let ft = |extra: &[&str]| {
+        let mut args = train_args(&tuned, "lenet", 20, extra);
+        args[2] = subset.display().to_string(); // --data
+        let out = command(&args.iter().map(String::as_str).collect::<Vec<_>>()).output().unwrap();
+        (out.status.code(), text(&out))
+    };
+    let base_path = base.to_str().unwrap();
+
+    // The 10-class logits cannot take 5 classes.
+    let (code, msg) = ft(&["--checkpoint-path", base_path]);
+    assert_eq!(code, Some(1), "{msg}");
+    assert!(msg.contains("fc3/weights") && msg.contains("[84, 10]") && msg.contains("[84, 5]"), "{msg}");
+    let (code, msg) = ft(&["--checkpoint-path", base_path, "--exclude-scopes", "fc"]);
+    assert_eq!(code, Some(2), "{msg}");
+    assert!(msg.contains("\"fc\" matches no variable"), "{msg}");
+
+    let (code, msg) = ft(&["--checkpoint-path", base_path, "--exclude-scopes", "fc3", "--trainable-scopes", "fc2,fc3"]);
+    assert_eq!(code, Some(0), "{msg}");
+    assert!(msg.contains("warm start from") && msg.contains("excluded 2"), "{msg}");
+    let t = latest(&tuned);
+    assert_eq!(t.meta.global_step, 20);
+    assert_eq!(t.get("fc3/weights").unwrap().shape, [84, 5]);
+    // Frozen layers keep the base checkpoint's values bit for bit; trained ones moved.
+    for frozen in ["conv1/weights", "conv2/biases", "fc1/weights"] {
+        assert_eq!(f32s(&t, frozen), f32s(&base_ck, frozen), "{frozen} changed");
+        assert!(t.get(&format!("{frozen}/Momentum")).is_none(), "a frozen variable has no optimizer slot");
+    }
+    assert_ne!(f32s(&t, "fc2/weights"), f32s(&base_ck, "fc2/weights"));
+    assert_eq!(t.meta.trainable, ["fc2/weights", "fc2/biases", "fc3/weights", "fc3/biases"]);
+    let accuracy: f64 = validation_accuracy(&msg).parse().unwrap();
+    assert!(accuracy > 0.8, "a head fine-tuned on pretrained features should classify 5 digits: {accuracy}");
+
+    // A train dir with a checkpoint resumes; the warm start is not applied again.
+    let (code, msg) = ft(&["--checkpoint-path", base_path, "--exclude-scopes", "fc3", "--trainable-scopes", "fc2,fc3"]);
+    assert_eq!(code, Some(0), "{msg}");
+    assert!(msg.contains("resuming from") && !msg.contains("warm start from"), "{msg}");
+
+    // Resuming with another model is refused with what differs.
+    let out = ferroflow(
+        &train_args(&base, "cifar_cnn", 41, &["--set", "model.input=[28, 28, 1]"])
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out).contains("cannot resume") && text(&out).contains("conv1/BatchNorm"), "{}", text(&out));
+}
+
+#[test]
+fn predict_names_the_digits_and_inspect_lists_everything() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    train(&run, "lenet", 250, &["--set", "schedule.learning_rate=0.05"]);
+    // The first validation image of every class.
+    let images: Vec<PathBuf> = (0..10)
+        .map(|c| {
+            let d = repo().join(MNIST).join("val").join(c.to_string());
+            let mut files: Vec<_> = std::fs::read_dir(d).unwrap().flatten().map(|e| e.path()).collect();
+            files.sort();
+            files[0].clone()
+        })
+        .collect();
+    let mut args = vec!["predict", "--train-dir", run.to_str().unwrap(), "--top-k", "3", "--json"];
+    args.extend(images.iter().map(|p| p.to_str().unwrap()));
+    let out = ferroflow(&args);
+    assert!(out.status.success(), "{}", text(&out));
+    let lines: Vec<Json> =
+        String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 10);
+    for (digit, line) in lines.iter().enumerate() {
+        assert_eq!(line["top"][0]["class"], digit.to_string().as_str(), "{line}");
+        assert_eq!(line["top"].as_array().unwrap().len(), 3);
+        let p: Vec<f64> = line["top"].as_array().unwrap().iter().map(|t| t["probability"].as_f64().unwrap()).collect();
+        assert!(p[0] >= p[1] && p[1] >= p[2] && p[0] <= 1.0);
+    }
+
+    // inspect: every variable of cifar_cnn, with moving statistics and slots.
+    let cifar = dir.path().join("cifar");
+    train(&cifar, "cifar_cnn", 1, &["--set", "model.input=[28, 28, 1]"]);
+    let out = ferroflow(&["inspect", cifar.to_str().unwrap(), "--json"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let json: Json = serde_json::from_slice(&out.stdout).unwrap();
+    let vars = json["variables"].as_array().unwrap();
+    let names: Vec<&str> = vars.iter().map(|v| v["name"].as_str().unwrap()).collect();
+    let trainable: Vec<&Json> = vars.iter().filter(|v| v["trainable"] == true).collect();
+    for t in &trainable {
+        let slot = format!("{}/Momentum", t["name"].as_str().unwrap());
+        assert!(names.contains(&slot.as_str()), "no slot {slot}");
+    }
+    for conv in 1..=4 {
+        for stat in ["moving_mean", "moving_variance"] {
+            assert!(names.contains(&format!("conv{conv}/BatchNorm/{stat}").as_str()), "{names:?}");
+        }
+    }
+    assert!(names.contains(&"global_step"));
+    let params: u64 = trainable.iter().map(|v| v["size"].as_u64().unwrap()).sum();
+    // 1,117,162 at 32x32x3; 28x28x1 has a 3x3x1 first conv and a 7x7x64 flatten.
+    assert_eq!(params, 870_826);
+    assert_eq!(json["metadata"]["ferroflow.global_step"], "1");
+
+    let out = ferroflow(&["inspect", cifar.to_str().unwrap(), "--var", "conv1/BatchNorm/moving_variance", "--values"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let t = text(&out);
+    assert!(t.contains("shape [32]") && t.contains("not trainable") && t.contains("mean"), "{t}");
+    let out = ferroflow(&["inspect", cifar.to_str().unwrap(), "--var", "conv1/weight"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out).contains("similar: conv1/weights"), "{}", text(&out));
+    let out = ferroflow(&["inspect", dir.path().join("nothing").to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out).contains("no such checkpoint"), "{}", text(&out));
+}

@@ -1,0 +1,18 @@
+//! Checkpoints: safetensors files holding every variable by its TF name plus
+//! the training state, a TF-format `checkpoint` state file, crash-safe
+//! writes, retention, resume and warm start.
+
+mod atomic;
+mod file;
+mod manager;
+mod restore;
+mod state;
+
+pub use atomic::{TEMP_SUFFIX, write_atomic};
+pub use file::{Checkpoint, CheckpointMeta, DataFingerprint, RngStates, StoredTensor, TensorStats, Values};
+pub use manager::{
+    CheckpointManager, EXTENSION, checkpoint_prefix, file_of_prefix, latest_checkpoint, now, read_state,
+    resolve_checkpoint,
+};
+pub use restore::{WarmStartReport, apply_trainable_scopes, check_scopes, in_scope, restore_exact, warm_start};
+pub use state::{CheckpointState, STATE_FILE};

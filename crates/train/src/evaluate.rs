@@ -1,0 +1,182 @@
+//! Evaluation: a model in eval mode over a whole split — loss, top-1 and
+//! top-5 accuracy, per-class accuracy and the confusion matrix — during
+//! training and for `ferroflow eval` on a checkpoint.
+
+use std::path::{Path, PathBuf};
+
+use candle_core::Device;
+use ferroflow_data::{Cursor, Mode, Pipeline, PipelineConfig, Preprocess, Source};
+use ferroflow_nn::{Model, ops};
+use serde::Serialize;
+
+use crate::data_source::DataSource;
+use crate::error::{Result, TrainError};
+use crate::metrics::Metrics;
+use crate::restored::RestoredModel;
+use crate::trainer::batch_tensors;
+
+/// Results of an evaluation pass.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EvalReport {
+    /// Examples evaluated.
+    pub count: usize,
+    /// Mean cross-entropy.
+    pub loss: f64,
+    /// Top-1 accuracy.
+    pub accuracy: f64,
+    /// Top-5 accuracy.
+    pub top5: f64,
+    /// `confusion[label][prediction]`.
+    pub confusion: Vec<Vec<usize>>,
+}
+
+impl EvalReport {
+    /// Each class's accuracy (recall): `None` for a class with no examples.
+    ///
+    /// ```
+    /// let r = ferroflow_train::EvalReport {
+    ///     count: 4, loss: 0.0, accuracy: 0.75, top5: 1.0,
+    ///     confusion: vec![vec![2, 0, 0], vec![1, 1, 0], vec![0, 0, 0]],
+    /// };
+    /// assert_eq!(r.per_class_accuracy(), [Some(1.0), Some(0.5), None]);
+    /// ```
+    pub fn per_class_accuracy(&self) -> Vec<Option<f64>> {
+        self.confusion
+            .iter()
+            .enumerate()
+            .map(|(i, row)| {
+                let n: usize = row.iter().sum();
+                (n > 0).then(|| row[i] as f64 / n as f64)
+            })
+            .collect()
+    }
+}
+
+/// Runs `model` in eval mode over every example of `source` once.
+pub fn evaluate(
+    model: &Model,
+    source: &Source,
+    preprocess: &Preprocess,
+    mut config: PipelineConfig,
+    classes: usize,
+    device: &Device,
+) -> Result<EvalReport> {
+    config.epochs = Some(1);
+    // Every example counts once: no partial batch is dropped.
+    config.drop_remainder = false;
+    let mut pipeline = Pipeline::new(source.clone(), Mode::Eval, config, preprocess.clone(), Cursor::default())?;
+    let mut metrics = Metrics::new(classes);
+    while let Some(batch) = pipeline.next() {
+        let batch = batch?;
+        let (x, y) = batch_tensors(&batch, classes, device)?;
+        let logits = model.forward_t(&x, false)?; // [N, classes]
+        let losses = ops::sparse_softmax_cross_entropy(&logits, &y)?; // [N]
+        let logits_v = logits.flatten_all().and_then(|t| t.to_vec1::<f32>()).map_err(TrainError::candle("eval"))?;
+        let losses_v = losses.to_vec1::<f32>().map_err(TrainError::candle("eval"))?;
+        metrics.add(&logits_v, &batch.labels, &losses_v);
+        pipeline.recycle(batch);
+    }
+    Ok(EvalReport {
+        count: metrics.count,
+        loss: metrics.loss(),
+        accuracy: metrics.accuracy(),
+        top5: metrics.top5(),
+        confusion: metrics.confusion,
+    })
+}
+
+/// What `ferroflow eval` evaluates.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EvalOptions {
+    /// A checkpoint file, prefix or train dir (its latest checkpoint).
+    pub checkpoint: PathBuf,
+    /// The data; default: the run's own `data.path`.
+    pub data: Option<PathBuf>,
+    /// `validation` or `train`.
+    pub split: String,
+    /// Examples per batch; default: the run's batch size.
+    pub batch_size: Option<usize>,
+    /// Write the results as TensorBoard scalars to `<train_dir>/eval/`.
+    pub write_summaries: bool,
+}
+
+/// Results of `ferroflow eval`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CheckpointEval {
+    /// The checkpoint's global step.
+    pub step: i64,
+    /// The checkpoint file.
+    pub checkpoint: PathBuf,
+    /// Whether moving-average weights were evaluated.
+    pub ema: bool,
+    /// Class names by label.
+    pub classes: Vec<String>,
+    /// The split evaluated.
+    pub split: String,
+    /// The metrics.
+    pub report: EvalReport,
+}
+
+/// Restores a checkpoint (its moving-average weights when it has them) and
+/// evaluates it on a split, with the run's own eval preprocessing.
+pub fn evaluate_checkpoint(options: &EvalOptions) -> Result<CheckpointEval> {
+    let restored = RestoredModel::load(&options.checkpoint, &Device::Cpu)?;
+    let config = &restored.config;
+    let data_path = options.data.clone().or_else(|| config.data.path.clone()).ok_or_else(|| {
+        TrainError::config("--data", "the checkpoint records no data path; give the dataset with --data DIR")
+    })?;
+    let data = DataSource::open(&data_path, config.data.val_fraction, config.train.seed)?;
+    if data.classes != restored.classes {
+        return Err(TrainError::config(
+            "--data",
+            format!(
+                "{} has classes [{}], but the checkpoint's model was trained on [{}]",
+                data_path.display(),
+                data.classes.join(", "),
+                restored.classes.join(", ")
+            ),
+        ));
+    }
+    let source = match options.split.as_str() {
+        "validation" => data.validation.clone().ok_or_else(|| {
+            TrainError::config("--split", format!("{} has no validation examples", data_path.display()))
+        })?,
+        "train" => data.train.clone(),
+        other => return Err(TrainError::config("--split", format!("{other:?}: expected validation or train"))),
+    };
+    let mut pipeline = PipelineConfig {
+        batch_size: options.batch_size.unwrap_or(config.train.batch_size),
+        num_workers: config.data.num_workers,
+        prefetch: config.data.prefetch,
+        fast_jpeg: config.data.fast_jpeg,
+        ..Default::default()
+    };
+    pipeline.shuffle_buffer = 0;
+    let classes = restored.classes.len();
+    let report = evaluate(&restored.model, &source, &restored.preprocess, pipeline, classes, &Device::Cpu)?;
+    if options.write_summaries
+        && let Some(train_dir) = restored.path.parent()
+    {
+        write_eval_summaries(train_dir, &options.split, restored.step, &report)?;
+    }
+    Ok(CheckpointEval {
+        step: restored.step,
+        checkpoint: restored.path.clone(),
+        ema: restored.ema,
+        classes: restored.classes.clone(),
+        split: options.split.clone(),
+        report,
+    })
+}
+
+/// `<train_dir>/eval/` (or `eval_train/` for the train split): loss,
+/// accuracy and top-5 at the checkpoint's step, like TF-slim's eval_image_classifier.
+fn write_eval_summaries(train_dir: &Path, split: &str, step: i64, report: &EvalReport) -> Result<()> {
+    let dir = if split == "validation" { train_dir.join("eval") } else { train_dir.join(format!("eval_{split}")) };
+    let mut w = tfrecord::EventWriter::new(dir)?;
+    w.add_scalar("loss", report.loss as f32, step)?;
+    w.add_scalar("accuracy", report.accuracy as f32, step)?;
+    w.add_scalar("top5", report.top5 as f32, step)?;
+    w.flush()?;
+    Ok(())
+}
