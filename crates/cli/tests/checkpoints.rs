@@ -168,6 +168,8 @@ fn kill_nine_at_random_moments_then_resume_ends_identical() {
         "model.input=[28, 28, 1]",
         "--set",
         "checkpoint.max_to_keep=3",
+        "--set",
+        "summary.scalars_every=1",
     ];
     let steps = 24;
     let started = Instant::now();
@@ -218,6 +220,26 @@ fn kill_nine_at_random_moments_then_resume_ends_identical() {
         .filter(|e| e.file_name().to_string_lossy().contains(".tmp"))
         .collect();
     assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
+
+    // TensorBoard shows each step's loss once, the uninterrupted run's
+    // values: what killed runs logged past their checkpoint is purged by
+    // the resumed runs' SessionLog.START events.
+    let whole_loss = &tensorboard_sees(&whole.join("train"))["scalars"]["loss"];
+    let killed_loss = &tensorboard_sees(&killed.join("train"))["scalars"]["loss"];
+    let steps_seen: Vec<u64> = killed_loss.as_array().unwrap().iter().map(|p| p[0].as_u64().unwrap()).collect();
+    assert_eq!(steps_seen, (1..=steps).collect::<Vec<_>>());
+    assert_eq!(killed_loss, whole_loss);
+}
+
+fn tensorboard_sees(run: &Path) -> Json {
+    let out = Command::new(python())
+        .arg(repo().join("tests/python/tensorboard_read.py"))
+        .arg(run)
+        .env("TF_CPP_MIN_LOG_LEVEL", "3")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    serde_json::from_slice(&out.stdout).unwrap()
 }
 
 #[test]

@@ -75,19 +75,33 @@ impl EventWriter {
     /// The file is `events.out.tfevents.<secs>.<host>.<pid><suffix>`, as
     /// TensorFlow's `EventsWriter` names it; a second writer in the same
     /// second and process gets `.1`, `.2`… appended rather than clobbering it.
+    /// TensorBoard reads a run's files in name order, so when `logdir`
+    /// already holds an event file named at this second or later (a run
+    /// restarted within the second), `<secs>` is one past the newest name.
     pub fn with_options(logdir: impl AsRef<Path>, options: EventWriterOptions) -> Result<Self, EventError> {
         let logdir = logdir.as_ref();
         fs::create_dir_all(logdir)
             .map_err(|cause| EventError::CreateDir { path: logdir.display().to_string(), cause })?;
         let wall_time = now();
         let host = gethostname::gethostname().to_string_lossy().replace(['/', '\\'], "_");
-        let base = format!(
-            "events.out.tfevents.{:010}.{}.{}{}",
-            wall_time as u64,
-            host,
-            std::process::id(),
-            options.filename_suffix
-        );
+        let newest = fs::read_dir(logdir)
+            .map(|entries| {
+                entries
+                    .flatten()
+                    .filter_map(|e| {
+                        let name = e.file_name().to_string_lossy().into_owned();
+                        name.strip_prefix("events.out.tfevents.")?.split('.').next()?.parse::<u64>().ok()
+                    })
+                    .max()
+            })
+            .ok()
+            .flatten();
+        let secs = match newest {
+            Some(n) if n >= wall_time as u64 => n + 1,
+            _ => wall_time as u64,
+        };
+        let base =
+            format!("events.out.tfevents.{:010}.{}.{}{}", secs, host, std::process::id(), options.filename_suffix);
         let mut attempt = 0;
         let (file, path) = loop {
             let name = if attempt == 0 { base.clone() } else { format!("{base}.{attempt}") };

@@ -5,6 +5,7 @@ use std::path::Path;
 
 use candle_core::Tensor;
 use ferroflow_nn::Variable;
+use tfrecord::proto::event::{Event, SessionLog, SessionStatus, What};
 use tfrecord::proto::graph::GraphDef;
 use tfrecord::{EventWriter, Image};
 
@@ -32,6 +33,33 @@ impl Summaries {
         self.train.add_graph(graph)?;
         self.train.add_text("config", &format!("```toml\n{config_toml}\n```"), step)?;
         self.train.flush()?;
+        Ok(())
+    }
+
+    /// Marks the start of a session that continues from global step `step`
+    /// (0 for a fresh run) with a `SessionLog.START` event at `step + 1` in
+    /// both runs, as TF's `Supervisor` does on every start. TensorBoard
+    /// ignores a run's first START and, at each later one, discards the
+    /// events with a step at or after it (`purge_orphaned_data`): what an
+    /// interrupted run logged after its last checkpoint, and the resumed run
+    /// logs again, is shown once, and curves do not fold back.
+    pub fn session_start(&mut self, step: i64) -> Result<()> {
+        let step = step + 1;
+        let wall_time =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64());
+        let event = Event {
+            wall_time,
+            step,
+            what: Some(What::SessionLog(SessionLog {
+                status: SessionStatus::Start as i32,
+                checkpoint_path: String::new(),
+                msg: String::new(),
+            })),
+        };
+        for w in [&mut self.train, &mut self.validation] {
+            w.write_event(&event)?;
+            w.flush()?;
+        }
         Ok(())
     }
 

@@ -362,6 +362,7 @@ fn run_loop(run: &Run, progress: &mut dyn FnMut(&Progress)) -> Result<TrainRepor
     std::fs::write(train_dir.join("config.toml"), &config_toml)
         .map_err(|cause| TrainError::Io { path: train_dir.join("config.toml").display().to_string(), cause })?;
     let mut summaries = Summaries::new(&train_dir)?;
+    summaries.session_start(run.store.global_step())?;
     summaries.start(&run.model.graph_def(), &config_toml, run.store.global_step())?;
     let ck_cfg = &cfg.checkpoint;
     let manager = if ck_cfg.enabled {
