@@ -21,7 +21,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
     name = "ferroflow",
     version,
     about,
-    after_help = "Not yet built: reading TF checkpoint bundles; regression training."
+    after_help = "Not yet built: writing TensorFlow checkpoint bundles (they are read); training regression models."
 )]
 struct Cli {
     #[command(subcommand)]

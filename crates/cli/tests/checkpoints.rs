@@ -419,3 +419,25 @@ fn predict_names_the_digits_and_inspect_lists_everything() {
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out).contains("no such checkpoint"), "{}", text(&out));
 }
+
+#[test]
+fn inspect_reads_a_tensorflow_saver_checkpoint() {
+    let out = ferroflow(&["inspect", "testdata/tf-files/checkpoint/tf1_saver", "--json"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let json: Json = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(json["checkpoint"].as_str().unwrap().ends_with("tf1_saver/model.ckpt-3"));
+    let vars = json["variables"].as_array().unwrap();
+    assert_eq!(vars.len(), 13);
+    let conv = vars.iter().find(|v| v["name"] == "conv1/weights").unwrap();
+    assert_eq!(conv["shape"], serde_json::json!([4, 3, 3, 3])); // TF's HWIO [3, 3, 3, 4], as ferroflow's OIHW
+    assert_eq!(json["metadata"]["ferroflow.global_step"], "3");
+    let out = ferroflow(&[
+        "inspect",
+        "testdata/tf-files/checkpoint/tf1_saver/model.ckpt-2",
+        "--var",
+        "global_step",
+        "--values",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).trim_end().ends_with("\n2"), "{}", text(&out));
+}

@@ -6,6 +6,7 @@
 //! - [`Example`]: the `tf.train.Example` protocol buffer with typed getters.
 //! - [`EventWriter`] / [`EventReader`]: TensorBoard event files (scalars,
 //!   histograms, images, text, graphs).
+//! - [`TensorBundle`]: TensorFlow checkpoints (`<prefix>.index` + `.data-*`), read.
 
 mod compression;
 mod crc;
@@ -18,6 +19,7 @@ mod histogram;
 mod image;
 pub mod proto;
 mod reader;
+mod tensor_bundle;
 mod writer;
 
 pub use compression::Compression;
@@ -30,4 +32,5 @@ pub use graph_builder::GraphBuilder;
 pub use histogram::{Histogram, default_bucket_limits};
 pub use image::Image;
 pub use reader::{FileRecordReader, ReaderOptions, Record, RecordInfo, RecordReader, SkipStats};
+pub use tensor_bundle::{BundleEntry, BundleError, TensorBundle, is_tensor_bundle};
 pub use writer::{RecordWriter, WriterStats, write_record};

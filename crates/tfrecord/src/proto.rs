@@ -2,6 +2,7 @@
 //! numbers from the `.proto` files each module names), so building needs no
 //! `protoc`. Unknown fields are skipped when parsing.
 
+pub mod bundle;
 pub mod event;
 pub mod graph;
 pub mod summary;

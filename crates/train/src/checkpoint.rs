@@ -1,12 +1,14 @@
 //! Checkpoints: safetensors files holding every variable by its TF name plus
 //! the training state, a TF-format `checkpoint` state file, crash-safe
-//! writes, retention, resume and warm start.
+//! writes, retention, resume and warm start; TensorFlow checkpoints are read
+//! too (for inspection and warm start).
 
 mod atomic;
 mod file;
 mod manager;
 mod restore;
 mod state;
+mod tf_bundle;
 
 pub use atomic::{TEMP_SUFFIX, write_atomic};
 pub use file::{Checkpoint, CheckpointMeta, DataFingerprint, RngStates, StoredTensor, TensorStats, Values};
@@ -16,3 +18,4 @@ pub use manager::{
 };
 pub use restore::{WarmStartReport, apply_trainable_scopes, check_scopes, in_scope, restore_exact, warm_start};
 pub use state::{CheckpointState, STATE_FILE};
+pub use tf_bundle::{TF_FORMAT_KEY, bundle_prefix, load_tensor_bundle};

@@ -12,7 +12,8 @@ use ferroflow_train::checkpoint::{Checkpoint, StoredTensor, resolve_checkpoint};
 /// Arguments of `ferroflow inspect`.
 #[derive(Debug, Args)]
 pub struct InspectArgs {
-    /// A checkpoint file, prefix (model.ckpt-N), or train dir (its latest checkpoint).
+    /// A checkpoint file, prefix (model.ckpt-N), or train dir (its latest checkpoint); TensorFlow
+    /// checkpoints (model.ckpt-N.index + .data) too, with 4-D kernels shown in ferroflow's OIHW layout.
     #[arg(value_name = "CHECKPOINT|TRAIN_DIR")]
     pub path: PathBuf,
     /// Print one variable's statistics (min, max, mean, std, norm).
@@ -28,6 +29,15 @@ pub struct InspectArgs {
 
 fn trainable(ck: &Checkpoint, name: &str) -> bool {
     ck.meta.trainable.iter().any(|t| t == name)
+}
+
+/// "yes"/"no", or "?" for checkpoints that do not record it (TensorFlow's).
+fn trainable_text(ck: &Checkpoint, name: &str) -> &'static str {
+    match (ck.meta.trainable.is_empty(), trainable(ck, name)) {
+        (true, _) => "?",
+        (false, true) => "yes",
+        (false, false) => "no",
+    }
 }
 
 /// Runs the command.
@@ -90,7 +100,7 @@ pub fn run(args: &InspectArgs) -> Result<()> {
             "{name:<width$}  {:<18}  {:<7}  {:<9}  {:>10}",
             format!("{:?}", t.shape),
             t.values.dtype_name(),
-            if tr { "yes" } else { "no" },
+            trainable_text(&ck, name),
             t.len()
         )?;
     }

@@ -48,6 +48,21 @@ impl Values {
         }
     }
 
+    /// Number of values.
+    pub fn len(&self) -> usize {
+        match self {
+            Values::F32(v) => v.len(),
+            Values::I64(v) => v.len(),
+            Values::F64(v) => v.len(),
+            Values::I32(v) => v.len(),
+        }
+    }
+
+    /// True when there are none.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     fn bytes(&self) -> Vec<u8> {
         match self {
             Values::F32(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
@@ -244,9 +259,14 @@ impl CheckpointMeta {
         })
     }
 
-    /// Every metadata entry as written (for `inspect`).
+    /// Every metadata entry as written, without the empty ones of a
+    /// checkpoint ferroflow did not write (for `inspect`).
     pub fn entries(&self) -> BTreeMap<String, String> {
-        self.to_map().into_iter().collect()
+        let empty = ["", "[]", "0"];
+        self.to_map()
+            .into_iter()
+            .filter(|(k, v)| k == &format!("{PREFIX}global_step") || !empty.contains(&v.as_str()))
+            .collect()
     }
 }
 
@@ -352,8 +372,12 @@ impl Checkpoint {
         Ok(Checkpoint { tensors, meta, other_metadata })
     }
 
-    /// Reads a checkpoint file.
+    /// Reads a checkpoint: a ferroflow (or any) safetensors file, or a
+    /// TensorFlow checkpoint prefix / `.index` file (see `tf_bundle`).
     pub fn load(path: &Path) -> Result<Checkpoint> {
+        if let Some(prefix) = crate::checkpoint::tf_bundle::bundle_prefix(path) {
+            return crate::checkpoint::tf_bundle::load_tensor_bundle(&prefix);
+        }
         let bytes = std::fs::read(path).map_err(|cause| TrainError::Io { path: path.display().to_string(), cause })?;
         Checkpoint::from_bytes(&bytes, &path.display().to_string())
     }

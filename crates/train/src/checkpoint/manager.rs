@@ -49,6 +49,11 @@ pub fn latest_checkpoint(dir: &Path) -> Result<Option<PathBuf>> {
     let Some(state) = read_state(dir)? else { return Ok(None) };
     let path = resolve_prefix(dir, &state.model_checkpoint_path);
     if !path.exists() {
+        // A TensorFlow train dir: its state file lists bundle prefixes.
+        let prefix = dir.join(&state.model_checkpoint_path);
+        if crate::checkpoint::tf_bundle::bundle_prefix(&prefix).is_some() {
+            return Ok(Some(prefix));
+        }
         return Err(TrainError::Checkpoint {
             path: dir.join(STATE_FILE).display().to_string(),
             reason: format!("lists {:?}, but {} does not exist", state.model_checkpoint_path, path.display()),
@@ -68,8 +73,12 @@ fn resolve_prefix(dir: &Path, prefix: &str) -> PathBuf {
 }
 
 /// A checkpoint path as users give it: a checkpoint file, a prefix
-/// (`runs/x/model.ckpt-300`) or a train dir (its latest checkpoint).
+/// (`runs/x/model.ckpt-300`), a TensorFlow checkpoint prefix, or a train dir
+/// (its latest checkpoint; TensorFlow's train dirs too).
 pub fn resolve_checkpoint(path: &Path) -> Result<PathBuf> {
+    if let Some(prefix) = crate::checkpoint::tf_bundle::bundle_prefix(path) {
+        return Ok(prefix);
+    }
     if path.is_dir() {
         return latest_checkpoint(path)?.ok_or_else(|| TrainError::Checkpoint {
             path: path.display().to_string(),

@@ -1,0 +1,85 @@
+//! The TF1 `Saver` checkpoint TensorFlow wrote (testdata/tf-files/checkpoint):
+//! every tensor of `model.ckpt-3` reads back with the values TensorFlow
+//! exported to `tf1_saver_values.safetensors`.
+
+#![allow(clippy::unwrap_used)]
+
+use std::path::PathBuf;
+
+use tfrecord::{BundleError, TensorBundle, is_tensor_bundle};
+
+fn dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../testdata/tf-files/checkpoint")
+}
+
+/// The tensors of the reference safetensors file: name → (dtype, shape, bytes).
+fn reference() -> Vec<(String, String, Vec<usize>, Vec<u8>)> {
+    let bytes = std::fs::read(dir().join("tf1_saver_values.safetensors")).unwrap();
+    let header_len = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + header_len]).unwrap();
+    let data = &bytes[8 + header_len..];
+    header
+        .as_object()
+        .unwrap()
+        .iter()
+        .filter(|(k, _)| *k != "__metadata__")
+        .map(|(k, v)| {
+            let [a, b] = [0, 1].map(|i| v["data_offsets"][i].as_u64().unwrap() as usize);
+            let shape = v["shape"].as_array().unwrap().iter().map(|d| d.as_u64().unwrap() as usize).collect();
+            (k.clone(), v["dtype"].as_str().unwrap().to_string(), shape, data[a..b].to_vec())
+        })
+        .collect()
+}
+
+#[test]
+fn reads_every_tensor_tensorflow_saved() {
+    let prefix = dir().join("tf1_saver/model.ckpt-3");
+    assert!(is_tensor_bundle(&prefix));
+    let bundle = TensorBundle::open(&prefix).unwrap();
+    let reference = reference();
+    assert_eq!(bundle.entries().len(), reference.len());
+    for (name, dtype, shape, bytes) in reference {
+        let entry = &bundle.entries()[&name];
+        assert_eq!(entry.dtype_name(), if dtype == "F32" { "float32" } else { "int64" }, "{name}");
+        // global_step is a scalar in TF; the reference stores it as [1].
+        if name != "global_step" {
+            assert_eq!(entry.shape, shape, "{name}");
+        }
+        assert_eq!(bundle.read(&name).unwrap(), bytes, "{name}");
+    }
+    assert_eq!(bundle.entries()["conv1/weights"].shape, [3, 3, 3, 4]); // HWIO, as TF stores kernels
+}
+
+#[test]
+fn damage_is_reported_with_the_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = dir().join("tf1_saver/model.ckpt-3");
+    let prefix = tmp.path().join("model.ckpt-3");
+    for ext in ["index", "data-00000-of-00001"] {
+        std::fs::copy(format!("{}.{ext}", src.display()), format!("{}.{ext}", prefix.display())).unwrap();
+    }
+    // A flipped byte in a tensor's data.
+    let data_path = format!("{}.data-00000-of-00001", prefix.display());
+    let mut data = std::fs::read(&data_path).unwrap();
+    let offset = TensorBundle::open(&prefix).unwrap().entries()["logits/weights"].offset as usize;
+    data[offset + 3] ^= 0x40;
+    std::fs::write(&data_path, &data).unwrap();
+    let bundle = TensorBundle::open(&prefix).unwrap();
+    let e = bundle.read("logits/weights").unwrap_err().to_string();
+    assert!(e.contains("data-00000-of-00001") && e.contains("logits/weights") && e.contains("checksum"), "{e}");
+    assert!(bundle.read("conv1/weights").is_ok());
+    assert!(matches!(bundle.read("nope"), Err(BundleError::Missing { .. })));
+    // A flipped byte anywhere in the index.
+    let index_path = format!("{}.index", prefix.display());
+    let index = std::fs::read(&index_path).unwrap();
+    for i in (0..index.len()).step_by(7) {
+        let mut bad = index.clone();
+        bad[i] ^= 0x01;
+        std::fs::write(&index_path, &bad).unwrap();
+        match TensorBundle::open(&prefix) {
+            Err(e) => assert!(e.to_string().contains(".index"), "{e}"),
+            // A flip in the footer's padding changes nothing TF reads.
+            Ok(b) => assert_eq!(b.entries().len(), 13, "byte {i}"),
+        }
+    }
+}

@@ -1,0 +1,105 @@
+//! TensorFlow checkpoints as ferroflow checkpoints: a V2 tensor bundle
+//! (`model.ckpt-N.index` + `.data-*`, from TF's `Saver`) read into a
+//! [`Checkpoint`], so `inspect`, warm start and fine-tuning take TF-slim
+//! checkpoints directly (the variable names already match: `conv1/weights`,
+//! `conv1/BatchNorm/moving_mean`, `…/Momentum`, `global_step`).
+//!
+//! TF stores conv kernels HWIO; ferroflow computes OIHW, so every 4-D
+//! tensor is transposed `[h, w, in, out]` → `[out, in, h, w]` on reading.
+//! Dense kernels are `[in, units]` in both.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use tfrecord::TensorBundle;
+
+use crate::checkpoint::file::{Checkpoint, CheckpointMeta, StoredTensor, Values};
+use crate::error::{Result, TrainError};
+
+/// The metadata key marking a checkpoint read from a TF bundle.
+pub const TF_FORMAT_KEY: &str = "format";
+
+/// The bundle prefix of `path` when it names a TF checkpoint: the prefix
+/// itself (`model.ckpt-3`) or its `.index` file.
+pub fn bundle_prefix(path: &Path) -> Option<PathBuf> {
+    let text = path.to_string_lossy();
+    let prefix = text.strip_suffix(".index").map_or_else(|| path.to_path_buf(), PathBuf::from);
+    tfrecord::is_tensor_bundle(&prefix).then_some(prefix)
+}
+
+/// Reads every tensor of the bundle at `prefix` (4-D kernels to OIHW).
+/// Tensors of other dtypes than float32/64 and int32/64 are an error
+/// naming them.
+pub fn load_tensor_bundle(prefix: &Path) -> Result<Checkpoint> {
+    let name = prefix.display().to_string();
+    let bad = |reason: String| TrainError::Checkpoint { path: name.clone(), reason };
+    let bundle = TensorBundle::open(prefix).map_err(|e| bad(e.to_string()))?;
+    let mut tensors = BTreeMap::new();
+    for (key, entry) in bundle.entries() {
+        let bytes = bundle.read(key).map_err(|e| bad(e.to_string()))?;
+        let values = match entry.dtype_name().as_str() {
+            "float32" => {
+                Values::F32(bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
+            }
+            "float64" => {
+                Values::F64(bytes.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap_or([0; 8]))).collect())
+            }
+            "int32" => {
+                Values::I32(bytes.chunks_exact(4).map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
+            }
+            "int64" => {
+                Values::I64(bytes.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap_or([0; 8]))).collect())
+            }
+            other => return Err(bad(format!("tensor {key:?} is {other}; ferroflow reads float and integer tensors"))),
+        };
+        let t = StoredTensor { shape: entry.shape.clone(), values };
+        if t.values.len() != t.len() {
+            return Err(bad(format!("tensor {key:?}: {} values for shape {:?}", t.values.len(), t.shape)));
+        }
+        tensors.insert(key.clone(), if t.shape.len() == 4 { hwio_to_oihw(&t) } else { t });
+    }
+    let global_step = match tensors.get(ferroflow_nn::GLOBAL_STEP).map(|t| t.values.to_f64()) {
+        Some(v) if v.len() == 1 => v[0] as i64,
+        _ => 0,
+    };
+    Ok(Checkpoint {
+        tensors,
+        meta: CheckpointMeta { global_step, ..Default::default() },
+        other_metadata: [(
+            TF_FORMAT_KEY.to_string(),
+            "tensorflow tensor bundle (4-D kernels read as OIHW)".to_string(),
+        )]
+        .into(),
+    })
+}
+
+/// `[h, w, i, o]` → `[o, i, h, w]`.
+fn hwio_to_oihw(t: &StoredTensor) -> StoredTensor {
+    let [h, w, i, o] = [t.shape[0], t.shape[1], t.shape[2], t.shape[3]];
+    let index = |oo: usize, ii: usize, hh: usize, ww: usize| ((hh * w + ww) * i + ii) * o + oo;
+    let order: Vec<usize> = (0..o)
+        .flat_map(|oo| (0..i).flat_map(move |ii| (0..h).flat_map(move |hh| (0..w).map(move |ww| (oo, ii, hh, ww)))))
+        .map(|(oo, ii, hh, ww)| index(oo, ii, hh, ww))
+        .collect();
+    let values = match &t.values {
+        Values::F32(v) => Values::F32(order.iter().map(|&k| v[k]).collect()),
+        Values::F64(v) => Values::F64(order.iter().map(|&k| v[k]).collect()),
+        Values::I32(v) => Values::I32(order.iter().map(|&k| v[k]).collect()),
+        Values::I64(v) => Values::I64(order.iter().map(|&k| v[k]).collect()),
+    };
+    StoredTensor { shape: vec![o, i, h, w], values }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transposes_kernels() {
+        // [h=1, w=2, i=1, o=2]: value = 10*w + o.
+        let t = StoredTensor { shape: vec![1, 2, 1, 2], values: Values::F32(vec![0.0, 1.0, 10.0, 11.0]) };
+        let r = hwio_to_oihw(&t);
+        assert_eq!(r.shape, [2, 1, 1, 2]);
+        assert_eq!(r.values, Values::F32(vec![0.0, 10.0, 1.0, 11.0]));
+    }
+}
