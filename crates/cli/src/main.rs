@@ -48,7 +48,8 @@ enum Command {
     Predict(commands::predict::PredictArgs),
     /// List a checkpoint's variables and metadata, or one variable's statistics and values.
     Inspect(commands::inspect::InspectArgs),
-    /// Measure throughput (input pipeline; training arrives with the model milestone).
+    /// Measure throughput: the input pipeline (bench input), the training step on random data
+    /// (bench train), checkpoint save/restore (bench checkpoint).
     #[command(subcommand)]
     Bench(commands::bench::BenchCommand),
 }

@@ -137,6 +137,13 @@ impl TensorBundle {
         let path = index_path(prefix);
         let name = path.display().to_string();
         let data = std::fs::read(&path).map_err(|cause| BundleError::Io { path: name.clone(), cause })?;
+        Self::from_index(prefix, &data)
+    }
+
+    /// Parses the bytes of `<prefix>.index` (data files are read from
+    /// `prefix` later, by [`read`](Self::read)).
+    pub fn from_index(prefix: &Path, data: &[u8]) -> Result<TensorBundle, BundleError> {
+        let name = index_path(prefix).display().to_string();
         let corrupt = |at: usize, reason: &str| BundleError::Corrupt {
             path: format!("{name} at byte {at}"),
             reason: format!("{reason} (not a TensorFlow checkpoint index, or damaged)"),
@@ -150,7 +157,7 @@ impl TensorBundle {
             return Err(corrupt(data.len() - 8, "bad table magic number"));
         }
         let mut pos = footer;
-        let (_meta, index) = match (block_handle(&data, &mut pos), block_handle(&data, &mut pos)) {
+        let (_meta, index) = match (block_handle(data, &mut pos), block_handle(data, &mut pos)) {
             (Some(m), Some(i)) => (m, i),
             _ => return Err(corrupt(footer, "bad block handles in the footer")),
         };
@@ -160,7 +167,7 @@ impl TensorBundle {
             if data[end] != 0 {
                 return Err(corrupt(end, &format!("block compression {} (TF writes uncompressed)", data[end])));
             }
-            let stored = u32_le(&data, end + 1).map(unmask_crc);
+            let stored = u32_le(data, end + 1).map(unmask_crc);
             if stored != Some(crc32c::crc32c(&data[offset..=end])) {
                 return Err(corrupt(offset, "block checksum mismatch"));
             }
@@ -248,7 +255,10 @@ impl TensorBundle {
 /// The `(key, value)` entries of a table block (keys prefix-compressed
 /// against the previous key; restart array at the end). On error: the
 /// offset in the block.
-fn block_entries(block: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, usize> {
+/// A table entry: key and value bytes.
+type Entry = (Vec<u8>, Vec<u8>);
+
+fn block_entries(block: &[u8]) -> Result<Vec<Entry>, usize> {
     let n = block.len();
     let restarts = u32_le(block, n.checked_sub(4).ok_or(0usize)?).ok_or(0usize)? as usize;
     let end = n.checked_sub(4 + 4 * restarts).ok_or(n)?;

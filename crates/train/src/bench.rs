@@ -206,7 +206,7 @@ fn resolve_model(name: &str, classes: usize) -> Result<ModelSpec> {
 fn random_batches(cfg: &BenchConfig, [h, w, c]: [usize; 3], device: &Device) -> Result<Vec<(Tensor, Tensor)>> {
     // A stream of its own, so the data does not depend on how many draws
     // the initializers or dropout make.
-    let mut rng = Rng::derive(cfg.seed, &[0x6265_6e63_68]); // "bench"
+    let mut rng = Rng::derive(cfg.seed, &[0x62_656e_6368]); // "bench"
     let per_image = c * h * w;
     (0..cfg.distinct_batches)
         .map(|_| {

@@ -1,12 +1,17 @@
 //! `ferroflow bench …`: throughput measurements users size hardware with.
-//! (`bench train` arrives with the model milestone.)
+//! `bench input` times the input pipeline, `bench train` the training step
+//! (random data, training mode, momentum SGD). Both print a summary line and
+//! end with `images/s: N`, the line scripts read (`bench/*.py`). `bench
+//! checkpoint` times checkpoint save and restore (`bench/checkpoint_io.py`).
 
+use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::time::Instant;
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 use ferroflow_data::{Augment, Cursor, Dataset, Mode, Pipeline, PipelineConfig, Preprocess, Source};
+use ferroflow_train::{BenchConfig, BenchStep, bench_train};
 
 use super::prepare::parse_size;
 
@@ -15,6 +20,15 @@ use super::prepare::parse_size;
 pub enum BenchCommand {
     /// Input pipeline throughput: TFRecords → decode → resize → random flip → subtract mean → batch.
     Input(InputArgs),
+    /// Training-step throughput on random data (training mode, sparse softmax CE, momentum SGD 0.9).
+    ///
+    /// Each step is forward in training mode (batch statistics, dropout), mean sparse softmax
+    /// cross-entropy, backward and a momentum-0.9 update, on a few random batches made up front.
+    /// Prints model, step times, peak RSS and a digest of the final weights (equal seeds give
+    /// equal digests), then `images/s: N`. Threads: set RAYON_NUM_THREADS (default: every core).
+    Train(TrainArgs),
+    /// Checkpoint save (crash-safe, fsynced) and restore time for a zoo model with Momentum slots.
+    Checkpoint(super::bench_checkpoint::CheckpointArgs),
 }
 
 /// Arguments of `ferroflow bench input`.
@@ -46,10 +60,60 @@ pub struct InputArgs {
     pub fast_jpeg: bool,
 }
 
+/// Arguments of `ferroflow bench train`.
+#[derive(Debug, Args)]
+pub struct TrainArgs {
+    /// A zoo model (`ferroflow models`) or a .toml model declaration; it must end in a dense layer.
+    #[arg(long, default_value = "cifar_cnn")]
+    pub model: String,
+    /// Examples per step.
+    #[arg(long, default_value_t = 64)]
+    pub batch: usize,
+    /// Steps to time (after the warm-up).
+    #[arg(long, default_value_t = 60)]
+    pub steps: usize,
+    /// Steps run before timing starts.
+    #[arg(long, default_value_t = 10)]
+    pub warmup: usize,
+    /// Seed of the weights, the random data and dropout.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Classes (outputs of the last dense layer, range of the random labels).
+    #[arg(long, default_value_t = 10)]
+    pub classes: usize,
+    /// Learning rate (constant).
+    #[arg(long, default_value_t = 0.01)]
+    pub learning_rate: f64,
+    /// Override the model's input size HxWxC (e.g. 28x28x1).
+    #[arg(long, value_name = "HxWxC", value_parser = parse_input)]
+    pub input: Option<[usize; 3]>,
+    /// cpu or cuda[:N] (CUDA needs a build with --features cuda).
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+}
+
+/// Parses `HxWxC` (`28x28x1`).
+fn parse_input(s: &str) -> Result<[usize; 3], String> {
+    let parts: Vec<&str> = s.split(['x', 'X', ',']).collect();
+    let [h, w, c] = parts.as_slice() else {
+        return Err(format!("{s:?}: expected HEIGHTxWIDTHxCHANNELS, e.g. 32x32x3"));
+    };
+    let mut dims = [0usize; 3];
+    for (d, (part, what)) in dims.iter_mut().zip([(h, "height"), (w, "width"), (c, "channels")]) {
+        *d = part.trim().parse().map_err(|_| format!("{s:?}: {what} {part:?} is not a number"))?;
+        if *d == 0 {
+            return Err(format!("{s:?}: {what} must be positive"));
+        }
+    }
+    Ok(dims)
+}
+
 /// Runs a bench subcommand.
 pub fn run(command: &BenchCommand) -> Result<()> {
     match command {
         BenchCommand::Input(args) => input(args),
+        BenchCommand::Train(args) => train(args),
+        BenchCommand::Checkpoint(args) => super::bench_checkpoint::run(args),
     }
 }
 
@@ -114,4 +178,63 @@ fn input(args: &InputArgs) -> Result<()> {
 
 fn rayon_threads() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+fn train(args: &TrainArgs) -> Result<()> {
+    let config = BenchConfig {
+        model: args.model.clone(),
+        input: args.input,
+        classes: args.classes,
+        batch_size: args.batch,
+        steps: args.steps,
+        warmup: args.warmup,
+        seed: args.seed,
+        learning_rate: args.learning_rate,
+        device: args.device.clone(),
+        ..Default::default()
+    };
+    let total = args.warmup + args.steps;
+    let live = std::io::stderr().is_terminal();
+    let mut on_step = |s: &BenchStep| {
+        if live {
+            let phase = if s.warmup { "warm-up" } else { "timed" };
+            eprint!("\rstep {}/{total} ({phase}): loss {:.4}, {:.1} ms   ", s.step, s.loss, s.secs * 1e3);
+            let _ = std::io::stderr().flush();
+        }
+    };
+    let report = bench_train(&config, &mut on_step).with_context(|| format!("bench train {}", args.model))?;
+    if live {
+        eprintln!();
+    }
+    let [h, w, c] = report.input;
+    let rss = peak_rss_mib().map_or_else(|| "n/a".to_string(), |m| format!("{m:.0} MiB"));
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "bench train: {} ({h}x{w}x{c}, {} parameters), batch {}, {} steps after {} warm-up, {} threads, {}: \
+         {:.2}s, {:.1} ms/step (median {:.1}, min {:.1}), final loss {:.4}, peak RSS {rss}, weights digest {:016x}",
+        report.model,
+        report.parameters,
+        report.batch_size,
+        report.steps,
+        report.warmup,
+        report.threads,
+        args.device,
+        report.secs,
+        report.step_ms_mean,
+        report.step_ms_median,
+        report.step_ms_min,
+        report.final_loss,
+        report.weights_digest,
+    )?;
+    writeln!(out, "images/s: {:.1}", report.images_per_sec)?;
+    Ok(())
+}
+
+/// The process's peak resident set (`VmHWM` of /proc/self/status), in MiB; None off Linux.
+fn peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find_map(|l| l.strip_prefix("VmHWM:"))?;
+    let kib: f64 = line.trim().trim_end_matches("kB").trim().parse().ok()?;
+    Some(kib / 1024.0)
 }

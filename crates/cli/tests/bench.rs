@@ -1,0 +1,70 @@
+#![allow(clippy::unwrap_used)]
+
+//! `ferroflow bench train`: it trains, ends with the `images/s: N` line that
+//! scripts read, is reproducible across processes, and rejects a bad model
+//! with a usage error naming it.
+
+use std::process::{Command, Output};
+
+fn ferroflow(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_ferroflow")).args(args).output().unwrap()
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8(out.stdout.clone()).unwrap()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// The `weights digest <hex>` of the summary line.
+fn digest(text: &str) -> String {
+    let (_, rest) = text.split_once("weights digest ").unwrap_or_else(|| panic!("no digest in:\n{text}"));
+    rest.split_whitespace().next().unwrap().to_string()
+}
+
+#[test]
+fn bench_train_prints_throughput_last_and_is_reproducible() {
+    let args = ["bench", "train", "--model", "lenet", "--batch", "8", "--steps", "3", "--warmup", "1"];
+    let out = ferroflow(&args);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    let last = text.lines().last().unwrap();
+    let rate: f64 = last
+        .strip_prefix("images/s: ")
+        .unwrap_or_else(|| panic!("last line is not `images/s: N`: {last:?}"))
+        .parse()
+        .unwrap();
+    assert!(rate.is_finite() && rate > 0.0, "{last}");
+    let summary = text.lines().next().unwrap();
+    for part in ["lenet", "28x28x1", "61706 parameters", "batch 8", "3 steps after 1 warm-up", "peak RSS"] {
+        assert!(summary.contains(part), "{part:?} missing from {summary:?}");
+    }
+
+    // A second process with the same seed ends in the same weights; another seed does not.
+    let again = ferroflow(&args);
+    assert!(again.status.success(), "{}", stderr(&again));
+    assert_eq!(digest(&text), digest(&stdout(&again)));
+    let other = ferroflow(&[&args[..], &["--seed", "1"]].concat());
+    assert!(other.status.success(), "{}", stderr(&other));
+    assert_ne!(digest(&text), digest(&stdout(&other)));
+}
+
+#[test]
+fn bench_train_rejects_a_bad_model_with_a_usage_error() {
+    let out = ferroflow(&["bench", "train", "--model", "no_such_net", "--steps", "1"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("no_such_net") && err.contains("cifar_cnn"), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+
+    // A model that is not a classifier cannot be trained with cross-entropy.
+    let out = ferroflow(&["bench", "train", "--model", "encoder_decoder", "--steps", "1"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("classifier"), "{}", stderr(&out));
+
+    let out = ferroflow(&["bench", "train", "--model", "lenet", "--input", "28x28"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("HEIGHTxWIDTHxCHANNELS"), "{}", stderr(&out));
+}
