@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 python3 -m venv .venv
 .venv/bin/pip install --quiet --upgrade pip
-.venv/bin/pip install --quiet tensorflow-cpu==2.21.0
+.venv/bin/pip install --quiet tensorflow-cpu==2.21.0 safetensors==0.8.0
 .venv/bin/pip install --quiet torch --index-url https://download.pytorch.org/whl/cpu || \
     .venv/bin/pip install --quiet torch
 .venv/bin/python -c "import tensorflow as tf; print('tensorflow', tf.__version__)"
