@@ -162,7 +162,8 @@ impl TensorBundle {
             _ => return Err(corrupt(footer, "bad block handles in the footer")),
         };
         let block = |(offset, size): (usize, usize)| -> Result<&[u8], BundleError> {
-            let end = offset.checked_add(size).filter(|e| e + BLOCK_TRAILER_LEN <= data.len());
+            let end =
+                offset.checked_add(size).filter(|e| e.checked_add(BLOCK_TRAILER_LEN).is_some_and(|t| t <= data.len()));
             let Some(end) = end else { return Err(corrupt(offset, "a block runs past the end of the file")) };
             if data[end] != 0 {
                 return Err(corrupt(end, &format!("block compression {} (TF writes uncompressed)", data[end])));
@@ -270,7 +271,8 @@ fn block_entries(block: &[u8]) -> Result<Vec<Entry>, usize> {
         let shared = varint(block, &mut pos).ok_or(at)? as usize;
         let unshared = varint(block, &mut pos).ok_or(at)? as usize;
         let len = varint(block, &mut pos).ok_or(at)? as usize;
-        if shared > key.len() || pos + unshared + len > end {
+        let next = pos.checked_add(unshared).and_then(|p| p.checked_add(len)).ok_or(at)?;
+        if shared > key.len() || next > end {
             return Err(at);
         }
         key.truncate(shared);
@@ -280,4 +282,34 @@ fn block_entries(block: &[u8]) -> Result<Vec<Entry>, usize> {
         pos += len;
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn varint_bytes(mut v: u64, out: &mut Vec<u8>) {
+        while v >= 0x80 {
+            out.push((v as u8) | 0x80);
+            v >>= 7;
+        }
+        out.push(v as u8);
+    }
+
+    /// A footer whose index handle points past the end of the address space
+    /// (found by the `tensor_bundle_index` fuzz target: an overflow).
+    #[test]
+    fn huge_block_handles_are_errors() {
+        for (offset, size) in [(u64::MAX - 2, 10), (0, u64::MAX), (3, 1 << 40)] {
+            let mut footer = Vec::new();
+            varint_bytes(0, &mut footer);
+            varint_bytes(0, &mut footer);
+            varint_bytes(offset, &mut footer);
+            varint_bytes(size, &mut footer);
+            footer.resize(40, 0);
+            footer.extend(TABLE_MAGIC.to_le_bytes());
+            let e = TensorBundle::from_index(Path::new("x"), &footer).unwrap_err().to_string();
+            assert!(e.starts_with("x.index at byte"), "{e}");
+        }
+    }
 }
