@@ -105,8 +105,9 @@ fn validation_accuracy(output: &str) -> String {
 fn resume_is_bitwise_exact_and_eval_matches_training() {
     let dir = tempfile::tempdir().unwrap();
     let (whole, split) = (dir.path().join("whole"), dir.path().join("split"));
-    // cifar_cnn on 28x28x1: batch norm (moving statistics) and dropout (a random stream).
-    let extra = ["--save-every", "5", "--set", "model.input=[28, 28, 1]"];
+    // cifar_cnn on 28x28x1: batch norm (moving statistics), dropout (a random
+    // stream) and a moving average of the weights (validated with).
+    let extra = ["--save-every", "5", "--set", "model.input=[28, 28, 1]", "--set", "train.ema_decay=0.9"];
     let out = train(&whole, "cifar_cnn", 16, &extra);
     train(&split, "cifar_cnn", 7, &extra);
     assert_eq!(latest(&split).meta.global_step, 7);
@@ -117,7 +118,9 @@ fn resume_is_bitwise_exact_and_eval_matches_training() {
     assert_eq!(bits(&a), bits(&b), "a resumed run must end bitwise identical to an uninterrupted one");
     assert_eq!(a.meta.cursor, b.meta.cursor);
     assert_eq!(a.meta.rng, b.meta.rng);
-    assert!(a.get("conv1/BatchNorm/moving_mean").is_some() && a.get("fc1/weights/Momentum").is_some());
+    for name in ["conv1/BatchNorm/moving_mean", "fc1/weights/Momentum", "fc1/weights/ExponentialMovingAverage"] {
+        assert!(a.get(name).is_some(), "no {name}");
+    }
     assert_eq!(validation_accuracy(&out), validation_accuracy(&resumed));
 
     // eval reproduces the final validation of training exactly.
@@ -126,6 +129,7 @@ fn resume_is_bitwise_exact_and_eval_matches_training() {
     let json: Json = serde_json::from_slice(&e.stdout).unwrap();
     assert_eq!(json["step"], 16);
     assert_eq!(json["count"], 1000);
+    assert_eq!(json["ema"], true);
     assert_eq!(format!("{:.4}", json["accuracy"].as_f64().unwrap()), validation_accuracy(&out));
     let confusion: Vec<Vec<u64>> = serde_json::from_value(json["confusion"].clone()).unwrap();
     assert_eq!(confusion.iter().flatten().sum::<u64>(), 1000);
