@@ -349,6 +349,14 @@ fn fine_tune_a_five_class_head_with_frozen_layers() {
     assert_eq!(code, Some(0), "{msg}");
     assert!(msg.contains("resuming from") && !msg.contains("warm start from"), "{msg}");
 
+    // Resuming on other data is refused, naming both.
+    let mut args = train_args(&base, "lenet", 41, &[]);
+    args[2] = subset.display().to_string();
+    let out = ferroflow(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let msg = text(&out);
+    assert!(msg.contains("cannot resume") && msg.contains("4000 examples") && msg.contains("2000 examples of classes [0, 1, 2, 3, 4]"), "{msg}");
+
     // Resuming with another model is refused with what differs.
     let out = ferroflow(
         &train_args(&base, "cifar_cnn", 41, &["--set", "model.input=[28, 28, 1]"])
@@ -422,6 +430,21 @@ fn predict_names_the_digits_and_inspect_lists_everything() {
     let out = ferroflow(&["inspect", dir.path().join("nothing").to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out).contains("no such checkpoint"), "{}", text(&out));
+}
+
+#[test]
+fn saves_by_time_and_keeps_max_to_keep() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    // Every step is older than 1 µs: a time-based save after each.
+    train(&run, "lenet", 4, &["--set", "checkpoint.every_secs=1e-6", "--set", "checkpoint.max_to_keep=3"]);
+    let state = read_state(&run).unwrap().unwrap();
+    assert_eq!(state.all_model_checkpoint_paths, ["model.ckpt-2", "model.ckpt-3", "model.ckpt-4"]);
+    assert!(!run.join("model.ckpt-1.safetensors").exists());
+    // Disabled: nothing is written, and there is nothing to resume.
+    let off = dir.path().join("off");
+    train(&off, "lenet", 2, &["--set", "checkpoint.enabled=false"]);
+    assert!(read_state(&off).unwrap().is_none());
 }
 
 #[test]
