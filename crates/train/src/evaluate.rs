@@ -52,7 +52,8 @@ impl EvalReport {
     }
 }
 
-/// Runs `model` in eval mode over every example of `source` once.
+/// Runs `model` in eval mode over every example of `source` once,
+/// reporting `(examples done, examples in total)` after each batch.
 pub fn evaluate(
     model: &Model,
     source: &Source,
@@ -60,11 +61,13 @@ pub fn evaluate(
     mut config: PipelineConfig,
     classes: usize,
     device: &Device,
+    progress: &mut dyn FnMut(usize, usize),
 ) -> Result<EvalReport> {
     config.epochs = Some(1);
     // Every example counts once: no partial batch is dropped.
     config.drop_remainder = false;
     let mut pipeline = Pipeline::new(source.clone(), Mode::Eval, config, preprocess.clone(), Cursor::default())?;
+    let total = pipeline.examples_per_epoch();
     let mut metrics = Metrics::new(classes);
     while let Some(batch) = pipeline.next() {
         let batch = batch?;
@@ -75,6 +78,7 @@ pub fn evaluate(
         let losses_v = losses.to_vec1::<f32>().map_err(TrainError::candle("eval"))?;
         metrics.add(&logits_v, &batch.labels, &losses_v);
         pipeline.recycle(batch);
+        progress(metrics.count, total);
     }
     Ok(EvalReport {
         count: metrics.count,
@@ -118,8 +122,9 @@ pub struct CheckpointEval {
 }
 
 /// Restores a checkpoint (its moving-average weights when it has them) and
-/// evaluates it on a split, with the run's own eval preprocessing.
-pub fn evaluate_checkpoint(options: &EvalOptions) -> Result<CheckpointEval> {
+/// evaluates it on a split, with the run's own eval preprocessing;
+/// `progress` gets `(examples done, total)` after each batch.
+pub fn evaluate_checkpoint(options: &EvalOptions, progress: &mut dyn FnMut(usize, usize)) -> Result<CheckpointEval> {
     let restored = RestoredModel::load(&options.checkpoint, &Device::Cpu)?;
     let config = &restored.config;
     let data_path = options.data.clone().or_else(|| config.data.path.clone()).ok_or_else(|| {
@@ -153,7 +158,7 @@ pub fn evaluate_checkpoint(options: &EvalOptions) -> Result<CheckpointEval> {
     };
     pipeline.shuffle_buffer = 0;
     let classes = restored.classes.len();
-    let report = evaluate(&restored.model, &source, &restored.preprocess, pipeline, classes, &Device::Cpu)?;
+    let report = evaluate(&restored.model, &source, &restored.preprocess, pipeline, classes, &Device::Cpu, progress)?;
     if options.write_summaries
         && let Some(train_dir) = restored.path.parent()
     {

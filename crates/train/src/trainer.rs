@@ -153,7 +153,8 @@ impl Run {
     }
 
     fn evaluate(&self, source: &Source) -> Result<EvalReport> {
-        evaluate(&self.model, source, &self.preprocess, self.pipeline_config(Some(1)), self.classes, &self.device)
+        let config = self.pipeline_config(Some(1));
+        evaluate(&self.model, source, &self.preprocess, config, self.classes, &self.device, &mut |_, _| {})
     }
 
     fn fingerprint(&self) -> DataFingerprint {

@@ -8,6 +8,8 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 use ferroflow_train::{EvalOptions, Metrics, evaluate_checkpoint};
 
+use crate::progress::Progress;
+
 /// Arguments of `ferroflow eval`.
 #[derive(Debug, Args)]
 pub struct EvalArgs {
@@ -44,7 +46,14 @@ pub fn run(args: &EvalArgs) -> Result<()> {
         batch_size: args.batch_size,
         write_summaries: true,
     };
-    let result = evaluate_checkpoint(&options).with_context(|| format!("evaluating {}", checkpoint.display()))?;
+    let mut bar: Option<Progress> = None;
+    let result = evaluate_checkpoint(&options, &mut |done, total| {
+        bar.get_or_insert_with(|| Progress::new("evaluating", total as u64)).update(done as u64, total as u64);
+    })
+    .with_context(|| format!("evaluating {}", checkpoint.display()))?;
+    if let Some(bar) = bar {
+        bar.finish(result.report.count as u64);
+    }
     let r = &result.report;
     if args.json {
         let json = serde_json::json!({
