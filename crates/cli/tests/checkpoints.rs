@@ -355,7 +355,12 @@ fn fine_tune_a_five_class_head_with_frozen_layers() {
     let out = ferroflow(&args.iter().map(String::as_str).collect::<Vec<_>>());
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let msg = text(&out);
-    assert!(msg.contains("cannot resume") && msg.contains("4000 examples") && msg.contains("2000 examples of classes [0, 1, 2, 3, 4]"), "{msg}");
+    assert!(
+        msg.contains("cannot resume")
+            && msg.contains("4000 examples")
+            && msg.contains("2000 examples of classes [0, 1, 2, 3, 4]"),
+        "{msg}"
+    );
 
     // Resuming with another model is refused with what differs.
     let out = ferroflow(
