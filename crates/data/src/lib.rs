@@ -20,7 +20,9 @@ mod survey;
 pub use dataset::{
     DATASET_JSON, Dataset, DatasetError, DatasetMeta, Encoding, LABELS_TXT, Skipped, SplitMeta, Task, shard_name,
 };
-pub use decode::{DEFAULT_MAX_PIXELS, DecodeError, DecodeOptions, ImageFormat, ImageInfo, decode_image, image_info};
+pub use decode::{
+    DEFAULT_MAX_PIXELS, DecodeError, DecodeOptions, ImageFormat, ImageInfo, decode_image, image_info, recycle_decoded,
+};
 pub use discover::{DiscoverError, Discovered, IMAGE_EXTENSIONS, ImageEntry, Split, discover};
 pub use dump::{DumpError, dump};
 pub use example_codec::{DecodedExample, ExampleError, decode_example, detect_encoding};

@@ -19,7 +19,7 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use tfrecord::{Example, FileRecordReader, ReaderOptions, RecordError};
 
-use crate::decode::{DEFAULT_MAX_PIXELS, DecodeOptions, decode_image};
+use crate::decode::{DEFAULT_MAX_PIXELS, DecodeOptions, decode_image, recycle_decoded};
 use crate::example_codec::decode_example;
 use crate::preprocess::Preprocess;
 use ferroflow_rng::Rng;
@@ -533,6 +533,7 @@ impl Producer {
             }
             Mode::Eval => self.preprocess.eval_into(&image, out),
         }
+        recycle_decoded(image);
         Some(label)
     }
 

@@ -400,21 +400,39 @@ pub fn resize_bilinear_u8_into_chw(
     assert!(c <= 3 && out.len() == c * height * width, "output buffer does not match {c}x{height}x{width}");
     let plane = height * width;
     bilinear_with(image, height, width, Sampling::HalfPixel, |ys, slot, inter, out_row| {
+        // The vertical interpolation of one output row, interleaved: a
+        // contiguous loop the compiler vectorises, then one de-interleaving
+        // pass that normalises and writes the planes. Same arithmetic, same
+        // order as `lerp` then normalise, so the values are unchanged.
+        let mut row_buf = vec![0f32; out_row];
         for (y, l) in ys.iter().enumerate() {
             let top = &inter[slot[l.lower] * out_row..(slot[l.lower] + 1) * out_row];
             let bottom = &inter[slot[l.upper] * out_row..(slot[l.upper] + 1) * out_row];
             let lerp = |i: usize| top[i] + (bottom[i] - top[i]) * l.frac;
             if c == 3 {
-                // One pass over the row, three sequential plane writes (the hot case).
+                for ((v, &t), &b) in row_buf.iter_mut().zip(top).zip(bottom) {
+                    *v = t + (b - t) * l.frac;
+                }
                 let (r_plane, rest) = out.split_at_mut(plane);
                 let (g_plane, b_plane) = rest.split_at_mut(plane);
                 let row = y * width..(y + 1) * width;
                 let (r, g, b) = (&mut r_plane[row.clone()], &mut g_plane[row.clone()], &mut b_plane[row]);
-                for x in 0..width {
-                    let i = 3 * if flip { width - 1 - x } else { x };
-                    r[x] = (lerp(i) - mean[0]) * scale[0];
-                    g[x] = (lerp(i + 1) - mean[1]) * scale[1];
-                    b[x] = (lerp(i + 2) - mean[2]) * scale[2];
+                let normalise = |p: &[f32], r: &mut f32, g: &mut f32, b: &mut f32| {
+                    *r = (p[0] - mean[0]) * scale[0];
+                    *g = (p[1] - mean[1]) * scale[1];
+                    *b = (p[2] - mean[2]) * scale[2];
+                };
+                let pixels = row_buf.chunks_exact(3);
+                if flip {
+                    for (((p, r), g), b) in
+                        pixels.zip(r.iter_mut().rev()).zip(g.iter_mut().rev()).zip(b.iter_mut().rev())
+                    {
+                        normalise(p, r, g, b);
+                    }
+                } else {
+                    for (((p, r), g), b) in pixels.zip(r.iter_mut()).zip(g.iter_mut()).zip(b.iter_mut()) {
+                        normalise(p, r, g, b);
+                    }
                 }
                 continue;
             }

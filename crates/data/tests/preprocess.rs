@@ -147,3 +147,39 @@ fn invalid_settings_name_the_key() {
     let bad = Preprocess { channels: 2, ..Default::default() };
     assert!(bad.validate().unwrap_err().to_string().contains("channels"));
 }
+
+/// The fused resize + flip + normalise + CHW path gives exactly the values
+/// of `tf.image.resize` (bilinear) followed by the normalisation, for
+/// downscaling and upscaling, flipped or not, colour and grey.
+#[test]
+fn fused_resize_matches_resize_then_normalise_bit_for_bit() {
+    use ferroflow_data::resize_bilinear_u8_into_chw;
+    let colour = photo();
+    let grey = ImageU8::new(
+        colour.height,
+        colour.width,
+        1,
+        colour.data.chunks_exact(3).map(|p| ((u16::from(p[0]) + u16::from(p[1])) / 2) as u8).collect(),
+    );
+    let (mean, k) = ([101.5, 113.25, 99.0], [0.02, 0.031, 0.017]);
+    for img in [&colour, &grey] {
+        let c = img.channels;
+        for (h, w) in [(37, 53), (224, 224), (img.height + 9, img.width * 2 + 1)] {
+            let want = resize_u8(img, h, w, &ResizeOptions::default());
+            for flip in [false, true] {
+                let mut out = vec![0.0; c * h * w];
+                resize_bilinear_u8_into_chw(img, h, w, flip, mean, k, &mut out);
+                for y in 0..h {
+                    for x in 0..w {
+                        let sx = if flip { w - 1 - x } else { x };
+                        for ch in 0..c {
+                            let expect = (want.data[(y * w + sx) * c + ch] - mean[ch]) * k[ch];
+                            let got = out[ch * h * w + y * w + x];
+                            assert_eq!(got.to_bits(), expect.to_bits(), "{c}ch {h}x{w} flip {flip} at {y},{x},{ch}");
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
