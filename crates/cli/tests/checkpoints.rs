@@ -473,3 +473,36 @@ fn inspect_reads_a_tensorflow_saver_checkpoint() {
     assert!(out.status.success(), "{}", text(&out));
     assert!(text(&out).trim_end().ends_with("\n2"), "{}", text(&out));
 }
+
+#[test]
+fn a_damaged_state_file_or_checkpoint_is_one_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    train(&run, "lenet", 2, &[]);
+    let state = run.join("checkpoint");
+    let good = std::fs::read_to_string(&state).unwrap();
+
+    std::fs::write(&state, "model_checkpoint_path: \"model.ckpt-2\"\nbogus_field: 3\n").unwrap();
+    let out = ferroflow(&train_args(&run, "lenet", 4, &[]).iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(out.status.code(), Some(1));
+    let msg = text(&out);
+    assert!(msg.contains("run/checkpoint: line 2") && msg.contains("bogus_field"), "{msg}");
+    assert!(!msg.contains("panicked"), "{msg}");
+
+    // A listed checkpoint cut short (not by ferroflow: a damaged disk or copy).
+    std::fs::write(&state, good).unwrap();
+    let ck = run.join("model.ckpt-2.safetensors");
+    let bytes = std::fs::read(&ck).unwrap();
+    std::fs::write(&ck, &bytes[..bytes.len() / 2]).unwrap();
+    for args in [
+        train_args(&run, "lenet", 4, &[]),
+        vec!["eval".into(), "--train-dir".into(), run.display().to_string()],
+        vec!["inspect".into(), run.display().to_string()],
+    ] {
+        let out = ferroflow(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        let msg = text(&out);
+        assert!(msg.contains("model.ckpt-2.safetensors") && msg.contains("not a safetensors checkpoint"), "{msg}");
+        assert_eq!(msg.trim().lines().count(), 1, "one message: {msg}");
+    }
+}
