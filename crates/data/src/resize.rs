@@ -444,16 +444,7 @@ fn rgb_into_chw(
 ) {
     let ys = bilinear_axis(src.height, height, Sampling::HalfPixel);
     let xs = bilinear_axis(src.width, width, Sampling::HalfPixel);
-    let mut slot = vec![usize::MAX; src.height];
-    let mut rows = Vec::with_capacity((2 * height).min(src.height));
-    for l in &ys {
-        for r in [l.lower, l.upper] {
-            if slot[r] == usize::MAX {
-                slot[r] = rows.len();
-                rows.push(r);
-            }
-        }
-    }
+    let (slot, rows) = needed_rows(&ys, src.height);
     // The padded pixels' lane offsets: 3 * source x.
     let offsets: Vec<(usize, usize, f32)> = xs.iter().map(|l| (3 * l.lower, 3 * l.upper, l.frac)).collect();
     let in_row = src.width * 3;
@@ -515,6 +506,23 @@ fn rgb_into_chw(
     });
 }
 
+/// The input rows some output row reads, in increasing order (lower and
+/// upper are monotone in the output row), and each input row's slot among
+/// them (`usize::MAX` for rows never read).
+fn needed_rows(ys: &[Lerp], in_height: usize) -> (Vec<usize>, Vec<usize>) {
+    let mut slot = vec![usize::MAX; in_height];
+    let mut rows = Vec::with_capacity((2 * ys.len()).min(in_height));
+    for l in ys {
+        for r in [l.lower, l.upper] {
+            if slot[r] == usize::MAX {
+                slot[r] = rows.len();
+                rows.push(r);
+            }
+        }
+    }
+    (slot, rows)
+}
+
 /// The horizontal pass of [`bilinear`] into per-thread scratch; `emit` gets
 /// the row interpolation (`ys`), the scratch slot of each input row, the
 /// horizontally interpolated rows, and their length, and does the vertical pass.
@@ -529,18 +537,7 @@ fn bilinear_with<T: Sample, R>(
     let ys = bilinear_axis(src.height, out_h, sampling);
     let xs = bilinear_axis(src.width, out_w, sampling);
 
-    // The input rows some output row reads, in increasing order (lower and
-    // upper are monotone in the output row), each given a slot.
-    let mut slot = vec![usize::MAX; src.height];
-    let mut rows = Vec::with_capacity((2 * out_h).min(src.height));
-    for l in &ys {
-        for r in [l.lower, l.upper] {
-            if slot[r] == usize::MAX {
-                slot[r] = rows.len();
-                rows.push(r);
-            }
-        }
-    }
+    let (slot, rows) = needed_rows(&ys, src.height);
 
     let in_row = src.width * c;
     let out_row = out_w * c;

@@ -4,21 +4,8 @@
 
 use prost::Message;
 
+use super::graph::VersionDef;
 use super::tensor::TensorShapeProto;
-
-/// `tensorflow.VersionDef`.
-#[derive(Clone, PartialEq, Message)]
-pub struct VersionDef {
-    /// `producer = 1`.
-    #[prost(int32, tag = "1")]
-    pub producer: i32,
-    /// `min_consumer = 2`.
-    #[prost(int32, tag = "2")]
-    pub min_consumer: i32,
-    /// `bad_consumers = 3`.
-    #[prost(int32, repeated, tag = "3")]
-    pub bad_consumers: Vec<i32>,
-}
 
 /// `tensorflow.BundleHeaderProto`: the value of the empty key.
 #[derive(Clone, PartialEq, Message)]
