@@ -13,7 +13,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 /// overrides both.
 #[derive(Debug, Args)]
 pub struct TrainArgs {
-    /// A TOML config with [data], [model], [optimizer], [schedule], [train] and [summary] sections.
+    /// A TOML config with [data], [model], [optimizer], [schedule], [train], [summary], [checkpoint] and
+    /// [warm_start] sections.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Override any config key, e.g. --set optimizer.kind=adam --set data.augment.flip_left_right=true.
@@ -25,7 +26,8 @@ pub struct TrainArgs {
     /// A zoo model or a .toml model declaration (model.name).
     #[arg(long)]
     pub model: Option<String>,
-    /// Where event files and config.toml go (train.train_dir).
+    /// Where event files, config.toml and checkpoints go (train.train_dir); if it holds a checkpoint,
+    /// training resumes from it.
     #[arg(long, value_name = "DIR")]
     pub train_dir: Option<PathBuf>,
     /// Examples per step (train.batch_size).
