@@ -18,10 +18,14 @@ import sys
 
 # (category, pattern): the first frame, innermost first, that matches any pattern names the owner.
 OWNERS = [
-    ("conv forward", r"kernels::conv2d::forward|Conv2dOp as "),
+    # The fused conv + BN + ReLU op (kernels::conv_bn): its batch-norm parts first (they
+    # are the innermost frames when they run), then its gemms by pass.
+    ("batch norm (fwd+bwd)", r"kernels::batch_norm|BatchNormTrain|layers::batch_norm|conv_bn::(plane_moments|merge_moments)"),
+    ("conv forward", r"kernels::conv2d::forward|Conv2dOp as |conv_bn::forward_conv|ConvBnOp as "),
     ("conv input grad", r"kernels::conv2d::backward_input|Conv2dBackwardInput"),
     ("conv weight grad", r"kernels::conv2d::backward_filter|Conv2dBackwardFilter"),
-    ("batch norm (fwd+bwd)", r"kernels::batch_norm|BatchNormTrain|layers::batch_norm"),
+    ("conv backward, fused (input + weight grad gemms, im2col, col2im)", r"conv_bn::backward_chunk|ConvBnBackward"),
+    ("ReLU (kernel, fwd+bwd)", r"kernels::relu"),
     ("max pool (fwd+bwd)", r"kernels::pool|MaxPool2d"),
     ("bias add (fwd+bwd)", r"kernels::bias"),
     ("dense matmul (candle gemm)", r"cpu_backend::MatMul|Tensor::matmul|broadcast_matmul"),

@@ -433,7 +433,42 @@ fn lerp4(a: [f32; 4], b: [f32; 4], f: f32) -> [f32; 4] {
 /// Per channel the arithmetic is exactly `bilinear_with`'s (horizontal,
 /// vertical, then normalise), so the values are bit for bit the same
 /// (tested against `resize` in tests/preprocess.rs).
+///
+/// The loops are compiled for the best instruction set the CPU has (AVX-512,
+/// AVX2, or the SSE2 baseline the workspace targets) through `pulp`'s safe
+/// runtime dispatch; every variant performs the same IEEE operations (no
+/// FMA contraction), so the values do not depend on the CPU.
 fn rgb_into_chw(
+    src: &ImageU8,
+    height: usize,
+    width: usize,
+    flip: bool,
+    mean: [f32; 3],
+    scale: [f32; 3],
+    out: &mut [f32],
+) {
+    struct Kernel<'a> {
+        src: &'a ImageU8,
+        size: [usize; 2],
+        flip: bool,
+        mean: [f32; 3],
+        scale: [f32; 3],
+        out: &'a mut [f32],
+    }
+    impl pulp::WithSimd for Kernel<'_> {
+        type Output = ();
+        #[inline(always)]
+        fn with_simd<S: pulp::Simd>(self, _simd: S) {
+            let Kernel { src, size: [height, width], flip, mean, scale, out } = self;
+            rgb_into_chw_body(src, height, width, flip, mean, scale, out);
+        }
+    }
+    pulp::Arch::new().dispatch(Kernel { src, size: [height, width], flip, mean, scale, out });
+}
+
+/// The body of [`rgb_into_chw`], inlined into each instruction-set variant.
+#[inline(always)]
+fn rgb_into_chw_body(
     src: &ImageU8,
     height: usize,
     width: usize,
@@ -453,57 +488,57 @@ fn rgb_into_chw(
         static SCRATCH: std::cell::RefCell<(Vec<f32>, Vec<f32>, Vec<f32>)> =
             const { std::cell::RefCell::new((Vec::new(), Vec::new(), Vec::new())) };
     }
-    SCRATCH.with_borrow_mut(|(inter_buf, row_buf, vrow_buf)| {
-        // One float of padding after the row keeps the last pixel's 4-lane load in bounds.
-        for (buf, len) in
-            [(&mut *inter_buf, rows.len() * out_row), (&mut *row_buf, in_row + 1), (&mut *vrow_buf, out_row)]
-        {
-            if buf.len() < len {
-                buf.resize(len, 0.0);
+    // Taken out of the thread-local (not used inside a closure), so the loops
+    // stay in this inline body and get the dispatched instruction set.
+    let (mut inter_buf, mut row_buf, mut vrow_buf) = SCRATCH.with_borrow_mut(std::mem::take);
+    // One float of padding after the row keeps the last pixel's 4-lane load in bounds.
+    for (buf, len) in [(&mut inter_buf, rows.len() * out_row), (&mut row_buf, in_row + 1), (&mut vrow_buf, out_row)] {
+        if buf.len() < len {
+            buf.resize(len, 0.0);
+        }
+    }
+    let inter = &mut inter_buf[..rows.len() * out_row];
+    let row = &mut row_buf[..in_row + 1];
+    if out_row > 0 {
+        for (&r, dst) in rows.iter().zip(inter.chunks_exact_mut(out_row)) {
+            for (d, &v) in row.iter_mut().zip(&src.data[r * in_row..(r + 1) * in_row]) {
+                *d = f32::from(v);
+            }
+            let pixel = |at: usize| -> [f32; 4] { row[at..at + 4].try_into().unwrap_or([0.0; 4]) };
+            for (&(lo, hi, f), d) in offsets.iter().zip(dst.chunks_exact_mut(4)) {
+                d.copy_from_slice(&lerp4(pixel(lo), pixel(hi), f));
             }
         }
-        let inter = &mut inter_buf[..rows.len() * out_row];
-        let row = &mut row_buf[..in_row + 1];
-        if out_row > 0 {
-            for (&r, dst) in rows.iter().zip(inter.chunks_exact_mut(out_row)) {
-                for (d, &v) in row.iter_mut().zip(&src.data[r * in_row..(r + 1) * in_row]) {
-                    *d = f32::from(v);
-                }
-                let pixel = |at: usize| -> [f32; 4] { row[at..at + 4].try_into().unwrap_or([0.0; 4]) };
-                for (&(lo, hi, f), d) in offsets.iter().zip(dst.chunks_exact_mut(4)) {
-                    d.copy_from_slice(&lerp4(pixel(lo), pixel(hi), f));
-                }
+    }
+    let vrow = &mut vrow_buf[..out_row];
+    let plane = height * width;
+    let (r_plane, rest) = out.split_at_mut(plane);
+    let (g_plane, b_plane) = rest.split_at_mut(plane);
+    for (y, l) in ys.iter().enumerate() {
+        let top = &inter[slot[l.lower] * out_row..(slot[l.lower] + 1) * out_row];
+        let bottom = &inter[slot[l.upper] * out_row..(slot[l.upper] + 1) * out_row];
+        for ((v, &t), &b) in vrow.iter_mut().zip(top).zip(bottom) {
+            *v = t + (b - t) * l.frac;
+        }
+        let row = y * width..(y + 1) * width;
+        let (r, g, b) = (&mut r_plane[row.clone()], &mut g_plane[row.clone()], &mut b_plane[row]);
+        let normalise = |p: &[f32], r: &mut f32, g: &mut f32, b: &mut f32| {
+            *r = (p[0] - mean[0]) * scale[0];
+            *g = (p[1] - mean[1]) * scale[1];
+            *b = (p[2] - mean[2]) * scale[2];
+        };
+        let pixels = vrow.chunks_exact(4);
+        if flip {
+            for (((p, r), g), b) in pixels.zip(r.iter_mut().rev()).zip(g.iter_mut().rev()).zip(b.iter_mut().rev()) {
+                normalise(p, r, g, b);
+            }
+        } else {
+            for (((p, r), g), b) in pixels.zip(r.iter_mut()).zip(g.iter_mut()).zip(b.iter_mut()) {
+                normalise(p, r, g, b);
             }
         }
-        let vrow = &mut vrow_buf[..out_row];
-        let plane = height * width;
-        let (r_plane, rest) = out.split_at_mut(plane);
-        let (g_plane, b_plane) = rest.split_at_mut(plane);
-        for (y, l) in ys.iter().enumerate() {
-            let top = &inter[slot[l.lower] * out_row..(slot[l.lower] + 1) * out_row];
-            let bottom = &inter[slot[l.upper] * out_row..(slot[l.upper] + 1) * out_row];
-            for ((v, &t), &b) in vrow.iter_mut().zip(top).zip(bottom) {
-                *v = t + (b - t) * l.frac;
-            }
-            let row = y * width..(y + 1) * width;
-            let (r, g, b) = (&mut r_plane[row.clone()], &mut g_plane[row.clone()], &mut b_plane[row]);
-            let normalise = |p: &[f32], r: &mut f32, g: &mut f32, b: &mut f32| {
-                *r = (p[0] - mean[0]) * scale[0];
-                *g = (p[1] - mean[1]) * scale[1];
-                *b = (p[2] - mean[2]) * scale[2];
-            };
-            let pixels = vrow.chunks_exact(4);
-            if flip {
-                for (((p, r), g), b) in pixels.zip(r.iter_mut().rev()).zip(g.iter_mut().rev()).zip(b.iter_mut().rev()) {
-                    normalise(p, r, g, b);
-                }
-            } else {
-                for (((p, r), g), b) in pixels.zip(r.iter_mut()).zip(g.iter_mut()).zip(b.iter_mut()) {
-                    normalise(p, r, g, b);
-                }
-            }
-        }
-    });
+    }
+    SCRATCH.with_borrow_mut(|held| *held = (inter_buf, row_buf, vrow_buf));
 }
 
 /// The input rows some output row reads, in increasing order (lower and

@@ -1,22 +1,34 @@
 //! ferroflow's own CPU compute kernels, as candle custom ops with their own backward.
 //!
 //! - [`batch_norm`]: fused training-mode batch normalisation (forward, `x`/`gamma`/`beta`
-//!   gradients), f32 on CPU;
+//!   gradients), optionally with a ReLU after it, f32 on CPU;
 //! - [`bias`]: per-channel NCHW bias addition with a plane-wise gradient;
-//! - [`conv2d`]: im2col + gemm conv2d (forward, input and filter gradients), f32 on CPU;
+//! - [`conv2d`](mod@conv2d): im2col + gemm conv2d (forward, input and filter gradients), f32 on CPU;
+//! - [`conv_bn`]: conv2d → training batch norm → optional ReLU as one op (one autograd
+//!   node, statistics taken while each image's output is in cache), f32 on CPU;
 //! - [`pool`]: max- and average-pooling (forward and input gradient), f32 on CPU;
-//! - [`reference`]: the slow, obvious loops the fast kernels are tested against.
+//! - [`relu`](mod@relu): ReLU with TF's gradient, masked by the output, f32 on CPU;
+//! - [`reference`](mod@reference): the slow, obvious loops the fast kernels are tested against.
 
 pub mod batch_norm;
 pub mod bias;
+mod buffers;
 pub mod conv2d;
+pub mod conv_bn;
+mod lowering;
 pub mod pool;
 pub mod reference;
+pub mod relu;
+mod simd;
 
-pub use batch_norm::{batch_norm_train, batch_norm_train_backward};
+pub use batch_norm::{
+    batch_norm_relu_train, batch_norm_relu_train_backward, batch_norm_train, batch_norm_train_backward,
+};
 pub use bias::bias_add_nchw;
+pub use conv_bn::{conv2d_batch_norm_relu_max_pool_train, conv2d_batch_norm_train};
 pub use conv2d::{Conv2dParams, conv2d, conv2d_backward_filter, conv2d_backward_input, supports};
 pub use pool::{Pool2dParams, avg_pool2d, avg_pool2d_backward, max_pool2d, max_pool2d_backward};
+pub use relu::{relu, relu_backward};
 
 use candle_core::{CpuStorage, Layout, bail};
 

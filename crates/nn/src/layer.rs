@@ -36,6 +36,25 @@ pub trait Layer: Send + Sync + std::fmt::Debug {
         let _ = (name, state);
         false
     }
+
+    /// This layer's window when it is a max-pool, so that the layer before it may fuse it
+    /// (see [`forward_t_max_pool`](Self::forward_t_max_pool)). Most layers are not.
+    fn max_pool_window(&self) -> Option<ops::MaxPoolWindow> {
+        None
+    }
+
+    /// The forward pass followed by the max-pool `pool`, as one fused op, when the layer
+    /// has one for this input and mode (a conv → batch norm → ReLU block training on the
+    /// CPU: the full-size activation and its gradient never become tensors); `None` when
+    /// it has not, and the caller runs the layer and then the pool. `Some` equals
+    /// `max_pool(self.forward_t(x, train))` up to rounding.
+    ///
+    /// # Shapes
+    /// As [`forward_t`](Self::forward_t), then the pool's output size.
+    fn forward_t_max_pool(&self, x: &Tensor, pool: ops::MaxPoolWindow, train: bool) -> Option<Result<Tensor>> {
+        let _ = (x, pool, train);
+        None
+    }
 }
 
 /// An activation function.

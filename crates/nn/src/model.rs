@@ -74,7 +74,17 @@ impl Model {
             ));
         }
         let mut y = x.clone();
-        for layer in &self.layers {
+        let mut layers = self.layers.iter().peekable();
+        while let Some(layer) = layers.next() {
+            // A max-pool after a layer that can fuse it (conv → BN → ReLU in training on
+            // the CPU) runs inside that layer's op; the pool layer is then skipped.
+            if let Some(pool) = layers.peek().and_then(|next| next.max_pool_window())
+                && let Some(fused) = layer.forward_t_max_pool(&y, pool, train)
+            {
+                y = fused?;
+                layers.next();
+                continue;
+            }
             y = layer.forward_t(&y, train)?;
         }
         Ok(y)

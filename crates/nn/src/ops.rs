@@ -15,8 +15,13 @@ pub mod padding;
 pub mod pool;
 
 pub use activation::{leaky_relu, log_softmax, relu, relu6, sigmoid, softmax, tanh};
-pub use batch_norm::{batch_norm_count, batch_norm_eval, batch_norm_train, moving_average_update, unbiased_variance};
-pub use conv::{conv2d, conv2d_transpose};
+pub use batch_norm::{
+    batch_norm_count, batch_norm_eval, batch_norm_relu_train, batch_norm_train, moving_average_update,
+    unbiased_variance,
+};
+pub use conv::{
+    MaxPoolWindow, conv2d, conv2d_batch_norm_relu_max_pool_train, conv2d_batch_norm_train, conv2d_transpose,
+};
 pub use dense::{dense, flatten};
 pub use loss::{mean_squared_error, smoothed_one_hot, softmax_cross_entropy, sparse_softmax_cross_entropy};
 pub use padding::{Padding, Window, effective_kernel, output_size, same_padding, window};

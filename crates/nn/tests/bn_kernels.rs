@@ -147,15 +147,96 @@ fn constant_channel_has_zero_variance() {
     assert!(y.iter().enumerate().all(|(i, &v)| v == case.beta[(i / 16) % 2]));
 }
 
+/// The fused BN + ReLU kernel's `(y, mean, var)` and autograd `(dx, dgamma, dbeta)` of
+/// `Σ y · dy`.
+fn run_relu_kernel(case: &Case) -> [Vec<f32>; 6] {
+    let dev = Device::Cpu;
+    let x = Var::from_vec(case.x.clone(), &case.xs, &dev).expect("x");
+    let gamma = Var::from_vec(case.gamma.clone(), case.xs[1], &dev).expect("gamma");
+    let beta = Var::from_vec(case.beta.clone(), case.xs[1], &dev).expect("beta");
+    let dy = Tensor::from_vec(case.dy.clone(), &case.xs, &dev).expect("dy");
+    let (y, mean, var) = kernels::batch_norm_relu_train(&x, &gamma, &beta, case.epsilon).expect("forward");
+    let grads = (&y * &dy).and_then(|t| t.sum_all()).and_then(|t| t.backward()).expect("backward");
+    let g = |v: &Var| flat(grads.get(v).expect("gradient"));
+    [flat(&y), flat(&mean), flat(&var), g(&x), g(&gamma), g(&beta)]
+}
+
+fn check_relu_case(case: &Case, what: &str) {
+    let (y, mean, var) = reference::batch_norm_relu_train(&case.x, case.xs, &case.gamma, &case.beta, case.epsilon);
+    let (dx, dgamma, dbeta) =
+        reference::batch_norm_relu_train_backward(&case.x, &case.dy, case.xs, &case.gamma, &case.beta, case.epsilon);
+    let want = [y, mean, var, dx, dgamma, dbeta];
+    let names = ["y", "mean", "var", "dx", "dgamma", "dbeta"];
+    let got = run_relu_kernel(case);
+    for ((g, w), name) in got.iter().zip(&want).zip(names) {
+        assert_close(g, w, &format!("{what}: relu {name}"));
+    }
+    assert!(got[0].iter().all(|&v| v >= 0.0), "{what}: negative output");
+    // The explicit backward (statistics recomputed from x) gives the same bits.
+    let dev = Device::Cpu;
+    let t = |v: &[f32], dims: &[usize]| Tensor::from_vec(v.to_vec(), dims, &dev).expect("tensor");
+    let c = case.xs[1];
+    let (dx, dgamma, dbeta) = kernels::batch_norm_relu_train_backward(
+        &t(&case.x, &case.xs),
+        &t(&case.gamma, &[c]),
+        &t(&case.beta, &[c]),
+        &t(&case.dy, &case.xs),
+        case.epsilon,
+    )
+    .expect("explicit backward");
+    for ((g, w), name) in [flat(&dx), flat(&dgamma), flat(&dbeta)].iter().zip(&got[3..]).zip(&names[3..]) {
+        assert_eq!(g, w, "{what}: explicit relu backward {name} differs from autograd");
+    }
+    // Bitwise the unfused pair: the BN kernel, then the ReLU kernel.
+    let x = Var::from_vec(case.x.clone(), &case.xs, &dev).expect("x");
+    let gamma = Var::from_vec(case.gamma.clone(), c, &dev).expect("gamma");
+    let beta = Var::from_vec(case.beta.clone(), c, &dev).expect("beta");
+    let (y, _, _) = kernels::batch_norm_train(&x, &gamma, &beta, case.epsilon).expect("bn");
+    let y = kernels::relu(&y).expect("relu");
+    assert_eq!(flat(&y), got[0], "{what}: fused y differs from BN then ReLU");
+    let grads = (&y * &t(&case.dy, &case.xs)).and_then(|t| t.sum_all()).and_then(|t| t.backward()).expect("bwd");
+    assert_eq!(flat(grads.get(&beta).expect("dbeta")), got[5], "{what}: dbeta differs from BN then ReLU");
+}
+
+#[test]
+fn relu_fusion_matches_reference_on_random_shapes() {
+    let mut rng = Rng::new(28);
+    for i in 0..60 {
+        let case = random_case(&mut rng);
+        check_relu_case(&case, &format!("case {i} {:?} eps {}", case.xs, case.epsilon));
+    }
+    for xs in [[1, 1, 1, 1], [4, 1, 1, 1], [2, 2, 7, 1], [6, 4, 33, 35]] {
+        let case = make_case(&mut rng, xs);
+        check_relu_case(&case, &format!("{xs:?}"));
+    }
+}
+
+#[test]
+fn relu_fusion_masks_exactly_where_the_output_is_zero() {
+    // beta far below zero: every output is 0 and no gradient reaches x, gamma or beta.
+    let mut rng = Rng::new(29);
+    let mut case = make_case(&mut rng, [3, 2, 4, 5]);
+    case.beta = vec![-100.0; 2];
+    let [y, _, _, dx, dgamma, dbeta] = run_relu_kernel(&case);
+    assert!(y.iter().chain(&dx).chain(&dgamma).chain(&dbeta).all(|&v| v == 0.0));
+    // beta far above: the ReLU is the identity, so the gradients are plain batch norm's.
+    case.beta = vec![100.0; 2];
+    let got = run_relu_kernel(&case);
+    let plain = run_kernel(&case, &case.xs);
+    assert_eq!(got, plain);
+}
+
 #[test]
 fn deterministic_across_runs_and_thread_counts() {
     let mut rng = Rng::new(25);
     let case = make_case(&mut rng, [16, 6, 23, 29]);
     let first = run_kernel(&case, &case.xs);
     assert_eq!(first, run_kernel(&case, &case.xs), "two runs differ");
+    let first_relu = run_relu_kernel(&case);
     for threads in [1, 3] {
         let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().expect("pool");
         assert_eq!(first, pool.install(|| run_kernel(&case, &case.xs)), "{threads} threads differ");
+        assert_eq!(first_relu, pool.install(|| run_relu_kernel(&case)), "{threads} threads differ (relu)");
     }
 }
 

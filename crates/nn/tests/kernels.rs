@@ -98,6 +98,30 @@ fn random_geometries_match_the_reference() {
     }
 }
 
+/// Random geometries wide enough (`C·kw >= 32`) for the row-shift lowering (unit vertical
+/// stride, `kh > 1`; `kernels::lowering`), with every horizontal stride, dilation and
+/// padding, plus vertical strides (the full im2col) for contrast.
+#[test]
+fn wide_random_geometries_match_the_reference() {
+    let mut rng = Rng::new(0xc0_2e);
+    for i in 0..60 {
+        let case = loop {
+            let c = between(&mut rng, 8, 17);
+            let xs = [between(&mut rng, 1, 3), c, between(&mut rng, 1, 9), between(&mut rng, 1, 9)];
+            let ws = [between(&mut rng, 1, 4), c, between(&mut rng, 2, 3), between(&mut rng, 2, 4)];
+            let stride = [if i % 4 == 3 { 2 } else { 1 }, between(&mut rng, 1, 2)];
+            let dilation = [between(&mut rng, 1, 2), between(&mut rng, 1, 2)];
+            let pad_before = [between(&mut rng, 0, 2), between(&mut rng, 0, 2)];
+            let pad_after = [between(&mut rng, 0, 2), between(&mut rng, 0, 2)];
+            let params = Conv2dParams { stride, dilation, pad_before, pad_after };
+            if params.output_size([xs[2], xs[3]], [ws[2], ws[3]]).is_some() {
+                break Case { xs, ws, params };
+            }
+        };
+        check_case(&mut rng, case, i % 5 != 0, &format!("wide case {i} {case:?}"));
+    }
+}
+
 #[test]
 fn input_gradient_is_skipped_for_data_inputs() {
     let mut rng = Rng::new(7);

@@ -19,6 +19,13 @@
 //!
 //! The returned batch statistics are detached (they feed the moving averages only).
 //!
+//! [`batch_norm_relu_train`] fuses a ReLU after the normalisation (conv → BN → ReLU, the
+//! block of every benchmark CNN): the forward writes `max(y, 0)` in the same sweep, and
+//! the backward masks `dy` inside its own sweeps, so the ReLU costs no pass, no tensor and
+//! no autograd node of its own. The mask is recomputed from `x` with the forward's f32
+//! operations, so it is bitwise the forward's `y > 0` (TF's `ReluGrad`: no gradient at
+//! exactly 0) without reading `y` back.
+//!
 //! Determinism: each channel's sums run in a fixed order on one thread (eight fixed f64
 //! lanes per plane, planes added in order), and the writing sweeps are element-wise, so
 //! every pass gives bitwise-identical results whatever the number of rayon threads.
@@ -28,10 +35,12 @@ use std::sync::{Arc, OnceLock};
 use candle_core::{CpuStorage, CustomOp3, DType, Layout, Shape, Tensor, bail};
 use rayon::prelude::*;
 
+use super::simd::simd_kernel;
+
 /// About how many elements one rayon task of a writing sweep handles: small planes (7x7
 /// at the end of a CNN, or 1 for rank-2 inputs) are grouped so that the task overhead
 /// stays small next to the work.
-const TASK_ELEMS: usize = 16 * 1024;
+pub(super) const TASK_ELEMS: usize = 16 * 1024;
 
 /// Independent f64 accumulators per reduction: breaks the add dependency chain (and lets
 /// the compiler vectorise) while keeping a fixed summation order.
@@ -63,12 +72,43 @@ pub fn batch_norm_train(
     beta: &Tensor,
     epsilon: f64,
 ) -> candle_core::Result<(Tensor, Tensor, Tensor)> {
+    train(x, gamma, beta, epsilon, false)
+}
+
+/// [`batch_norm_train`] followed by ReLU, in one op: `max(batch_norm(x), 0)`, with TF's
+/// ReLU gradient (none where the normalised value is `<= 0`).
+///
+/// Returns `(y, batch_mean, batch_variance_biased)`; the statistics are detached.
+///
+/// # Shapes
+/// - `x`: `[N, C, H, W]` (any rank >= 2, channels at dimension 1)
+/// - `gamma`, `beta`: `[C]`
+/// - results: `y` like `x`; `batch_mean`, `batch_variance_biased`: `[C]`
+///
+/// # Errors
+/// As [`batch_norm_train`].
+pub fn batch_norm_relu_train(
+    x: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    epsilon: f64,
+) -> candle_core::Result<(Tensor, Tensor, Tensor)> {
+    train(x, gamma, beta, epsilon, true)
+}
+
+fn train(
+    x: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    epsilon: f64,
+    relu: bool,
+) -> candle_core::Result<(Tensor, Tensor, Tensor)> {
     check(x, gamma, beta, "batch_norm_train")?;
     let stats = Arc::new(OnceLock::new());
-    let op = BatchNormTrain { epsilon, stats: Arc::clone(&stats) };
+    let op = BatchNormTrain { epsilon, relu, stats: Arc::clone(&stats) };
     // The kernels read plain row-major slices.
     let y = x.contiguous()?.apply_op3(&gamma.contiguous()?, &beta.contiguous()?, op)?;
-    let Some(stats) = stats.get() else { bail!("batch_norm_train: the forward pass left no statistics") };
+    let Some((stats, _)) = stats.get() else { bail!("batch_norm_train: the forward pass left no statistics") };
     let (mean, var) = stats.as_f32();
     let c = mean.len();
     Ok((y, Tensor::from_vec(mean, c, x.device())?, Tensor::from_vec(var, c, x.device())?))
@@ -92,7 +132,31 @@ pub fn batch_norm_train_backward(
     epsilon: f64,
 ) -> candle_core::Result<(Tensor, Tensor, Tensor)> {
     check(x, gamma, dy, "batch_norm_train backward")?;
-    backward(&x.contiguous()?, &gamma.contiguous()?, dy, epsilon, None)
+    backward(&x.contiguous()?, &gamma.contiguous()?, dy, epsilon, Cached::None)
+}
+
+/// The gradients of `Σ batch_norm_relu_train(x, gamma, beta).0 · dy` with respect to `x`,
+/// `gamma` and `beta`, the statistics recomputed from `x` (the autograd path reuses the
+/// forward pass's instead).
+///
+/// # Shapes
+/// - `x`, `dy`: `[N, C, H, W]` (any rank >= 2, channels at dimension 1)
+/// - `gamma`, `beta`: `[C]`
+/// - results: `(dx, dgamma, dbeta)`: like `x`, `[C]`, `[C]`
+///
+/// # Errors
+/// As [`batch_norm_train`]; also when `dy` does not have `x`'s shape.
+pub fn batch_norm_relu_train_backward(
+    x: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    dy: &Tensor,
+    epsilon: f64,
+) -> candle_core::Result<(Tensor, Tensor, Tensor)> {
+    check(x, gamma, dy, "batch_norm_relu_train backward")?;
+    check(x, beta, beta, "batch_norm_relu_train backward")?;
+    let beta = beta.to_vec1::<f32>()?;
+    backward(&x.contiguous()?, &gamma.contiguous()?, dy, epsilon, Cached::ReluBeta(beta))
 }
 
 fn check(x: &Tensor, a: &Tensor, b: &Tensor, op: &str) -> candle_core::Result<()> {
@@ -102,16 +166,26 @@ fn check(x: &Tensor, a: &Tensor, b: &Tensor, op: &str) -> candle_core::Result<()
     Ok(())
 }
 
+/// What the backward gets from the forward pass.
+enum Cached {
+    /// Nothing, no ReLU: statistics recomputed from `x`.
+    None,
+    /// Nothing, with a ReLU after the normalisation of this `beta`.
+    ReluBeta(Vec<f32>),
+    /// The forward pass's statistics (and ReLU coefficients when it had a ReLU).
+    Forward(Arc<OnceLock<(Stats, Option<Affine>)>>),
+}
+
 /// The shared backward: `dx` from the op, `dgamma` and `dbeta` from the sums it leaves.
 fn backward(
     x: &Tensor,
     gamma: &Tensor,
     dy: &Tensor,
     epsilon: f64,
-    stats: Option<Arc<OnceLock<Stats>>>,
+    cached: Cached,
 ) -> candle_core::Result<(Tensor, Tensor, Tensor)> {
     let sums = Arc::new(OnceLock::new());
-    let op = BatchNormTrainBackward { epsilon, stats, sums: Arc::clone(&sums) };
+    let op = BatchNormTrainBackward { epsilon, cached, sums: Arc::clone(&sums) };
     let dx = x.apply_op3_no_bwd(&dy.contiguous()?, gamma, &op)?;
     let Some((dgamma, dbeta)) = sums.get() else { bail!("batch_norm_train backward: no parameter gradients") };
     let c = dgamma.len();
@@ -120,10 +194,10 @@ fn backward(
 
 /// `x` viewed as `[N, C, S]` (`S` the product of the dimensions after the channels).
 #[derive(Debug, Clone, Copy)]
-struct Geometry {
-    n: usize,
-    c: usize,
-    s: usize,
+pub(super) struct Geometry {
+    pub(super) n: usize,
+    pub(super) c: usize,
+    pub(super) s: usize,
 }
 
 impl Geometry {
@@ -137,12 +211,12 @@ impl Geometry {
     }
 
     /// The values each channel's statistics run over: `M = N · S`.
-    fn count(self) -> usize {
+    pub(super) fn count(self) -> usize {
         self.n * self.s
     }
 
     /// Channel `ch`'s `N` planes of `S` values in a `[N, C, S]` slice, in order.
-    fn planes(self, t: &[f32], ch: usize) -> impl Iterator<Item = &[f32]> {
+    pub(super) fn planes(self, t: &[f32], ch: usize) -> impl Iterator<Item = &[f32]> {
         (0..self.n).map(move |b| &t[(b * self.c + ch) * self.s..][..self.s])
     }
 }
@@ -155,86 +229,163 @@ fn per_channel<'a>(s: &'a CpuStorage, l: &Layout, c: usize, what: &str) -> candl
 }
 
 /// `[Σ f(a, b).0, Σ f(a, b).1]` over two equally long slices, in f64 over [`LANES`] fixed
-/// lanes (then the tail), so the order of the additions never changes.
-fn sums2(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> (f64, f64)) -> [f64; 2] {
-    let (ca, cb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
-    let (ra, rb) = (ca.remainder(), cb.remainder());
+/// lanes (then the tail), so the order of the additions never changes: lane `l` adds the
+/// values at `l, l + LANES, …` in turn, then the lanes are added in order.
+///
+/// Written in two phases per block of [`SUM_BLOCK`] values, so that it vectorises inside
+/// the SIMD dispatch: `f` over the block into two arrays (a plain element-wise loop), then
+/// the arrays into the lanes (one vector add per [`LANES`] values). (One loop doing both
+/// stayed scalar: LLVM's vectoriser does not turn a per-lane f64 reduction fed by f32
+/// conversions into vector code.)
+#[inline(always)]
+pub(super) fn sums2(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> (f64, f64)) -> [f64; 2] {
+    let n = a.len().min(b.len());
+    let body = n - n % LANES;
     let mut acc = [[0f64; LANES]; 2];
-    for (pa, pb) in ca.zip(cb) {
+    let mut block = [[0f64; SUM_BLOCK]; 2];
+    let mut at = 0;
+    while at + SUM_BLOCK <= body {
+        let (ab, bb) = (&a[at..at + SUM_BLOCK], &b[at..at + SUM_BLOCK]);
+        for i in 0..SUM_BLOCK {
+            (block[0][i], block[1][i]) = f(ab[i], bb[i]);
+        }
+        for c in 0..SUM_BLOCK / LANES {
+            for l in 0..LANES {
+                acc[0][l] += block[0][c * LANES + l];
+                acc[1][l] += block[1][c * LANES + l];
+            }
+        }
+        at += SUM_BLOCK;
+    }
+    while at < body {
         for l in 0..LANES {
-            let (u, v) = f(pa[l], pb[l]);
+            let (u, v) = f(a[at + l], b[at + l]);
             acc[0][l] += u;
             acc[1][l] += v;
         }
+        at += LANES;
     }
     let mut out = [acc[0].iter().sum::<f64>(), acc[1].iter().sum::<f64>()];
-    for (&p, &q) in ra.iter().zip(rb) {
-        let (u, v) = f(p, q);
+    for i in body..n {
+        let (u, v) = f(a[i], b[i]);
         out[0] += u;
         out[1] += v;
     }
     out
 }
 
+/// Values per block of [`sums2`]'s two phases.
+const SUM_BLOCK: usize = 8 * LANES;
+
 /// Per-channel batch statistics in f64.
 #[derive(Debug, Clone)]
-struct Stats {
-    mean: Vec<f64>,
+pub(super) struct Stats {
+    pub(super) mean: Vec<f64>,
     /// The biased variance.
-    var: Vec<f64>,
+    pub(super) var: Vec<f64>,
+}
+
+simd_kernel! {
+/// Channel `ch`'s mean and biased variance, in f64.
+fn channel_stats<'a>(x: &'a [f32], g: Geometry, ch: usize) -> (f64, f64) {
+    let m = g.count() as f64;
+    let mean = g.planes(x, ch).map(|p| sums2(p, p, |v, _| (f64::from(v), 0.0))[0]).sum::<f64>() / m;
+    // Two-pass with the compensation `(Σ d)² / M`, which removes most of the rounding
+    // error of the mean (Chan, Golub & LeVeque); never negative.
+    let [sd, sd2] = g
+        .planes(x, ch)
+        .map(|p| {
+            sums2(p, p, |v, _| {
+                let d = f64::from(v) - mean;
+                (d, d * d)
+            })
+        })
+        .fold([0.0; 2], |a, s| [a[0] + s[0], a[1] + s[1]]);
+    (mean, ((sd2 - sd * sd / m) / m).max(0.0))
+}
 }
 
 impl Stats {
     fn of(x: &[f32], g: Geometry) -> Self {
-        let m = g.count() as f64;
-        let (mean, var) = (0..g.c)
-            .into_par_iter()
-            .map(|ch| {
-                let mean = g.planes(x, ch).map(|p| sums2(p, p, |v, _| (f64::from(v), 0.0))[0]).sum::<f64>() / m;
-                // Two-pass with the compensation `(Σ d)² / M`, which removes most of the
-                // rounding error of the mean (Chan, Golub & LeVeque); never negative.
-                let [sd, sd2] = g
-                    .planes(x, ch)
-                    .map(|p| {
-                        sums2(p, p, |v, _| {
-                            let d = f64::from(v) - mean;
-                            (d, d * d)
-                        })
-                    })
-                    .fold([0.0; 2], |a, s| [a[0] + s[0], a[1] + s[1]]);
-                (mean, ((sd2 - sd * sd / m) / m).max(0.0))
-            })
-            .unzip();
+        let (mean, var) = (0..g.c).into_par_iter().map(|ch| channel_stats(x, g, ch)).unzip();
         Stats { mean, var }
     }
 
-    fn as_f32(&self) -> (Vec<f32>, Vec<f32>) {
+    pub(super) fn as_f32(&self) -> (Vec<f32>, Vec<f32>) {
         (self.mean.iter().map(|&v| v as f32).collect(), self.var.iter().map(|&v| v as f32).collect())
     }
 
     /// `rsqrt(var + epsilon)` per channel, in f64.
-    fn inv_std(&self, epsilon: f64) -> Vec<f64> {
+    pub(super) fn inv_std(&self, epsilon: f64) -> Vec<f64> {
         self.var.iter().map(|&v| 1.0 / (v + epsilon).sqrt()).collect()
     }
 }
 
 /// Applies `f(channel, chunk)` to every `[S]` plane of a `[N, C, S]` output, in parallel.
-fn for_each_plane(out: &mut [f32], g: Geometry, f: impl Fn(usize, usize, &mut [f32]) + Sync) {
+pub(super) fn for_each_plane(out: &mut [f32], g: Geometry, f: impl Fn(usize, usize, &mut [f32]) + Sync) {
     out.par_chunks_mut(g.s).with_min_len(TASK_ELEMS.div_ceil(g.s)).enumerate().for_each(|(i, plane)| {
         f(i % g.c, i * g.s, plane);
     });
 }
 
-/// The forward op over `(x, gamma, beta)`; leaves the statistics in `stats` for the
-/// backward and for the caller.
+/// The per-channel f32 coefficients of the forward's normalisation, `(x - mean) · scale +
+/// beta`; the ReLU mask of the backward recomputes the forward's values with them, bit for
+/// bit.
+#[derive(Debug, Clone)]
+pub(super) struct Affine {
+    mean: Vec<f32>,
+    scale: Vec<f32>,
+    beta: Vec<f32>,
+}
+
+impl Affine {
+    /// TF's order: `(x - mean) * (gamma * rsqrt(var + epsilon)) + beta`, the scale formed in
+    /// f64 and rounded once.
+    pub(super) fn new(stats: &Stats, gamma: &[f32], beta: &[f32], epsilon: f64) -> Self {
+        let mean = stats.mean.iter().map(|&v| v as f32).collect();
+        let scale = stats.inv_std(epsilon).iter().zip(gamma).map(|(&i, &gm)| (i * f64::from(gm)) as f32).collect();
+        Affine { mean, scale, beta: beta.to_vec() }
+    }
+
+    /// Channel `ch`'s `(mean, scale, beta)`.
+    pub(super) fn of(&self, ch: usize) -> (f32, f32, f32) {
+        (self.mean[ch], self.scale[ch], self.beta[ch])
+    }
+}
+
+/// The normalised value; one function for the forward and the backward's ReLU mask, so
+/// both round identically.
+#[inline(always)]
+pub(super) fn normalise(v: f32, (m, k, b): (f32, f32, f32)) -> f32 {
+    (v - m) * k + b
+}
+
+simd_kernel! {
+/// One `[S]` plane of the forward's output: `normalise(x)`, then the ReLU when `relu`.
+pub(super) fn normalise_plane<'a>(out: &'a mut [f32], xs: &'a [f32], coef: (f32, f32, f32), relu: bool) -> () {
+    if relu {
+        for (o, &v) in out.iter_mut().zip(xs) {
+            *o = super::relu::relu_value(normalise(v, coef));
+        }
+    } else {
+        for (o, &v) in out.iter_mut().zip(xs) {
+            *o = normalise(v, coef);
+        }
+    }
+}
+}
+
+/// The forward op over `(x, gamma, beta)`; leaves the statistics (and, with a ReLU, the
+/// coefficients of the mask) in `stats` for the backward and for the caller.
 struct BatchNormTrain {
     epsilon: f64,
-    stats: Arc<OnceLock<Stats>>,
+    relu: bool,
+    stats: Arc<OnceLock<(Stats, Option<Affine>)>>,
 }
 
 impl CustomOp3 for BatchNormTrain {
     fn name(&self) -> &'static str {
-        "ferroflow-batch-norm-train"
+        if self.relu { "ferroflow-batch-norm-relu-train" } else { "ferroflow-batch-norm-train" }
     }
 
     fn cpu_fwd(
@@ -250,22 +401,15 @@ impl CustomOp3 for BatchNormTrain {
         let x = super::f32_contiguous(s1, l1, "batch_norm", "x")?;
         let (gamma, beta) = (per_channel(s2, l2, g.c, "gamma")?, per_channel(s3, l3, g.c, "beta")?);
         let stats = Stats::of(x, g);
-        // TF's order: `(x - mean) * (gamma * rsqrt(var + epsilon)) + beta`, the scale
-        // formed in f64 and rounded once.
-        let mean: Vec<f32> = stats.mean.iter().map(|&v| v as f32).collect();
-        let scale: Vec<f32> =
-            stats.inv_std(self.epsilon).iter().zip(gamma).map(|(&i, &gm)| (i * f64::from(gm)) as f32).collect();
-        let mut y = vec![0f32; x.len()];
+        let affine = Affine::new(&stats, gamma, beta, self.epsilon);
+        let mut y = super::buffers::zeroed(x.len());
+        let relu = self.relu;
         for_each_plane(&mut y, g, |ch, at, out| {
-            let (m, k, b) = (mean[ch], scale[ch], beta[ch]);
-            let xs = &x[at..at + out.len()];
-            for (o, &v) in out.iter_mut().zip(xs) {
-                *o = (v - m) * k + b;
-            }
+            normalise_plane(out, &x[at..at + out.len()], affine.of(ch), relu);
         });
         // A fresh op per call, so the cell is empty; a second forward (never done by
         // candle) would keep the first statistics, which are the same.
-        let _ = self.stats.set(stats);
+        let _ = self.stats.set((stats, relu.then_some(affine)));
         Ok((CpuStorage::F32(y), l1.shape().clone()))
     }
 
@@ -277,16 +421,18 @@ impl CustomOp3 for BatchNormTrain {
         _y: &Tensor,
         dy: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let (dx, dgamma, dbeta) = backward(x, gamma, dy, self.epsilon, Some(Arc::clone(&self.stats)))?;
+        let cached = Cached::Forward(Arc::clone(&self.stats));
+        let (dx, dgamma, dbeta) = backward(x, gamma, dy, self.epsilon, cached)?;
         Ok((Some(dx), Some(dgamma), Some(dbeta)))
     }
 }
 
 /// The backward op over `(x, dy, gamma)`: returns `dx` and leaves `(dgamma, dbeta)` in
-/// `sums`. Uses the forward's statistics when given, else recomputes them from `x`.
+/// `sums`. Uses the forward's statistics when given, else recomputes them from `x`; with a
+/// ReLU, `dy` counts only where the forward's normalised value was `> 0`.
 struct BatchNormTrainBackward {
     epsilon: f64,
-    stats: Option<Arc<OnceLock<Stats>>>,
+    cached: Cached,
     sums: Arc<OnceLock<(Vec<f32>, Vec<f32>)>>,
 }
 
@@ -312,49 +458,194 @@ impl CustomOp3 for BatchNormTrainBackward {
         let (x, dy) =
             (super::f32_contiguous(s1, l1, "batch_norm", "x")?, super::f32_contiguous(s2, l2, "batch_norm", "dy")?);
         let gamma = per_channel(s3, l3, g.c, "gamma")?;
-        let cached = self.stats.as_ref().and_then(|s| s.get());
         let fresh;
-        let stats = match cached {
-            Some(s) => s,
-            None => {
-                fresh = Stats::of(x, g);
-                &fresh
+        let (stats, affine) = match &self.cached {
+            Cached::Forward(cell) => match cell.get() {
+                Some((stats, affine)) => (stats, affine.as_ref()),
+                None => bail!("{OP}: the forward pass left no statistics"),
+            },
+            Cached::None => {
+                fresh = (Stats::of(x, g), None);
+                (&fresh.0, None)
+            }
+            Cached::ReluBeta(beta) => {
+                if beta.len() != g.c {
+                    bail!("{OP}: beta must be [{}], got [{}]", g.c, beta.len());
+                }
+                let stats = Stats::of(x, g);
+                let affine = Affine::new(&stats, gamma, beta, self.epsilon);
+                fresh = (stats, Some(affine));
+                (&fresh.0, fresh.1.as_ref())
             }
         };
-        let inv = stats.inv_std(self.epsilon);
-        // Per channel `[Σ dy, Σ dy · (x - mean)]`; `dgamma` is the latter times `inv`.
-        let sums: Vec<[f64; 2]> = (0..g.c)
-            .into_par_iter()
-            .map(|ch| {
-                let mean = stats.mean[ch];
-                g.planes(dy, ch)
-                    .zip(g.planes(x, ch))
-                    .map(|(d, v)| sums2(d, v, |d, v| (f64::from(d), f64::from(d) * (f64::from(v) - mean))))
-                    .fold([0.0; 2], |a, s| [a[0] + s[0], a[1] + s[1]])
-            })
-            .collect();
-        let m = g.count() as f64;
-        // Per channel in f32: `dx = k · (dy - a - xhat · b)`, `xhat = (x - mean) · inv`,
-        // `k = gamma · inv`, `a = dbeta / M`, `b = dgamma / M`.
-        let coef: Vec<[f32; 5]> = (0..g.c)
-            .map(|ch| {
-                let [dbeta, sdx] = sums[ch];
-                let dgamma = sdx * inv[ch];
-                let k = f64::from(gamma[ch]) * inv[ch];
-                [stats.mean[ch] as f32, inv[ch] as f32, k as f32, (dbeta / m) as f32, (dgamma / m) as f32]
-            })
-            .collect();
-        let mut dx = vec![0f32; x.len()];
-        for_each_plane(&mut dx, g, |ch, at, out| {
-            let [mean, inv, k, a, b] = coef[ch];
-            let (xs, ds) = (&x[at..at + out.len()], &dy[at..at + out.len()]);
-            for ((o, &v), &d) in out.iter_mut().zip(xs).zip(ds) {
-                *o = k * (d - a - (v - mean) * inv * b);
-            }
-        });
-        let dgamma = sums.iter().zip(&inv).map(|(s, &i)| (s[1] * i) as f32).collect();
-        let dbeta = sums.iter().map(|s| s[0] as f32).collect();
+        let (dx, dgamma, dbeta) = backward_sweeps(g, x, dy, gamma, stats, affine, self.epsilon);
         let _ = self.sums.set((dgamma, dbeta));
         Ok((CpuStorage::F32(dx), l1.shape().clone()))
     }
+}
+
+/// `dy` masked by the forward's ReLU: `dy` where the normalised value was `> 0`, else 0;
+/// `dy` itself without a ReLU.
+#[inline(always)]
+pub(super) fn masked(d: f32, v: f32, relu: Option<(f32, f32, f32)>) -> f32 {
+    match relu {
+        // Not `> 0` (NaN included: the forward wrote 0 for it): no gradient.
+        Some(coef) => {
+            if normalise(v, coef) > 0.0 {
+                d
+            } else {
+                0.0
+            }
+        }
+        None => d,
+    }
+}
+
+/// Per channel, the coefficients of `dx = k · (dy - a - (x - mean) · inv · b)`:
+/// `[mean, inv, k, a, b]` with `inv = rsqrt(var + epsilon)`, `k = gamma · inv`,
+/// `a = dbeta / M`, `b = dgamma / M` (f32, as the writing sweep uses them).
+pub(super) type DxCoef = [f32; 5];
+
+/// The backward's reading sweep: per channel the [`DxCoef`], and `(dgamma, dbeta)`. `dy`
+/// is masked by the forward's ReLU when `relu` is given.
+pub(super) fn backward_coefficients(
+    g: Geometry,
+    x: &[f32],
+    dy: &[f32],
+    gamma: &[f32],
+    stats: &Stats,
+    relu: Option<&Affine>,
+    epsilon: f64,
+) -> (Vec<DxCoef>, Vec<f32>, Vec<f32>) {
+    // Per channel `[Σ dy, Σ dy · (x - mean)]` (`dy` masked); `dgamma` is the latter times
+    // `inv`.
+    let sums: Vec<[f64; 2]> = (0..g.c)
+        .into_par_iter()
+        .map(|ch| {
+            let (mean, rc) = (stats.mean[ch], relu.map(|a| a.of(ch)));
+            channel_gradient_sums(g, dy, x, ch, mean, rc)
+        })
+        .collect();
+    coefficients_from_sums(&sums, g.count(), gamma, stats, epsilon)
+}
+
+/// The [`DxCoef`]s and `(dgamma, dbeta)` from the per-channel sums `[Σ dy, Σ dy · (x -
+/// mean)]` over `count` values per channel.
+pub(super) fn coefficients_from_sums(
+    sums: &[[f64; 2]],
+    count: usize,
+    gamma: &[f32],
+    stats: &Stats,
+    epsilon: f64,
+) -> (Vec<DxCoef>, Vec<f32>, Vec<f32>) {
+    let inv = stats.inv_std(epsilon);
+    let m = count as f64;
+    let coef = (0..sums.len())
+        .map(|ch| {
+            let [dbeta, sdx] = sums[ch];
+            let dgamma = sdx * inv[ch];
+            let k = f64::from(gamma[ch]) * inv[ch];
+            [stats.mean[ch] as f32, inv[ch] as f32, k as f32, (dbeta / m) as f32, (dgamma / m) as f32]
+        })
+        .collect();
+    let dgamma = sums.iter().zip(&inv).map(|(s, &i)| (s[1] * i) as f32).collect();
+    let dbeta = sums.iter().map(|s| s[0] as f32).collect();
+    (coef, dgamma, dbeta)
+}
+
+simd_kernel! {
+/// Channel `ch`'s `[Σ dy, Σ dy · (x - mean)]`, `dy` masked by the ReLU of `relu`'s
+/// coefficients when given.
+fn channel_gradient_sums<'a>(
+    g: Geometry,
+    dy: &'a [f32],
+    x: &'a [f32],
+    ch: usize,
+    mean: f64,
+    relu: Option<(f32, f32, f32)>,
+) -> [f64; 2] {
+    let mut sums = [0f64; 2];
+    for b in 0..g.n {
+        let at = (b * g.c + ch) * g.s;
+        let [s0, s1] = plane_gradient_sums(&dy[at..at + g.s], &x[at..at + g.s], mean, relu);
+        sums = [sums[0] + s0, sums[1] + s1];
+    }
+    sums
+}
+}
+
+/// One plane's `[Σ d, Σ d · (v - mean)]` (`d` masked by the ReLU when given) in f64, in
+/// [`sums2`]'s order.
+#[inline(always)]
+fn plane_gradient_sums(d: &[f32], v: &[f32], mean: f64, relu: Option<(f32, f32, f32)>) -> [f64; 2] {
+    let terms = |d: f32| {
+        move |v: f32| {
+            let d = f64::from(d);
+            (d, d * (f64::from(v) - mean))
+        }
+    };
+    match relu {
+        // The mask as a bitwise AND (all ones or zero), which vectorises where a select
+        // did not; a dropped value becomes +0.0, as `masked` gives.
+        Some(rc) => sums2(d, v, |d, v| {
+            let keep = 0u32.wrapping_sub(u32::from(normalise(v, rc) > 0.0));
+            terms(f32::from_bits(d.to_bits() & keep))(v)
+        }),
+        None => sums2(d, v, |d, v| terms(d)(v)),
+    }
+}
+
+/// One value of `dx` from its (masked) `dy` and `x`.
+#[inline(always)]
+pub(super) fn dx_value(d: f32, v: f32, [mean, inv, k, a, b]: DxCoef) -> f32 {
+    k * (d - a - (v - mean) * inv * b)
+}
+
+simd_kernel! {
+/// One `[S]` plane of `dx` (channel `ch`) from the planes of `x` and `dy`.
+pub(super) fn dx_plane<'a>(
+    out: &'a mut [f32],
+    xs: &'a [f32],
+    ds: &'a [f32],
+    coef: DxCoef,
+    relu: Option<(f32, f32, f32)>,
+) -> () {
+    dx_plane_inline(out, xs, ds, coef, relu)
+}
+}
+
+/// [`dx_plane`] without the dispatch, for callers that dispatch a larger loop.
+#[inline(always)]
+pub(super) fn dx_plane_inline(out: &mut [f32], xs: &[f32], ds: &[f32], coef: DxCoef, relu: Option<(f32, f32, f32)>) {
+    match relu {
+        Some(rc) => {
+            for ((o, &v), &d) in out.iter_mut().zip(xs).zip(ds) {
+                *o = dx_value(masked(d, v, Some(rc)), v, coef);
+            }
+        }
+        None => {
+            for ((o, &v), &d) in out.iter_mut().zip(xs).zip(ds) {
+                *o = dx_value(d, v, coef);
+            }
+        }
+    }
+}
+
+/// The backward's two sweeps: `(dx, dgamma, dbeta)`.
+fn backward_sweeps(
+    g: Geometry,
+    x: &[f32],
+    dy: &[f32],
+    gamma: &[f32],
+    stats: &Stats,
+    relu: Option<&Affine>,
+    epsilon: f64,
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let (coef, dgamma, dbeta) = backward_coefficients(g, x, dy, gamma, stats, relu, epsilon);
+    let mut dx = super::buffers::zeroed(x.len());
+    for_each_plane(&mut dx, g, |ch, at, out| {
+        let (xs, ds) = (&x[at..at + out.len()], &dy[at..at + out.len()]);
+        dx_plane(out, xs, ds, coef[ch], relu.map(|r| r.of(ch)));
+    });
+    (dx, dgamma, dbeta)
 }

@@ -14,17 +14,21 @@
 //! Determinism: every pass gives bitwise-identical results for identical inputs, whatever
 //! the number of rayon threads. The forward pass and the input gradient write disjoint
 //! per-image outputs; the filter gradient is summed over images in contiguous chunks whose
-//! boundaries depend on the batch size only ([`DW_CHUNKS`]), and the chunk partial sums are
+//! boundaries depend on the batch size only (`DW_CHUNKS`), and the chunk partial sums are
 //! added in chunk order. gemm's own threading splits the output, never the reduction.
 
 use candle_core::{CpuStorage, CustomOp2, Layout, Shape, Tensor, bail};
 use gemm::Parallelism;
 use rayon::prelude::*;
 
+use super::buffers::{with_scratch, zeroed};
+use super::lowering::Lowered;
+use super::simd::simd_kernel;
+
 /// Upper bound on the number of image chunks the filter gradient is split into. It fixes
 /// the summation order (hence the bits of `dw`) independently of the thread count, while
 /// leaving enough chunks to keep up to 16 threads busy.
-const DW_CHUNKS: usize = 16;
+pub(super) const DW_CHUNKS: usize = 16;
 
 /// Stride, dilation and explicit zero padding of a 2-D convolution, each per spatial axis
 /// (`[height, width]`).
@@ -132,22 +136,22 @@ pub fn conv2d_backward_filter(
 
 /// Sizes of one convolution, validated once.
 #[derive(Debug, Clone, Copy)]
-struct Geometry {
-    n: usize,
-    c: usize,
-    h: usize,
-    w: usize,
-    o: usize,
-    kh: usize,
-    kw: usize,
-    oh: usize,
-    ow: usize,
-    p: Conv2dParams,
+pub(super) struct Geometry {
+    pub(super) n: usize,
+    pub(super) c: usize,
+    pub(super) h: usize,
+    pub(super) w: usize,
+    pub(super) o: usize,
+    pub(super) kh: usize,
+    pub(super) kw: usize,
+    pub(super) oh: usize,
+    pub(super) ow: usize,
+    pub(super) p: Conv2dParams,
 }
 
 impl Geometry {
     /// From `x` `[N, C, H, W]` and `w` `[O, C, kh, kw]` dims.
-    fn new(xs: &[usize], ws: &[usize], p: Conv2dParams) -> candle_core::Result<Self> {
+    pub(super) fn new(xs: &[usize], ws: &[usize], p: Conv2dParams) -> candle_core::Result<Self> {
         let (&[n, c, h, w], &[o, wc, kh, kw]) = (xs, ws) else {
             bail!("ferroflow conv2d kernel: expected NCHW x and OIHW w, got x {xs:?}, w {ws:?}");
         };
@@ -161,7 +165,7 @@ impl Geometry {
     }
 
     /// Checks that `dy` has the output shape `[N, O, H_out, W_out]`.
-    fn check_dy(&self, dys: &[usize]) -> candle_core::Result<()> {
+    pub(super) fn check_dy(&self, dys: &[usize]) -> candle_core::Result<()> {
         if dys != [self.n, self.o, self.oh, self.ow] {
             bail!(
                 "ferroflow conv2d kernel: dy {dys:?} is not the output shape {:?} ({:?})",
@@ -173,31 +177,31 @@ impl Geometry {
     }
 
     /// Rows of the im2col matrix: one per (channel, kernel row, kernel column).
-    fn col_rows(&self) -> usize {
+    pub(super) fn col_rows(&self) -> usize {
         self.c * self.kh * self.kw
     }
 
     /// Columns of the im2col matrix: one per output pixel.
-    fn col_cols(&self) -> usize {
+    pub(super) fn col_cols(&self) -> usize {
         self.oh * self.ow
     }
 
-    fn x_image(&self) -> usize {
+    pub(super) fn x_image(&self) -> usize {
         self.c * self.h * self.w
     }
 
-    fn y_image(&self) -> usize {
+    pub(super) fn y_image(&self) -> usize {
         self.o * self.oh * self.ow
     }
 
     /// No input, output or channels: every result is empty or zero, and the per-image
     /// chunking below would split by zero.
-    fn is_degenerate(&self) -> bool {
+    pub(super) fn is_degenerate(&self) -> bool {
         self.n == 0 || self.c == 0 || self.o == 0
     }
 
     /// A 1x1 unit-stride unpadded conv: the im2col matrix of an image is the image itself.
-    fn is_pointwise(&self) -> bool {
+    pub(super) fn is_pointwise(&self) -> bool {
         let p = &self.p;
         self.kh == 1 && self.kw == 1 && p.stride == [1, 1] && p.pad_before == [0, 0] && p.pad_after == [0, 0]
     }
@@ -311,35 +315,32 @@ impl CustomOp2 for Conv2dBackwardFilter {
     }
 }
 
-/// How the batch is spread over threads: with at least one image per thread, images run in
-/// parallel and each gemm is single-threaded; otherwise (small batches, inference) images
-/// run one after the other and gemm uses all threads.
-fn batch_plan(n: usize) -> (usize, Parallelism) {
+/// How the batch is spread over threads: `(images per rayon task, gemm parallelism)`. With
+/// at least one image per thread, images run in parallel and each gemm is single-threaded,
+/// in up to four tasks per thread (so that a thread slowed by another process hands work
+/// to the others instead of holding the whole op up; the per-image passes give the same
+/// bits however the batch is split); otherwise (small batches, inference) images run one
+/// after the other and gemm uses all threads.
+pub(super) fn batch_plan(n: usize) -> (usize, Parallelism) {
     let threads = rayon::current_num_threads().max(1);
-    if n >= threads { (n.div_ceil(threads), Parallelism::None) } else { (1, Parallelism::Rayon(threads)) }
+    if n >= threads { (n.div_ceil(4 * threads).max(1), Parallelism::None) } else { (1, Parallelism::Rayon(threads)) }
 }
 
 /// # Shapes
 /// - `x`: `[N, C, H, W]`, `w`: `[O, C·kh·kw]` (OIHW flattened), result `[N, O, H_out·W_out]`
 fn forward(g: &Geometry, x: &[f32], w: &[f32]) -> Vec<f32> {
-    let (k, p) = (g.col_rows(), g.col_cols());
-    let mut y = vec![0f32; g.n * g.y_image()];
+    let mut y = zeroed(g.n * g.y_image());
     if g.is_degenerate() {
         return y;
     }
     let (per, par) = batch_plan(g.n);
+    let lowered = Lowered::new(g, w);
     y.par_chunks_mut(per * g.y_image()).zip(x.par_chunks(per * g.x_image())).for_each(|(ys, xs)| {
-        let mut col = if g.is_pointwise() { Vec::new() } else { vec![0f32; k * p] };
-        for (y_n, x_n) in ys.chunks_exact_mut(g.y_image()).zip(xs.chunks_exact(g.x_image())) {
-            let col = if g.is_pointwise() {
-                x_n
-            } else {
-                im2col(g, x_n, &mut col);
-                &col[..]
-            };
-            // y_n [O, P] = w [O, K] · col [K, P]
-            matmul(y_n, false, [g.o, p, k], (w, k, 1), (col, p, 1), par);
-        }
+        with_scratch([lowered.col_len()], |[col]| {
+            for (y_n, x_n) in ys.chunks_exact_mut(g.y_image()).zip(xs.chunks_exact(g.x_image())) {
+                lowered.forward_image(x_n, col, y_n, par);
+            }
+        });
     });
     y
 }
@@ -347,24 +348,18 @@ fn forward(g: &Geometry, x: &[f32], w: &[f32]) -> Vec<f32> {
 /// # Shapes
 /// - `dy`: `[N, O, H_out·W_out]`, `w`: `[O, C·kh·kw]`, result `[N, C, H, W]`
 fn backward_input(g: &Geometry, dy: &[f32], w: &[f32]) -> Vec<f32> {
-    let (k, p) = (g.col_rows(), g.col_cols());
-    let mut dx = vec![0f32; g.n * g.x_image()];
+    let mut dx = zeroed(g.n * g.x_image());
     if g.is_degenerate() {
         return dx;
     }
     let (per, par) = batch_plan(g.n);
+    let lowered = Lowered::new(g, w);
     dx.par_chunks_mut(per * g.x_image()).zip(dy.par_chunks(per * g.y_image())).for_each(|(dxs, dys)| {
-        let mut dcol = vec![0f32; k * p];
-        for (dx_n, dy_n) in dxs.chunks_exact_mut(g.x_image()).zip(dys.chunks_exact(g.y_image())) {
-            if g.is_pointwise() {
-                // The col matrix is the image: write the gemm straight into dx.
-                matmul(dx_n, false, [k, p, g.o], (w, 1, k), (dy_n, p, 1), par);
-                continue;
+        with_scratch([lowered.col_len()], |[dcol]| {
+            for (dx_n, dy_n) in dxs.chunks_exact_mut(g.x_image()).zip(dys.chunks_exact(g.y_image())) {
+                lowered.input_image(dy_n, dcol, dx_n, par);
             }
-            // dcol [K, P] = wᵀ [K, O] · dy_n [O, P], then scatter-add back to the pixels.
-            matmul(&mut dcol, false, [k, p, g.o], (w, 1, k), (dy_n, p, 1), par);
-            col2im(g, &dcol, dx_n);
-        }
+        });
     });
     dx
 }
@@ -372,46 +367,44 @@ fn backward_input(g: &Geometry, dy: &[f32], w: &[f32]) -> Vec<f32> {
 /// # Shapes
 /// - `x`: `[N, C, H, W]`, `dy`: `[N, O, H_out·W_out]`, result `[O, C·kh·kw]`
 fn backward_filter(g: &Geometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
-    let (k, p) = (g.col_rows(), g.col_cols());
-    let dw_len = g.o * k;
     if g.is_degenerate() {
-        return vec![0f32; dw_len];
+        return vec![0f32; g.o * g.col_rows()];
     }
     // Chunks of consecutive images, a function of N only (see the module docs).
     let per = g.n.div_ceil(DW_CHUNKS.min(g.n));
     let chunks = g.n.div_ceil(per);
     let threads = rayon::current_num_threads().max(1);
     let par = if chunks >= threads { Parallelism::None } else { Parallelism::Rayon(threads.div_ceil(chunks)) };
-    let mut partial = vec![0f32; chunks * dw_len];
-    partial.par_chunks_mut(dw_len).zip(x.par_chunks(per * g.x_image()).zip(dy.par_chunks(per * g.y_image()))).for_each(
-        |(dw, (xs, dys))| {
-            let mut col = if g.is_pointwise() { Vec::new() } else { vec![0f32; k * p] };
-            for (i, (x_n, dy_n)) in xs.chunks_exact(g.x_image()).zip(dys.chunks_exact(g.y_image())).enumerate() {
-                let col = if g.is_pointwise() {
-                    x_n
-                } else {
-                    im2col(g, x_n, &mut col);
-                    &col[..]
-                };
-                // dw [O, K] (+)= dy_n [O, P] · colᵀ [P, K]
-                matmul(dw, i > 0, [g.o, k, p], (dy_n, p, 1), (col, 1, p), par);
-            }
+    let lowered = Lowered::without_weights(g);
+    let len = lowered.filter_len();
+    let mut partial = vec![0f32; chunks * len];
+    partial.par_chunks_mut(len).zip(x.par_chunks(per * g.x_image()).zip(dy.par_chunks(per * g.y_image()))).for_each(
+        |(acc, (xs, dys))| {
+            with_scratch([lowered.col_len()], |[col]| {
+                for (i, (x_n, dy_n)) in xs.chunks_exact(g.x_image()).zip(dys.chunks_exact(g.y_image())).enumerate() {
+                    lowered.filter_image(x_n, dy_n, col, acc, i > 0, par);
+                }
+            });
         },
     );
-    // Sum the chunk partials in chunk order: a fixed order, so fixed bits.
-    let (first, rest) = partial.split_at_mut(dw_len);
-    for part in rest.chunks_exact(dw_len) {
+    lowered.finish_filter(sum_chunks(&mut partial, len))
+}
+
+/// The per-chunk partials `[chunks, len]` summed in chunk order (a fixed order, so fixed
+/// bits), in place: the first `len` elements.
+pub(super) fn sum_chunks(partial: &mut [f32], len: usize) -> &[f32] {
+    let (first, rest) = partial.split_at_mut(len);
+    for part in rest.chunks_exact(len) {
         for (a, b) in first.iter_mut().zip(part) {
             *a += b;
         }
     }
-    partial.truncate(dw_len);
-    partial
+    first
 }
 
 /// The output positions `j` in `[0, out)` whose input position `j * stride + offset - pad`
 /// lies in `[0, len)`: a range `lo..hi` (empty when none do).
-fn valid_range(out: usize, len: usize, offset: usize, stride: usize, pad: usize) -> (usize, usize) {
+pub(super) fn valid_range(out: usize, len: usize, offset: usize, stride: usize, pad: usize) -> (usize, usize) {
     let hi = (len + pad).saturating_sub(offset).div_ceil(stride).min(out);
     let lo = pad.saturating_sub(offset).div_ceil(stride).min(hi);
     (lo, hi)
@@ -422,8 +415,19 @@ fn valid_range(out: usize, len: usize, offset: usize, stride: usize, pad: usize)
 ///
 /// # Shapes
 /// - `x`: `[C, H, W]` (one image), `col`: `[C·kh·kw, H_out·W_out]`
-fn im2col(g: &Geometry, x: &[f32], col: &mut [f32]) {
+pub(super) fn im2col(g: &Geometry, x: &[f32], col: &mut [f32]) {
+    im2col_kernel(g, x, col);
+}
+
+simd_kernel! {
+/// [`im2col`], dispatched to the CPU's widest SIMD (the copies and zero-fills vectorise).
+fn im2col_kernel<'a>(g: &'a Geometry, x: &'a [f32], col: &'a mut [f32]) -> () {
     let Conv2dParams { stride: [sh, sw], dilation: [dh, dw], pad_before: [pt, pl], .. } = g.p;
+    // Unit strides with an output as wide as the input (e.g. SAME 3x3): output pixel `t`
+    // of a tap's row reads input pixel `t + offset` of the plane, so the tap's valid rows
+    // are one contiguous copy, after which the few columns that wrapped around (reading
+    // the neighbouring row instead of the padding) are zeroed.
+    let contiguous = sh == 1 && sw == 1 && g.ow == g.w;
     let mut rows = col.chunks_exact_mut(g.col_cols());
     for plane in x.chunks_exact(g.h * g.w) {
         for a in 0..g.kh {
@@ -433,6 +437,21 @@ fn im2col(g: &Geometry, x: &[f32], col: &mut [f32]) {
                 let Some(row) = rows.next() else { return };
                 row[..i0 * g.ow].fill(0.0);
                 row[i1 * g.ow..].fill(0.0);
+                if contiguous && i0 < i1 && j0 < j1 {
+                    // Output `(i, j)` reads `(i + a·dh - pt, j + e·dw - pl)`: plane index
+                    // `t + a·dh·w + e·dw - pt·w - pl` for `t = i·w + j`. Copy from the
+                    // first valid output to the last one (all their sources are in the
+                    // plane), then zero the invalid columns of the rows.
+                    let (first, last) = (i0 * g.ow + j0, (i1 - 1) * g.ow + j1);
+                    let src = first + a * dh * g.w + e * dw - pt * g.w - pl;
+                    row[first..last].copy_from_slice(&plane[src..src + (last - first)]);
+                    for i in i0..i1 {
+                        let out = &mut row[i * g.ow..(i + 1) * g.ow];
+                        out[..j0].fill(0.0);
+                        out[j1..].fill(0.0);
+                    }
+                    continue;
+                }
                 for i in i0..i1 {
                     let r = i * sh + a * dh - pt;
                     let src = &plane[r * g.w..(r + 1) * g.w];
@@ -455,15 +474,22 @@ fn im2col(g: &Geometry, x: &[f32], col: &mut [f32]) {
         }
     }
 }
+}
 
 /// The adjoint of [`im2col`]: adds each entry of `col` to the input pixel it was read from
-/// (entries in the padding are dropped). `x` is overwritten.
+/// (entries in the padding are dropped). `x` must be zeros (the callers' outputs come
+/// zero-filled, so it is not cleared again here).
 ///
 /// # Shapes
 /// - `col`: `[C·kh·kw, H_out·W_out]`, `x`: `[C, H, W]` (one image)
-fn col2im(g: &Geometry, col: &[f32], x: &mut [f32]) {
+pub(super) fn col2im(g: &Geometry, col: &[f32], x: &mut [f32]) {
+    col2im_kernel(g, col, x);
+}
+
+simd_kernel! {
+/// [`col2im`], dispatched to the CPU's widest SIMD (the row additions vectorise).
+fn col2im_kernel<'a>(g: &'a Geometry, col: &'a [f32], x: &'a mut [f32]) -> () {
     let Conv2dParams { stride: [sh, sw], dilation: [dh, dw], pad_before: [pt, pl], .. } = g.p;
-    x.fill(0.0);
     let mut rows = col.chunks_exact(g.col_cols());
     for plane in x.chunks_exact_mut(g.h * g.w) {
         for a in 0..g.kh {
@@ -493,16 +519,18 @@ fn col2im(g: &Geometry, col: &[f32], x: &mut [f32]) {
         }
     }
 }
+}
 
-/// `dst [m, n] = (accumulate ? dst : 0) + lhs [m, k] · rhs [k, n]`, `dst` row-major and
-/// `lhs`/`rhs` given as `(data, row stride, column stride)`, so a transposed operand is
-/// just swapped strides.
+/// `dst [m, n] = (accumulate ? dst : 0) + lhs [m, k] · rhs [k, n]`, every matrix given as
+/// `(data, row stride, column stride)` (`dst`'s strides as `(row, column)`), so a
+/// transposed operand, a column-major `dst` or a row of a wider matrix are just strides.
 ///
 /// # Panics
-/// If an operand's slice is too short for its shape and strides (checked before the
-/// unchecked gemm call).
-fn matmul(
+/// If a slice is too short for its shape and strides (checked before the unchecked gemm
+/// call), or `dst`'s strides make two of its elements overlap.
+pub(super) fn gemm_strided(
     dst: &mut [f32],
+    (dst_rs, dst_cs): (usize, usize),
     accumulate: bool,
     [m, n, k]: [usize; 3],
     (lhs, lhs_rs, lhs_cs): (&[f32], usize, usize),
@@ -512,20 +540,27 @@ fn matmul(
     if m == 0 || n == 0 {
         return;
     }
+    let last = |rows: usize, cols: usize, rs: usize, cs: usize| (rows - 1) * rs + (cols - 1) * cs;
+    // Distinct elements: one stride is 1 and the other spans the whole other axis.
+    let distinct = (dst_cs == 1 && (m == 1 || dst_rs >= n)) || (dst_rs == 1 && (n == 1 || dst_cs >= m));
+    assert!(distinct, "matmul: dst strides ({dst_rs}, {dst_cs}) overlap for {m}x{n}");
+    assert!(last(m, n, dst_rs, dst_cs) < dst.len(), "matmul: dst has {} elements, needs {m}x{n}", dst.len());
     if k == 0 {
         if !accumulate {
-            dst[..m * n].fill(0.0);
+            for i in 0..m {
+                for j in 0..n {
+                    dst[i * dst_rs + j * dst_cs] = 0.0;
+                }
+            }
         }
         return;
     }
-    let last = |rows: usize, cols: usize, rs: usize, cs: usize| (rows - 1) * rs + (cols - 1) * cs;
-    assert!(dst.len() >= m * n, "matmul: dst has {} elements, needs {m}x{n}", dst.len());
     assert!(last(m, k, lhs_rs, lhs_cs) < lhs.len(), "matmul: lhs too short for {m}x{k}");
     assert!(last(k, n, rhs_rs, rhs_cs) < rhs.len(), "matmul: rhs too short for {k}x{n}");
     // SAFETY: the asserts above keep every element gemm reads (lhs, rhs) or writes (dst,
-    // m x n row-major) inside its slice; `dst` is borrowed mutably, so it aliases neither
-    // operand; with `read_dst == false` gemm ignores dst's old values (which are
-    // initialised anyway).
+    // m x n at the given strides, which address distinct elements) inside its slice; `dst`
+    // is borrowed mutably, so it aliases neither operand; with `read_dst == false` gemm
+    // ignores dst's old values (which are initialised anyway).
     #[allow(unsafe_code)]
     unsafe {
         gemm::gemm(
@@ -533,8 +568,8 @@ fn matmul(
             n,
             k,
             dst.as_mut_ptr(),
-            1,
-            n as isize,
+            dst_cs as isize,
+            dst_rs as isize,
             accumulate,
             lhs.as_ptr(),
             lhs_cs as isize,

@@ -31,9 +31,11 @@ use std::sync::{Arc, OnceLock};
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Shape, Tensor, bail};
 use rayon::prelude::*;
 
+use super::buffers::{filled, zeroed};
+
 /// The argmax entry of an output whose gradient goes nowhere (a padded pixel won, or a
 /// NaN in the window's first cell).
-const NO_PIXEL: u32 = u32::MAX;
+pub(super) const NO_PIXEL: u32 = u32::MAX;
 
 /// About how many input elements one rayon task sweeps: small planes (cifar_cnn's 16x16)
 /// are grouped so that the task overhead stays small next to the work.
@@ -157,7 +159,7 @@ fn check_device(t: &Tensor, op: &str) -> candle_core::Result<()> {
 /// Sizes of one pool, validated once, and the clipped window of every output row and
 /// column.
 #[derive(Debug, Clone)]
-struct Geometry {
+pub(super) struct Geometry {
     /// Planes: `N·C`.
     planes: usize,
     h: usize,
@@ -188,7 +190,7 @@ impl Span {
 
 impl Geometry {
     /// From `x`'s `[N, C, H, W]` dims.
-    fn new(op: &str, xs: &[usize], p: Pool2dParams) -> candle_core::Result<Self> {
+    pub(super) fn new(op: &str, xs: &[usize], p: Pool2dParams) -> candle_core::Result<Self> {
         let &[n, c, h, w] = xs else {
             bail!("ferroflow {op} kernel: expected an NCHW (rank 4) input, got {xs:?}");
         };
@@ -210,11 +212,16 @@ impl Geometry {
         Ok(Self { planes: n * c, h, w, oh, ow, rows: spans(0, h, oh), cols: spans(1, w, ow) })
     }
 
-    fn plane_in(&self) -> usize {
+    /// The output `[H_out, W_out]`.
+    pub(super) fn output_hw(&self) -> [usize; 2] {
+        [self.oh, self.ow]
+    }
+
+    pub(super) fn plane_in(&self) -> usize {
         self.h * self.w
     }
 
-    fn plane_out(&self) -> usize {
+    pub(super) fn plane_out(&self) -> usize {
         self.oh * self.ow
     }
 
@@ -296,7 +303,7 @@ impl CustomOp2 for MaxPool2dBackward {
 }
 
 /// The argmax stores plane-local indices as `u32`, with `u32::MAX` reserved.
-fn check_plane_index(g: &Geometry) -> candle_core::Result<()> {
+pub(super) fn check_plane_index(g: &Geometry) -> candle_core::Result<()> {
     if g.plane_in() >= NO_PIXEL as usize {
         bail!("ferroflow max_pool2d kernel: planes of {}x{} pixels are too large", g.h, g.w);
     }
@@ -309,8 +316,8 @@ fn check_plane_index(g: &Geometry) -> candle_core::Result<()> {
 /// - `x`: `[N·C, H, W]`, results `[N·C, H_out, W_out]` (values and plane-local indices)
 fn max_forward(g: &Geometry, x: &[f32]) -> (Vec<f32>, Vec<u32>) {
     let (pi, po) = (g.plane_in(), g.plane_out());
-    let mut y = vec![0f32; g.planes * po];
-    let mut argmax = vec![NO_PIXEL; g.planes * po];
+    let mut y = zeroed(g.planes * po);
+    let mut argmax = filled(g.planes * po, NO_PIXEL);
     if po == 0 || pi == 0 {
         return (y, argmax);
     }
@@ -326,7 +333,7 @@ fn max_forward(g: &Geometry, x: &[f32]) -> (Vec<f32>, Vec<u32>) {
 }
 
 /// One plane of [`max_forward`].
-fn max_plane(g: &Geometry, x: &[f32], y: &mut [f32], arg: &mut [u32]) {
+pub(super) fn max_plane(g: &Geometry, x: &[f32], y: &mut [f32], arg: &mut [u32]) {
     for (i, rs) in g.rows.iter().enumerate() {
         let (y_row, arg_row) = (&mut y[i * g.ow..(i + 1) * g.ow], &mut arg[i * g.ow..(i + 1) * g.ow]);
         for ((out, out_arg), cs) in y_row.iter_mut().zip(arg_row.iter_mut()).zip(&g.cols) {
@@ -364,7 +371,7 @@ fn max_plane(g: &Geometry, x: &[f32], y: &mut [f32], arg: &mut [u32]) {
 /// - `argmax`, `dy`: `[N·C, H_out, W_out]`, result `[N·C, H, W]`
 fn max_backward(g: &Geometry, argmax: &[u32], dy: &[f32]) -> Vec<f32> {
     let (pi, po) = (g.plane_in(), g.plane_out());
-    let mut dx = vec![0f32; g.planes * pi];
+    let mut dx = zeroed(g.planes * pi);
     if po == 0 || pi == 0 {
         return dx;
     }
@@ -435,7 +442,7 @@ impl CustomOp1 for AvgPool2dBackward {
 /// - `x`: `[N·C, H, W]`, result `[N·C, H_out, W_out]`
 fn avg_forward(g: &Geometry, x: &[f32]) -> Vec<f32> {
     let (pi, po) = (g.plane_in(), g.plane_out());
-    let mut y = vec![0f32; g.planes * po];
+    let mut y = zeroed(g.planes * po);
     if po == 0 || pi == 0 {
         return y;
     }
@@ -461,7 +468,7 @@ fn avg_forward(g: &Geometry, x: &[f32]) -> Vec<f32> {
 /// - `dy`: `[N·C, H_out, W_out]`, result `[N·C, H, W]`
 fn avg_backward(g: &Geometry, dy: &[f32]) -> Vec<f32> {
     let (pi, po) = (g.plane_in(), g.plane_out());
-    let mut dx = vec![0f32; g.planes * pi];
+    let mut dx = zeroed(g.planes * pi);
     if po == 0 || pi == 0 {
         return dx;
     }

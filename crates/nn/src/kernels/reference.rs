@@ -1,5 +1,5 @@
 //! The slow, obvious conv2d: seven nested loops per pass, written straight from the
-//! definition, for checking the fast kernels of [`super::conv2d`] (forward, input gradient,
+//! definition, for checking the fast kernels of [`super::conv2d`](mod@super::conv2d) (forward, input gradient,
 //! filter gradient). Accumulates in f64 so that it is the more accurate side of a
 //! comparison. Below it, the same for the pools of [`super::pool`] and the batch norm of
 //! [`super::batch_norm`].
@@ -273,4 +273,55 @@ pub fn batch_norm_train_backward(
         dbetas.push(dbeta as f32);
     }
     (dx, dgammas, dbetas)
+}
+
+// ReLU of [`super::relu`] and the fused batch norm + ReLU of [`super::batch_norm`]:
+// `relu(v) = v` where `v > 0`, else 0; its gradient passes `dy` where `v > 0` only (TF's
+// `ReluGrad`), so the gradient of `Σ relu(bn(x)) · dy` is bn's gradient for `dy · (bn(x) > 0)`.
+
+/// The forward ReLU.
+///
+/// # Shapes
+/// - `x`: any (flat); result: the same
+pub fn relu(x: &[f32]) -> Vec<f32> {
+    x.iter().map(|&v| if v > 0.0 { v } else { 0.0 }).collect()
+}
+
+/// The gradient of `Σ relu(x) · dy` with respect to `x`.
+///
+/// # Shapes
+/// - `x`, `dy`: the same (flat); result: the same
+pub fn relu_backward(x: &[f32], dy: &[f32]) -> Vec<f32> {
+    x.iter().zip(dy).map(|(&v, &d)| if v > 0.0 { d } else { 0.0 }).collect()
+}
+
+/// The training forward of batch norm + ReLU: `(relu(y), batch_mean, batch_variance_biased)`.
+///
+/// # Shapes
+/// - `x`: `[N, C, H, W]` (`xs`), `gamma`, `beta`: `[C]`; results `[N, C, H, W]`, `[C]`, `[C]`
+pub fn batch_norm_relu_train(
+    x: &[f32],
+    xs: [usize; 4],
+    gamma: &[f32],
+    beta: &[f32],
+    epsilon: f64,
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let (y, mean, var) = batch_norm_train(x, xs, gamma, beta, epsilon);
+    (relu(&y), mean, var)
+}
+
+/// The gradients of `Σ batch_norm_relu_train(x).y · dy`: `(dx, dgamma, dbeta)`.
+///
+/// # Shapes
+/// - `x`, `dy`: `[N, C, H, W]` (`xs`), `gamma`, `beta`: `[C]`; results `[N, C, H, W]`, `[C]`, `[C]`
+pub fn batch_norm_relu_train_backward(
+    x: &[f32],
+    dy: &[f32],
+    xs: [usize; 4],
+    gamma: &[f32],
+    beta: &[f32],
+    epsilon: f64,
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let (y, _, _) = batch_norm_train(x, xs, gamma, beta, epsilon);
+    batch_norm_train_backward(x, &relu_backward(&y, dy), xs, gamma, epsilon)
 }

@@ -86,6 +86,29 @@ impl BatchNorm {
     }
 }
 
+impl BatchNorm {
+    /// `gamma`, `beta` and epsilon, for a layer that fuses the normalisation into its own
+    /// op (conv → BN → ReLU).
+    pub(crate) fn parameters(&self) -> (&Var, &Var, f64) {
+        (&self.gamma, &self.beta, self.config.epsilon)
+    }
+
+    /// Updates the moving statistics from a training batch's `mean` and biased `var` over
+    /// `count` values per channel (TF1 semantics: the moving variance gets the unbiased
+    /// one).
+    pub(crate) fn update_moving_statistics(&self, mean: &Tensor, var: Tensor, count: usize) -> Result<()> {
+        let var_for_update = match self.config.semantics {
+            BatchNormSemantics::Tf1 => ops::unbiased_variance(&var, count)?,
+            BatchNormSemantics::Keras => var,
+        };
+        let new_mean = ops::moving_average_update(&self.moving_mean, mean, self.config.momentum)?;
+        let new_var = ops::moving_average_update(&self.moving_variance, &var_for_update, self.config.momentum)?;
+        self.moving_mean.set(&new_mean).map_err(NnError::candle(&self.name))?;
+        self.moving_variance.set(&new_var).map_err(NnError::candle(&self.name))?;
+        Ok(())
+    }
+}
+
 impl Layer for BatchNorm {
     /// # Shapes
     /// `[N, C, H, W]` or `[N, C]` → the same shape.
@@ -98,14 +121,7 @@ impl Layer for BatchNorm {
         };
         let y = if train {
             let (y, mean, var) = ops::batch_norm_train(&x4, &self.gamma, &self.beta, self.config.epsilon)?;
-            let var_for_update = match self.config.semantics {
-                BatchNormSemantics::Tf1 => ops::unbiased_variance(&var, ops::batch_norm_count(&x4)?)?,
-                BatchNormSemantics::Keras => var,
-            };
-            let new_mean = ops::moving_average_update(&self.moving_mean, &mean, self.config.momentum)?;
-            let new_var = ops::moving_average_update(&self.moving_variance, &var_for_update, self.config.momentum)?;
-            self.moving_mean.set(&new_mean).map_err(NnError::candle(&self.name))?;
-            self.moving_variance.set(&new_var).map_err(NnError::candle(&self.name))?;
+            self.update_moving_statistics(&mean, var, ops::batch_norm_count(&x4)?)?;
             y
         } else {
             ops::batch_norm_eval(

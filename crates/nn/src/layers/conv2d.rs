@@ -99,8 +99,57 @@ impl Conv2d {
 impl Layer for Conv2d {
     /// # Shapes
     /// `[N, C, H, W]` → `[N, filters, H', W']` (TF's SAME/VALID output size).
+    fn forward_t_max_pool(&self, x: &Tensor, pool: ops::MaxPoolWindow, train: bool) -> Option<Result<Tensor>> {
+        let c = &self.config;
+        let bn = self.batch_norm.as_ref()?;
+        if !train || c.activation != Activation::Relu {
+            return None;
+        }
+        let (gamma, beta, epsilon) = bn.parameters();
+        let run = || -> Result<Tensor> {
+            let (y, mean, var) = ops::conv2d_batch_norm_relu_max_pool_train(
+                x,
+                &self.weights,
+                gamma,
+                beta,
+                c.stride,
+                c.dilation,
+                c.padding,
+                epsilon,
+                pool,
+            )
+            .map_err(|e| NnError::shape(&self.name, e.to_string()))?; // [N, F, H'', W'']
+            // The moving statistics count the conv output's values, before the pool.
+            let per_channel = x.dim(0).map_err(NnError::candle(&self.name))? * self.out_shape[1] * self.out_shape[2];
+            bn.update_moving_statistics(&mean, var, per_channel)?;
+            Ok(y)
+        };
+        Some(run())
+    }
+
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let c = &self.config;
+        if let (Some(bn), true) = (&self.batch_norm, train) {
+            // Training conv → BN (→ ReLU): one fused op on the CPU (one autograd node,
+            // statistics taken while each image's output is in cache), the ops in
+            // sequence elsewhere; the batch-norm layer keeps its moving statistics.
+            let (gamma, beta, epsilon) = bn.parameters();
+            let relu = c.activation == Activation::Relu;
+            let (y, mean, var) = ops::conv2d_batch_norm_train(
+                x,
+                &self.weights,
+                gamma,
+                beta,
+                c.stride,
+                c.dilation,
+                c.padding,
+                epsilon,
+                relu,
+            )
+            .map_err(|e| NnError::shape(&self.name, e.to_string()))?; // [N, F, H', W']
+            bn.update_moving_statistics(&mean, var, ops::batch_norm_count(&y)?)?;
+            return if relu { Ok(y) } else { c.activation.apply(&y) };
+        }
         let mut y = ops::conv2d(x, &self.weights, c.stride, c.dilation, c.padding) // [N, F, H', W']
             .map_err(|e| NnError::shape(&self.name, e.to_string()))?;
         if let Some(b) = &self.biases {

@@ -73,6 +73,14 @@ impl Layer for Pool2d {
         self.out_shape.clone()
     }
 
+    fn max_pool_window(&self) -> Option<ops::MaxPoolWindow> {
+        (self.kind == PoolKind::Max).then_some(ops::MaxPoolWindow {
+            ksize: self.pool,
+            stride: self.stride,
+            padding: self.padding,
+        })
+    }
+
     fn graph(&self, g: &mut GraphBuilder, input: &str) -> String {
         let leaf = self.name.rsplit('/').next().unwrap_or(&self.name).to_string();
         let op = match self.kind {

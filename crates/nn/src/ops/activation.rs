@@ -12,9 +12,15 @@ use crate::{NnError, Result};
 
 /// TF's `tf.nn.relu`: `max(x, 0)`, gradient `dy * (x > 0)`.
 ///
+/// f32 tensors on the CPU take ferroflow's kernel ([`crate::kernels::relu`](fn@crate::kernels::relu): one pass
+/// each way, same values and gradients); others the candle ops.
+///
 /// # Shapes
 /// - `x`: any; result: the same
 pub fn relu(x: &Tensor) -> Result<Tensor> {
+    if crate::kernels::relu::supports(x) {
+        return crate::kernels::relu(x).map_err(NnError::candle("relu"));
+    }
     x.gt(0.0).and_then(|pos| pos.where_cond(x, &x.zeros_like()?)).map_err(NnError::candle("relu"))
 }
 

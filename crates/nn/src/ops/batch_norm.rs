@@ -94,6 +94,31 @@ pub fn batch_norm_train(x: &Tensor, gamma: &Tensor, beta: &Tensor, epsilon: f64)
     run().map_err(NnError::candle(OP))
 }
 
+/// [`batch_norm_train`] followed by TF's ReLU (`max(y, 0)`, no gradient where `y <= 0`):
+/// one fused op for f32 CPU tensors ([`crate::kernels::batch_norm_relu_train`]), the two
+/// ops one after the other otherwise.
+///
+/// Returns `(relu(y), batch_mean, batch_variance_biased)`, as [`batch_norm_train`].
+///
+/// # Shapes
+/// - `x`: `[N, C, H, W]` (any rank >= 2, channels at dimension 1)
+/// - `gamma`, `beta`: `[C]`
+/// - results: `relu(y)` like `x`; `batch_mean`, `batch_variance_biased`: `[C]`
+pub fn batch_norm_relu_train(
+    x: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    epsilon: f64,
+) -> Result<(Tensor, Tensor, Tensor)> {
+    const OP: &str = "batch_norm_relu_train";
+    channel_layout(OP, x, &[("gamma", gamma), ("beta", beta)])?;
+    if x.elem_count() > 0 && crate::kernels::batch_norm::supports(x, gamma, beta) {
+        return crate::kernels::batch_norm_relu_train(x, gamma, beta, epsilon).map_err(NnError::candle(OP));
+    }
+    let (y, mean, var) = batch_norm_train(x, gamma, beta, epsilon)?;
+    Ok((super::relu(&y)?, mean, var))
+}
+
 /// `centered * (gamma * rsqrt(var + epsilon)) + beta`, the order of TF's fused kernel.
 fn normalize(
     centered: &Tensor,

@@ -32,7 +32,7 @@ fn check_positive(op: &str, what: &str, v: [usize; 2]) -> Result<()> {
 /// each per axis. Gradients flow to `x` and `w` (candle's conv backward, made exact by
 /// cropping the input to the rows the windows read).
 ///
-/// f32 tensors on the CPU take ferroflow's own kernel instead ([`crate::kernels::conv2d`]:
+/// f32 tensors on the CPU take ferroflow's own kernel instead ([`crate::kernels::conv2d`](fn@crate::kernels::conv2d):
 /// im2col + gemm with its own backward, same results within rounding); other devices and
 /// dtypes take candle's conv.
 ///
@@ -46,50 +46,186 @@ fn check_positive(op: &str, what: &str, v: [usize; 2]) -> Result<()> {
 /// than the input (TF would return an empty tensor; ferroflow refuses it).
 pub fn conv2d(x: &Tensor, w: &Tensor, stride: [usize; 2], dilation: [usize; 2], padding: Padding) -> Result<Tensor> {
     const OP: &str = "conv2d";
+    let windows = conv2d_windows(OP, x, w, stride, dilation, padding)?;
+    let y = if kernels::supports(x, w) {
+        // ferroflow's CPU kernel (im2col + gemm, with its own backward) takes TF's padding as is.
+        kernels::conv2d(x, w, kernel_params(windows, stride, dilation))
+    } else {
+        let (_, _, kh, kw) = w.dims4().map_err(NnError::candle(OP))?;
+        let used = [windows[0].used_len(kh, stride[0], dilation[0]), windows[1].used_len(kw, stride[1], dilation[1])];
+        conv2d_padded(x, w, windows, used, stride, dilation)
+    }
+    .map_err(NnError::candle(OP))?;
+    check_output(OP, x, w, &y, windows)?;
+    Ok(y)
+}
+
+/// [`conv2d`] → training-mode batch norm ([`super::batch_norm_train`]) → ReLU when `relu`:
+/// one fused op for f32 CPU tensors ([`crate::kernels::conv2d_batch_norm_train`]: one
+/// autograd node, same values within rounding), the ops one after the other otherwise.
+///
+/// Returns `(y, batch_mean, batch_variance_biased)`; the statistics (of the conv output)
+/// feed [`super::moving_average_update`], as those of [`super::batch_norm_train`].
+///
+/// # Shapes
+/// - `x`: `[N, C_in, H, W]`
+/// - `w`: `[C_out, C_in, kh, kw]`
+/// - `gamma`, `beta`: `[C_out]`
+/// - results: `y` `[N, C_out, H_out, W_out]`; `batch_mean`, `batch_variance_biased`: `[C_out]`
+///
+/// # Errors
+/// As [`conv2d`] and [`super::batch_norm_train`].
+#[allow(clippy::too_many_arguments)]
+pub fn conv2d_batch_norm_train(
+    x: &Tensor,
+    w: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    stride: [usize; 2],
+    dilation: [usize; 2],
+    padding: Padding,
+    epsilon: f64,
+    relu: bool,
+) -> Result<(Tensor, Tensor, Tensor)> {
+    const OP: &str = "conv2d_batch_norm_train";
+    let out_channels = w.dims().first().copied();
+    let fused = kernels::conv_bn::supports(x, w, gamma, beta)
+        && gamma.dims().len() == 1
+        && Some(gamma.dims()[0]) == out_channels
+        && gamma.dims() == beta.dims();
+    if !fused {
+        let z = conv2d(x, w, stride, dilation, padding)?;
+        return if relu {
+            super::batch_norm_relu_train(&z, gamma, beta, epsilon)
+        } else {
+            super::batch_norm_train(&z, gamma, beta, epsilon)
+        };
+    }
+    let windows = conv2d_windows(OP, x, w, stride, dilation, padding)?;
+    let params = kernel_params(windows, stride, dilation);
+    let (y, mean, var) =
+        kernels::conv2d_batch_norm_train(x, w, gamma, beta, params, epsilon, relu).map_err(NnError::candle(OP))?;
+    check_output(OP, x, w, &y, windows)?;
+    Ok((y, mean, var))
+}
+
+/// A max-pool window as TF's `tf.nn.max_pool2d` takes it, for
+/// [`conv2d_batch_norm_relu_max_pool_train`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MaxPoolWindow {
+    /// `[kh, kw]`.
+    pub ksize: [usize; 2],
+    /// `[sh, sw]`.
+    pub stride: [usize; 2],
+    /// SAME or VALID.
+    pub padding: Padding,
+}
+
+/// [`conv2d_batch_norm_train`] with the ReLU, then TF's max-pool ([`super::max_pool2d`]):
+/// one fused op for f32 CPU tensors ([`crate::kernels::conv2d_batch_norm_relu_max_pool_train`]:
+/// the full-size activation and its gradient never become tensors), the ops one after the
+/// other otherwise.
+///
+/// Returns `(pooled, batch_mean, batch_variance_biased)`, the statistics those of the conv
+/// output, as [`conv2d_batch_norm_train`]'s.
+///
+/// # Shapes
+/// - `x`: `[N, C_in, H, W]`
+/// - `w`: `[C_out, C_in, kh, kw]`
+/// - `gamma`, `beta`: `[C_out]`
+/// - results: pooled `[N, C_out, P_h, P_w]` (TF's pool output size for the conv's
+///   `[H_out, W_out]`); `batch_mean`, `batch_variance_biased`: `[C_out]`
+///
+/// # Errors
+/// As [`conv2d`], [`super::batch_norm_train`] and [`super::max_pool2d`].
+#[allow(clippy::too_many_arguments)]
+pub fn conv2d_batch_norm_relu_max_pool_train(
+    x: &Tensor,
+    w: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    stride: [usize; 2],
+    dilation: [usize; 2],
+    padding: Padding,
+    epsilon: f64,
+    pool: MaxPoolWindow,
+) -> Result<(Tensor, Tensor, Tensor)> {
+    const OP: &str = "conv2d_batch_norm_relu_max_pool_train";
+    let out_channels = w.dims().first().copied();
+    let fused = kernels::conv_bn::supports(x, w, gamma, beta)
+        && gamma.dims().len() == 1
+        && Some(gamma.dims()[0]) == out_channels
+        && gamma.dims() == beta.dims();
+    if !fused {
+        let (y, mean, var) = conv2d_batch_norm_train(x, w, gamma, beta, stride, dilation, padding, epsilon, true)?;
+        return Ok((super::max_pool2d(&y, pool.ksize, pool.stride, pool.padding)?, mean, var));
+    }
+    let windows = conv2d_windows(OP, x, w, stride, dilation, padding)?;
+    let conv_dims = [x.dims()[0], w.dims()[0], windows[0].output, windows[1].output];
+    let pool_params = super::pool::max_pool_kernel_params(OP, &conv_dims, pool.ksize, pool.stride, pool.padding)?;
+    let params = kernel_params(windows, stride, dilation);
+    kernels::conv2d_batch_norm_relu_max_pool_train(x, w, gamma, beta, params, pool_params, epsilon)
+        .map_err(NnError::candle(OP))
+}
+
+/// ferroflow's kernel geometry for TF's windows.
+fn kernel_params(windows: [Window; 2], stride: [usize; 2], dilation: [usize; 2]) -> kernels::Conv2dParams {
+    kernels::Conv2dParams {
+        stride,
+        dilation,
+        pad_before: [windows[0].pad_before, windows[1].pad_before],
+        pad_after: [windows[0].pad_after, windows[1].pad_after],
+    }
+}
+
+/// Checks that `y` has the `[N, C_out, H_out, W_out]` the windows give.
+fn check_output(op: &str, x: &Tensor, w: &Tensor, y: &Tensor, windows: [Window; 2]) -> Result<()> {
+    let expect = [x.dims()[0], w.dims()[0], windows[0].output, windows[1].output];
+    if y.dims() != expect {
+        return Err(NnError::shape(
+            op,
+            format!(
+                "internal: got output {:?}, expected {expect:?} (x {:?}, filter {:?})",
+                y.dims(),
+                x.dims(),
+                w.dims()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Validates a TF conv2d's operands and geometry; returns its windows per spatial axis.
+fn conv2d_windows(
+    op: &str,
+    x: &Tensor,
+    w: &Tensor,
+    stride: [usize; 2],
+    dilation: [usize; 2],
+    padding: Padding,
+) -> Result<[Window; 2]> {
     let describe = || {
         format!("x {:?}, filter {:?}, stride {stride:?}, dilation {dilation:?}, padding {padding}", x.dims(), w.dims())
     };
-    let (&[n, c_in, h, wd], &[c_out, w_in, kh, kw]) = (x.dims(), w.dims()) else {
-        return Err(NnError::shape(OP, format!("expected NCHW x and OIHW filter (rank 4): {}", describe())));
+    let (&[_, c_in, h, wd], &[_, w_in, kh, kw]) = (x.dims(), w.dims()) else {
+        return Err(NnError::shape(op, format!("expected NCHW x and OIHW filter (rank 4): {}", describe())));
     };
     if c_in != w_in {
         return Err(NnError::shape(
-            OP,
+            op,
             format!(
                 "input has {c_in} channels but the filter expects {w_in} (grouped convolution is not supported): {}",
                 describe()
             ),
         ));
     }
-    check_positive(OP, "stride", stride)?;
-    check_positive(OP, "dilation", dilation)?;
+    check_positive(op, "stride", stride)?;
+    check_positive(op, "dilation", dilation)?;
     let win = |axis: usize, input: usize, k: usize| {
         window(input, k, stride[axis], dilation[axis], padding)
-            .map_err(|e| NnError::shape(OP, format!("{e}: {}", describe())))
+            .map_err(|e| NnError::shape(op, format!("{e}: {}", describe())))
     };
-    let windows = [win(0, h, kh)?, win(1, wd, kw)?];
-    let y = if kernels::supports(x, w) {
-        // ferroflow's CPU kernel (im2col + gemm, with its own backward) takes TF's padding as is.
-        let params = kernels::Conv2dParams {
-            stride,
-            dilation,
-            pad_before: [windows[0].pad_before, windows[1].pad_before],
-            pad_after: [windows[0].pad_after, windows[1].pad_after],
-        };
-        kernels::conv2d(x, w, params)
-    } else {
-        let used = [windows[0].used_len(kh, stride[0], dilation[0]), windows[1].used_len(kw, stride[1], dilation[1])];
-        conv2d_padded(x, w, windows, used, stride, dilation)
-    }
-    .map_err(NnError::candle(OP))?;
-    let expect = [n, c_out, windows[0].output, windows[1].output];
-    if y.dims() != expect {
-        return Err(NnError::shape(
-            OP,
-            format!("internal: got output {:?}, expected {expect:?}: {}", y.dims(), describe()),
-        ));
-    }
-    Ok(y)
+    Ok([win(0, h, kh)?, win(1, wd, kw)?])
 }
 
 /// The candle part of [`conv2d`]: pad/crop, then one candle conv at padding 0.

@@ -31,8 +31,24 @@ struct Geometry {
 }
 
 fn geometry(op: &str, x: &Tensor, ksize: [usize; 2], stride: [usize; 2], padding: Padding) -> Result<Geometry> {
-    let describe = || format!("x {:?}, ksize {ksize:?}, stride {stride:?}, padding {padding}", x.dims());
-    let &[n, c, h, w] = x.dims() else {
+    geometry_of(op, x.dims(), ksize, stride, padding)
+}
+
+/// The kernels' explicit geometry for TF's max-pool of an `[N, C, H, W]` input, validated
+/// as [`max_pool2d`] does (for ops that fuse a max-pool into their own kernel).
+pub(crate) fn max_pool_kernel_params(
+    op: &str,
+    dims: &[usize],
+    ksize: [usize; 2],
+    stride: [usize; 2],
+    padding: Padding,
+) -> Result<Pool2dParams> {
+    Ok(geometry_of(op, dims, ksize, stride, padding)?.kernel_params(ksize, stride))
+}
+
+fn geometry_of(op: &str, dims: &[usize], ksize: [usize; 2], stride: [usize; 2], padding: Padding) -> Result<Geometry> {
+    let describe = || format!("x {dims:?}, ksize {ksize:?}, stride {stride:?}, padding {padding}");
+    let &[n, c, h, w] = dims else {
         return Err(NnError::shape(op, format!("expected an NCHW (rank 4) input: {}", describe())));
     };
     if ksize.contains(&0) || stride.contains(&0) {
