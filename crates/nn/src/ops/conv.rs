@@ -88,12 +88,7 @@ pub fn conv2d_batch_norm_train(
     relu: bool,
 ) -> Result<(Tensor, Tensor, Tensor)> {
     const OP: &str = "conv2d_batch_norm_train";
-    let out_channels = w.dims().first().copied();
-    let fused = kernels::conv_bn::supports(x, w, gamma, beta)
-        && gamma.dims().len() == 1
-        && Some(gamma.dims()[0]) == out_channels
-        && gamma.dims() == beta.dims();
-    if !fused {
+    if !fusable(x, w, gamma, beta) {
         let z = conv2d(x, w, stride, dilation, padding)?;
         return if relu {
             super::batch_norm_relu_train(&z, gamma, beta, epsilon)
@@ -107,6 +102,15 @@ pub fn conv2d_batch_norm_train(
         kernels::conv2d_batch_norm_train(x, w, gamma, beta, params, epsilon, relu).map_err(NnError::candle(OP))?;
     check_output(OP, x, w, &y, windows)?;
     Ok((y, mean, var))
+}
+
+/// True when the fused CPU kernel takes these operands: f32 CPU tensors (the
+/// kernel's own check) with `gamma` and `beta` one value per output channel.
+fn fusable(x: &Tensor, w: &Tensor, gamma: &Tensor, beta: &Tensor) -> bool {
+    kernels::conv_bn::supports(x, w, gamma, beta)
+        && gamma.dims().len() == 1
+        && w.dims().first() == Some(&gamma.dims()[0])
+        && gamma.dims() == beta.dims()
 }
 
 /// A max-pool window as TF's `tf.nn.max_pool2d` takes it, for
@@ -151,12 +155,7 @@ pub fn conv2d_batch_norm_relu_max_pool_train(
     pool: MaxPoolWindow,
 ) -> Result<(Tensor, Tensor, Tensor)> {
     const OP: &str = "conv2d_batch_norm_relu_max_pool_train";
-    let out_channels = w.dims().first().copied();
-    let fused = kernels::conv_bn::supports(x, w, gamma, beta)
-        && gamma.dims().len() == 1
-        && Some(gamma.dims()[0]) == out_channels
-        && gamma.dims() == beta.dims();
-    if !fused {
+    if !fusable(x, w, gamma, beta) {
         let (y, mean, var) = conv2d_batch_norm_train(x, w, gamma, beta, stride, dilation, padding, epsilon, true)?;
         return Ok((super::max_pool2d(&y, pool.ksize, pool.stride, pool.padding)?, mean, var));
     }
