@@ -36,6 +36,7 @@ use crate::error::{Result, TrainError};
 
 mod clip;
 mod ema;
+mod fused;
 
 pub use clip::{clip_by_global_norm, global_norm};
 pub use ema::{EMA_SLOT, ExponentialMovingAverage, SwappedWeights};
@@ -339,6 +340,9 @@ pub struct Optimizer {
     slots: HashMap<String, Vec<Var>>,
     /// Adam's `beta1_power`, `beta2_power`.
     beta_powers: Option<[Var; 2]>,
+    /// Take [`fused`]'s in-place momentum update where it applies (always,
+    /// except in the test that compares it with the tensor path).
+    use_fused: bool,
 }
 
 /// `t * s` in float32 (`affine` multiplies by `s` exactly when `s` is a float32 value).
@@ -375,7 +379,7 @@ impl Optimizer {
             }
             _ => None,
         };
-        let mut opt = Optimizer { config, store: store.clone(), slots: HashMap::new(), beta_powers };
+        let mut opt = Optimizer { config, store: store.clone(), slots: HashMap::new(), beta_powers, use_fused: true };
         for v in store.trainable_variables() {
             opt.ensure_slots(&v)?;
         }
@@ -490,6 +494,14 @@ impl Optimizer {
         };
         for (variable, g) in &targets {
             let g = g.detach().to_dtype(DType::F32).map_err(TrainError::candle(&variable.name))?;
+            if let (OptimizerConfig::Momentum { momentum, use_nesterov }, true) = (&self.config, self.use_fused) {
+                let accum = &self.slots[&variable.name][0];
+                let done = fused::momentum(&variable.var, accum, &g, lr, *momentum as f32, *use_nesterov)
+                    .map_err(TrainError::candle(&variable.name))?;
+                if done {
+                    continue;
+                }
+            }
             let writes =
                 self.update(variable, &g, lr, adam.map_or(0.0, |a| a.0)).map_err(TrainError::candle(&variable.name))?;
             for (var, value) in writes {
