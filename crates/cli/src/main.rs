@@ -4,6 +4,7 @@
 mod commands;
 mod plot;
 mod progress;
+mod runtime;
 
 use std::process::ExitCode;
 
@@ -54,25 +55,8 @@ enum Command {
     Bench(commands::bench::BenchCommand),
 }
 
-/// Leaves candle's element-wise work on the calling thread unless the user
-/// chose otherwise. candle keeps its own pool (`CANDLE_NUM_THREADS`, default
-/// one thread per core, the caller included) beside rayon's (ferroflow's
-/// kernels and the matrix products); with both, every core runs two busy
-/// threads while candle's serial parts of a step run, and they spin against
-/// each other. One candle thread measured +9-12% images/s on `bench train
-/// --model cifar_cnn` (docs/PERFORMANCE.md, "Threads").
-#[allow(unsafe_code)]
-fn configure_threads() {
-    if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
-        // SAFETY: `set_var` is unsound only while another thread may read the
-        // environment; this runs first in `main`, before any thread exists
-        // (candle creates its pool on first use, after this).
-        unsafe { std::env::set_var("CANDLE_NUM_THREADS", "1") };
-    }
-}
-
 fn main() -> ExitCode {
-    configure_threads();
+    runtime::configure();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         // clap prints help/version with code 0 and usage errors with code 2.
