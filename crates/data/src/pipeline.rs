@@ -276,6 +276,17 @@ pub struct Pipeline {
 /// zeroed by the kernel) every batch otherwise.
 type BufferPool = Arc<Mutex<Vec<Vec<f32>>>>;
 
+/// Where the producer is in the stream of examples.
+struct Reader {
+    epoch: u64,
+    /// Position in `order` within the epoch.
+    offset: usize,
+    /// The epoch's example order.
+    order: Vec<usize>,
+    /// The epoch's record stream (TFRecord sources).
+    stream: Option<RecordStream>,
+}
+
 struct Producer {
     buffers: BufferPool,
     source: Source,
@@ -432,65 +443,83 @@ impl Producer {
         sender: &SyncSender<Result<Batch, PipelineError>>,
         pool: &rayon::ThreadPool,
     ) -> Result<(), PipelineError> {
-        let batch = self.config.batch_size;
-        let mut epoch = start.epoch;
-        let mut offset = start.offset as usize;
-        let mut order = self.epoch_order(epoch);
-        let mut stream = self.stream_for(epoch);
+        let mut reader = Reader {
+            epoch: start.epoch,
+            offset: start.offset as usize,
+            order: self.epoch_order(start.epoch),
+            stream: self.stream_for(start.epoch),
+        };
         // Skip what the cursor says was consumed, reading without decoding.
-        if offset > 0 {
-            for &s in &order[..offset.min(self.n)] {
-                self.raw(&mut stream, s, true)?;
+        if reader.offset > 0 {
+            for &s in &reader.order[..reader.offset.min(self.n)] {
+                self.raw(&mut reader.stream, s, true)?;
             }
         }
+        let len = self.preprocess.output_len();
+        let mut next = self.gather(&mut reader);
         loop {
-            if self.epochs().is_some_and(|e| epoch >= e) {
-                return Ok(());
-            }
-            // Gather the next batch's raw examples, crossing into the next epoch if needed.
-            let mut items: Vec<(u64, usize, Raw)> = Vec::with_capacity(batch);
-            while items.len() < batch {
-                if offset == self.n {
-                    epoch += 1;
-                    offset = 0;
-                    if self.epochs().is_some_and(|e| epoch >= e) {
-                        break;
-                    }
-                    order = self.epoch_order(epoch);
-                    stream = self.stream_for(epoch);
-                }
-                let s = order[offset];
-                if let Some(raw) = self.raw(&mut stream, s, true)? {
-                    items.push((epoch, offset, raw));
-                }
-                offset += 1;
-            }
-            if items.is_empty() || (items.len() < batch && self.mode == Mode::Train && self.config.drop_remainder) {
-                return Ok(());
-            }
-            let cursor = if offset == self.n {
-                Cursor { epoch: epoch + 1, offset: 0 }
-            } else {
-                Cursor { epoch, offset: offset as u64 }
-            };
-            let len = self.preprocess.output_len();
+            let Some((items, cursor)) = next? else { return Ok(()) };
             let mut images = self.buffers.lock().ok().and_then(|mut p| p.pop()).unwrap_or_default();
             if images.len() != items.len() * len {
                 images.resize(items.len() * len, 0.0);
             }
-            // Each worker writes its example straight into its slot of the batch.
-            let labels: Vec<Option<Label>> = pool.install(|| {
-                images
-                    .par_chunks_mut(len)
-                    .zip(items.into_par_iter())
-                    .map(|(out, (e, p, raw))| self.process(e, p, raw, out))
-                    .collect()
+            // The decode threads work on this batch, each writing its example
+            // straight into its slot, while this thread reads the next batch's
+            // records: reading (a copy and a CRC per record) no longer leaves
+            // the decode threads idle between batches.
+            let mut labels = Vec::new();
+            let this = &*self;
+            next = pool.in_place_scope(|scope| {
+                scope.spawn(|_| {
+                    labels = images
+                        .par_chunks_mut(len)
+                        .zip(items.into_par_iter())
+                        .map(|(out, (e, p, raw))| this.process(e, p, raw, out))
+                        .collect();
+                });
+                this.gather(&mut reader)
             });
             let batch = self.assemble(images, labels, cursor);
             if sender.send(Ok(batch)).is_err() {
                 return Ok(()); // the consumer is gone
             }
         }
+    }
+
+    /// Reads the next batch's raw examples, crossing into the next epoch if
+    /// needed, with the cursor after them; `None` at the end of the stream.
+    #[allow(clippy::type_complexity)]
+    fn gather(&self, reader: &mut Reader) -> Result<Option<(Vec<(u64, usize, Raw)>, Cursor)>, PipelineError> {
+        let batch = self.config.batch_size;
+        if self.epochs().is_some_and(|e| reader.epoch >= e) {
+            return Ok(None);
+        }
+        let mut items: Vec<(u64, usize, Raw)> = Vec::with_capacity(batch);
+        while items.len() < batch {
+            if reader.offset == self.n {
+                reader.epoch += 1;
+                reader.offset = 0;
+                if self.epochs().is_some_and(|e| reader.epoch >= e) {
+                    break;
+                }
+                reader.order = self.epoch_order(reader.epoch);
+                reader.stream = self.stream_for(reader.epoch);
+            }
+            let s = reader.order[reader.offset];
+            if let Some(raw) = self.raw(&mut reader.stream, s, true)? {
+                items.push((reader.epoch, reader.offset, raw));
+            }
+            reader.offset += 1;
+        }
+        if items.is_empty() || (items.len() < batch && self.mode == Mode::Train && self.config.drop_remainder) {
+            return Ok(None);
+        }
+        let cursor = if reader.offset == self.n {
+            Cursor { epoch: reader.epoch + 1, offset: 0 }
+        } else {
+            Cursor { epoch: reader.epoch, offset: reader.offset as u64 }
+        };
+        Ok(Some((items, cursor)))
     }
 
     fn decode_options(&self) -> DecodeOptions {
