@@ -168,6 +168,8 @@ def main():
     ap.add_argument("--warmup", type=int, default=10)
     ap.add_argument("--repeats", type=int, default=1, help="run every side this many times, interleaved; keep the best")
     ap.add_argument("--ferroflow", default=os.path.join(ROOT, "target/release/ferroflow"))
+    ap.add_argument("--sides", default="ferroflow,tensorflow,pytorch",
+                    help="comma-separated subset of ferroflow,tensorflow,pytorch (e.g. where TF is not installed)")
     args = ap.parse_args()
     if not os.path.exists(args.ferroflow):
         sys.exit(f"{args.ferroflow} is missing: run `cargo build --release` first")
@@ -176,6 +178,11 @@ def main():
         "tensorflow": lambda: python_peer(TF_JOB, args.batch, args.steps, args.warmup),
         "pytorch": lambda: python_peer(TORCH_JOB, args.batch, args.steps, args.warmup),
     }
+    chosen = args.sides.split(",")
+    unknown = [s for s in chosen if s not in sides]
+    if unknown or "ferroflow" not in chosen:
+        sys.exit(f"--sides: expected ferroflow plus any of tensorflow,pytorch, got {args.sides}")
+    sides = {name: run for name, run in sides.items() if name in chosen}
     load_before = os.getloadavg()[0]
     runs = {name: [] for name in sides}
     for rep in range(args.repeats):
@@ -198,6 +205,8 @@ def main():
               f"{r['rss']:>14.0f}{r['threads']:>9}")
     ff = best["ferroflow"]
     for name, label in [("tensorflow", "TF"), ("pytorch", "PyTorch")]:
+        if name not in best:
+            continue
         p = best[name]
         print(f"ferroflow / {label}: {ff['images_per_sec'] / p['images_per_sec']:.2f}x images/s, "
               f"{ff['rss'] / p['rss']:.2f}x peak RSS")
