@@ -6,6 +6,8 @@
 //! - [`conv2d`](mod@conv2d): im2col + gemm conv2d (forward, input and filter gradients), f32 on CPU;
 //! - [`conv_bn`]: conv2d → training batch norm → optional ReLU as one op (one autograd
 //!   node, statistics taken while each image's output is in cache), f32 on CPU;
+//! - [`conv_bn_chain`]: several of those blocks in a row (each with an optional max-pool)
+//!   as one op, so the activations between them never become autograd tensors;
 //! - [`pool`]: max- and average-pooling (forward and input gradient), f32 on CPU;
 //! - [`relu`](mod@relu): ReLU with TF's gradient, masked by the output, f32 on CPU;
 //! - [`reference`](mod@reference): the slow, obvious loops the fast kernels are tested against.
@@ -15,6 +17,7 @@ pub mod bias;
 mod buffers;
 pub mod conv2d;
 pub mod conv_bn;
+pub mod conv_bn_chain;
 mod lowering;
 pub mod pool;
 pub mod reference;
@@ -26,6 +29,7 @@ pub use batch_norm::{
 };
 pub use bias::bias_add_nchw;
 pub use conv_bn::{conv2d_batch_norm_relu_max_pool_train, conv2d_batch_norm_train};
+pub use conv_bn_chain::{ChainLink, conv2d_batch_norm_chain_train, supports_chain};
 pub use conv2d::{Conv2dParams, conv2d, conv2d_backward_filter, conv2d_backward_input, supports};
 pub use pool::{Pool2dParams, avg_pool2d, avg_pool2d_backward, max_pool2d, max_pool2d_backward};
 pub use relu::{relu, relu_backward};

@@ -37,6 +37,27 @@ pub trait Layer: Send + Sync + std::fmt::Debug {
         false
     }
 
+    /// This layer as one block of a chain of conv → batch norm (→ ReLU) blocks that
+    /// [`Model::forward_t`](crate::Model::forward_t) runs as one op in training (see
+    /// [`ops::conv2d_batch_norm_chain_train`]; the model fills in a following max-pool);
+    /// `None` for every other layer, and outside training. A layer that returns `Some`
+    /// gets its block's batch statistics through
+    /// [`chain_block_done`](Self::chain_block_done).
+    fn chain_block(&self, train: bool) -> Option<ops::ConvBnBlock<'_>> {
+        let _ = train;
+        None
+    }
+
+    /// After a chain ran this layer's block: its batch statistics (of the conv output,
+    /// `batch` images), for the moving statistics.
+    ///
+    /// # Shapes
+    /// `mean`, `variance`: `[C_out]`.
+    fn chain_block_done(&self, mean: &Tensor, variance: Tensor, batch: usize) -> Result<()> {
+        let _ = (mean, variance, batch);
+        Ok(())
+    }
+
     /// This layer's window when it is a max-pool, so that the layer before it may fuse it
     /// (see [`forward_t_max_pool`](Self::forward_t_max_pool)). Most layers are not.
     fn max_pool_window(&self) -> Option<ops::MaxPoolWindow> {

@@ -6,6 +6,7 @@ use tfrecord::proto::graph::GraphDef;
 
 use crate::error::{NnError, Result};
 use crate::layer::Layer;
+use crate::ops;
 use crate::var_store::VarStore;
 
 /// A model: layers applied in order. Build one with
@@ -74,20 +75,55 @@ impl Model {
             ));
         }
         let mut y = x.clone();
-        let mut layers = self.layers.iter().peekable();
-        while let Some(layer) = layers.next() {
+        let mut i = 0;
+        while i < self.layers.len() {
+            // Two or more conv → BN (→ ReLU) (→ max-pool) blocks in a row, training: one op
+            // (ops::conv2d_batch_norm_chain_train), so the activations between them are
+            // never autograd tensors.
+            let (blocks, owners, used) = self.chain_at(i, train);
+            if blocks.len() >= 2 {
+                let (out, stats) = ops::conv2d_batch_norm_chain_train(&y, &blocks)?;
+                let batch = y.dim(0).map_err(NnError::candle(format!("model {:?}", self.name)))?;
+                for (layer, (mean, variance)) in owners.iter().zip(stats) {
+                    layer.chain_block_done(&mean, variance, batch)?;
+                }
+                y = out;
+                i += used;
+                continue;
+            }
+            let layer = &self.layers[i];
             // A max-pool after a layer that can fuse it (conv → BN → ReLU in training on
             // the CPU) runs inside that layer's op; the pool layer is then skipped.
-            if let Some(pool) = layers.peek().and_then(|next| next.max_pool_window())
+            if let Some(pool) = self.layers.get(i + 1).and_then(|next| next.max_pool_window())
                 && let Some(fused) = layer.forward_t_max_pool(&y, pool, train)
             {
                 y = fused?;
-                layers.next();
+                i += 2;
                 continue;
             }
             y = layer.forward_t(&y, train)?;
+            i += 1;
         }
         Ok(y)
+    }
+
+    /// The chain of conv → BN blocks starting at layer `start` (each block's layer and a
+    /// max-pool layer after a ReLU block): the blocks, their layers, and how many layers
+    /// they span.
+    fn chain_at(&self, start: usize, train: bool) -> (Vec<ops::ConvBnBlock<'_>>, Vec<&dyn Layer>, usize) {
+        let (mut blocks, mut owners, mut i) = (Vec::new(), Vec::new(), start);
+        while let Some(mut block) = self.layers.get(i).and_then(|l| l.chain_block(train)) {
+            owners.push(self.layers[i].as_ref());
+            i += 1;
+            if block.relu
+                && let Some(pool) = self.layers.get(i).and_then(|l| l.max_pool_window())
+            {
+                block.pool = Some(pool);
+                i += 1;
+            }
+            blocks.push(block);
+        }
+        (blocks, owners, i - start)
     }
 
     /// The states of every random stream of the model (dropout masks), by

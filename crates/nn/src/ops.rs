@@ -20,7 +20,8 @@ pub use batch_norm::{
     unbiased_variance,
 };
 pub use conv::{
-    MaxPoolWindow, conv2d, conv2d_batch_norm_relu_max_pool_train, conv2d_batch_norm_train, conv2d_transpose,
+    ConvBnBlock, MaxPoolWindow, conv2d, conv2d_batch_norm_chain_train, conv2d_batch_norm_relu_max_pool_train,
+    conv2d_batch_norm_train, conv2d_transpose,
 };
 pub use dense::{dense, flatten};
 pub use loss::{mean_squared_error, smoothed_one_hot, softmax_cross_entropy, sparse_softmax_cross_entropy};

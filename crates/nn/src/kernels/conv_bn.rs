@@ -129,7 +129,7 @@ fn train(
     }
     let gamma_beta = Tensor::stack(&[gamma, beta], 0)?; // [2, O]
     let saved = Arc::new(OnceLock::new());
-    let op = ConvBnOp { params, epsilon, relu, pool, saved: Arc::clone(&saved) };
+    let op = ConvBnOp { block: Block { params, epsilon, relu, pool }, saved: Arc::clone(&saved) };
     // The kernels read plain row-major slices.
     let y = x.contiguous()?.apply_op3(&w.contiguous()?, &gamma_beta, op)?;
     let Some(saved) = saved.get() else { bail!("conv2d+batch_norm: the forward pass left no statistics") };
@@ -146,10 +146,10 @@ struct Pooled {
 }
 
 /// What the forward pass keeps for the backward.
-struct Saved {
+pub(super) struct Saved {
     /// The conv output `[N, O, H_out·W_out]`.
     z: Vec<f32>,
-    stats: Stats,
+    pub(super) stats: Stats,
     /// The normalisation's f32 coefficients (the ReLU mask is recomputed with them).
     affine: Affine,
     gamma: Vec<f32>,
@@ -165,13 +165,29 @@ impl Drop for Saved {
     }
 }
 
+/// One conv → batch norm (→ ReLU) (→ max-pool) block's settings.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Block {
+    pub(super) params: Conv2dParams,
+    pub(super) epsilon: f64,
+    pub(super) relu: bool,
+    /// A max-pool after the ReLU (only with `relu`).
+    pub(super) pool: Option<Pool2dParams>,
+}
+
+impl Block {
+    fn name(&self) -> &'static str {
+        match (self.relu, self.pool) {
+            (true, Some(_)) => "ferroflow-conv2d-batch-norm-relu-max-pool",
+            (true, None) => "ferroflow-conv2d-batch-norm-relu",
+            (false, _) => "ferroflow-conv2d-batch-norm",
+        }
+    }
+}
+
 /// The candle custom op over `(x, w, gamma_beta)`.
 struct ConvBnOp {
-    params: Conv2dParams,
-    epsilon: f64,
-    relu: bool,
-    /// A max-pool after the ReLU (only with `relu`).
-    pool: Option<Pool2dParams>,
+    block: Block,
     saved: Arc<OnceLock<Saved>>,
 }
 
@@ -188,11 +204,7 @@ fn split_gamma_beta<'a>(s: &'a CpuStorage, l: &Layout, o: usize) -> candle_core:
 
 impl CustomOp3 for ConvBnOp {
     fn name(&self) -> &'static str {
-        match (self.relu, self.pool) {
-            (true, Some(_)) => "ferroflow-conv2d-batch-norm-relu-max-pool",
-            (true, None) => "ferroflow-conv2d-batch-norm-relu",
-            (false, _) => "ferroflow-conv2d-batch-norm",
-        }
+        self.block.name()
     }
 
     fn cpu_fwd(
@@ -204,37 +216,15 @@ impl CustomOp3 for ConvBnOp {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let g = Geometry::new(l1.dims(), l2.dims(), self.params)?;
-        if g.n == 0 || g.c == 0 || g.o == 0 {
-            bail!("ferroflow conv2d+batch_norm kernel: empty batch or channels (x {:?}, w {:?})", l1.dims(), l2.dims());
-        }
         let x = super::f32_contiguous(s1, l1, "conv2d+batch_norm", "x")?;
         let w = super::f32_contiguous(s2, l2, "conv2d+batch_norm", "w")?;
-        let (gamma, beta) = split_gamma_beta(s3, l3, g.o)?;
-        let (z, moments) = forward_conv(&g, x, w);
-        let stats = merge_moments(&moments, g.o, g.col_cols());
-        let affine = Affine::new(&stats, gamma, beta, self.epsilon);
-        let bg = bn::Geometry { n: g.n, c: g.o, s: g.col_cols() };
-        let (y, out_hw, pooled) = match self.pool.filter(|_| self.relu) {
-            None => {
-                let mut y = zeroed(z.len());
-                let relu = self.relu;
-                bn::for_each_plane(&mut y, bg, |ch, at, out| {
-                    bn::normalise_plane(out, &z[at..at + out.len()], affine.of(ch), relu);
-                });
-                (y, [g.oh, g.ow], None)
-            }
-            Some(pool) => {
-                let geometry = PoolGeometry::new("conv2d+batch_norm+max_pool", &[g.n, g.o, g.oh, g.ow], pool)?;
-                check_plane_index(&geometry)?;
-                let (y, argmax) = normalise_and_pool(&z, &affine, g.o, &geometry);
-                (y, geometry.output_hw(), Some(Pooled { geometry, argmax }))
-            }
-        };
+        let o = l2.dims().first().copied().unwrap_or(0);
+        let (gamma, beta) = split_gamma_beta(s3, l3, o)?;
+        let (y, dims, saved) = forward_block(&self.block, x, l1.dims(), w, l2.dims(), gamma, beta)?;
         // A fresh op per call, so the cell is empty; a second forward (never done by
         // candle) would compute the same values.
-        let _ = self.saved.set(Saved { z, stats, affine, gamma: gamma.to_vec(), pooled });
-        Ok((CpuStorage::F32(y), Shape::from_dims(&[g.n, g.o, out_hw[0], out_hw[1]])))
+        let _ = self.saved.set(saved);
+        Ok((CpuStorage::F32(y), Shape::from_dims(&dims)))
     }
 
     fn bwd(
@@ -249,9 +239,7 @@ impl CustomOp3 for ConvBnOp {
         let (need_dx, need_dw) = (x.track_op(), w.track_op());
         let out = Arc::new(Mutex::new(None));
         let op = ConvBnBackward {
-            params: self.params,
-            relu: self.relu,
-            epsilon: self.epsilon,
+            block: self.block,
             need_dx,
             need_dw,
             saved: Arc::clone(&self.saved),
@@ -264,6 +252,51 @@ impl CustomOp3 for ConvBnOp {
         let dgamma_beta = Tensor::from_vec(dgamma_beta, gamma_beta.shape(), x.device())?;
         Ok((dx, need_dw.then_some(dw), Some(dgamma_beta)))
     }
+}
+
+/// One block's forward pass: the output `[N, O, H_out, W_out]` (or the pool's output
+/// size), its dims, and what the backward needs.
+///
+/// # Shapes
+/// - `x`: `x_dims` `[N, C, H, W]`; `w`: `w_dims` `[O, C, kh, kw]`; `gamma`, `beta`: `[O]`
+pub(super) fn forward_block(
+    block: &Block,
+    x: &[f32],
+    x_dims: &[usize],
+    w: &[f32],
+    w_dims: &[usize],
+    gamma: &[f32],
+    beta: &[f32],
+) -> candle_core::Result<(Vec<f32>, [usize; 4], Saved)> {
+    let g = Geometry::new(x_dims, w_dims, block.params)?;
+    if g.n == 0 || g.c == 0 || g.o == 0 {
+        bail!("ferroflow conv2d+batch_norm kernel: empty batch or channels (x {x_dims:?}, w {w_dims:?})");
+    }
+    if gamma.len() != g.o || beta.len() != g.o {
+        bail!("ferroflow conv2d+batch_norm kernel: gamma and beta must be [{}] each", g.o);
+    }
+    let (z, moments) = forward_conv(&g, x, w);
+    let stats = merge_moments(&moments, g.o, g.col_cols());
+    let affine = Affine::new(&stats, gamma, beta, block.epsilon);
+    let bg = bn::Geometry { n: g.n, c: g.o, s: g.col_cols() };
+    let (y, out_hw, pooled) = match block.pool.filter(|_| block.relu) {
+        None => {
+            let mut y = zeroed(z.len());
+            let relu = block.relu;
+            bn::for_each_plane(&mut y, bg, |ch, at, out| {
+                bn::normalise_plane(out, &z[at..at + out.len()], affine.of(ch), relu);
+            });
+            (y, [g.oh, g.ow], None)
+        }
+        Some(pool) => {
+            let geometry = PoolGeometry::new("conv2d+batch_norm+max_pool", &[g.n, g.o, g.oh, g.ow], pool)?;
+            check_plane_index(&geometry)?;
+            let (y, argmax) = normalise_and_pool(&z, &affine, g.o, &geometry);
+            (y, geometry.output_hw(), Some(Pooled { geometry, argmax }))
+        }
+    };
+    let saved = Saved { z, stats, affine, gamma: gamma.to_vec(), pooled };
+    Ok((y, [g.n, g.o, out_hw[0], out_hw[1]], saved))
 }
 
 /// `max_pool(relu(normalise(z)))` and the winners, plane by plane: each plane of the
@@ -366,9 +399,7 @@ fn merge_moments(moments: &[[f64; 2]], channels: usize, p: usize) -> Stats {
 /// The backward op over `(x, dy, w)`: returns `dw` (zeros when `w` needs none) and leaves
 /// `(dx, [dgamma; dbeta])` in `out`.
 struct ConvBnBackward {
-    params: Conv2dParams,
-    relu: bool,
-    epsilon: f64,
+    block: Block,
     need_dx: bool,
     need_dw: bool,
     saved: Arc<OnceLock<Saved>>,
@@ -376,7 +407,10 @@ struct ConvBnBackward {
 }
 
 /// The backward's side outputs: `dx` (when wanted) and `[dgamma; dbeta]`.
-type Gradients = (Option<Vec<f32>>, Vec<f32>);
+pub(super) type Gradients = (Option<Vec<f32>>, Vec<f32>);
+
+/// A block's gradients: `dx` (when wanted), `dw`, `[dgamma; dbeta]`.
+pub(super) type BlockGradients = (Option<Vec<f32>>, Vec<f32>, Vec<f32>);
 
 /// What one chunk of images of the backward reads.
 struct Ctx<'a> {
@@ -408,60 +442,93 @@ impl CustomOp3 for ConvBnBackward {
         l3: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         const OP: &str = "conv2d+batch_norm backward";
-        let g = Geometry::new(l1.dims(), l3.dims(), self.params)?;
         let Some(saved) = self.saved.get() else { bail!("{OP}: the forward pass left nothing") };
-        if saved.z.len() != g.n * g.y_image() {
-            bail!("{OP}: the forward pass had another shape");
-        }
-        if let Some(pooled) = &saved.pooled {
-            let [ph, pw] = pooled.geometry.output_hw();
-            if l2.dims() != [g.n, g.o, ph, pw] {
-                bail!("{OP}: dy {:?} is not the pooled output shape {:?}", l2.dims(), [g.n, g.o, ph, pw]);
-            }
-        } else {
-            g.check_dy(l2.dims())?;
-        }
         let x = super::f32_contiguous(s1, l1, "conv2d+batch_norm", "x")?;
         let dy = super::f32_contiguous(s2, l2, "conv2d+batch_norm", "dy")?;
         let w = super::f32_contiguous(s3, l3, "conv2d+batch_norm", "w")?;
-        let bg = bn::Geometry { n: g.n, c: g.o, s: g.col_cols() };
-        let relu = self.relu.then_some(&saved.affine);
-        let (coef, dgamma, dbeta) = match &saved.pooled {
-            None => bn::backward_coefficients(bg, &saved.z, dy, &saved.gamma, &saved.stats, relu, self.epsilon),
-            Some(pooled) => {
-                let sums = pooled_gradient_sums(&saved.z, dy, pooled, &saved.stats, &saved.affine, g.o);
-                bn::coefficients_from_sums(&sums, bg.count(), &saved.gamma, &saved.stats, self.epsilon)
-            }
-        };
-
-        // Chunks of consecutive images, a function of N only (see the module docs).
-        let per = g.n.div_ceil(DW_CHUNKS.min(g.n));
-        let chunks = g.n.div_ceil(per);
-        let threads = rayon::current_num_threads().max(1);
-        let par = if chunks >= threads { Parallelism::None } else { Parallelism::Rayon(threads.div_ceil(chunks)) };
-        let lowered = Lowered::new(&g, w);
-        let ctx =
-            Ctx { g, x, dy, lowered: &lowered, saved, coef: &coef, relu: self.relu, need_dw: self.need_dw, per, par };
-        let dw_len = lowered.filter_len();
-        let mut partial = vec![0f32; chunks * dw_len];
-        let dx = if self.need_dx {
-            let mut dx = zeroed(g.n * g.x_image());
-            partial
-                .par_chunks_mut(dw_len)
-                .zip(dx.par_chunks_mut(per * g.x_image()))
-                .enumerate()
-                .for_each(|(ci, (dw, dx))| backward_chunk(&ctx, ci, dw, Some(dx)));
-            Some(dx)
-        } else {
-            partial.par_chunks_mut(dw_len).enumerate().for_each(|(ci, dw)| backward_chunk(&ctx, ci, dw, None));
-            None
-        };
-        let dw = lowered.finish_filter(sum_chunks(&mut partial, dw_len));
-        let mut dgamma_beta = dgamma;
-        dgamma_beta.extend(dbeta);
+        let (dx, dw, dgamma_beta) = backward_block(
+            &self.block,
+            saved,
+            BlockOperands { x, x_dims: l1.dims(), w, w_dims: l3.dims(), dy, dy_dims: l2.dims() },
+            self.need_dx,
+            self.need_dw,
+        )?;
         *self.out.lock().map_err(|_| candle_core::Error::Msg(format!("{OP}: poisoned")))? = Some((dx, dgamma_beta));
-        Ok((CpuStorage::F32(dw), Shape::from_dims(&[g.o, g.c, g.kh, g.kw])))
+        Ok((CpuStorage::F32(dw), Shape::from_dims(l3.dims())))
     }
+}
+
+/// A block's operands in its backward pass.
+pub(super) struct BlockOperands<'a> {
+    pub(super) x: &'a [f32],
+    pub(super) x_dims: &'a [usize],
+    pub(super) w: &'a [f32],
+    pub(super) w_dims: &'a [usize],
+    pub(super) dy: &'a [f32],
+    pub(super) dy_dims: &'a [usize],
+}
+
+/// One block's backward pass: `(dx` (when `need_dx`), `dw` (zeros unless `need_dw`),
+/// `[dgamma; dbeta])`.
+///
+/// # Shapes
+/// - as [`forward_block`]; `dy` the block's output shape; results `x`'s, `w`'s and `[2·O]`
+pub(super) fn backward_block(
+    block: &Block,
+    saved: &Saved,
+    ops: BlockOperands<'_>,
+    need_dx: bool,
+    need_dw: bool,
+) -> candle_core::Result<BlockGradients> {
+    const OP: &str = "conv2d+batch_norm backward";
+    let BlockOperands { x, x_dims, w, w_dims, dy, dy_dims } = ops;
+    let g = Geometry::new(x_dims, w_dims, block.params)?;
+    if saved.z.len() != g.n * g.y_image() {
+        bail!("{OP}: the forward pass had another shape");
+    }
+    if let Some(pooled) = &saved.pooled {
+        let [ph, pw] = pooled.geometry.output_hw();
+        if dy_dims != [g.n, g.o, ph, pw] {
+            bail!("{OP}: dy {dy_dims:?} is not the pooled output shape {:?}", [g.n, g.o, ph, pw]);
+        }
+    } else {
+        g.check_dy(dy_dims)?;
+    }
+    let bg = bn::Geometry { n: g.n, c: g.o, s: g.col_cols() };
+    let relu = block.relu.then_some(&saved.affine);
+    let (coef, dgamma, dbeta) = match &saved.pooled {
+        None => bn::backward_coefficients(bg, &saved.z, dy, &saved.gamma, &saved.stats, relu, block.epsilon),
+        Some(pooled) => {
+            let sums = pooled_gradient_sums(&saved.z, dy, pooled, &saved.stats, &saved.affine, g.o);
+            bn::coefficients_from_sums(&sums, bg.count(), &saved.gamma, &saved.stats, block.epsilon)
+        }
+    };
+
+    // Chunks of consecutive images, a function of N only (see the module docs).
+    let per = g.n.div_ceil(DW_CHUNKS.min(g.n));
+    let chunks = g.n.div_ceil(per);
+    let threads = rayon::current_num_threads().max(1);
+    let par = if chunks >= threads { Parallelism::None } else { Parallelism::Rayon(threads.div_ceil(chunks)) };
+    let lowered = Lowered::new(&g, w);
+    let ctx = Ctx { g, x, dy, lowered: &lowered, saved, coef: &coef, relu: block.relu, need_dw, per, par };
+    let dw_len = lowered.filter_len();
+    let mut partial = vec![0f32; chunks * dw_len];
+    let dx = if need_dx {
+        let mut dx = zeroed(g.n * g.x_image());
+        partial
+            .par_chunks_mut(dw_len)
+            .zip(dx.par_chunks_mut(per * g.x_image()))
+            .enumerate()
+            .for_each(|(ci, (dw, dx))| backward_chunk(&ctx, ci, dw, Some(dx)));
+        Some(dx)
+    } else {
+        partial.par_chunks_mut(dw_len).enumerate().for_each(|(ci, dw)| backward_chunk(&ctx, ci, dw, None));
+        None
+    };
+    let dw = lowered.finish_filter(sum_chunks(&mut partial, dw_len));
+    let mut dgamma_beta = dgamma;
+    dgamma_beta.extend(dbeta);
+    Ok((dx, dw, dgamma_beta))
 }
 
 simd_kernel! {

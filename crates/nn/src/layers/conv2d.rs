@@ -127,6 +127,32 @@ impl Layer for Conv2d {
         Some(run())
     }
 
+    fn chain_block(&self, train: bool) -> Option<ops::ConvBnBlock<'_>> {
+        let c = &self.config;
+        let bn = self.batch_norm.as_ref()?;
+        if !train || !matches!(c.activation, Activation::Relu | Activation::Linear) {
+            return None;
+        }
+        let (gamma, beta, epsilon) = bn.parameters();
+        Some(ops::ConvBnBlock {
+            w: &self.weights,
+            gamma,
+            beta,
+            stride: c.stride,
+            dilation: c.dilation,
+            padding: c.padding,
+            epsilon,
+            relu: c.activation == Activation::Relu,
+            pool: None,
+        })
+    }
+
+    fn chain_block_done(&self, mean: &Tensor, variance: Tensor, batch: usize) -> Result<()> {
+        let Some(bn) = &self.batch_norm else { return Ok(()) };
+        // The moving statistics count the conv output's values, before any pool.
+        bn.update_moving_statistics(mean, variance, batch * self.out_shape[1] * self.out_shape[2])
+    }
+
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let c = &self.config;
         if let (Some(bn), true) = (&self.batch_norm, train) {

@@ -167,6 +167,102 @@ pub fn conv2d_batch_norm_relu_max_pool_train(
         .map_err(NnError::candle(OP))
 }
 
+/// One conv → training batch norm (→ ReLU) (→ max-pool) block of
+/// [`conv2d_batch_norm_chain_train`].
+#[derive(Debug, Clone, Copy)]
+pub struct ConvBnBlock<'a> {
+    /// `[C_out, C_in, kh, kw]`.
+    pub w: &'a Tensor,
+    /// `[C_out]`.
+    pub gamma: &'a Tensor,
+    /// `[C_out]`.
+    pub beta: &'a Tensor,
+    /// `[sh, sw]`.
+    pub stride: [usize; 2],
+    /// `[dh, dw]`.
+    pub dilation: [usize; 2],
+    /// SAME or VALID (TF's).
+    pub padding: Padding,
+    /// Batch norm's epsilon.
+    pub epsilon: f64,
+    /// A ReLU after batch norm.
+    pub relu: bool,
+    /// A max-pool after the ReLU (only with `relu`).
+    pub pool: Option<MaxPoolWindow>,
+}
+
+/// The blocks in order: [`conv2d_batch_norm_train`] (or, with a pool,
+/// [`conv2d_batch_norm_relu_max_pool_train`]) one after the other, as one fused op for f32
+/// CPU tensors ([`crate::kernels::conv2d_batch_norm_chain_train`]: the activations between
+/// the blocks and their gradients never become autograd tensors; same values), the ops
+/// one by one otherwise.
+///
+/// Returns the last block's output and each block's `(batch_mean,
+/// batch_variance_biased)` of its conv output, for [`super::moving_average_update`].
+///
+/// # Shapes
+/// - `x`: `[N, C_in, H, W]`
+/// - block `k`: `w` `[C_k, C_(k-1), kh, kw]` (`C_(-1) = C_in`), `gamma`, `beta` `[C_k]`
+/// - results: the last block's output `[N, C_last, H', W']`; statistics `[C_k]`
+///
+/// # Errors
+/// As the single-block ops, naming the block; a max-pool after a block without ReLU.
+pub fn conv2d_batch_norm_chain_train(
+    x: &Tensor,
+    blocks: &[ConvBnBlock<'_>],
+) -> Result<(Tensor, Vec<(Tensor, Tensor)>)> {
+    const OP: &str = "conv2d_batch_norm_chain_train";
+    if let Some(k) = blocks.iter().position(|b| b.pool.is_some() && !b.relu) {
+        return Err(NnError::shape(OP, format!("block {k}: a max-pool is fused only after a ReLU")));
+    }
+    // The kernel's geometry of every block, from the shapes the blocks produce.
+    let mut links = Vec::with_capacity(blocks.len());
+    let mut dims = x.dims().to_vec();
+    for (k, b) in blocks.iter().enumerate() {
+        let op = format!("{OP} (block {k})");
+        let windows = conv2d_windows_of(&op, &dims, b.w.dims(), b.stride, b.dilation, b.padding)?;
+        let conv_dims = [dims[0], b.w.dims()[0], windows[0].output, windows[1].output];
+        let pool = match b.pool {
+            Some(p) => Some(super::pool::max_pool_kernel_params(&op, &conv_dims, p.ksize, p.stride, p.padding)?),
+            None => None,
+        };
+        dims = match pool {
+            Some(p) => match p.output_size([conv_dims[2], conv_dims[3]]) {
+                Some([h, w]) => vec![conv_dims[0], conv_dims[1], h, w],
+                None => return Err(NnError::shape(&op, "the max-pool has no output")),
+            },
+            None => conv_dims.to_vec(),
+        };
+        links.push(kernels::ChainLink {
+            w: b.w,
+            gamma: b.gamma,
+            beta: b.beta,
+            params: kernel_params(windows, b.stride, b.dilation),
+            epsilon: b.epsilon,
+            relu: b.relu,
+            pool,
+        });
+    }
+    if kernels::supports_chain(x, &links) {
+        return kernels::conv2d_batch_norm_chain_train(x, &links).map_err(NnError::candle(OP));
+    }
+    let mut y = x.clone();
+    let mut stats = Vec::with_capacity(blocks.len());
+    for b in blocks {
+        let (out, mean, var) = match b.pool {
+            Some(pool) => conv2d_batch_norm_relu_max_pool_train(
+                &y, b.w, b.gamma, b.beta, b.stride, b.dilation, b.padding, b.epsilon, pool,
+            )?,
+            None => {
+                conv2d_batch_norm_train(&y, b.w, b.gamma, b.beta, b.stride, b.dilation, b.padding, b.epsilon, b.relu)?
+            }
+        };
+        stats.push((mean, var));
+        y = out;
+    }
+    Ok((y, stats))
+}
+
 /// ferroflow's kernel geometry for TF's windows.
 fn kernel_params(windows: [Window; 2], stride: [usize; 2], dilation: [usize; 2]) -> kernels::Conv2dParams {
     kernels::Conv2dParams {
@@ -203,10 +299,21 @@ fn conv2d_windows(
     dilation: [usize; 2],
     padding: Padding,
 ) -> Result<[Window; 2]> {
-    let describe = || {
-        format!("x {:?}, filter {:?}, stride {stride:?}, dilation {dilation:?}, padding {padding}", x.dims(), w.dims())
-    };
-    let (&[_, c_in, h, wd], &[_, w_in, kh, kw]) = (x.dims(), w.dims()) else {
+    conv2d_windows_of(op, x.dims(), w.dims(), stride, dilation, padding)
+}
+
+/// [`conv2d_windows`] from the operands' dims.
+fn conv2d_windows_of(
+    op: &str,
+    x_dims: &[usize],
+    w_dims: &[usize],
+    stride: [usize; 2],
+    dilation: [usize; 2],
+    padding: Padding,
+) -> Result<[Window; 2]> {
+    let describe =
+        || format!("x {x_dims:?}, filter {w_dims:?}, stride {stride:?}, dilation {dilation:?}, padding {padding}");
+    let (&[_, c_in, h, wd], &[_, w_in, kh, kw]) = (x_dims, w_dims) else {
         return Err(NnError::shape(op, format!("expected NCHW x and OIHW filter (rank 4): {}", describe())));
     };
     if c_in != w_in {
