@@ -479,9 +479,14 @@ fn rgb_into_chw_body(
 ) {
     let ys = bilinear_axis(src.height, height, Sampling::HalfPixel);
     let xs = bilinear_axis(src.width, width, Sampling::HalfPixel);
-    let (slot, rows) = needed_rows(&ys, src.height);
-    // The padded pixels' lane offsets: 3 * source x.
-    let offsets: Vec<(usize, usize, f32)> = xs.iter().map(|l| (3 * l.lower, 3 * l.upper, l.frac)).collect();
+    // Each output pixel's left source pixel as a lane offset (3 * source x) and
+    // its weight; the right one is always the next pixel. TF's taps have `upper`
+    // = `lower + 1`, or `upper` = `lower` at the edges, where TF's `p + (p - p)
+    // * f` is `p`: so is `p + (q - p) * 0` for the next pixel `q` (finite
+    // values), with the last pixel repeated after the row for the right edge.
+    let offsets: Vec<(usize, f32)> =
+        xs.iter().map(|l| (3 * l.lower, if l.upper == l.lower { 0.0 } else { l.frac })).collect();
+    debug_assert!(xs.iter().all(|l| l.upper == l.lower || l.upper == l.lower + 1));
     let in_row = src.width * 3;
     let out_row = width * 4;
     thread_local! {
@@ -491,32 +496,50 @@ fn rgb_into_chw_body(
     // Taken out of the thread-local (not used inside a closure), so the loops
     // stay in this inline body and get the dispatched instruction set.
     let (mut inter_buf, mut row_buf, mut vrow_buf) = SCRATCH.with_borrow_mut(std::mem::take);
-    // One float of padding after the row keeps the last pixel's 4-lane load in bounds.
-    for (buf, len) in [(&mut inter_buf, rows.len() * out_row), (&mut row_buf, in_row + 1), (&mut vrow_buf, out_row)] {
+    // The horizontal pass's rows live in a ring of two (the rows of the output
+    // row being made), so they stay in L1 instead of a whole image of them
+    // going through L2. The source row is followed by a copy of its last pixel
+    // and one float of padding, which keeps the right edge's 4-lane load in bounds.
+    for (buf, len) in [(&mut inter_buf, 2 * out_row), (&mut row_buf, in_row + 4), (&mut vrow_buf, out_row)] {
         if buf.len() < len {
             buf.resize(len, 0.0);
         }
     }
-    let inter = &mut inter_buf[..rows.len() * out_row];
-    let row = &mut row_buf[..in_row + 1];
-    if out_row > 0 {
-        for (&r, dst) in rows.iter().zip(inter.chunks_exact_mut(out_row)) {
-            for (d, &v) in row.iter_mut().zip(&src.data[r * in_row..(r + 1) * in_row]) {
-                *d = f32::from(v);
-            }
-            let pixel = |at: usize| -> [f32; 4] { row[at..at + 4].try_into().unwrap_or([0.0; 4]) };
-            for (&(lo, hi, f), d) in offsets.iter().zip(dst.chunks_exact_mut(4)) {
-                d.copy_from_slice(&lerp4(pixel(lo), pixel(hi), f));
-            }
-        }
-    }
+    let inter = &mut inter_buf[..2 * out_row];
+    let row = &mut row_buf[..in_row + 4];
+    // The input row each ring slot holds.
+    let mut held = [usize::MAX; 2];
     let vrow = &mut vrow_buf[..out_row];
     let plane = height * width;
     let (r_plane, rest) = out.split_at_mut(plane);
     let (g_plane, b_plane) = rest.split_at_mut(plane);
     for (y, l) in ys.iter().enumerate() {
-        let top = &inter[slot[l.lower] * out_row..(slot[l.lower] + 1) * out_row];
-        let bottom = &inter[slot[l.upper] * out_row..(slot[l.upper] + 1) * out_row];
+        // Output rows read non-decreasing input rows: a row not held goes into the
+        // slot that holds neither of this output row's rows.
+        for needed in [l.lower, l.upper] {
+            if held.contains(&needed) {
+                continue;
+            }
+            let slot = usize::from(held[0] == l.lower || held[0] == l.upper);
+            held[slot] = needed;
+            for (d, &v) in row.iter_mut().zip(&src.data[needed * in_row..(needed + 1) * in_row]) {
+                *d = f32::from(v);
+            }
+            if in_row >= 3 {
+                row.copy_within(in_row - 3..in_row, in_row);
+            }
+            let dst = &mut inter[slot * out_row..(slot + 1) * out_row];
+            for (&(at, f), d) in offsets.iter().zip(dst.chunks_exact_mut(4)) {
+                // One bounds check for both pixels (lanes 0..4 and 3..7); the row is
+                // long enough for every offset (`3 * (width - 1) + 7 <= in_row + 4`).
+                let Some(p) = row.get(at..at + 7) else { continue };
+                d.copy_from_slice(&lerp4([p[0], p[1], p[2], p[3]], [p[3], p[4], p[5], p[6]], f));
+            }
+        }
+        let slot_of = |r: usize| usize::from(held[0] != r);
+        let (top_slot, bottom_slot) = (slot_of(l.lower), slot_of(l.upper));
+        let top = &inter[top_slot * out_row..(top_slot + 1) * out_row];
+        let bottom = &inter[bottom_slot * out_row..(bottom_slot + 1) * out_row];
         for ((v, &t), &b) in vrow.iter_mut().zip(top).zip(bottom) {
             *v = t + (b - t) * l.frac;
         }
