@@ -8,7 +8,7 @@
 //! `e` draws from `Rng::derive(seed, [e, p])`, so neither depends on thread
 //! timing or on where a run was interrupted.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
@@ -287,16 +287,29 @@ struct Reader {
     stream: Option<RecordStream>,
 }
 
+/// The producer thread's state: what the decode threads share, and its own.
 struct Producer {
+    shared: Arc<Shared>,
     buffers: BufferPool,
+    target_width: usize,
+}
+
+/// What the producer and the decode threads read.
+struct Shared {
     source: Source,
     n: usize,
     mode: Mode,
     config: PipelineConfig,
     preprocess: Preprocess,
-    target_width: usize,
     skipped: Arc<AtomicU64>,
 }
+
+/// A decoded batch: its buffer and each example's label (`None`: skipped).
+type Decoded = (Vec<f32>, Vec<Option<Label>>);
+
+/// Batches on the decode threads at once: while the last images of one are
+/// decoded, the other thread starts on the next instead of waiting.
+const IN_FLIGHT: usize = 2;
 
 impl Pipeline {
     /// Starts a pipeline at `start` (use `Cursor::default()` to begin).
@@ -325,16 +338,8 @@ impl Pipeline {
         let skipped = Arc::new(AtomicU64::new(0));
         let (sender, receiver) = sync_channel(config.prefetch);
         let buffers: BufferPool = Arc::default();
-        let producer = Producer {
-            buffers: Arc::clone(&buffers),
-            source,
-            n,
-            mode,
-            config,
-            preprocess,
-            target_width: 0,
-            skipped: Arc::clone(&skipped),
-        };
+        let shared = Shared { source, n, mode, config, preprocess, skipped: Arc::clone(&skipped) };
+        let producer = Producer { shared: Arc::new(shared), buffers: Arc::clone(&buffers), target_width: 0 };
         let worker = std::thread::Builder::new()
             .name("ferroflow-input".into())
             .spawn(move || producer.run(start, sender))
@@ -384,7 +389,7 @@ impl Drop for Pipeline {
 
 impl Producer {
     fn run(mut self, start: Cursor, sender: SyncSender<Result<Batch, PipelineError>>) {
-        let threads = if self.config.num_workers == 0 { 0 } else { self.config.num_workers };
+        let threads = self.shared.config.num_workers;
         let pool = match rayon::ThreadPoolBuilder::new()
             .num_threads(threads)
             .thread_name(|i| format!("ferroflow-decode-{i}"))
@@ -401,6 +406,70 @@ impl Producer {
         }
     }
 
+    fn produce(
+        &mut self,
+        start: Cursor,
+        sender: &SyncSender<Result<Batch, PipelineError>>,
+        pool: &rayon::ThreadPool,
+    ) -> Result<(), PipelineError> {
+        let shared = Arc::clone(&self.shared);
+        let mut reader = Reader {
+            epoch: start.epoch,
+            offset: start.offset as usize,
+            order: shared.epoch_order(start.epoch),
+            stream: shared.stream_for(start.epoch),
+        };
+        // Skip what the cursor says was consumed, reading without decoding.
+        if reader.offset > 0 {
+            for &s in &reader.order[..reader.offset.min(shared.n)] {
+                shared.raw(&mut reader.stream, s, true)?;
+            }
+        }
+        let len = shared.preprocess.output_len();
+        let mut in_flight: VecDeque<(Receiver<Decoded>, Cursor)> = VecDeque::with_capacity(IN_FLIGHT);
+        // The next batch's records, read while the decode threads work on the
+        // batches in flight; `None` once the stream has ended or failed.
+        let mut next = Some(shared.gather(&mut reader));
+        loop {
+            while in_flight.len() < IN_FLIGHT {
+                let Some(Ok(Some((items, cursor)))) = next.take() else { break };
+                let mut images = self.buffers.lock().ok().and_then(|mut p| p.pop()).unwrap_or_default();
+                if images.len() != items.len() * len {
+                    images.resize(items.len() * len, 0.0);
+                }
+                let (done, decoded) = sync_channel(1);
+                let job = Arc::clone(&shared);
+                // Each decode thread writes its examples straight into their slots.
+                pool.spawn(move || {
+                    let labels = images
+                        .par_chunks_mut(len)
+                        .zip(items.into_par_iter())
+                        .map(|(out, (e, p, raw))| job.process(e, p, raw, out))
+                        .collect();
+                    let _ = done.send((images, labels));
+                });
+                in_flight.push_back((decoded, cursor));
+                next = Some(shared.gather(&mut reader));
+            }
+            let Some((decoded, cursor)) = in_flight.pop_front() else {
+                // Every batch is delivered; the stream ended, or failed after them.
+                return match next {
+                    Some(Err(e)) => Err(e),
+                    _ => Ok(()),
+                };
+            };
+            let Ok((images, labels)) = decoded.recv() else {
+                return Err(PipelineError::Changed("a decode thread stopped".into()));
+            };
+            let batch = self.assemble(images, labels, cursor);
+            if sender.send(Ok(batch)).is_err() {
+                return Ok(()); // the consumer is gone
+            }
+        }
+    }
+}
+
+impl Shared {
     fn epochs(&self) -> Option<u64> {
         match self.mode {
             Mode::Train => self.config.epochs,
@@ -435,55 +504,6 @@ impl Producer {
             (Source::Memory { entries }, _) => Some(Raw::Encoded(Arc::clone(entries), s)),
             _ => None,
         })
-    }
-
-    fn produce(
-        &mut self,
-        start: Cursor,
-        sender: &SyncSender<Result<Batch, PipelineError>>,
-        pool: &rayon::ThreadPool,
-    ) -> Result<(), PipelineError> {
-        let mut reader = Reader {
-            epoch: start.epoch,
-            offset: start.offset as usize,
-            order: self.epoch_order(start.epoch),
-            stream: self.stream_for(start.epoch),
-        };
-        // Skip what the cursor says was consumed, reading without decoding.
-        if reader.offset > 0 {
-            for &s in &reader.order[..reader.offset.min(self.n)] {
-                self.raw(&mut reader.stream, s, true)?;
-            }
-        }
-        let len = self.preprocess.output_len();
-        let mut next = self.gather(&mut reader);
-        loop {
-            let Some((items, cursor)) = next? else { return Ok(()) };
-            let mut images = self.buffers.lock().ok().and_then(|mut p| p.pop()).unwrap_or_default();
-            if images.len() != items.len() * len {
-                images.resize(items.len() * len, 0.0);
-            }
-            // The decode threads work on this batch, each writing its example
-            // straight into its slot, while this thread reads the next batch's
-            // records: reading (a copy and a CRC per record) no longer leaves
-            // the decode threads idle between batches.
-            let mut labels = Vec::new();
-            let this = &*self;
-            next = pool.in_place_scope(|scope| {
-                scope.spawn(|_| {
-                    labels = images
-                        .par_chunks_mut(len)
-                        .zip(items.into_par_iter())
-                        .map(|(out, (e, p, raw))| this.process(e, p, raw, out))
-                        .collect();
-                });
-                this.gather(&mut reader)
-            });
-            let batch = self.assemble(images, labels, cursor);
-            if sender.send(Ok(batch)).is_err() {
-                return Ok(()); // the consumer is gone
-            }
-        }
     }
 
     /// Reads the next batch's raw examples, crossing into the next epoch if
@@ -565,11 +585,13 @@ impl Producer {
         recycle_decoded(image);
         Some(label)
     }
+}
 
+impl Producer {
     /// Builds the batch, closing the gaps left by examples that failed to decode.
     fn assemble(&mut self, mut images: Vec<f32>, labels: Vec<Option<Label>>, cursor: Cursor) -> Batch {
-        let [h, w] = self.preprocess.image_size;
-        let c = self.preprocess.channels;
+        let [h, w] = self.shared.preprocess.image_size;
+        let c = self.shared.preprocess.channels;
         let len = c * h * w;
         let mut batch =
             Batch { images: Vec::new(), labels: Vec::new(), targets: Vec::new(), size: 0, shape: [c, h, w], cursor };
