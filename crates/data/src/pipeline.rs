@@ -428,11 +428,15 @@ impl Producer {
         let len = shared.preprocess.output_len();
         let mut in_flight: VecDeque<(Receiver<Decoded>, Cursor)> = VecDeque::with_capacity(IN_FLIGHT);
         // The next batch's records, read while the decode threads work on the
-        // batches in flight; `None` once the stream has ended or failed.
-        let mut next = Some(shared.gather(&mut reader));
+        // batches in flight: `Ok(None)` once the stream has ended, `Err` if
+        // reading failed (delivered after the batches already read).
+        let mut next = shared.gather(&mut reader);
         loop {
             while in_flight.len() < IN_FLIGHT {
-                let Some(Ok(Some((items, cursor)))) = next.take() else { break };
+                let (items, cursor) = match next {
+                    Ok(Some(batch)) => batch,
+                    Ok(None) | Err(_) => break,
+                };
                 let mut images = self.buffers.lock().ok().and_then(|mut p| p.pop()).unwrap_or_default();
                 if images.len() != items.len() * len {
                     images.resize(items.len() * len, 0.0);
@@ -440,26 +444,29 @@ impl Producer {
                 let (done, decoded) = sync_channel(1);
                 let job = Arc::clone(&shared);
                 // Each decode thread writes its examples straight into their slots.
+                // A panic (a bug) drops `done`, which the receiving end reports,
+                // instead of aborting the process as a panic in `spawn` would.
                 pool.spawn(move || {
-                    let labels = images
-                        .par_chunks_mut(len)
-                        .zip(items.into_par_iter())
-                        .map(|(out, (e, p, raw))| job.process(e, p, raw, out))
-                        .collect();
-                    let _ = done.send((images, labels));
+                    let decode = std::panic::AssertUnwindSafe(|| -> Vec<Option<Label>> {
+                        images
+                            .par_chunks_mut(len)
+                            .zip(items.into_par_iter())
+                            .map(|(out, (e, p, raw))| job.process(e, p, raw, out))
+                            .collect()
+                    });
+                    if let Ok(labels) = std::panic::catch_unwind(decode) {
+                        let _ = done.send((images, labels));
+                    }
                 });
                 in_flight.push_back((decoded, cursor));
-                next = Some(shared.gather(&mut reader));
+                next = shared.gather(&mut reader);
             }
             let Some((decoded, cursor)) = in_flight.pop_front() else {
-                // Every batch is delivered; the stream ended, or failed after them.
-                return match next {
-                    Some(Err(e)) => Err(e),
-                    _ => Ok(()),
-                };
+                // Every batch read is delivered; the stream ended, or failed after them.
+                return next.map(|_| ());
             };
             let Ok((images, labels)) = decoded.recv() else {
-                return Err(PipelineError::Changed("a decode thread stopped".into()));
+                return Err(PipelineError::Changed("a decode thread panicked (a bug in ferroflow)".into()));
             };
             let batch = self.assemble(images, labels, cursor);
             if sender.send(Ok(batch)).is_err() {

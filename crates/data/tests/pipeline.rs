@@ -162,3 +162,36 @@ fn eval_is_one_ordered_pass_keeping_the_last_partial_batch() {
     // Eval images are the decoded pixels, unaugmented.
     assert!(batches[0].images.iter().all(|&v| (0.0..=255.0).contains(&v) && v.fract() == 0.0));
 }
+
+/// A shard that goes bad while the pipeline runs (truncated after it was
+/// counted): the batches read before the damage all arrive, in order, then one
+/// error naming the file, then nothing.
+#[test]
+fn a_read_error_arrives_after_the_batches_before_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let ds = mnist_dataset(dir.path());
+    let files = ds.files("train").unwrap();
+    assert_eq!(files.len(), 3);
+    let source = Source::Records { files: files.clone() };
+    let config = PipelineConfig { batch_size: 256, prefetch: 2, ..Default::default() };
+    let pre = Preprocess { image_size: [28, 28], channels: 1, ..Default::default() };
+    let pipeline = Pipeline::new(source, Mode::Eval, config, pre, Cursor::default()).unwrap();
+    // The producer stops after about 5 batches (prefetch 2, 2 decoding, 1 read
+    // ahead) until this test consumes, well before the last shard (records
+    // 2,667 on): cut that shard in half now.
+    let last = &files[2];
+    let len = std::fs::metadata(last).unwrap().len();
+    std::fs::OpenOptions::new().write(true).open(last).unwrap().set_len(len / 2).unwrap();
+    let results: Vec<_> = pipeline.collect();
+    let ok = results.iter().take_while(|r| r.is_ok()).count();
+    assert!(ok >= 10, "only {ok} batches before the error");
+    assert_eq!(ok + 1, results.len(), "exactly one error, last");
+    let err = results.last().unwrap().as_ref().err().unwrap().to_string();
+    assert!(err.contains(&last.file_name().unwrap().to_string_lossy().to_string()), "{err}");
+    // Every batch before the error is whole and in order.
+    for (i, b) in results[..ok].iter().enumerate() {
+        let b = b.as_ref().unwrap();
+        assert_eq!(b.size, 256, "batch {i}");
+        assert_eq!(b.cursor.offset, 256 * (i as u64 + 1), "batch {i}");
+    }
+}
