@@ -2,9 +2,10 @@
 //! the slot and the variable instead of candle's chain of element-wise ops
 //! (four to six new tensors per variable, then a copy into each `Var`). The
 //! arithmetic is [`super::Optimizer`]'s tensor path term for term, in the same
-//! order and without fused multiply-adds, so the bits are the same; that path
-//! stays as the reference (and serves every other device), and the tests
-//! below compare the two.
+//! order, without fused multiply-adds and with the `+ 0` of candle's `affine`
+//! (so even the signs of zeros agree); that path stays as the reference (and
+//! serves every other device and aliased operands), and the tests below
+//! compare the two.
 
 use candle_core::{CpuStorage, InplaceOp2, InplaceOp3, Layout, Tensor, Var};
 use rayon::prelude::*;
@@ -38,6 +39,17 @@ pub(super) fn momentum(
             && t.layout().start_offset() == 0
     };
     if ![var.as_tensor(), accum.as_tensor(), g].into_iter().all(eligible) {
+        return Ok(false);
+    }
+    // candle refuses an in-place op whose operand shares the destination's
+    // storage; such a gradient (e.g. the variable itself) takes the tensor path,
+    // before anything is written.
+    let storage = |t: &Tensor| {
+        let (s, _) = t.storage_and_layout();
+        std::ptr::from_ref(&*s) as usize
+    };
+    let (v, a, gs) = (storage(var.as_tensor()), storage(accum.as_tensor()), storage(g));
+    if gs == v || gs == a || a == v {
         return Ok(false);
     }
     accum.as_tensor().inplace_op2(g, &Accumulate { momentum })?;
@@ -87,7 +99,9 @@ impl InplaceOp2 for Accumulate {
         let m = self.momentum;
         accum.par_chunks_mut(CHUNK).zip(g.par_chunks(CHUNK)).for_each(|(a, g)| {
             for (a, &g) in a.iter_mut().zip(g) {
-                *a = *a * m + g;
+                // `+ 0.0` as candle's `affine(m, 0)` in the tensor path: it turns
+                // a -0 product into +0, so the sign of zero results agrees too.
+                *a = (*a * m + 0.0) + g;
             }
         });
         Ok(())
@@ -114,13 +128,16 @@ impl InplaceOp3 for Apply {
         let (lr, m) = (self.lr, self.momentum);
         let nesterov = self.nesterov;
         var.par_chunks_mut(CHUNK).zip(accum.par_chunks(CHUNK).zip(g.par_chunks(CHUNK))).for_each(|(w, (a, g))| {
+            // Term for term the tensor path's `w - step`, each product an
+            // `affine(s, 0)`: `step = (g * lr + 0) + ((a * m + 0) * lr + 0)`
+            // with Nesterov, else `a * lr + 0`.
             if nesterov {
                 for ((w, &a), &g) in w.iter_mut().zip(a).zip(g) {
-                    *w -= g * lr + a * m * lr;
+                    *w -= (g * lr + 0.0) + ((a * m + 0.0) * lr + 0.0);
                 }
             } else {
                 for (w, &a) in w.iter_mut().zip(a) {
-                    *w -= a * lr;
+                    *w -= a * lr + 0.0;
                 }
             }
         });
@@ -143,7 +160,12 @@ mod tests {
                 s ^= s << 13;
                 s ^= s >> 17;
                 s ^= s << 5;
-                (s as f32 / u32::MAX as f32 - 0.5) * 3.0
+                // Every eighth value a signed zero, to check the signs of zeros too.
+                match s % 8 {
+                    0 => 0.0,
+                    1 => -0.0,
+                    _ => (s as f32 / u32::MAX as f32 - 0.5) * 3.0,
+                }
             })
             .collect()
     }
@@ -162,6 +184,9 @@ mod tests {
                     let config = OptimizerConfig::Momentum { momentum: 0.9, use_nesterov: nesterov };
                     let mut opt = Optimizer::new(&config, &store).unwrap();
                     opt.use_fused = fused;
+                    // A slot with signed zeros too (a fresh one is all +0).
+                    let slot = opt.slot("w", "momentum").unwrap();
+                    slot.set(&Tensor::from_vec(values(n, 2), n, &Device::Cpu).unwrap()).unwrap();
                     for step in 0..4u32 {
                         let g = Tensor::from_vec(values(n, 10 + step), n, &Device::Cpu).unwrap();
                         opt.apply(&[("w", g)], 0.05 + f64::from(step) * 0.01).unwrap();
@@ -177,5 +202,21 @@ mod tests {
                 assert!(fast.0.iter().any(|&v| v != 0.0));
             }
         }
+    }
+
+    /// A gradient that is the variable itself (shared storage, which candle's
+    /// in-place ops refuse) takes the tensor path: the step succeeds and moves
+    /// the variable as the tensor path does.
+    #[test]
+    fn an_aliased_gradient_takes_the_tensor_path() {
+        let store = VarStore::new(Device::Cpu, 0);
+        let w = store.root().get_variable("w", &[3], Init::Constant { value: 0.0 }, true).unwrap();
+        w.set(&Tensor::new(&[1f32, -2.0, 4.0], &Device::Cpu).unwrap()).unwrap();
+        let config = OptimizerConfig::Momentum { momentum: 0.9, use_nesterov: false };
+        let mut opt = Optimizer::new(&config, &store).unwrap();
+        opt.apply(&[("w", w.as_tensor().clone())], 0.5).unwrap();
+        // accum = g = w; w -= 0.5 * accum.
+        assert_eq!(w.to_vec1::<f32>().unwrap(), [0.5, -1.0, 2.0]);
+        assert_eq!(opt.slot("w", "momentum").unwrap().to_vec1::<f32>().unwrap(), [1.0, -2.0, 4.0]);
     }
 }
