@@ -82,7 +82,10 @@ impl Model {
             // never autograd tensors.
             let (blocks, owners, used) = self.chain_at(i, train);
             if blocks.len() >= 2 {
-                let (out, stats) = ops::conv2d_batch_norm_chain_train(&y, &blocks)?;
+                let (out, stats) = ops::conv2d_batch_norm_chain_train(&y, &blocks).map_err(|e| {
+                    let names: Vec<&str> = owners.iter().map(|l| l.name()).collect();
+                    NnError::shape(format!("layers {}", names.join(", ")), e.to_string())
+                })?;
                 let batch = y.dim(0).map_err(NnError::candle(format!("model {:?}", self.name)))?;
                 for (layer, (mean, variance)) in owners.iter().zip(stats) {
                     layer.chain_block_done(&mean, variance, batch)?;

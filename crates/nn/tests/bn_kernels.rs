@@ -7,7 +7,7 @@
 mod common;
 
 use candle_core::{DType, Device, Tensor, Var};
-use common::{flat, ms, time};
+use common::{between, flat, ms, time, values};
 use ferroflow_nn::kernels::{self, reference};
 use ferroflow_nn::ops;
 use ferroflow_rng::Rng;
@@ -18,16 +18,6 @@ const TOL: f32 = 1e-4;
 
 fn assert_close(got: &[f32], want: &[f32], what: &str) {
     common::assert_close_tol(got, want, TOL, TOL, what);
-}
-
-fn between(rng: &mut Rng, lo: usize, hi: usize) -> usize {
-    lo + rng.below((hi - lo + 1) as u64) as usize
-}
-
-/// `n` values uniform in `offset ± scale`: an offset far from zero checks that the
-/// variance does not lose its digits to the mean.
-fn values(rng: &mut Rng, n: usize, offset: f32, scale: f32) -> Vec<f32> {
-    (0..n).map(|_| offset + scale * rng.range_f32(-1.0, 1.0)).collect()
 }
 
 /// One random batch norm: shape, data and epsilon.

@@ -8,17 +8,9 @@
 mod common;
 
 use candle_core::{Device, Tensor, Var};
-use common::flat;
+use common::{between, flat, values};
 use ferroflow_nn::kernels::{self, ChainLink, Conv2dParams, Pool2dParams};
 use ferroflow_rng::Rng;
-
-fn between(rng: &mut Rng, lo: usize, hi: usize) -> usize {
-    lo + rng.below((hi - lo + 1) as u64) as usize
-}
-
-fn values(rng: &mut Rng, n: usize, offset: f32, scale: f32) -> Vec<f32> {
-    (0..n).map(|_| offset + scale * rng.range_f32(-1.0, 1.0)).collect()
-}
 
 /// One block: filter shape, geometry, parameters, ReLU, pool.
 #[derive(Debug, Clone)]

@@ -8,7 +8,7 @@
 mod common;
 
 use candle_core::{Device, Tensor, Var};
-use common::{flat, ms, time};
+use common::{between, flat, ms, time, values};
 use ferroflow_nn::kernels::{self, Conv2dParams, Pool2dParams, reference};
 use ferroflow_nn::ops;
 use ferroflow_rng::Rng;
@@ -19,14 +19,6 @@ const TOL: f32 = 2e-4;
 
 fn assert_close(got: &[f32], want: &[f32], what: &str) {
     common::assert_close_tol(got, want, TOL, TOL, what);
-}
-
-fn between(rng: &mut Rng, lo: usize, hi: usize) -> usize {
-    lo + rng.below((hi - lo + 1) as u64) as usize
-}
-
-fn values(rng: &mut Rng, n: usize, offset: f32, scale: f32) -> Vec<f32> {
-    (0..n).map(|_| offset + scale * rng.range_f32(-1.0, 1.0)).collect()
 }
 
 /// One random block: geometry, data, parameters.

@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use candle_core::{DType, Device, Tensor, Var};
-use common::{flat, ms, time};
+use common::{between, flat, ms, time};
 use ferroflow_nn::kernels::{self, Conv2dParams, reference};
 use ferroflow_nn::ops::{self, Padding};
 use ferroflow_rng::Rng;
@@ -22,10 +22,6 @@ fn assert_close(got: &[f32], want: &[f32], what: &str) {
 
 fn random_values(rng: &mut Rng, n: usize) -> Vec<f32> {
     (0..n).map(|_| rng.range_f32(-1.0, 1.0)).collect()
-}
-
-fn between(rng: &mut Rng, lo: usize, hi: usize) -> usize {
-    lo + rng.below((hi - lo + 1) as u64) as usize
 }
 
 /// One random conv: shapes and geometry.

@@ -6,7 +6,7 @@
 mod common;
 
 use candle_core::{DType, Device, Tensor, Var};
-use common::{flat, ms, time};
+use common::{between, flat, ms, time};
 use ferroflow_nn::kernels::{self, Pool2dParams, reference};
 use ferroflow_nn::ops::{self, Padding};
 use ferroflow_rng::Rng;
@@ -25,10 +25,6 @@ fn assert_same(got: &[f32], want: &[f32], what: &str) {
     for (i, (g, w)) in got.iter().zip(want).enumerate() {
         assert!(g == w || (g.is_nan() && w.is_nan()), "{what}[{i}]: got {g}, want {w}");
     }
-}
-
-fn between(rng: &mut Rng, lo: usize, hi: usize) -> usize {
-    lo + rng.below((hi - lo + 1) as u64) as usize
 }
 
 /// Uniform in [-1, 1), or (`ties`) from {-2, -1, 0, 1, 2}, where most windows hold several

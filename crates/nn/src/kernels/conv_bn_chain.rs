@@ -218,11 +218,14 @@ impl CustomOp3 for ChainOp {
         _y: &Tensor,
         dy: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let need_dx = x.track_op();
+        // As the single-block op: no input gradient for data, no filter
+        // gradients for filters outside autograd.
+        let (need_dx, need_dw) = (x.track_op(), w_all.track_op());
         let out = Arc::new(Mutex::new(None));
         let op = ChainBackward {
             blocks: self.blocks.clone(),
             need_dx,
+            need_dw,
             saved: Arc::clone(&self.saved),
             out: Arc::clone(&out),
         };
@@ -231,7 +234,7 @@ impl CustomOp3 for ChainOp {
         let Some((dx, dgamma_beta)) = taken else { bail!("conv2d+batch_norm chain backward: no gradients") };
         let dx = dx.map(|dx| Tensor::from_vec(dx, x.shape(), x.device())).transpose()?;
         let dgamma_beta = Tensor::from_vec(dgamma_beta, gamma_beta_all.shape(), x.device())?;
-        Ok((dx, Some(dw_all), Some(dgamma_beta)))
+        Ok((dx, need_dw.then_some(dw_all), Some(dgamma_beta)))
     }
 }
 
@@ -240,6 +243,7 @@ impl CustomOp3 for ChainOp {
 struct ChainBackward {
     blocks: Vec<ChainBlock>,
     need_dx: bool,
+    need_dw: bool,
     saved: Arc<OnceLock<ChainSaved>>,
     out: Arc<Mutex<Option<Gradients>>>,
 }
@@ -287,7 +291,7 @@ impl CustomOp3 for ChainBackward {
                 dy: dy_i,
                 dy_dims: &grad_dims,
             };
-            let (dx, dw, dgb) = backward_block(&b.block, &saved.blocks[i], ops, i > 0 || self.need_dx, true)?;
+            let (dx, dw, dgb) = backward_block(&b.block, &saved.blocks[i], ops, i > 0 || self.need_dx, self.need_dw)?;
             dws[i] = dw;
             dgbs[i] = dgb;
             grad = dx;

@@ -244,7 +244,14 @@ pub fn conv2d_batch_norm_chain_train(
         });
     }
     if kernels::supports_chain(x, &links) {
-        return kernels::conv2d_batch_norm_chain_train(x, &links).map_err(NnError::candle(OP));
+        let (y, stats) = kernels::conv2d_batch_norm_chain_train(x, &links).map_err(NnError::candle(OP))?;
+        if y.dims() != dims {
+            return Err(NnError::shape(
+                OP,
+                format!("internal: got output {:?}, expected {dims:?} (x {:?})", y.dims(), x.dims()),
+            ));
+        }
+        return Ok((y, stats));
     }
     let mut y = x.clone();
     let mut stats = Vec::with_capacity(blocks.len());

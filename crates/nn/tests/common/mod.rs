@@ -7,6 +7,7 @@
 use std::time::{Duration, Instant};
 
 use candle_core::{DType, Tensor};
+use ferroflow_rng::Rng;
 
 /// Asserts `|got - want| <= atol + rtol * |want|` element by element.
 pub fn assert_close_tol(got: &[f32], want: &[f32], atol: f32, rtol: f32, what: &str) {
@@ -38,4 +39,15 @@ pub fn time(runs: usize, mut f: impl FnMut()) -> Duration {
 /// Milliseconds.
 pub fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
+}
+
+/// A uniform integer in `lo..=hi`.
+pub fn between(rng: &mut Rng, lo: usize, hi: usize) -> usize {
+    lo + rng.below((hi - lo + 1) as u64) as usize
+}
+
+/// `n` values uniform in `offset ± scale`: an offset far from zero checks that a
+/// variance does not lose its digits to the mean.
+pub fn values(rng: &mut Rng, n: usize, offset: f32, scale: f32) -> Vec<f32> {
+    (0..n).map(|_| offset + scale * rng.range_f32(-1.0, 1.0)).collect()
 }
