@@ -183,3 +183,43 @@ fn fused_resize_matches_resize_then_normalise_bit_for_bit() {
         }
     }
 }
+
+/// The fused path's edge cases against `resize` + normalisation, bit for bit:
+/// one-pixel-wide and one-pixel-high sources and outputs (every tap is an edge
+/// tap), a 1x1 source, and sizes where consecutive output rows share input rows
+/// (upscaling) or skip them (downscaling).
+#[test]
+fn fused_resize_edge_sizes_match_bit_for_bit() {
+    use ferroflow_data::resize_bilinear_u8_into_chw;
+    let (mean, k) = ([3.5, 120.25, 255.0], [0.5, 0.031, 1.0]);
+    let mut state = 12345u32;
+    let mut pixel = || {
+        state = state.wrapping_mul(1_103_515_245).wrapping_add(12345);
+        (state >> 24) as u8
+    };
+    for (sh, sw) in [(1, 1), (1, 7), (7, 1), (2, 2), (5, 3), (40, 33)] {
+        let data: Vec<u8> = (0..sh * sw * 3).map(|_| pixel()).collect();
+        let img = ImageU8::new(sh, sw, 3, data);
+        for (h, w) in [(1, 1), (1, 5), (5, 1), (3, 3), (sh * 3 + 1, sw * 2 + 1), (sh.div_ceil(3), sw.div_ceil(2))] {
+            let want = resize_u8(&img, h, w, &ResizeOptions::default());
+            for flip in [false, true] {
+                let mut out = vec![0.0; 3 * h * w];
+                resize_bilinear_u8_into_chw(&img, h, w, flip, mean, k, &mut out);
+                for y in 0..h {
+                    for x in 0..w {
+                        let sx = if flip { w - 1 - x } else { x };
+                        for ch in 0..3 {
+                            let expect = (want.data[(y * w + sx) * 3 + ch] - mean[ch]) * k[ch];
+                            let got = out[ch * h * w + y * w + x];
+                            assert_eq!(
+                                got.to_bits(),
+                                expect.to_bits(),
+                                "{sh}x{sw} -> {h}x{w} flip {flip} at {y},{x},{ch}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

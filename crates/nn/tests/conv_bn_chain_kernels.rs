@@ -202,3 +202,112 @@ fn chains_refuse_what_they_do_not_handle() {
     assert!(err.to_string().contains("channels chain"), "{err}");
     assert!(!kernels::supports_chain(&x, &[]));
 }
+
+/// `Model::forward_t` in training chains conv → BN (→ ReLU) (→ max-pool) layers and
+/// leaves the rest alone; layer by layer gives the same logits and moving statistics bit
+/// for bit and the same gradients (to the sign of zeros). The model mixes what the
+/// chain detection must get right: two blocks then a max-pool after a *linear* block
+/// (not fused: a pool follows only a ReLU inside the chain), a single ReLU block with
+/// its pool (the single-block op), a tanh block (not chainable), and a Keras-semantics
+/// batch norm in a chain of two with a pool between them.
+#[test]
+fn model_forward_chains_blocks_with_the_same_results_as_layer_by_layer() {
+    let text = r#"
+        name = "mixed"
+        input = [13, 11, 2]
+        [[layers]]
+        type = "conv2d"
+        filters = 5
+        kernel = 3
+        batch_norm = true
+        activation = "relu"
+        [[layers]]
+        type = "conv2d"
+        filters = 4
+        kernel = 2
+        batch_norm = true
+        [[layers]]
+        type = "max_pool"
+        pool = 2
+        [[layers]]
+        type = "conv2d"
+        filters = 6
+        kernel = 3
+        batch_norm = true
+        activation = "tanh"
+        [[layers]]
+        type = "conv2d"
+        filters = 6
+        kernel = 1
+        batch_norm = true
+        activation = "relu"
+        [[layers]]
+        type = "max_pool"
+        pool = 2
+        [[layers]]
+        type = "activation"
+        function = "relu"
+        [[layers]]
+        type = "conv2d"
+        filters = 3
+        kernel = 3
+        batch_norm = { momentum = 0.9, epsilon = 1e-5, semantics = "keras" }
+        activation = "relu"
+        [[layers]]
+        type = "max_pool"
+        pool = 1
+        [[layers]]
+        type = "conv2d"
+        filters = 3
+        kernel = 1
+        batch_norm = true
+        activation = "relu"
+        [[layers]]
+        type = "flatten"
+        [[layers]]
+        type = "dense"
+        units = 4
+    "#;
+    let spec = ferroflow_nn::ModelSpec::from_toml(text).expect("spec");
+    let dev = Device::Cpu;
+    let run = |chained: bool| {
+        let store = ferroflow_nn::VarStore::new(dev.clone(), 3);
+        let model = spec.build(&store, 3).expect("build");
+        let mut rng = Rng::new(11);
+        let x = Tensor::from_vec(values(&mut rng, 3 * 2 * 13 * 11, 0.0, 1.0), (3, 2, 13, 11), &dev).expect("x");
+        let mut losses = Vec::new();
+        // Two steps' forward passes: the moving statistics move twice.
+        for step in 0..2u32 {
+            let logits = if chained {
+                model.forward_t(&x, true).expect("forward")
+            } else {
+                let mut y = x.clone();
+                for layer in model.layers() {
+                    y = layer.forward_t(&y, true).expect("layer");
+                }
+                y
+            };
+            let labels = Tensor::new(&[1u32, step, 3], &dev).expect("labels");
+            let loss = ferroflow_nn::ops::sparse_softmax_cross_entropy(&logits, &labels)
+                .expect("loss")
+                .mean_all()
+                .expect("mean");
+            losses.push(loss);
+        }
+        let grads = losses[1].backward().expect("backward");
+        let grad_values: Vec<Vec<f32>> = store
+            .trainable_variables()
+            .iter()
+            .map(|v| grads.get(&v.var).map(flat).expect("gradient").into_iter().map(|g| g + 0.0).collect())
+            .collect();
+        let var_values: Vec<Vec<f32>> = store.global_variables().iter().map(|v| flat(&v.var)).collect();
+        (losses.iter().map(flat).collect::<Vec<_>>(), var_values, grad_values)
+    };
+    let (chained_loss, chained_vars, chained_grads) = run(true);
+    let (plain_loss, plain_vars, plain_grads) = run(false);
+    assert_eq!(chained_loss, plain_loss, "losses");
+    assert_eq!(chained_vars, plain_vars, "variables (moving statistics after two steps)");
+    for (i, (c, p)) in chained_grads.iter().zip(&plain_grads).enumerate() {
+        common::assert_close_tol(c, p, 1e-5, 1e-4, &format!("gradient of trainable variable {i}"));
+    }
+}
