@@ -2,7 +2,8 @@
 
 //! `ferroflow bench train`: it trains, ends with the `images/s: N` line that
 //! scripts read, is reproducible across processes, and rejects a bad model
-//! with a usage error naming it.
+//! with a usage error naming it. `ferroflow bench input`: the data issue's
+//! interface on a prepared dataset.
 
 use std::process::{Command, Output};
 
@@ -67,4 +68,40 @@ fn bench_train_rejects_a_bad_model_with_a_usage_error() {
     let out = ferroflow(&["bench", "train", "--model", "lenet", "--input", "28x28"]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(stderr(&out).contains("HEIGHTxWIDTHxCHANNELS"), "{}", stderr(&out));
+}
+
+/// `ferroflow bench input` in the form the data issue specifies (`--data DIR --split S
+/// --size N --batch B --epochs E --fast-decode`) on prepared mnist5k: one epoch of the
+/// validation split is exactly its 1,000 images, the last line is `images/s: N`, and a
+/// split the dataset lacks is one error listing the ones it has.
+#[test]
+fn bench_input_times_epochs_of_a_prepared_split() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("ds");
+    let mnist = concat!(env!("CARGO_MANIFEST_DIR"), "/../../testdata/data/mnist5k");
+    let prep = ferroflow(&["prepare", mnist, "--out", data.to_str().unwrap()]);
+    assert!(prep.status.success(), "{}", stderr(&prep));
+    let ds = data.to_str().unwrap();
+    let args = ["bench", "input", "--data", ds, "--split", "validation", "--size", "28", "--batch", "64"];
+    let out = ferroflow(&[&args[..], &["--epochs", "1", "--warmup", "1", "--fast-decode"]].concat());
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    let summary = text.lines().next().unwrap();
+    // ceil(1000 / 64) = 16 batches of a repeating stream: 1,024 images.
+    for part in ["1024 images", "batch 64", "28x28", "fast_jpeg true"] {
+        assert!(summary.contains(part), "{part:?} missing from {summary:?}");
+    }
+    let rate: f64 = text.lines().last().unwrap().strip_prefix("images/s: ").unwrap().parse().unwrap();
+    assert!(rate.is_finite() && rate > 0.0);
+
+    // The positional form and HxW sizes work too; --batches counts batches.
+    let out = ferroflow(&["bench", "input", ds, "--size", "28x28", "--batch", "10", "--batches", "3", "--warmup", "0"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).lines().next().unwrap().contains("30 images"), "{}", stdout(&out));
+
+    let bad = ferroflow(&["bench", "input", "--data", ds, "--split", "test"]);
+    assert!(!bad.status.success());
+    let err = stderr(&bad);
+    assert!(err.contains("\"test\"") && err.contains("train, validation"), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
 }

@@ -34,18 +34,29 @@ pub enum BenchCommand {
 /// Arguments of `ferroflow bench input`.
 #[derive(Debug, Args)]
 pub struct InputArgs {
-    /// A dataset directory (its train split) or TFRecord files of tf.train.Examples.
-    #[arg(required = true)]
+    /// A dataset directory (`prepare`'s output; `--split` picks the split) or TFRecord files
+    /// of tf.train.Examples.
+    #[arg(value_name = "DATA", required_unless_present = "data")]
+    pub paths: Vec<PathBuf>,
+    /// The same as DATA, as a flag (`--data DATASET_DIR`).
+    #[arg(long = "data", value_name = "DATA")]
     pub data: Vec<PathBuf>,
+    /// The split of a dataset directory to read.
+    #[arg(long, default_value = "train")]
+    pub split: String,
     /// Examples per batch.
     #[arg(long, default_value_t = 64)]
     pub batch: usize,
-    /// Output size HxW (bilinear, as tf.image.resize).
-    #[arg(long, value_parser = parse_size, default_value = "224x224")]
+    /// Output size: N (square) or HxW (bilinear, as tf.image.resize).
+    #[arg(long, value_parser = parse_square_or_size, default_value = "224x224")]
     pub size: [usize; 2],
     /// Batches to time (after the warm-up); the stream repeats over epochs.
-    #[arg(long, default_value_t = 60)]
+    #[arg(long, default_value_t = 60, conflicts_with = "epochs")]
     pub batches: usize,
+    /// Time as many batches as this many passes over the data hold (rounded up to whole
+    /// batches), instead of --batches.
+    #[arg(long)]
+    pub epochs: Option<u64>,
     /// Batches run before timing starts.
     #[arg(long, default_value_t = 5)]
     pub warmup: usize,
@@ -55,9 +66,18 @@ pub struct InputArgs {
     /// Shuffle buffer (0: none).
     #[arg(long, default_value_t = 0)]
     pub shuffle_buffer: usize,
-    /// Decode JPEGs at a reduced DCT scale when that still covers --size.
-    #[arg(long)]
+    /// Decode JPEGs at a reduced DCT scale when that still covers --size (also --fast-decode).
+    #[arg(long, visible_alias = "fast-decode")]
     pub fast_jpeg: bool,
+}
+
+/// `--size`: `N` for N x N, or `HxW`.
+fn parse_square_or_size(s: &str) -> Result<[usize; 2], String> {
+    match s.trim().parse::<usize>() {
+        Ok(0) => Err(format!("{s:?}: sizes must be positive")),
+        Ok(n) => Ok([n, n]),
+        Err(_) => parse_size(s).map_err(|e| format!("{e} (or one number for a square)")),
+    }
 }
 
 /// Arguments of `ferroflow bench train`.
@@ -118,13 +138,15 @@ pub fn run(command: &BenchCommand) -> Result<()> {
 }
 
 fn input(args: &InputArgs) -> Result<()> {
-    if args.batch == 0 || args.batches == 0 {
-        bail!("--batch and --batches must be at least 1");
+    if args.batch == 0 || args.batches == 0 || args.epochs == Some(0) {
+        bail!("--batch, --batches and --epochs must be at least 1");
     }
-    let (files, mean) = match args.data.as_slice() {
+    let paths: Vec<PathBuf> = args.paths.iter().chain(&args.data).cloned().collect();
+    let (files, mean) = match paths.as_slice() {
+        [] => bail!("no data: give a dataset directory or TFRecord files (DATA or --data)"),
         [dir] if dir.is_dir() => {
             let ds = Dataset::open(dir)?;
-            (ds.files("train")?, ds.meta.mean.map(|v| v as f32))
+            (ds.files(&args.split)?, ds.meta.mean.map(|v| v as f32))
         }
         files => (files.to_vec(), [123.68, 116.78, 103.94]), // ImageNet means, as TF-slim's vgg_preprocessing
     };
@@ -151,9 +173,16 @@ fn input(args: &InputArgs) -> Result<()> {
             pipeline.recycle(b?);
         }
     }
+    // --epochs E: as many batches as E passes over the data hold.
+    let batches = match args.epochs {
+        Some(e) => {
+            usize::try_from(e).unwrap_or(usize::MAX).saturating_mul(pipeline.examples_per_epoch()).div_ceil(args.batch)
+        }
+        None => args.batches,
+    };
     let start = Instant::now();
     let mut images = 0usize;
-    for _ in 0..args.batches {
+    for _ in 0..batches {
         let Some(batch) = pipeline.next() else { break };
         let batch = batch?;
         checksum += f64::from(batch.images[0]);
