@@ -245,13 +245,26 @@ impl CustomOp3 for ConvBnOp {
             saved: Arc::clone(&self.saved),
             out: Arc::clone(&out),
         };
-        let dw = x.contiguous()?.apply_op3_no_bwd(&dy.contiguous()?, &w.contiguous()?, &op)?;
-        let taken = out.lock().map_err(|_| candle_core::Error::Msg("conv2d+batch_norm: poisoned".into()))?.take();
-        let Some((dx, dgamma_beta)) = taken else { bail!("conv2d+batch_norm backward: no gradients") };
-        let dx = dx.map(|dx| Tensor::from_vec(dx, x.shape(), x.device())).transpose()?;
-        let dgamma_beta = Tensor::from_vec(dgamma_beta, gamma_beta.shape(), x.device())?;
-        Ok((dx, need_dw.then_some(dw), Some(dgamma_beta)))
+        run_backward(&op, &out, [x, dy, w, gamma_beta], need_dw, "conv2d+batch_norm")
     }
+}
+
+/// Runs a backward op over `(x, dy, w)` that returns `dw` and leaves `(dx,
+/// dgamma_beta)` in `out` (the single-block and the chain ops' backward), and
+/// returns the gradients of `(x, w, gamma_beta)` as candle's `bwd` does.
+pub(super) fn run_backward<C: CustomOp3>(
+    op: &C,
+    out: &Mutex<Option<Gradients>>,
+    [x, dy, w, gamma_beta]: [&Tensor; 4],
+    need_dw: bool,
+    what: &str,
+) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+    let dw = x.contiguous()?.apply_op3_no_bwd(&dy.contiguous()?, &w.contiguous()?, op)?;
+    let taken = out.lock().map_err(|_| candle_core::Error::Msg(format!("{what}: poisoned")))?.take();
+    let Some((dx, dgamma_beta)) = taken else { bail!("{what} backward: no gradients") };
+    let dx = dx.map(|dx| Tensor::from_vec(dx, x.shape(), x.device())).transpose()?;
+    let dgamma_beta = Tensor::from_vec(dgamma_beta, gamma_beta.shape(), x.device())?;
+    Ok((dx, need_dw.then_some(dw), Some(dgamma_beta)))
 }
 
 /// One block's forward pass: the output `[N, O, H_out, W_out]` (or the pool's output

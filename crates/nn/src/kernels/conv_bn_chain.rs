@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor, bail};
 
-use super::conv_bn::{Block, BlockOperands, Gradients, Saved, backward_block, forward_block, supports};
+use super::conv_bn::{Block, BlockOperands, Gradients, Saved, backward_block, forward_block, run_backward, supports};
 use super::conv2d::Conv2dParams;
 use super::pool::Pool2dParams;
 
@@ -229,12 +229,7 @@ impl CustomOp3 for ChainOp {
             saved: Arc::clone(&self.saved),
             out: Arc::clone(&out),
         };
-        let dw_all = x.contiguous()?.apply_op3_no_bwd(&dy.contiguous()?, &w_all.contiguous()?, &op)?;
-        let taken = out.lock().map_err(|_| candle_core::Error::Msg("conv2d+batch_norm chain: poisoned".into()))?.take();
-        let Some((dx, dgamma_beta)) = taken else { bail!("conv2d+batch_norm chain backward: no gradients") };
-        let dx = dx.map(|dx| Tensor::from_vec(dx, x.shape(), x.device())).transpose()?;
-        let dgamma_beta = Tensor::from_vec(dgamma_beta, gamma_beta_all.shape(), x.device())?;
-        Ok((dx, need_dw.then_some(dw_all), Some(dgamma_beta)))
+        run_backward(&op, &out, [x, dy, w_all, gamma_beta_all], need_dw, "conv2d+batch_norm chain")
     }
 }
 
