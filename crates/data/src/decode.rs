@@ -261,7 +261,7 @@ pub fn decode_image(bytes: &[u8], options: &DecodeOptions) -> Result<ImageU8, De
 }
 
 /// The pixel limit, and no empty images.
-fn check_pixels(format: ImageFormat, width: u32, height: u32, max_pixels: u64) -> Result<(), DecodeError> {
+pub(crate) fn check_pixels(format: ImageFormat, width: u32, height: u32, max_pixels: u64) -> Result<(), DecodeError> {
     let pixels = u64::from(width) * u64::from(height);
     if pixels > max_pixels {
         return Err(DecodeError::TooLarge { width, height, limit: max_pixels });
@@ -300,7 +300,7 @@ fn rgb_to_grey(r: u8, g: u8, b: u8) -> u8 {
 /// out of the wrapper crate (a bug) becomes `Corrupt` too, never a panic for
 /// the caller. The libjpeg object is dropped (`jpeg_destroy_decompress`)
 /// during the unwind, as libjpeg's error-recovery protocol asks.
-fn with_libjpeg<T>(f: impl FnOnce() -> Result<T, DecodeError>) -> Result<T, DecodeError> {
+pub(crate) fn with_libjpeg<T>(f: impl FnOnce() -> Result<T, DecodeError>) -> Result<T, DecodeError> {
     match catch_unwind(AssertUnwindSafe(f)) {
         Ok(result) => result,
         Err(payload) => Err(match payload.downcast::<libjpeg_errors::Failure>() {
@@ -320,7 +320,7 @@ fn with_libjpeg<T>(f: impl FnOnce() -> Result<T, DecodeError>) -> Result<T, Deco
 
 /// An I/O-style error from the `mozjpeg` wrapper (it reads from the slice, so
 /// only "no more data" and "no image" happen).
-fn jpeg_io_error(e: std::io::Error) -> DecodeError {
+pub(crate) fn jpeg_io_error(e: std::io::Error) -> DecodeError {
     if e.kind() == std::io::ErrorKind::UnexpectedEof {
         DecodeError::Truncated { format: "jpeg", reason: "the data ends before the image does".to_string() }
     } else {
@@ -331,7 +331,7 @@ fn jpeg_io_error(e: std::io::Error) -> DecodeError {
 /// Reads the JPEG header (only small allocations: no pixel buffers yet).
 /// Call inside `with_libjpeg`. With `app14`, keeps APP14 markers, to tell
 /// Adobe's inverted CMYK as libjpeg's `saw_Adobe_marker` does.
-fn jpeg_header(bytes: &[u8], app14: bool) -> Result<Decompress<&[u8]>, DecodeError> {
+pub(crate) fn jpeg_header(bytes: &[u8], app14: bool) -> Result<Decompress<&[u8]>, DecodeError> {
     let markers: &[Marker] = if app14 { &[Marker::APP(14)] } else { &[] };
     Decompress::builder()
         .with_err(libjpeg_errors::error_mgr())
@@ -340,7 +340,7 @@ fn jpeg_header(bytes: &[u8], app14: bool) -> Result<Decompress<&[u8]>, DecodeErr
         .map_err(jpeg_io_error)
 }
 
-fn jpeg_size(header: &Decompress<&[u8]>) -> Result<(u32, u32), DecodeError> {
+pub(crate) fn jpeg_size(header: &Decompress<&[u8]>) -> Result<(u32, u32), DecodeError> {
     let (w, h) = header.size();
     match (u32::try_from(w), u32::try_from(h)) {
         (Ok(w), Ok(h)) => Ok((w, h)),
@@ -350,7 +350,7 @@ fn jpeg_size(header: &Decompress<&[u8]>) -> Result<(u32, u32), DecodeError> {
 
 /// The numerator `n` of the DCT scaling `n/8` (8, 4, 2 or 1): the smallest
 /// that keeps libjpeg's output, `ceil(size * n / 8)`, at least `min_size`.
-fn jpeg_scale_eighths(width: usize, height: usize, (min_h, min_w): (usize, usize)) -> u8 {
+pub(crate) fn jpeg_scale_eighths(width: usize, height: usize, (min_h, min_w): (usize, usize)) -> u8 {
     [1u8, 2, 4]
         .into_iter()
         .find(|&n| {

@@ -6,13 +6,15 @@ use tfrecord::{Example, FeatureError};
 
 use crate::dataset::Encoding;
 use crate::decode::{DecodeError, DecodeOptions, decode_image};
+use crate::decode_planar::{Decoded, decode_image_planar};
 use crate::image::ImageU8;
 
 /// An example's image and label.
 #[derive(Debug, Clone, PartialEq)]
-pub struct DecodedExample {
-    /// The pixels.
-    pub image: ImageU8,
+pub struct DecodedExample<I = ImageU8> {
+    /// The pixels ([`ImageU8`]), or for [`decode_example_planar`] a
+    /// [`Decoded`] image.
+    pub image: I,
     /// The class label, for classification records.
     pub label: Option<i64>,
     /// The float targets, for regression records.
@@ -98,9 +100,28 @@ fn square_shape(len: usize) -> Option<(i64, i64, i64)> {
 /// the byte count) `channels`; their pixels are converted to the channel
 /// count `options.channels` asks for.
 pub fn decode_example(example: &Example, options: &DecodeOptions) -> Result<DecodedExample, ExampleError> {
+    decode_example_with(example, options, decode_image, |image| image)
+}
+
+/// [`decode_example`] through [`decode_image_planar`]: a colour JPEG in the
+/// original encoding may come back as its YCbCr planes (the fast input path).
+pub fn decode_example_planar(
+    example: &Example,
+    options: &DecodeOptions,
+) -> Result<DecodedExample<Decoded>, ExampleError> {
+    decode_example_with(example, options, decode_image_planar, Decoded::Pixels)
+}
+
+/// [`decode_example`] with `decode` for encoded images and `wrap` for raw pixels.
+fn decode_example_with<I>(
+    example: &Example,
+    options: &DecodeOptions,
+    decode: impl FnOnce(&[u8], &DecodeOptions) -> Result<I, DecodeError>,
+    wrap: impl FnOnce(ImageU8) -> I,
+) -> Result<DecodedExample<I>, ExampleError> {
     match detect_encoding(example) {
         Some(Encoding::Original) => {
-            let image = decode_image(example.bytes("image/encoded")?, options)?;
+            let image = decode(example.bytes("image/encoded")?, options)?;
             Ok(DecodedExample {
                 image,
                 label: optional_int(example, "image/class/label")?,
@@ -134,7 +155,7 @@ pub fn decode_example(example: &Example, options: &DecodeOptions) -> Result<Deco
                 _ => image,
             };
             Ok(DecodedExample {
-                image,
+                image: wrap(image),
                 label: optional_int(example, "label")?,
                 target: optional_floats(example, "target")?,
             })

@@ -3,6 +3,7 @@
 
 mod dataset;
 mod decode;
+mod decode_planar;
 mod discover;
 mod dump;
 mod example_codec;
@@ -13,9 +14,11 @@ mod pipeline;
 mod prepare;
 mod preprocess;
 mod resize;
+mod resize_ycc;
 mod split;
 mod stats;
 mod survey;
+mod ycc;
 
 pub use dataset::{
     DATASET_JSON, Dataset, DatasetError, DatasetMeta, Encoding, LABELS_TXT, Skipped, SplitMeta, Task, shard_name,
@@ -23,9 +26,10 @@ pub use dataset::{
 pub use decode::{
     DEFAULT_MAX_PIXELS, DecodeError, DecodeOptions, ImageFormat, ImageInfo, decode_image, image_info, recycle_decoded,
 };
+pub use decode_planar::{Decoded, decode_image_planar, recycle_planar};
 pub use discover::{DiscoverError, Discovered, IMAGE_EXTENSIONS, ImageEntry, Split, discover};
 pub use dump::{DumpError, dump};
-pub use example_codec::{DecodedExample, ExampleError, decode_example, detect_encoding};
+pub use example_codec::{DecodedExample, ExampleError, decode_example, decode_example_planar, detect_encoding};
 pub use ferroflow_rng::Rng;
 pub use folder::{FolderDataset, FolderError, load_folder};
 pub use image::{Image, ImageF32, ImageU8};
@@ -40,6 +44,8 @@ pub use resize::{
     ResizeMethod, ResizeOptions, resize, resize_bilinear_legacy, resize_bilinear_u8, resize_bilinear_u8_into_chw,
     resize_u8,
 };
+pub use resize_ycc::resize_ycc_into_chw;
 pub use split::split_items;
 pub use stats::{Bin, ChannelStats, Summary, edge_bins, equal_bins};
 pub use survey::{ASPECT_EDGES, SurveyOptions, SurveyReport, Unreadable, survey};
+pub use ycc::{YccImage, YccPlane};

@@ -19,8 +19,9 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use tfrecord::{Example, FileRecordReader, ReaderOptions, RecordError};
 
-use crate::decode::{DEFAULT_MAX_PIXELS, DecodeOptions, decode_image, recycle_decoded};
-use crate::example_codec::decode_example;
+use crate::decode::{DEFAULT_MAX_PIXELS, DecodeOptions, decode_image};
+use crate::decode_planar::{Decoded, decode_image_planar, recycle_planar};
+use crate::example_codec::{DecodedExample, decode_example, decode_example_planar};
 use crate::preprocess::Preprocess;
 use ferroflow_rng::Rng;
 
@@ -305,7 +306,7 @@ struct Shared {
 }
 
 /// A decoded batch: its buffer and each example's label (`None`: skipped).
-type Decoded = (Vec<f32>, Vec<Option<Label>>);
+type DecodedBatch = (Vec<f32>, Vec<Option<Label>>);
 
 /// Batches on the decode threads at once: while the last images of one are
 /// decoded, the other thread starts on the next instead of waiting.
@@ -426,7 +427,7 @@ impl Producer {
             }
         }
         let len = shared.preprocess.output_len();
-        let mut in_flight: VecDeque<(Receiver<Decoded>, Cursor)> = VecDeque::with_capacity(IN_FLIGHT);
+        let mut in_flight: VecDeque<(Receiver<DecodedBatch>, Cursor)> = VecDeque::with_capacity(IN_FLIGHT);
         // The next batch's records, read while the decode threads work on the
         // batches in flight: `Ok(None)` once the stream has ended, `Err` if
         // reading failed (delivered after the batches already read).
@@ -559,11 +560,34 @@ impl Shared {
     }
 
     /// Decodes and preprocesses one example into `out`; `None` (counted) if it is bad.
+    ///
+    /// With `fast_jpeg`, and preprocessing that is a plain resize + flip +
+    /// normalisation ([`Preprocess::takes_planes`]), colour JPEGs decoded at
+    /// full scale come back as their YCbCr planes and are resized from those
+    /// (`decode_image_planar`, `resize_ycc_into_chw`).
     fn process(&self, epoch: u64, position: usize, raw: Raw, out: &mut [f32]) -> Option<Label> {
         let options = self.decode_options();
+        let train = self.mode == Mode::Train;
+        let planar = self.config.fast_jpeg && self.preprocess.takes_planes(train);
+        let decode = |bytes: &[u8]| {
+            if planar {
+                decode_image_planar(bytes, &options)
+            } else {
+                decode_image(bytes, &options).map(Decoded::Pixels)
+            }
+        };
         let decoded = match raw {
             Raw::Record(bytes) => {
-                Example::from_bytes(&bytes).ok().and_then(|ex| decode_example(&ex, &options).ok()).map(|d| {
+                let example = Example::from_bytes(&bytes).ok();
+                let decoded = example.and_then(|ex| {
+                    if planar {
+                        decode_example_planar(&ex, &options)
+                    } else {
+                        decode_example(&ex, &options).map(pixels)
+                    }
+                    .ok()
+                });
+                decoded.map(|d| {
                     let label = match d.label {
                         Some(l) => Label::Class(l),
                         None => Label::Target(d.target),
@@ -571,27 +595,27 @@ impl Shared {
                     (d.image, label)
                 })
             }
-            Raw::Encoded(entries, i) => {
-                decode_image(&entries[i].0, &options).ok().map(|img| (img, entries[i].1.clone()))
-            }
-            Raw::File(path, label) => {
-                std::fs::read(&path).ok().and_then(|b| decode_image(&b, &options).ok()).map(|img| (img, label))
-            }
+            Raw::Encoded(entries, i) => decode(&entries[i].0).ok().map(|img| (img, entries[i].1.clone())),
+            Raw::File(path, label) => std::fs::read(&path).ok().and_then(|b| decode(&b).ok()).map(|img| (img, label)),
         };
         let Some((image, label)) = decoded else {
             self.skipped.fetch_add(1, Ordering::Relaxed);
             return None;
         };
-        match self.mode {
-            Mode::Train => {
-                let mut rng = Rng::derive(self.config.seed, &[5, epoch, position as u64]);
-                self.preprocess.train_into(&image, &mut rng, out);
-            }
-            Mode::Eval => self.preprocess.eval_into(&image, out),
+        if train {
+            let mut rng = Rng::derive(self.config.seed, &[5, epoch, position as u64]);
+            self.preprocess.train_decoded_into(&image, &mut rng, out);
+        } else {
+            self.preprocess.eval_decoded_into(&image, out);
         }
-        recycle_decoded(image);
+        recycle_planar(image);
         Some(label)
     }
+}
+
+/// A pixel-decoded example as a [`Decoded`] one.
+fn pixels(d: DecodedExample) -> DecodedExample<Decoded> {
+    DecodedExample { image: Decoded::Pixels(d.image), label: d.label, target: d.target }
 }
 
 impl Producer {

@@ -3,12 +3,15 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::decode_planar::Decoded;
 use crate::image::{ImageF32, ImageU8};
 use crate::image_ops::{
     adjust_brightness, adjust_contrast, adjust_hue, adjust_saturation, central_crop, crop, flip_left_right,
     pad_to_bounding_box,
 };
 use crate::resize::{ResizeMethod, ResizeOptions, resize, resize_bilinear_u8, resize_bilinear_u8_into_chw};
+use crate::resize_ycc::resize_ycc_into_chw;
+use crate::ycc::YccImage;
 use ferroflow_rng::Rng;
 
 /// How training images are cropped.
@@ -243,14 +246,9 @@ impl Preprocess {
     /// [`train`](Self::train) writing into `out` (`channels * height * width` floats).
     pub fn train_into(&self, image: &ImageU8, rng: &mut Rng, out: &mut [f32]) {
         let a = &self.train;
-        let no_colour = a.brightness == 0.0 && a.contrast == 0.0 && a.saturation == 0.0 && a.hue == 0.0;
-        if self.fused_resize() && a.order == Order::ResizeFirst && a.crop == Crop::None && no_colour {
-            // The same draws as `jitter`, so the fused path makes the same choices.
-            let flip = rng.uniform_f32() < 0.5;
-            for _ in 0..4 {
-                rng.uniform_f32();
-            }
-            self.resize_into_chw(image, a.flip_left_right && flip, out);
+        if self.plain_train() {
+            let flip = self.plain_flip(rng);
+            self.resize_into_chw(image, flip, out);
             return;
         }
         match a.order {
@@ -339,6 +337,82 @@ impl Preprocess {
         (image, flip && defer_flip)
     }
 
+    /// True when training preprocessing is only a bilinear resize, an optional
+    /// flip and the normalisation: the fused path.
+    fn plain_train(&self) -> bool {
+        let a = &self.train;
+        let no_colour = a.brightness == 0.0 && a.contrast == 0.0 && a.saturation == 0.0 && a.hue == 0.0;
+        self.fused_resize() && a.order == Order::ResizeFirst && a.crop == Crop::None && no_colour
+    }
+
+    /// The fused path's flip: the same draws as `jitter`, so it makes the same choices.
+    fn plain_flip(&self, rng: &mut Rng) -> bool {
+        let flip = rng.uniform_f32() < 0.5;
+        for _ in 0..4 {
+            rng.uniform_f32();
+        }
+        self.train.flip_left_right && flip
+    }
+
+    /// True when [`train_decoded_into`](Self::train_decoded_into) (`train`) or
+    /// [`eval_decoded_into`](Self::eval_decoded_into) resize a JPEG's YCbCr
+    /// planes directly ([`resize_ycc_into_chw`]): 3 channels, and a plain
+    /// bilinear resize + flip + normalisation (no crop or colour jitter). The
+    /// input pipeline asks the decoder for planes only then.
+    pub fn takes_planes(&self, train: bool) -> bool {
+        self.channels == 3
+            && if train {
+                self.plain_train()
+            } else {
+                self.fused_resize() && self.eval_central_fraction.is_none_or(|f| f >= 1.0)
+            }
+    }
+
+    /// [`train_into`](Self::train_into) for a [`Decoded`] image: planes go
+    /// through [`resize_ycc_into_chw`] when [`takes_planes`](Self::takes_planes)
+    /// (`true`) holds, with the same random draws as the pixel path; otherwise
+    /// they are converted to RGB first.
+    ///
+    /// # Shapes
+    /// `image`: `[h, w, c]` → `out`: `[channels, height, width]`.
+    pub fn train_decoded_into(&self, image: &Decoded, rng: &mut Rng, out: &mut [f32]) {
+        match image {
+            Decoded::Ycc(ycc) if self.takes_planes(true) => {
+                let flip = self.plain_flip(rng);
+                self.planes_into_chw(ycc, flip, out);
+            }
+            Decoded::Ycc(ycc) => self.train_into(&ycc.to_rgb(), rng, out),
+            Decoded::Pixels(image) => self.train_into(image, rng, out),
+        }
+    }
+
+    /// [`eval_into`](Self::eval_into) for a [`Decoded`] image (see
+    /// [`train_decoded_into`](Self::train_decoded_into)).
+    ///
+    /// # Shapes
+    /// `image`: `[h, w, c]` → `out`: `[channels, height, width]`.
+    pub fn eval_decoded_into(&self, image: &Decoded, out: &mut [f32]) {
+        match image {
+            Decoded::Ycc(ycc) if self.takes_planes(false) => self.planes_into_chw(ycc, false, out),
+            Decoded::Ycc(ycc) => self.eval_into(&ycc.to_rgb(), out),
+            Decoded::Pixels(image) => self.eval_into(image, out),
+        }
+    }
+
+    /// [`resize_ycc_into_chw`] with this preprocessing's size and normalisation.
+    fn planes_into_chw(&self, image: &YccImage, flip: bool, out: &mut [f32]) {
+        let [h, w] = self.image_size;
+        let (mean, k) = self.normalisation();
+        resize_ycc_into_chw(image, h, w, flip, mean, k, out);
+    }
+
+    /// The per-channel mean and multiplier: `(x - mean) * k`.
+    fn normalisation(&self) -> ([f32; 3], [f32; 3]) {
+        let mean = self.mean.unwrap_or([0.0; 3]);
+        let inv_std = self.std.map_or([1.0; 3], |s| s.map(|v| 1.0 / v));
+        (mean, inv_std.map(|v| v * self.scale))
+    }
+
     /// True when resizing is TF bilinear without antialiasing, which has a
     /// fused resize + flip + normalise + CHW path.
     fn fused_resize(&self) -> bool {
@@ -348,9 +422,7 @@ impl Preprocess {
     /// Resize, flip, normalise and transpose in one pass (see `finish`).
     fn resize_into_chw(&self, image: &ImageU8, flip: bool, out: &mut [f32]) {
         let [h, w] = self.image_size;
-        let mean = self.mean.unwrap_or([0.0; 3]);
-        let inv_std = self.std.map_or([1.0; 3], |s| s.map(|v| 1.0 / v));
-        let k = inv_std.map(|v| v * self.scale);
+        let (mean, k) = self.normalisation();
         resize_bilinear_u8_into_chw(image, h, w, flip, mean, k, out);
     }
 
@@ -358,14 +430,12 @@ impl Preprocess {
     /// (a left-right flip folded into this copy instead of its own pass).
     fn finish(&self, image: ImageF32, flip: bool, out: &mut [f32]) {
         let (h, w, c) = (image.height, image.width, image.channels);
-        let mean = self.mean.unwrap_or([0.0; 3]);
-        let inv_std = self.std.map_or([1.0; 3], |s| s.map(|v| 1.0 / v));
+        let (mean, k) = self.normalisation();
         assert_eq!(out.len(), c * h * w, "output buffer does not match {c}x{h}x{w}");
         if c == 3 {
             // One pass over the pixels, three planar outputs (the hot case).
             let (r_plane, rest) = out.split_at_mut(h * w);
             let (g_plane, b_plane) = rest.split_at_mut(h * w);
-            let k = [inv_std[0] * self.scale, inv_std[1] * self.scale, inv_std[2] * self.scale];
             for y in 0..h {
                 let src = &image.data[y * w * 3..(y + 1) * w * 3];
                 let (r, g, b) = (&mut r_plane[y * w..][..w], &mut g_plane[y * w..][..w], &mut b_plane[y * w..][..w]);
@@ -380,7 +450,7 @@ impl Preprocess {
             return;
         }
         for ch in 0..c {
-            let (m, k) = (mean[ch], inv_std[ch] * self.scale);
+            let (m, k) = (mean[ch], k[ch]);
             let plane = &mut out[ch * h * w..(ch + 1) * h * w];
             for (y, dst) in plane.chunks_exact_mut(w).enumerate() {
                 let src = &image.data[y * w * c..(y + 1) * w * c];
