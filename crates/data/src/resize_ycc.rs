@@ -43,7 +43,9 @@ fn plane_taps(image: usize, out: usize, len: usize, step: usize) -> Vec<Tap> {
 /// `image`: `[h, w]` planes → `out`: `[3, height, width]`.
 ///
 /// # Panics
-/// If `height` or `width` is zero, or `out` is not `3 * height * width` long.
+/// If `height` or `width` is zero, `out` is not `3 * height * width` long, or
+/// a plane is empty, shorter than its `stride * height` bytes, or wider than
+/// `i32::MAX` samples (planes from `decode_image_planar` never are).
 pub fn resize_ycc_into_chw(
     image: &YccImage,
     height: usize,
@@ -55,6 +57,16 @@ pub fn resize_ycc_into_chw(
 ) {
     assert!(height > 0 && width > 0, "output size {height}x{width} must be positive");
     assert_eq!(out.len(), 3 * height * width, "output buffer does not match 3x{height}x{width}");
+    for (i, p) in image.planes.iter().enumerate() {
+        assert!(
+            p.width > 0 && p.height > 0 && p.stride >= p.width && p.data.len() >= p.stride * p.height,
+            "plane {i}: {}x{} samples, stride {}, {} bytes",
+            p.width,
+            p.height,
+            p.stride,
+            p.data.len()
+        );
+    }
     resize_ycc_with(image, [height, width], flip, mean, scale, out, Gather::detect());
 }
 
@@ -102,20 +114,53 @@ thread_local! {
     static SCRATCH: std::cell::RefCell<Scratch> = std::cell::RefCell::new(Scratch::default());
 }
 
-/// The horizontal taps of one plane as the gather loops read them: output
-/// `x` is `v[index[x]] + (v[index[x] + 1] - v[index[x]]) * frac[x]`.
+/// Floats after each plane's vertically interpolated row: its last sample
+/// repeated (read with weight 0 by the last sample's tap), then room for the
+/// AVX-512 kernel's 32-float load from any block's first sample.
+const ROW_PAD: usize = 33;
+
+/// The horizontal taps of one plane as the loops below read them: output
+/// `x` is `v[index[x]] + (v[index[x] + 1] - v[index[x]]) * frac[x]`, where
+/// `v` is the vertically interpolated row followed by `ROW_PAD` floats.
 struct RowTaps {
     index: Vec<i32>,
     frac: Vec<f32>,
-    /// Every `index[x] + 1` is below this (the plane's width + 1, the
-    /// length of its padded vertical row).
+    /// `v`'s length; every index + 1, and every block's first index + 32,
+    /// is at most this (indices are at most the plane's width - 1).
     bound: usize,
+    /// For the AVX-512 kernel, per 8 outputs: the first source index and the
+    /// lanes (8 `a` then 8 `b` indices) relative to it, when every block's
+    /// taps lie within 32 samples of its first (a downscale of up to about
+    /// 4x); empty otherwise.
+    blocks: Vec<(usize, [i32; 16])>,
 }
 
 impl RowTaps {
+    /// # Panics
+    /// If a tap is outside the plane, or the plane is wider than `i32::MAX`
+    /// samples (JPEGs are at most 65,535 wide).
     fn new(taps: &[Tap], plane_width: usize) -> RowTaps {
-        let index = taps.iter().map(|t| i32::try_from(t.lower).unwrap_or(i32::MAX)).collect();
-        RowTaps { index, frac: taps.iter().map(|t| t.frac).collect(), bound: plane_width + 1 }
+        assert!(i32::try_from(plane_width).is_ok(), "a plane {plane_width} samples wide is too wide to resize");
+        assert!(taps.iter().all(|t| t.lower < plane_width), "a tap outside the plane");
+        // Below `plane_width`, so the casts are exact.
+        let index: Vec<i32> = taps.iter().map(|t| t.lower as i32).collect();
+        let mut blocks = Vec::with_capacity(taps.len() / 8);
+        for chunk in taps.chunks_exact(8) {
+            let base = chunk.iter().map(|t| t.lower).min().unwrap_or(0);
+            let mut lanes = [0i32; 16];
+            for (i, t) in chunk.iter().enumerate() {
+                // At most 31 (checked below), so the casts are exact.
+                lanes[i] = (t.lower - base) as i32;
+                lanes[i + 8] = (t.lower - base + 1) as i32;
+            }
+            if lanes.iter().any(|&l| l > 31) {
+                blocks.clear();
+                break;
+            }
+            blocks.push((base, lanes));
+        }
+        let frac = taps.iter().map(|t| t.frac).collect();
+        RowTaps { index, frac, bound: plane_width + ROW_PAD, blocks }
     }
 }
 
@@ -157,11 +202,17 @@ impl Gather {
         assert!(v.len() >= taps.bound && out.len() == taps.index.len(), "gather row sizes");
         match self {
             Gather::Scalar => gather_lerp_scalar(v, &taps.index, &taps.frac, out),
-            // SAFETY: the feature was detected at run time (`detect`), and every
-            // index + 1 is below `taps.bound <= v.len()` (`RowTaps::new` built
-            // them from taps clamped to the plane's width).
+            // SAFETY (all three): the feature was detected at run time
+            // (`detect`); `RowTaps::new` checked every index against the
+            // plane's width, so index + 1 and block start + 32 are at most
+            // `taps.bound <= v.len()`; the blocks cover the first
+            // `8 * blocks.len() <= out.len()` outputs.
             #[cfg(target_arch = "x86_64")]
             Gather::Avx2 => unsafe { x86::gather_lerp_avx2(v, &taps.index, &taps.frac, out) },
+            #[cfg(target_arch = "x86_64")]
+            Gather::Avx512 if !taps.blocks.is_empty() => unsafe {
+                x86::permute_lerp_avx512(v, &taps.blocks, &taps.index, &taps.frac, out)
+            },
             #[cfg(target_arch = "x86_64")]
             Gather::Avx512 => unsafe { x86::gather_lerp_avx512(v, &taps.index, &taps.frac, out) },
         }
@@ -204,6 +255,41 @@ mod x86 {
             }
         }
         gather_lerp_scalar(v, &index[full..], &frac[full..], &mut out[full..]);
+    }
+
+    /// [`gather_lerp_scalar`] without gathers, 8 outputs at a time: the 32
+    /// samples from each block's first index are loaded as two vectors and one
+    /// two-source permute picks both neighbours of all 8 outputs (a gather
+    /// loads each element separately, and was most of this pass's time).
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F; `index`, `frac` and `out` have the same length,
+    /// at least `8 * blocks.len()`; each block's lanes are at most 31, its
+    /// first index + 32 is at most `v.len()`, and every `index[x] + 1 <
+    /// v.len()`.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn permute_lerp_avx512(
+        v: &[f32],
+        blocks: &[(usize, [i32; 16])],
+        index: &[i32],
+        frac: &[f32],
+        out: &mut [f32],
+    ) {
+        for (k, (base, lanes)) in blocks.iter().enumerate() {
+            // SAFETY: `v[base..base + 32]` and the block's 8 outputs are in
+            // bounds by the caller's contract.
+            unsafe {
+                let p = v.as_ptr().add(*base);
+                let (lo, hi) = (_mm512_loadu_ps(p), _mm512_loadu_ps(p.add(16)));
+                let ab = _mm512_permutex2var_ps(lo, _mm512_loadu_si512(lanes.as_ptr().cast()), hi);
+                let a = _mm512_castps512_ps256(ab);
+                let b = _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(ab)));
+                let f = _mm256_loadu_ps(frac.as_ptr().add(8 * k));
+                _mm256_storeu_ps(out.as_mut_ptr().add(8 * k), _mm256_add_ps(a, _mm256_mul_ps(_mm256_sub_ps(b, a), f)));
+            }
+        }
+        let done = 8 * blocks.len();
+        gather_lerp_scalar(v, &index[done..], &frac[done..], &mut out[done..]);
     }
 
     /// [`gather_lerp_scalar`], 8 outputs at a time.
@@ -251,7 +337,7 @@ fn body(
     });
     let mut scratch = SCRATCH.with_borrow_mut(std::mem::take);
     for p in 0..3 {
-        let len = image.planes[p].width + 1;
+        let len = image.planes[p].width + ROW_PAD;
         if scratch.vertical[p].len() < len {
             scratch.vertical[p].resize(len, 0.0);
         }
@@ -262,12 +348,15 @@ fn body(
     let plane = height * width;
     let (r_plane, rest) = out.split_at_mut(plane);
     let (g_plane, b_plane) = rest.split_at_mut(plane);
-    let [y0, y1, y2] = &ys;
-    for (y, ((&t0, &t1), &t2)) in y0.iter().zip(y1).zip(y2).enumerate() {
-        for ((p, src), t) in image.planes.iter().enumerate().zip([t0, t1, t2]) {
+    // Index loops: zipping the planes with an array of taps built that array
+    // on the stack per row, and reading it back stalled (store forwarding).
+    #[allow(clippy::needless_range_loop)]
+    for y in 0..height {
+        for p in 0..3 {
+            let (src, t) = (&image.planes[p], ys[p][y]);
             let top = &src.data[t.lower * src.stride..][..src.width];
             let bottom = &src.data[t.upper * src.stride..][..src.width];
-            let v = &mut scratch.vertical[p][..src.width + 1];
+            let v = &mut scratch.vertical[p][..src.width + ROW_PAD];
             for ((v, &a), &b) in v.iter_mut().zip(top).zip(bottom) {
                 let a = f32::from(a);
                 *v = a + (f32::from(b) - a) * t.frac;
@@ -384,8 +473,9 @@ mod tests {
         }
         let mean = [120.0, 110.0, 100.0];
         let k = [0.02, 0.03, 0.04];
-        // Output widths around the 16- and 8-lane blocks, with tails.
-        for (w, h, oh, ow) in [(501, 37, 13, 224), (40, 30, 5, 17), (9, 9, 3, 8), (3, 2, 2, 31)] {
+        // Output widths around the 16- and 8-lane blocks, with tails; the
+        // AVX-512 permute (downscales up to about 4x) and its gather fallback.
+        for (w, h, oh, ow) in [(501, 37, 13, 224), (40, 30, 5, 17), (9, 9, 3, 8), (3, 2, 2, 31), (1500, 9, 3, 100)] {
             let img = image(w, h, [2, 2]);
             let mut want = vec![0.0; 3 * oh * ow];
             resize_ycc_with(&img, [oh, ow], true, mean, k, &mut want, Gather::Scalar);
@@ -396,6 +486,15 @@ mod tests {
                 assert!(same, "{gather:?} differs from the scalar loop for {w}x{h} -> {oh}x{ow}");
             }
         }
+    }
+
+    #[test]
+    fn permute_blocks_cover_downscales_up_to_about_4x() {
+        let blocks = |w: usize, out: usize| RowTaps::new(&plane_taps(w, out, w, 1), w).blocks.len();
+        assert_eq!(blocks(501, 224), 28);
+        assert_eq!(blocks(896, 224), 28);
+        assert_eq!(blocks(1500, 100), 0);
+        assert_eq!(blocks(30, 7), 0); // fewer than 8 outputs
     }
 
     #[test]
