@@ -185,3 +185,40 @@ fn fast_pipeline_makes_the_same_choices_close_to_the_exact_one() {
         }
     }
 }
+
+/// A photo re-encoded by libjpeg (MozJPEG) with chroma `cb_cr` pixels per
+/// sample (e.g. `(2, 2)` for 4:2:0), optionally progressive.
+fn reencode(rgb: &ImageU8, cb_cr: (u8, u8), progressive: bool) -> Vec<u8> {
+    let mut c = mozjpeg::Compress::new(mozjpeg::ColorSpace::JCS_RGB);
+    c.set_size(rgb.width, rgb.height);
+    c.set_quality(90.0);
+    c.set_chroma_sampling_pixel_sizes(cb_cr, cb_cr);
+    if progressive {
+        c.set_progressive_mode();
+    }
+    let mut started = c.start_compress(Vec::new()).unwrap();
+    started.write_scanlines(&rgb.data).unwrap();
+    started.finish().unwrap()
+}
+
+#[test]
+fn every_sampling_and_progressive_jpegs_take_the_planes_path() {
+    let source = decode_image(&std::fs::read(testdata("photos-mini/coffee/00010.jpg")).unwrap(), &rgb()).unwrap();
+    // 4:2:0, 4:2:2, 4:4:0, 4:4:4 (chroma pixels per sample), and progressive 4:2:0.
+    for (cb_cr, progressive) in [((2, 2), false), ((2, 1), false), ((1, 2), false), ((1, 1), false), ((2, 2), true)] {
+        let jpeg = reencode(&source, cb_cr, progressive);
+        let what = format!("chroma {cb_cr:?}, progressive {progressive}");
+        let planes = planes(&jpeg, Path::new(&what));
+        assert_eq!(planes.planes[1].step, [usize::from(cb_cr.0), usize::from(cb_cr.1)], "{what}");
+        let want = decode_image(&jpeg, &rgb()).unwrap();
+        let (mean, max) = bytes_diffs(&planes.to_rgb(), &want);
+        println!("{what}: planes -> RGB against libjpeg's RGB: mean |diff| {mean:.4}, max {max}");
+        assert!(mean < 0.6 && max <= 3.0, "{what}: mean {mean}, max {max}");
+        let mut fast = vec![0.0; 3 * 224 * 224];
+        let mut exact = vec![0.0; 3 * 224 * 224];
+        resize_ycc_into_chw(&planes, 224, 224, false, [0.0; 3], [1.0; 3], &mut fast);
+        resize_bilinear_u8_into_chw(&want, 224, 224, false, [0.0; 3], [1.0; 3], &mut exact);
+        let (mean, _) = abs_diffs(&fast, &exact);
+        assert!(mean < 0.5, "{what}: resized mean |diff| {mean}");
+    }
+}

@@ -46,7 +46,9 @@ pub struct DataConfig {
     pub num_workers: usize,
     /// Batches prepared ahead.
     pub prefetch: usize,
-    /// DCT-scaled JPEG decoding when it still covers the input size.
+    /// The fast JPEG path (`PipelineConfig::fast_jpeg`): DCT-scaled decoding
+    /// when it still covers the input size, and resizing from the YCbCr
+    /// planes; slightly different pixels from TF's decode.
     pub fast_jpeg: bool,
     /// `tf.image.resize` method.
     pub resize_method: String,

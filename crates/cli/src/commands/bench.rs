@@ -66,7 +66,9 @@ pub struct InputArgs {
     /// Shuffle buffer (0: none).
     #[arg(long, default_value_t = 0)]
     pub shuffle_buffer: usize,
-    /// Decode JPEGs at a reduced DCT scale when that still covers --size (also --fast-decode).
+    /// The fast JPEG path (also --fast-decode): decode at a reduced DCT scale when that still covers
+    /// --size, otherwise resize from the YCbCr planes (skipping libjpeg's upsampling and colour
+    /// conversion). Pixels differ slightly from TF's decode (docs/PERFORMANCE.md).
     #[arg(long, visible_alias = "fast-decode")]
     pub fast_jpeg: bool,
 }
