@@ -99,17 +99,30 @@ fn decode_jpeg_ycc(bytes: &[u8], options: &DecodeOptions) -> Result<Option<YccIm
     let sampling: Vec<(usize, usize)> =
         header.components().iter().map(|c| (c.h_samp_factor as usize, c.v_samp_factor as usize)).collect();
     let [luma, _, _] = sampling[..] else { return Ok(None) };
-    // The luma plane must be the full-resolution one, every factor must divide
-    // it (libjpeg allows others, e.g. 3:1, which this path leaves to RGB), and
-    // the wrapper reads at most 16 rows per call (v factors up to 2).
+    // Every chroma factor must divide luma's, so luma is the full-resolution
+    // plane and each chroma plane a whole subsampling of it (chroma sampled
+    // more finely than luma, or by a factor that does not divide luma's, is
+    // left to the RGB decode); the wrapper reads at most 16 rows per call
+    // (vertical factors up to 2).
     if luma.1 > 2 || sampling.iter().any(|&(h, v)| h == 0 || v == 0 || luma.0 % h != 0 || luma.1 % v != 0) {
         return Ok(None);
     }
     header.dct_method(DctMethod::IntegerFast);
     let mut started = header.raw().map_err(jpeg_io_error)?;
     let strides: Vec<usize> = started.components().iter().map(|c| c.width_in_blocks as usize * 8).collect();
+    // The wrapper appends whole iMCU rows (`v * 8` rows of each plane per
+    // call) into each buffer's spare capacity and marks them filled, but
+    // libjpeg leaves the block rows below the image unwritten. So each buffer
+    // gets, before decoding, initialised memory for every row the wrapper will
+    // mark (it then never reallocates), and is cut to the plane's rows after:
+    // every byte left was written by libjpeg in this decode.
+    let imcu_rows = height.div_ceil(luma.1 * 8);
     let mut buffers = PLANES.with_borrow_mut(std::mem::take);
-    for b in &mut buffers {
+    for ((b, &stride), &(_, v)) in buffers.iter_mut().zip(&strides).zip(&sampling) {
+        let need = stride * v * 8 * imcu_rows;
+        if b.capacity() < need {
+            *b = vec![0; need];
+        }
         b.clear();
     }
     {
@@ -122,15 +135,16 @@ fn decode_jpeg_ycc(bytes: &[u8], options: &DecodeOptions) -> Result<Option<YccIm
         YccPlane { data, stride, width: width.div_ceil(step[0]), height: height.div_ceil(step[1]), step }
     };
     let [y, cb, cr] = buffers;
-    let planes =
+    let mut planes =
         [plane(y, sampling[0], strides[0]), plane(cb, sampling[1], strides[1]), plane(cr, sampling[2], strides[2])];
-    for p in &planes {
+    for p in &mut planes {
         if p.stride < p.width || p.data.len() < p.stride * p.height {
             return Err(DecodeError::Corrupt {
                 format: "jpeg",
                 reason: format!("decoded {} bytes for a {}x{} plane", p.data.len(), p.width, p.height),
             });
         }
+        p.data.truncate(p.stride * p.height);
     }
     Ok(Some(YccImage { width, height, planes }))
 }

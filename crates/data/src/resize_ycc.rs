@@ -44,8 +44,9 @@ fn plane_taps(image: usize, out: usize, len: usize, step: usize) -> Vec<Tap> {
 ///
 /// # Panics
 /// If `height` or `width` is zero, `out` is not `3 * height * width` long, or
-/// a plane is empty, shorter than its `stride * height` bytes, or wider than
-/// `i32::MAX` samples (planes from `decode_image_planar` never are).
+/// the planes do not fit the image size (wrong sample counts, a step of 0, too
+/// few bytes) or are wider than `i32::MAX` samples (planes from
+/// `decode_image_planar` never are).
 pub fn resize_ycc_into_chw(
     image: &YccImage,
     height: usize,
@@ -57,16 +58,7 @@ pub fn resize_ycc_into_chw(
 ) {
     assert!(height > 0 && width > 0, "output size {height}x{width} must be positive");
     assert_eq!(out.len(), 3 * height * width, "output buffer does not match 3x{height}x{width}");
-    for (i, p) in image.planes.iter().enumerate() {
-        assert!(
-            p.width > 0 && p.height > 0 && p.stride >= p.width && p.data.len() >= p.stride * p.height,
-            "plane {i}: {}x{} samples, stride {}, {} bytes",
-            p.width,
-            p.height,
-            p.stride,
-            p.data.len()
-        );
-    }
+    image.assert_consistent();
     resize_ycc_with(image, [height, width], flip, mean, scale, out, Gather::detect());
 }
 
@@ -164,9 +156,11 @@ impl RowTaps {
     }
 }
 
-/// The horizontal pass, a gather of two neighbouring samples per output:
-/// with AVX-512 or AVX2 16 or 8 outputs per gather instruction pair (the
-/// compiler makes such indexed loads scalar), otherwise [`gather_lerp_scalar`].
+/// The horizontal pass, two neighbouring samples per output: with AVX-512 a
+/// permute per 8 outputs (`x86::permute_lerp_avx512`, downscales up to about
+/// 4x) or 16 outputs per gather instruction pair, with AVX2 8 per gather pair
+/// (the compiler makes such indexed loads scalar), otherwise
+/// [`gather_lerp_scalar`].
 /// Every variant computes `a + (b - a) * f` with the same IEEE operations (no
 /// fused multiply-add), so the values do not depend on the CPU (tested).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -486,6 +480,15 @@ mod tests {
                 assert!(same, "{gather:?} differs from the scalar loop for {w}x{h} -> {oh}x{ow}");
             }
         }
+    }
+
+    #[test]
+    #[should_panic(expected = "plane 1 of a 37x23 image: 19x12 samples, step [0, 2]")]
+    fn inconsistent_planes_are_refused() {
+        let mut img = image(37, 23, [2, 2]);
+        img.planes[1].step = [0, 2];
+        let mut out = vec![0.0; 3 * 4 * 4];
+        resize_ycc_into_chw(&img, 4, 4, false, [0.0; 3], [1.0; 3], &mut out);
     }
 
     #[test]

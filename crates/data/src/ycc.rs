@@ -7,8 +7,8 @@ use crate::image::ImageU8;
 /// One component plane of a [`YccImage`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct YccPlane {
-    /// Samples, row after row, `stride` bytes apart (libjpeg pads each row to
-    /// whole 8x8 blocks, and the plane to whole block rows).
+    /// `height` rows of samples, `stride` bytes apart (libjpeg pads each row
+    /// to whole 8x8 blocks; the bytes after `width` in a row are padding).
     pub data: Vec<u8>,
     /// Bytes from one row to the next (at least `width`).
     pub stride: usize,
@@ -23,7 +23,7 @@ pub struct YccPlane {
 }
 
 impl YccPlane {
-    /// Sample `(x, y)`.
+    /// The sample in row `y`, column `x`.
     pub fn at(&self, y: usize, x: usize) -> u8 {
         self.data[y * self.stride + x]
     }
@@ -68,12 +68,39 @@ pub(crate) fn plane_lerp(pos: f32, len: usize) -> (usize, usize, f32) {
     let last = len as i64 - 1;
     let floor = pos.floor();
     let lower = (floor as i64).clamp(0, last) as usize;
-    let upper = (floor as i64 + 1).clamp(0, last) as usize;
+    let upper = (floor as i64).saturating_add(1).clamp(0, last) as usize;
     let frac = if pos < 0.0 { 0.0 } else { pos - floor };
     (lower, upper, frac)
 }
 
 impl YccImage {
+    /// Panics unless the planes are consistent with the image size: each
+    /// has `step`s of at least 1, `ceil(size / step)` samples per axis, a
+    /// stride of at least its width, and `stride * height` bytes. (Planes from
+    /// `decode_image_planar` always are.)
+    pub(crate) fn assert_consistent(&self) {
+        assert!(self.width > 0 && self.height > 0, "a {}x{} image has no pixels", self.width, self.height);
+        for (i, p) in self.planes.iter().enumerate() {
+            let ok = p.step[0] >= 1
+                && p.step[1] >= 1
+                && p.width == self.width.div_ceil(p.step[0])
+                && p.height == self.height.div_ceil(p.step[1])
+                && p.stride >= p.width
+                && p.data.len() >= p.stride * p.height;
+            assert!(
+                ok,
+                "plane {i} of a {}x{} image: {}x{} samples, step {:?}, stride {}, {} bytes",
+                self.width,
+                self.height,
+                p.width,
+                p.height,
+                p.step,
+                p.stride,
+                p.data.len()
+            );
+        }
+    }
+
     /// The plane's value at image position `(v, u)` (image pixel units, pixel
     /// centres at integers), interpolated bilinearly in the plane.
     pub(crate) fn sample(&self, plane: usize, v: f32, u: f32) -> f32 {
@@ -94,7 +121,12 @@ impl YccImage {
     ///
     /// # Shapes
     /// `[height, width, 3]`.
+    ///
+    /// # Panics
+    /// If the planes do not fit the image size (wrong sample counts, a step
+    /// of 0, too few bytes).
     pub fn to_rgb(&self) -> ImageU8 {
+        self.assert_consistent();
         let mut data = Vec::with_capacity(self.height * self.width * 3);
         for y in 0..self.height {
             for x in 0..self.width {
