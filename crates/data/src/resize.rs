@@ -544,24 +544,35 @@ fn rgb_into_chw_body(
             *v = t + (b - t) * l.frac;
         }
         let row = y * width..(y + 1) * width;
-        let (r, g, b) = (&mut r_plane[row.clone()], &mut g_plane[row.clone()], &mut b_plane[row]);
-        let normalise = |p: &[f32], r: &mut f32, g: &mut f32, b: &mut f32| {
+        let planes = [&mut r_plane[row.clone()], &mut g_plane[row.clone()], &mut b_plane[row]];
+        store_rgb_row(vrow.chunks_exact(4), flip, planes, |p, r, g, b| {
             *r = (p[0] - mean[0]) * scale[0];
             *g = (p[1] - mean[1]) * scale[1];
             *b = (p[2] - mean[2]) * scale[2];
-        };
-        let pixels = vrow.chunks_exact(4);
-        if flip {
-            for (((p, r), g), b) in pixels.zip(r.iter_mut().rev()).zip(g.iter_mut().rev()).zip(b.iter_mut().rev()) {
-                normalise(p, r, g, b);
-            }
-        } else {
-            for (((p, r), g), b) in pixels.zip(r.iter_mut()).zip(g.iter_mut()).zip(b.iter_mut()) {
-                normalise(p, r, g, b);
-            }
-        }
+        });
     }
     SCRATCH.with_borrow_mut(|held| *held = (inter_buf, row_buf, vrow_buf));
+}
+
+/// Stores one output row's pixels into that row of each CHW plane (`planes`:
+/// R, G, B), from the right end when `flip` (a left-right flip folded into the
+/// store). Inlined into the fused kernels' dispatched loops.
+#[inline(always)]
+pub(crate) fn store_rgb_row<P>(
+    pixels: impl Iterator<Item = P>,
+    flip: bool,
+    [r, g, b]: [&mut [f32]; 3],
+    mut store: impl FnMut(P, &mut f32, &mut f32, &mut f32),
+) {
+    if flip {
+        for (((p, r), g), b) in pixels.zip(r.iter_mut().rev()).zip(g.iter_mut().rev()).zip(b.iter_mut().rev()) {
+            store(p, r, g, b);
+        }
+    } else {
+        for (((p, r), g), b) in pixels.zip(r.iter_mut()).zip(g.iter_mut()).zip(b.iter_mut()) {
+            store(p, r, g, b);
+        }
+    }
 }
 
 /// The input rows some output row reads, in increasing order (lower and

@@ -11,6 +11,7 @@
 //! RGB to 8 bits and its fancy upsampling's rounding; the accuracy cost is
 //! measured in tests/decode_planar.rs.
 
+use crate::resize::store_rgb_row;
 use crate::ycc::{YccImage, plane_lerp, plane_position, ycc_to_rgb};
 
 /// One output index's samples in a plane: `lower`, `lower + 1` and the weight
@@ -360,24 +361,15 @@ fn body(
             gather.lerp(v, &xs[p], &mut scratch.horizontal[p][..width]);
         }
         let row = y * width..(y + 1) * width;
-        let (r, g, b) = (&mut r_plane[row.clone()], &mut g_plane[row.clone()], &mut b_plane[row]);
+        let planes = [&mut r_plane[row.clone()], &mut g_plane[row.clone()], &mut b_plane[row]];
         let [ly, lcb, lcr] = &scratch.horizontal;
         let pixels = ly[..width].iter().zip(&lcb[..width]).zip(&lcr[..width]);
-        let convert = |((&l, &cb), &cr): ((&f32, &f32), &f32), r: &mut f32, g: &mut f32, b: &mut f32| {
-            let [cr_, cg_, cb_] = ycc_to_rgb(l, cb - 128.0, cr - 128.0);
-            *r = (cr_.clamp(0.0, 255.0) - mean[0]) * scale[0];
-            *g = (cg_.clamp(0.0, 255.0) - mean[1]) * scale[1];
-            *b = (cb_.clamp(0.0, 255.0) - mean[2]) * scale[2];
-        };
-        if flip {
-            for (((p, r), g), b) in pixels.zip(r.iter_mut().rev()).zip(g.iter_mut().rev()).zip(b.iter_mut().rev()) {
-                convert(p, r, g, b);
-            }
-        } else {
-            for (((p, r), g), b) in pixels.zip(r.iter_mut()).zip(g.iter_mut()).zip(b.iter_mut()) {
-                convert(p, r, g, b);
-            }
-        }
+        store_rgb_row(pixels, flip, planes, |((&l, &cb), &cr), r, g, b| {
+            let [red, green, blue] = ycc_to_rgb(l, cb - 128.0, cr - 128.0);
+            *r = (red.clamp(0.0, 255.0) - mean[0]) * scale[0];
+            *g = (green.clamp(0.0, 255.0) - mean[1]) * scale[1];
+            *b = (blue.clamp(0.0, 255.0) - mean[2]) * scale[2];
+        });
     }
     SCRATCH.with_borrow_mut(|held| *held = scratch);
 }
