@@ -1,28 +1,11 @@
-//! TensorBoard events: arbitrary bytes through `Event`, an embedded `GraphDef`,
-//! and the accessors of every summary value.
+//! TensorBoard events: arbitrary bytes through `Event`, an embedded
+//! `GraphDef`, and the accessors of every summary value.
+//!
+//! The body is `ferroflow_fuzzing::event_parse` (crates/fuzzing), which the test
+//! suite also runs on this target's seeds and saved crashes.
 
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use prost::Message;
-use tfrecord::proto::event::{Event, What};
-use tfrecord::proto::graph::GraphDef;
-use tfrecord::proto::summary::ValueKind;
 
-fuzz_target!(|data: &[u8]| {
-    let Ok(event) = Event::decode(data) else { return };
-    match &event.what {
-        Some(What::GraphDef(bytes)) => {
-            let _ = GraphDef::decode(bytes.as_slice());
-        }
-        Some(What::Summary(summary)) => {
-            for value in &summary.value {
-                let _ = (value.scalar(), value.text(), value.plugin_name());
-                if let Some(ValueKind::Tensor(tensor)) = &value.value {
-                    let _ = tensor.to_f64_vec();
-                }
-            }
-        }
-        _ => {}
-    }
-});
+fuzz_target!(|data: &[u8]| ferroflow_fuzzing::event_parse(data));

@@ -475,6 +475,32 @@ fn inspect_reads_a_tensorflow_saver_checkpoint() {
 }
 
 #[test]
+fn a_tensorflow_checkpoint_with_a_bad_crc_is_one_error_naming_the_tensor() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = repo().join("testdata/tf-files/checkpoint/tf1_saver");
+    for e in std::fs::read_dir(&src).unwrap().flatten() {
+        std::fs::copy(e.path(), dir.path().join(e.file_name())).unwrap();
+    }
+    let data = dir.path().join("model.ckpt-3.data-00000-of-00001");
+    let mut bytes = std::fs::read(&data).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x01;
+    std::fs::write(&data, bytes).unwrap();
+    let prefix = dir.path().join("model.ckpt-3");
+    for args in [
+        vec!["inspect".to_string(), prefix.display().to_string()],
+        vec!["inspect".to_string(), "--verify".to_string(), dir.path().display().to_string()],
+        train_args(&dir.path().join("run"), "lenet", 1, &["--checkpoint-path", prefix.to_str().unwrap()]),
+    ] {
+        let out = ferroflow(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {}", text(&out));
+        let msg = text(&out);
+        assert!(msg.contains("model.ckpt-3.data-00000-of-00001") && msg.contains("checksum"), "{msg}");
+        assert!(!msg.contains("panicked"), "{msg}");
+    }
+}
+
+#[test]
 fn a_damaged_state_file_or_checkpoint_is_one_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     let run = dir.path().join("run");
@@ -505,4 +531,187 @@ fn a_damaged_state_file_or_checkpoint_is_one_clear_error() {
         assert!(msg.contains("model.ckpt-2.safetensors") && msg.contains("not a safetensors checkpoint"), "{msg}");
         assert_eq!(msg.trim().lines().count(), 1, "one message: {msg}");
     }
+}
+
+/// Flips one byte in the middle of `file`'s tensor data.
+fn flip_a_data_byte(file: &Path) {
+    let mut bytes = std::fs::read(file).unwrap();
+    let header = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let at = 8 + header + (bytes.len() - 8 - header) / 2;
+    bytes[at] ^= 0x20;
+    std::fs::write(file, bytes).unwrap();
+}
+
+#[test]
+fn a_damaged_latest_checkpoint_falls_back_to_the_previous_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let (damaged, interrupted) = (dir.path().join("damaged"), dir.path().join("interrupted"));
+    // cifar_cnn on 28x28x1: batch norm statistics, dropout streams, Momentum slots.
+    let extra = ["--save-every", "4", "--set", "model.input=[28, 28, 1]", "--set", "train.batch_size=16"];
+    train(&damaged, "cifar_cnn", 12, &extra);
+    train(&interrupted, "cifar_cnn", 8, &extra);
+    let newest = damaged.join("model.ckpt-12.safetensors");
+    flip_a_data_byte(&newest);
+
+    // inspect --verify names the damaged one, passes the others, exits 1.
+    let out = ferroflow(&["inspect", "--verify", damaged.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let msg = text(&out);
+    assert!(msg.contains("DAMAGED") && msg.contains("model.ckpt-12.safetensors: damaged checkpoint: tensor"), "{msg}");
+    assert_eq!(msg.matches("\nok ").count() + usize::from(msg.starts_with("ok ")), 2, "{msg}");
+    assert!(msg.contains("1 of 3 checkpoint(s) damaged"), "{msg}");
+    let out = ferroflow(&["inspect", "--verify", interrupted.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out));
+
+    // eval and predict refuse it, naming the intact one to use instead.
+    let image = repo().join(MNIST).join("val/7");
+    for args in [
+        vec!["eval", "--train-dir", damaged.to_str().unwrap()],
+        vec!["predict", "--train-dir", damaged.to_str().unwrap(), image.to_str().unwrap()],
+    ] {
+        let out = ferroflow(&args);
+        assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+        let msg = text(&out);
+        assert!(msg.contains("model.ckpt-12.safetensors") && msg.contains("crc32c"), "{msg}");
+        assert!(msg.contains("--checkpoint ") && msg.contains("model.ckpt-8.safetensors"), "{msg}");
+        assert_eq!(msg.trim().lines().count(), 1, "one message: {msg}");
+    }
+
+    // With on_corrupt = error, train stops with the checksum error.
+    let args =
+        train_args(&damaged, "cifar_cnn", 16, &[&extra[..], &["--set", "checkpoint.on_corrupt=\"error\""]].concat());
+    let out = ferroflow(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("model.ckpt-12.safetensors: damaged checkpoint"), "{}", text(&out));
+
+    // By default it resumes from step 8 with a warning naming both, and ends
+    // bitwise equal to the run that was interrupted at step 8.
+    let out = train(&damaged, "cifar_cnn", 16, &extra);
+    assert!(
+        out.contains("warning: the latest checkpoint")
+            && out.contains("model.ckpt-12.safetensors")
+            && out.contains("resuming from the newest intact one")
+            && out.contains("model.ckpt-8.safetensors"),
+        "{out}"
+    );
+    assert!(out.contains("resuming from") && out.contains("at step 8"), "{out}");
+    train(&interrupted, "cifar_cnn", 16, &extra);
+    let (a, b) = (latest(&damaged), latest(&interrupted));
+    assert_eq!(a.meta.global_step, 16);
+    assert_eq!(bits(&a), bits(&b), "the fallen-back run must end bitwise identical to one resumed at step 8");
+    assert_eq!((a.meta.cursor, a.meta.rng), (b.meta.cursor, b.meta.rng));
+    // The damaged file is kept aside, no longer listed; everything listed verifies.
+    assert!(damaged.join("model.ckpt-12.safetensors.damaged").is_file());
+    let out = ferroflow(&["inspect", "--verify", damaged.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(!text(&out).contains("DAMAGED"), "{}", text(&out));
+}
+
+#[test]
+fn a_crash_while_saving_leaves_no_temporary_file_after_the_next_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    train(&run, "lenet", 5, &[]);
+    let size = std::fs::metadata(run.join("model.ckpt-5.safetensors")).unwrap().len();
+    // A file-size limit below a checkpoint's size: the kernel kills the
+    // process with SIGXFSZ in the middle of writing the temporary file (a
+    // crash at that instant, every time; kill -9 at random moments is
+    // `kill_nine_at_random_moments_then_resume_ends_identical`).
+    let args = train_args(&run, "lenet", 10, &["--save-every", "10"]);
+    let script = format!("ulimit -f {}; exec \"$0\" \"$@\"", size / 1024 / 2);
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(script)
+        .arg(env!("CARGO_BIN_EXE_ferroflow"))
+        .args(&args)
+        .current_dir(repo())
+        .output()
+        .unwrap();
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(out.status.signal(), Some(25), "killed by SIGXFSZ: {}", text(&out));
+    let temps = |run: &Path| -> Vec<String> {
+        std::fs::read_dir(run)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".tmp-ferroflow"))
+            .collect()
+    };
+    let left = temps(&run);
+    assert_eq!(left.len(), 1, "the crash leaves the temporary file: {left:?}");
+    assert!(left[0].starts_with("model.ckpt-10.safetensors."), "{left:?}");
+    assert_eq!(latest(&run).meta.global_step, 5, "the state file still lists step 5");
+
+    let out = train(&run, "lenet", 10, &[]);
+    assert!(
+        out.contains("removed 1 temporary file(s) of a save that was interrupted") && out.contains(&left[0]),
+        "{out}"
+    );
+    assert!(temps(&run).is_empty());
+    assert_eq!(latest(&run).meta.global_step, 10);
+}
+
+/// A tmpfs mounted for one test, unmounted when dropped.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(at: &Path, size: &str) -> Result<Tmpfs, String> {
+        std::fs::create_dir_all(at).unwrap();
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(at)
+            .output()
+            .map_err(|e| e.to_string())?;
+        if out.status.success() { Ok(Tmpfs(at.to_path_buf())) } else { Err(text(&out).trim().to_string()) }
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_full_disk_during_a_save_keeps_the_last_checkpoint_listed_and_resumable() {
+    let dir = tempfile::tempdir().unwrap();
+    let probe = dir.path().join("probe");
+    let sizing = probe.join("run");
+    train(&sizing, "lenet", 4, &[]);
+    let size = std::fs::metadata(sizing.join("model.ckpt-4.safetensors")).unwrap().len();
+    // Room for the logs and two checkpoints (kept: max_to_keep 5), not a third.
+    let fs = match Tmpfs::mount(&dir.path().join("small"), &format!("{}k", (size * 5 / 2 + 192 * 1024) / 1024)) {
+        Ok(fs) => fs,
+        Err(why) => {
+            eprintln!("skipped: cannot mount a tmpfs here ({why}); the test needs root or CAP_SYS_ADMIN");
+            return;
+        }
+    };
+    let run = fs.0.join("run");
+    let args = train_args(&run, "lenet", 20, &["--save-every", "4"]);
+    let out = ferroflow(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let msg = text(&out);
+    assert!(
+        msg.contains("saving checkpoint") && msg.contains("No space left on device") && msg.contains("intact"),
+        "{msg}"
+    );
+    let listed = latest(&run);
+    assert!(listed.meta.global_step >= 4 && listed.meta.global_step < 20, "{}", listed.meta.global_step);
+    let names: Vec<String> =
+        std::fs::read_dir(&run).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+    assert!(names.iter().all(|n| !n.contains(".tmp")), "{names:?}");
+    // Copied to a disk with room, it verifies and resumes.
+    let copy = dir.path().join("copy");
+    std::fs::create_dir_all(&copy).unwrap();
+    for n in &names {
+        if run.join(n).is_file() {
+            std::fs::copy(run.join(n), copy.join(n)).unwrap();
+        }
+    }
+    let out = ferroflow(&["inspect", "--verify", copy.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = train(&copy, "lenet", 20, &["--save-every", "4"]);
+    assert!(out.contains(&format!("at step {}", listed.meta.global_step)), "{out}");
+    assert_eq!(latest(&copy).meta.global_step, 20);
 }

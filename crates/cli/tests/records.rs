@@ -175,3 +175,25 @@ fn usage_errors_exit_2_and_missing_files_exit_1() {
         "error: /no/such/file.tfrecord: cannot open: No such file or directory (os error 2)"
     );
 }
+
+#[test]
+fn an_event_file_with_a_bad_crc_is_one_error_naming_the_record() {
+    let src = testdata("tf-files/events/run/events.out.tfevents.1795667623.vm.10976.0.v2");
+    let bytes = std::fs::read(&src).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("events.out.tfevents.1.damaged");
+    // The first record's length CRC, then a byte inside its data.
+    for (at, what) in [(9usize, "corrupt length"), (16, "corrupt data")] {
+        let mut bad = bytes.clone();
+        bad[at] ^= 0x04;
+        std::fs::write(&path, &bad).unwrap();
+        let out = ferroflow(&["records", path.to_str().unwrap(), "--json"]);
+        assert_eq!(out.status.code(), Some(1), "byte {at}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(err.lines().count(), 1, "one clear message: {err}");
+        assert!(
+            err.contains("events.out.tfevents.1.damaged: record 0 at byte offset 0") && err.contains(what),
+            "{err}"
+        );
+    }
+}

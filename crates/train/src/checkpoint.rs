@@ -5,17 +5,21 @@
 
 mod atomic;
 mod file;
+mod integrity;
 mod manager;
+mod recovery;
 mod restore;
 mod state;
 mod tf_bundle;
 
-pub use atomic::{TEMP_SUFFIX, write_atomic};
+pub use atomic::{TEMP_SUFFIX, remove_stale_temps, write_atomic};
 pub use file::{Checkpoint, CheckpointMeta, DataFingerprint, RngStates, StoredTensor, TensorStats, Values};
+pub use integrity::{CHECKSUMS_KEY, Checksums, FORMAT_KEY, Integrity};
 pub use manager::{
     CheckpointManager, EXTENSION, checkpoint_prefix, file_of_prefix, latest_checkpoint, now, read_state,
     resolve_checkpoint,
 };
+pub use recovery::{DAMAGED_SUFFIX, Damaged, Intact, latest_intact, listed_checkpoints, set_aside};
 pub use restore::{WarmStartReport, apply_trainable_scopes, check_scopes, in_scope, restore_exact, warm_start};
 pub use state::{CheckpointState, STATE_FILE};
 pub use tf_bundle::{TF_FORMAT_KEY, bundle_prefix, load_tensor_bundle};

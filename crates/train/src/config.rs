@@ -153,6 +153,19 @@ pub enum OnSaveError {
     Continue,
 }
 
+/// What a resume does when the latest listed checkpoint is damaged (a
+/// checksum mismatch, cut short) or missing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum OnCorrupt {
+    /// Resume from the newest intact listed checkpoint, with a warning naming
+    /// both; the damaged ones are unlisted and renamed `*.damaged`.
+    #[default]
+    Previous,
+    /// Stop with the error.
+    Error,
+}
+
 /// `[checkpoint]`: saving during training (TF's `Saver` / `CheckpointManager`).
 /// A checkpoint is always saved at the end of training when `enabled`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -172,6 +185,9 @@ pub struct CheckpointConfig {
     pub keep_checkpoint_every_n_hours: Option<f64>,
     /// Stop or continue when a save fails.
     pub on_error: OnSaveError,
+    /// Fall back to the previous checkpoint, or stop, when the latest one is
+    /// damaged or missing at a resume. Default `previous`.
+    pub on_corrupt: OnCorrupt,
 }
 
 impl Default for CheckpointConfig {
@@ -183,6 +199,7 @@ impl Default for CheckpointConfig {
             max_to_keep: 5,
             keep_checkpoint_every_n_hours: None,
             on_error: OnSaveError::Stop,
+            on_corrupt: OnCorrupt::Previous,
         }
     }
 }

@@ -55,6 +55,15 @@ pub enum TrainError {
         /// The OS error.
         cause: std::io::Error,
     },
+    /// A train dir's latest checkpoint could not be loaded; an older listed
+    /// one is intact.
+    #[error("{error}; the newest intact checkpoint listed there is {intact}: pass --checkpoint {intact} to use it")]
+    LatestDamaged {
+        /// Why the latest could not be loaded.
+        error: Box<TrainError>,
+        /// The newest intact listed checkpoint.
+        intact: String,
+    },
     /// A file operation failed.
     #[error("{path}: {cause}")]
     Io {

@@ -119,6 +119,9 @@ pub struct CheckpointEval {
     pub split: String,
     /// The metrics.
     pub report: EvalReport,
+    /// A notice when the checkpoint's values could not be verified (no checksums).
+    #[serde(skip)]
+    pub integrity_notice: Option<String>,
 }
 
 /// Restores a checkpoint (its moving-average weights when it has them) and
@@ -171,6 +174,7 @@ pub fn evaluate_checkpoint(options: &EvalOptions, progress: &mut dyn FnMut(usize
         classes: restored.classes.clone(),
         split: options.split.clone(),
         report,
+        integrity_notice: restored.integrity_notice.clone(),
     })
 }
 

@@ -8,7 +8,7 @@ use candle_core::Device;
 use ferroflow_data::Preprocess;
 use ferroflow_nn::{GLOBAL_STEP, Model, VarStore};
 
-use crate::checkpoint::{Checkpoint, resolve_checkpoint};
+use crate::checkpoint::{Checkpoint, latest_intact, resolve_checkpoint};
 use crate::config::TrainConfig;
 use crate::error::{Result, TrainError};
 use crate::optimizer::ExponentialMovingAverage;
@@ -32,6 +32,8 @@ pub struct RestoredModel {
     pub path: PathBuf,
     /// Whether the weights are the exponential moving averages.
     pub ema: bool,
+    /// A notice when the checkpoint's values could not be verified (it has no checksums).
+    pub integrity_notice: Option<String>,
 }
 
 impl RestoredModel {
@@ -39,10 +41,27 @@ impl RestoredModel {
     /// latest checkpoint). Moving averages replace the weights they shadow
     /// when the checkpoint has them (TF-slim's eval with
     /// `moving_average_decay`).
+    ///
+    /// A damaged or missing latest checkpoint of a train dir is an error
+    /// (evaluating another step than asked would mislead), which names the
+    /// newest intact listed one when there is one.
     pub fn load(path: &Path, device: &Device) -> Result<RestoredModel> {
-        let path = resolve_checkpoint(path)?;
+        let given = path;
+        let loaded = resolve_checkpoint(given).and_then(|path| Checkpoint::load(&path).map(|ck| (path, ck)));
+        let (path, ck) = match loaded {
+            Ok(ok) => ok,
+            Err(error) if given.is_dir() => {
+                return Err(match latest_intact(given) {
+                    Ok(Some(intact)) if !intact.damaged.is_empty() => {
+                        TrainError::LatestDamaged { error: Box::new(error), intact: intact.path.display().to_string() }
+                    }
+                    _ => error,
+                });
+            }
+            Err(error) => return Err(error),
+        };
         let name = path.display().to_string();
-        let ck = Checkpoint::load(&path)?;
+        let integrity_notice = ck.integrity_notice(&path);
         let not_ours = |what: &str| TrainError::Checkpoint {
             path: name.clone(),
             reason: format!(
@@ -97,6 +116,6 @@ impl RestoredModel {
         } else {
             ck.meta.classes.clone()
         };
-        Ok(RestoredModel { model, store, config, classes, preprocess, step, path, ema })
+        Ok(RestoredModel { model, store, config, classes, preprocess, step, path, ema, integrity_notice })
     }
 }

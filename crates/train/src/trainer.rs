@@ -14,7 +14,7 @@ use crate::checkpoint::{
     self, Checkpoint, CheckpointManager, CheckpointMeta, DataFingerprint, RngStates, apply_trainable_scopes,
     restore_exact, warm_start,
 };
-use crate::config::{Normalize, OnSaveError, TrainConfig};
+use crate::config::{Normalize, OnCorrupt, OnSaveError, TrainConfig};
 use crate::data_source::{DataSource, class_labels};
 use crate::error::{Result, TrainError};
 use crate::evaluate::{EvalReport, evaluate};
@@ -182,10 +182,9 @@ impl Run {
         Checkpoint::capture(&self.store.global_variables(), meta)
     }
 
-    /// Restores a resume's state from `path`; returns the data cursor.
-    fn resume(&self, path: &Path) -> Result<Cursor> {
+    /// Restores a resume's state from `ck`, read from `path`; returns the data cursor.
+    fn resume(&self, path: &Path, ck: &Checkpoint) -> Result<Cursor> {
         let name = path.display().to_string();
-        let ck = Checkpoint::load(path)?;
         if let Some(data) = &ck.meta.data
             && *data != self.fingerprint()
         {
@@ -202,7 +201,7 @@ impl Run {
                 ),
             });
         }
-        restore_exact(&self.store, &ck, &name)?;
+        restore_exact(&self.store, ck, &name)?;
         if let Some(rng) = &ck.meta.rng {
             self.store.set_rng_state(rng.var_store);
             for (stream, state) in &rng.dropout {
@@ -211,6 +210,42 @@ impl Run {
         }
         Ok(ck.meta.cursor.unwrap_or_default())
     }
+}
+
+/// The checkpoint a run in `train_dir` resumes from, loaded and verified:
+/// the latest listed one, or with `on_corrupt = previous` the newest intact
+/// one (the damaged ones set aside, with a warning naming them).
+fn resume_source(
+    train_dir: &Path,
+    on_corrupt: OnCorrupt,
+    progress: &mut dyn FnMut(&Progress),
+) -> Result<Option<(PathBuf, Checkpoint)>> {
+    if on_corrupt == OnCorrupt::Error {
+        return checkpoint::latest_checkpoint(train_dir)?
+            .map(|path| Checkpoint::load(&path).map(|ck| (path, ck)))
+            .transpose();
+    }
+    let Some(intact) = checkpoint::latest_intact(train_dir)? else { return Ok(None) };
+    if !intact.damaged.is_empty() {
+        let moved = checkpoint::set_aside(train_dir, &intact.damaged, &intact.path)?;
+        let reasons: Vec<String> = intact.damaged.iter().map(|d| d.error.to_string()).collect();
+        progress(&Progress::Note(format!(
+            "warning: the latest checkpoint {} is damaged or missing ({}); resuming from the newest intact one, {} \
+             (checkpoint.on_corrupt = previous){}",
+            intact.damaged[0].path.display(),
+            reasons.join("; "),
+            intact.path.display(),
+            if moved.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    "; unlisted and kept as {}",
+                    moved.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+                )
+            }
+        )));
+    }
+    Ok(Some((intact.path, intact.checkpoint)))
 }
 
 /// The input pipeline settings of a run.
@@ -309,13 +344,29 @@ fn run_loop(run: &Run, progress: &mut dyn FnMut(&Progress)) -> Result<TrainRepor
     std::fs::create_dir_all(&train_dir)
         .map_err(|cause| TrainError::Io { path: train_dir.display().to_string(), cause })?;
 
+    let removed = checkpoint::remove_stale_temps(&train_dir);
+    if !removed.is_empty() {
+        progress(&Progress::Note(format!(
+            "removed {} temporary file(s) of a save that was interrupted (nothing listed them): {}",
+            removed.len(),
+            removed.join(", ")
+        )));
+    }
     // Resume wins over warm start (TF-slim's train_image_classifier).
-    let resume_from = checkpoint::latest_checkpoint(&train_dir)?;
+    let resume_from = resume_source(&train_dir, cfg.checkpoint.on_corrupt, progress)?;
+    if let Some((path, ck)) = &resume_from
+        && let Some(notice) = ck.integrity_notice(path)
+    {
+        progress(&Progress::Note(notice));
+    }
     if resume_from.is_none()
         && let Some(source) = &cfg.warm_start.checkpoint_path
     {
         let path = checkpoint::resolve_checkpoint(source)?;
         let ck = Checkpoint::load(&path)?;
+        if let Some(notice) = ck.integrity_notice(&path) {
+            progress(&Progress::Note(notice));
+        }
         let ws = &cfg.warm_start;
         let report = warm_start(
             &run.store,
@@ -348,8 +399,10 @@ fn run_loop(run: &Run, progress: &mut dyn FnMut(&Progress)) -> Result<TrainRepor
     let mut optimizer = Optimizer::new(&cfg.optimizer, &run.store)?;
     let mut ema = cfg.train.ema_decay.map(|d| ExponentialMovingAverage::new(&run.store, d)).transpose()?;
     let mut cursor = Cursor::default();
-    if let Some(path) = &resume_from {
-        cursor = run.resume(path)?;
+    // The checkpoint's values are in the store now; only its path is kept.
+    let resume_from = resume_from.map(|(path, ck)| run.resume(&path, &ck).map(|c| (path, c))).transpose()?;
+    if let Some((path, resumed_cursor)) = &resume_from {
+        cursor = *resumed_cursor;
         progress(&Progress::Note(format!(
             "resuming from {} at step {} (epoch {}, example {})",
             path.display(),
@@ -495,7 +548,7 @@ fn run_loop(run: &Run, progress: &mut dyn FnMut(&Progress)) -> Result<TrainRepor
         classes: run.data.classes.clone(),
         train_dir,
         checkpoint: saver.last_saved,
-        resumed_from: resume_from,
+        resumed_from: resume_from.map(|(path, _)| path),
     })
 }
 

@@ -54,6 +54,9 @@ pub fn run(args: &EvalArgs) -> Result<()> {
     if let Some(bar) = bar {
         bar.finish(result.report.count as u64);
     }
+    if let Some(notice) = &result.integrity_notice {
+        eprintln!("{notice}");
+    }
     let r = &result.report;
     if args.json {
         let json = serde_json::json!({

@@ -1,5 +1,6 @@
 //! `ferroflow inspect`: the variables of a checkpoint (name, shape, dtype,
-//! trainable, size) and its metadata; one variable's statistics or values.
+//! trainable, size) and its metadata; one variable's statistics or values;
+//! `--verify`: the checksums of every checkpoint a train dir lists.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -7,7 +8,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use ferroflow_train::TrainError;
-use ferroflow_train::checkpoint::{Checkpoint, StoredTensor, resolve_checkpoint};
+use ferroflow_train::checkpoint::{Checkpoint, Integrity, StoredTensor, listed_checkpoints, resolve_checkpoint};
 
 /// Arguments of `ferroflow inspect`.
 #[derive(Debug, Args)]
@@ -22,6 +23,10 @@ pub struct InspectArgs {
     /// With --var, also print its values.
     #[arg(long, requires = "var")]
     pub values: bool,
+    /// Verify the checksums of the checkpoint, or of every checkpoint a train dir lists, one line
+    /// each; exits 1 if any is damaged or missing.
+    #[arg(long, conflicts_with = "var")]
+    pub verify: bool,
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
@@ -42,9 +47,15 @@ fn trainable_text(ck: &Checkpoint, name: &str) -> &'static str {
 
 /// Runs the command.
 pub fn run(args: &InspectArgs) -> Result<()> {
+    if args.verify {
+        return verify(args);
+    }
     let mut out = std::io::stdout().lock();
     let path = resolve_checkpoint(&args.path)?;
     let ck = Checkpoint::load(&path).with_context(|| format!("inspecting {}", args.path.display()))?;
+    if let Some(notice) = ck.integrity_notice(&path) {
+        eprintln!("{notice}");
+    }
     if let Some(name) = &args.var {
         let Some(t) = ck.get(name) else {
             let close: Vec<&str> = ck
@@ -80,6 +91,7 @@ pub fn run(args: &InspectArgs) -> Result<()> {
             "variables": vars,
             "metadata": ck.meta.entries(),
             "other_metadata": ck.other_metadata,
+            "verified": ck.integrity == Integrity::Verified,
         });
         writeln!(out, "{json}")?;
         return Ok(());
@@ -105,6 +117,7 @@ pub fn run(args: &InspectArgs) -> Result<()> {
         )?;
     }
     writeln!(out, "{} variables, {total} values ({trained} trainable)", ck.tensors.len())?;
+    writeln!(out, "checksums: {}", integrity_text(ck.integrity))?;
     writeln!(out, "metadata:")?;
     for (k, v) in ck.meta.entries().iter().chain(&ck.other_metadata) {
         if k == "ferroflow.config" {
@@ -112,6 +125,63 @@ pub fn run(args: &InspectArgs) -> Result<()> {
         } else {
             writeln!(out, "  {k}: {v}")?;
         }
+    }
+    Ok(())
+}
+
+fn integrity_text(integrity: Integrity) -> &'static str {
+    match integrity {
+        Integrity::Verified => "verified (crc32c of every tensor and of the header)",
+        Integrity::NoChecksums => "none stored (written before ferroflow stored checksums, or by another tool)",
+    }
+}
+
+/// `inspect --verify`: loads (and so verifies) the checkpoint, or every one
+/// a train dir lists, newest first; an error when any is damaged.
+fn verify(args: &InspectArgs) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    let paths = if args.path.is_dir() {
+        let listed = listed_checkpoints(&args.path)?;
+        if listed.is_empty() {
+            bail!(TrainError::Checkpoint {
+                path: args.path.display().to_string(),
+                reason: "holds no checkpoint (no `checkpoint` state file), so there is nothing to verify".into(),
+            });
+        }
+        listed
+    } else {
+        vec![resolve_checkpoint(&args.path)?]
+    };
+    let mut damaged = 0;
+    for path in &paths {
+        let loaded = Checkpoint::load(path);
+        if args.json {
+            let json = match &loaded {
+                Ok(ck) => serde_json::json!({
+                    "checkpoint": path, "ok": true, "step": ck.meta.global_step, "tensors": ck.tensors.len(),
+                    "verified": ck.integrity == Integrity::Verified,
+                }),
+                Err(e) => serde_json::json!({"checkpoint": path, "ok": false, "error": e.to_string()}),
+            };
+            writeln!(out, "{json}")?;
+        } else {
+            match &loaded {
+                Ok(ck) => writeln!(
+                    out,
+                    "ok       {}: step {}, {} tensors, checksums {}",
+                    path.display(),
+                    ck.meta.global_step,
+                    ck.tensors.len(),
+                    integrity_text(ck.integrity)
+                )?,
+                Err(e) => writeln!(out, "DAMAGED  {e}")?,
+            }
+        }
+        damaged += usize::from(loaded.is_err());
+    }
+    out.flush()?;
+    if damaged > 0 {
+        bail!("{}: {damaged} of {} checkpoint(s) damaged or missing", args.path.display(), paths.len());
     }
     Ok(())
 }

@@ -43,6 +43,9 @@ pub fn run(args: &PredictArgs) -> Result<()> {
     }
     let restored = RestoredModel::load(&checkpoint, &Device::Cpu)
         .with_context(|| format!("restoring {}", checkpoint.display()))?;
+    if let Some(notice) = &restored.integrity_notice {
+        eprintln!("{notice}");
+    }
     let images = collect_images(&args.images)?;
     if images.is_empty() {
         bail!(TrainError::config("IMAGE_OR_DIR", "no image files found"));

@@ -43,14 +43,18 @@ pub fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
-/// Removes temporary files left in `dir` by a killed writer; returns how many.
-pub fn remove_stale_temps(dir: &Path) -> usize {
-    let Ok(entries) = fs::read_dir(dir) else { return 0 };
-    entries
+/// Removes temporary files left in `dir` by a killed writer; returns their
+/// names (sorted). Nothing lists them, so nothing is lost.
+pub fn remove_stale_temps(dir: &Path) -> Vec<String> {
+    let Ok(entries) = fs::read_dir(dir) else { return Vec::new() };
+    let mut removed: Vec<String> = entries
         .flatten()
         .filter(|e| e.file_name().to_string_lossy().ends_with(TEMP_SUFFIX))
         .filter(|e| fs::remove_file(e.path()).is_ok())
-        .count()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    removed.sort();
+    removed
 }
 
 #[cfg(test)]
@@ -65,7 +69,7 @@ mod tests {
         write_atomic(&p, b"two").unwrap();
         assert_eq!(fs::read(&p).unwrap(), b"two");
         fs::write(temp_path(&p), b"partial").unwrap();
-        assert_eq!(remove_stale_temps(dir.path()), 1);
+        assert_eq!(remove_stale_temps(dir.path()).len(), 1);
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
     }
 

@@ -12,6 +12,7 @@ use ferroflow_nn::{GLOBAL_STEP, ModelSpec, Variable};
 use safetensors::{Dtype, SafeTensors, tensor::TensorView};
 use serde::{Deserialize, Serialize};
 
+use crate::checkpoint::integrity::{self, CHECKSUMS_KEY, FORMAT_KEY, FORMAT_WITH_CHECKSUMS, Integrity, TensorEntry};
 use crate::error::{Result, TrainError};
 
 /// The values of a stored tensor.
@@ -284,6 +285,8 @@ pub struct Checkpoint {
     pub meta: CheckpointMeta,
     /// Metadata entries that are not ferroflow's (other writers).
     pub other_metadata: BTreeMap<String, String>,
+    /// Whether the values were verified against stored checksums.
+    pub integrity: Integrity,
 }
 
 impl Checkpoint {
@@ -315,10 +318,11 @@ impl Checkpoint {
             GLOBAL_STEP.to_string(),
             StoredTensor { shape: vec![], values: Values::I64(vec![meta.global_step]) },
         );
-        Ok(Checkpoint { tensors, meta, other_metadata: BTreeMap::new() })
+        Ok(Checkpoint { tensors, meta, other_metadata: BTreeMap::new(), integrity: Integrity::Verified })
     }
 
-    /// The safetensors bytes.
+    /// The safetensors bytes, with a CRC-32C of every tensor and of the
+    /// header in the metadata (see `integrity`).
     pub fn to_bytes(&self) -> Result<Vec<u8>> {
         let bytes: Vec<(String, Vec<usize>, Dtype, Vec<u8>)> = self
             .tensors
@@ -332,18 +336,39 @@ impl Checkpoint {
             .map_err(|e| TrainError::Checkpoint { path: "(in memory)".into(), reason: e.to_string() })?;
         let mut metadata = self.meta.to_map();
         metadata.extend(self.other_metadata.clone());
+        metadata.insert(FORMAT_KEY.to_string(), FORMAT_WITH_CHECKSUMS.to_string());
+        let entries: Vec<(TensorEntry<'_>, &[u8])> = bytes
+            .iter()
+            .map(|(k, shape, dtype, data)| {
+                (TensorEntry { name: k, dtype: format!("{dtype:?}"), shape }, data.as_slice())
+            })
+            .collect();
+        let checksums = integrity::compute(&entries, &metadata);
+        metadata.insert(CHECKSUMS_KEY.to_string(), json(&checksums));
         safetensors::serialize(views, Some(metadata))
             .map_err(|e| TrainError::Checkpoint { path: "(in memory)".into(), reason: e.to_string() })
     }
 
-    /// Parses safetensors bytes; `path` names them in errors.
+    /// Parses safetensors bytes and verifies their checksums; `path` names
+    /// them in errors. A file without checksums (an older ferroflow's, or
+    /// another tool's) loads with [`Integrity::NoChecksums`].
     pub fn from_bytes(bytes: &[u8], path: &str) -> Result<Checkpoint> {
         let bad = |reason: String| TrainError::Checkpoint { path: path.to_string(), reason };
         let (_, header) =
             SafeTensors::read_metadata(bytes).map_err(|e| bad(format!("not a safetensors checkpoint: {e}")))?;
         let st = SafeTensors::deserialize(bytes).map_err(|e| bad(format!("not a safetensors checkpoint: {e}")))?;
+        let map = header.metadata().clone().unwrap_or_default();
+        integrity::check_padding(bytes, path)?;
+        let views = st.tensors();
+        let entries: Vec<(TensorEntry<'_>, &[u8])> = views
+            .iter()
+            .map(|(name, view)| {
+                (TensorEntry { name, dtype: format!("{:?}", view.dtype()), shape: view.shape() }, view.data())
+            })
+            .collect();
+        let integrity = integrity::verify(&entries, &map, path)?;
         let mut tensors = BTreeMap::new();
-        for (name, view) in st.iter() {
+        for (name, view) in &views {
             let data = view.data();
             let values = match view.dtype() {
                 Dtype::F32 => {
@@ -366,10 +391,9 @@ impl Checkpoint {
             };
             tensors.insert(name.to_string(), StoredTensor { shape: view.shape().to_vec(), values });
         }
-        let map = header.metadata().clone().unwrap_or_default();
         let meta = CheckpointMeta::from_map(&map, path)?;
         let other_metadata = map.into_iter().filter(|(k, _)| !k.starts_with(PREFIX)).collect();
-        Ok(Checkpoint { tensors, meta, other_metadata })
+        Ok(Checkpoint { tensors, meta, other_metadata, integrity })
     }
 
     /// Reads a checkpoint: a ferroflow (or any) safetensors file, or a
@@ -380,6 +404,18 @@ impl Checkpoint {
         }
         let bytes = std::fs::read(path).map_err(|cause| TrainError::Io { path: path.display().to_string(), cause })?;
         Checkpoint::from_bytes(&bytes, &path.display().to_string())
+    }
+
+    /// The one-line notice for a checkpoint whose values could not be
+    /// verified (no checksums), or `None`.
+    pub fn integrity_notice(&self, path: &Path) -> Option<String> {
+        (self.integrity == Integrity::NoChecksums).then(|| {
+            format!(
+                "note: {} has no checksums (written before ferroflow stored checksums, or by another tool), so its values \
+                 are not verified",
+                path.display()
+            )
+        })
     }
 
     /// The float values of `name`, if stored.

@@ -47,19 +47,28 @@ pub fn read_state(dir: &Path) -> Result<Option<CheckpointState>> {
 /// `tf.train.latest_checkpoint`), or `None` when the state file is absent.
 pub fn latest_checkpoint(dir: &Path) -> Result<Option<PathBuf>> {
     let Some(state) = read_state(dir)? else { return Ok(None) };
-    let path = resolve_prefix(dir, &state.model_checkpoint_path);
-    if !path.exists() {
-        // A TensorFlow train dir: its state file lists bundle prefixes.
-        let prefix = dir.join(&state.model_checkpoint_path);
-        if crate::checkpoint::tf_bundle::bundle_prefix(&prefix).is_some() {
-            return Ok(Some(prefix));
-        }
+    let path = resolve_listed(dir, &state.model_checkpoint_path);
+    if !path.exists() && crate::checkpoint::tf_bundle::bundle_prefix(&path).is_none() {
         return Err(TrainError::Checkpoint {
             path: dir.join(STATE_FILE).display().to_string(),
             reason: format!("lists {:?}, but {} does not exist", state.model_checkpoint_path, path.display()),
         });
     }
     Ok(Some(path))
+}
+
+/// The file (or, in a TensorFlow train dir, the bundle prefix) of a prefix
+/// listed in `dir`'s state file.
+pub(crate) fn resolve_listed(dir: &Path, prefix: &str) -> PathBuf {
+    let path = resolve_prefix(dir, prefix);
+    if !path.exists() {
+        // A TensorFlow train dir: its state file lists bundle prefixes.
+        let bundle = dir.join(prefix);
+        if crate::checkpoint::tf_bundle::bundle_prefix(&bundle).is_some() {
+            return bundle;
+        }
+    }
+    path
 }
 
 fn resolve_prefix(dir: &Path, prefix: &str) -> PathBuf {
