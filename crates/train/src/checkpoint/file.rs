@@ -9,6 +9,7 @@ use std::path::Path;
 use candle_core::{DType, Tensor};
 use ferroflow_data::{Cursor, Preprocess};
 use ferroflow_nn::{GLOBAL_STEP, ModelSpec, Variable};
+use rayon::prelude::*;
 use safetensors::{Dtype, SafeTensors, tensor::TensorView};
 use serde::{Deserialize, Serialize};
 
@@ -276,6 +277,32 @@ fn json<T: Serialize>(value: &T) -> String {
     serde_json::to_string(value).unwrap_or_else(|_| "null".to_string())
 }
 
+/// The CRC-32C of a safetensors tensor's bytes and its values (or its dtype,
+/// when ferroflow does not read it), in one pass: 32 KiB at a time, each
+/// piece checksummed and converted while it is in L1 (two passes over a
+/// multi-megabyte tensor would read it from memory twice).
+fn decode_values(view: &TensorView<'_>) -> (u32, std::result::Result<Values, Dtype>) {
+    fn convert<T, const N: usize>(data: &[u8], crc: &mut u32, from: fn([u8; N]) -> T) -> Vec<T> {
+        const PIECE: usize = 32 * 1024;
+        let mut out = Vec::with_capacity(data.len() / N);
+        for piece in data.chunks(PIECE) {
+            *crc = crc32c::crc32c_append(*crc, piece);
+            out.extend(piece.chunks_exact(N).map(|c| from(c.try_into().unwrap_or([0; N]))));
+        }
+        out
+    }
+    let data = view.data();
+    let mut crc = 0;
+    let values = match view.dtype() {
+        Dtype::F32 => Values::F32(convert(data, &mut crc, f32::from_le_bytes)),
+        Dtype::F64 => Values::F64(convert(data, &mut crc, f64::from_le_bytes)),
+        Dtype::I64 => Values::I64(convert(data, &mut crc, i64::from_le_bytes)),
+        Dtype::I32 => Values::I32(convert(data, &mut crc, i32::from_le_bytes)),
+        other => return (integrity::crc(data), Err(other)),
+    };
+    (crc, Ok(values))
+}
+
 /// A checkpoint in memory.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Checkpoint {
@@ -337,11 +364,11 @@ impl Checkpoint {
         let mut metadata = self.meta.to_map();
         metadata.extend(self.other_metadata.clone());
         metadata.insert(FORMAT_KEY.to_string(), FORMAT_WITH_CHECKSUMS.to_string());
-        let entries: Vec<(TensorEntry<'_>, &[u8])> = bytes
+        let crcs: Vec<u32> = bytes.par_iter().map(|(_, _, _, data)| integrity::crc(data)).collect();
+        let entries: Vec<(TensorEntry<'_>, u32)> = bytes
             .iter()
-            .map(|(k, shape, dtype, data)| {
-                (TensorEntry { name: k, dtype: format!("{dtype:?}"), shape }, data.as_slice())
-            })
+            .zip(crcs)
+            .map(|((k, shape, dtype, _), crc)| (TensorEntry { name: k, dtype: format!("{dtype:?}"), shape }, crc))
             .collect();
         let checksums = integrity::compute(&entries, &metadata);
         metadata.insert(CHECKSUMS_KEY.to_string(), json(&checksums));
@@ -359,36 +386,24 @@ impl Checkpoint {
         let st = SafeTensors::deserialize(bytes).map_err(|e| bad(format!("not a safetensors checkpoint: {e}")))?;
         let map = header.metadata().clone().unwrap_or_default();
         integrity::check_padding(bytes, path)?;
+        // Each tensor's checksum and values in one pass over its bytes, the
+        // tensors in parallel (restore reads every byte once).
         let views = st.tensors();
-        let entries: Vec<(TensorEntry<'_>, &[u8])> = views
+        let decoded: Vec<(u32, std::result::Result<Values, Dtype>)> =
+            views.par_iter().map(|(_, view)| decode_values(view)).collect();
+        let entries: Vec<(TensorEntry<'_>, u32)> = views
             .iter()
-            .map(|(name, view)| {
-                (TensorEntry { name, dtype: format!("{:?}", view.dtype()), shape: view.shape() }, view.data())
+            .zip(&decoded)
+            .map(|((name, view), (crc, _))| {
+                (TensorEntry { name, dtype: format!("{:?}", view.dtype()), shape: view.shape() }, *crc)
             })
             .collect();
         let integrity = integrity::verify(&entries, &map, path)?;
         let mut tensors = BTreeMap::new();
-        for (name, view) in &views {
-            let data = view.data();
-            let values = match view.dtype() {
-                Dtype::F32 => {
-                    Values::F32(data.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
-                }
-                Dtype::F64 => Values::F64(
-                    data.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap_or([0; 8]))).collect(),
-                ),
-                Dtype::I64 => Values::I64(
-                    data.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap_or([0; 8]))).collect(),
-                ),
-                Dtype::I32 => {
-                    Values::I32(data.chunks_exact(4).map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
-                }
-                other => {
-                    return Err(bad(format!(
-                        "tensor {name:?} has dtype {other:?}; ferroflow reads float32, float64, int32 and int64"
-                    )));
-                }
-            };
+        for ((name, view), (_, values)) in views.iter().zip(decoded) {
+            let values = values.map_err(|other| {
+                bad(format!("tensor {name:?} has dtype {other:?}; ferroflow reads float32, float64, int32 and int64"))
+            })?;
             tensors.insert(name.to_string(), StoredTensor { shape: view.shape().to_vec(), values });
         }
         let meta = CheckpointMeta::from_map(&map, path)?;

@@ -89,11 +89,17 @@ pub fn header_text(
     text
 }
 
-/// The checksums of a checkpoint about to be written: `tensors` with their
-/// bytes, `meta` its metadata (without the checksums, with the format key).
-pub fn compute(tensors: &[(TensorEntry<'_>, &[u8])], meta: &HashMap<String, String>) -> Checksums {
-    let crcs: BTreeMap<String, u32> =
-        tensors.iter().map(|(t, bytes)| (t.name.to_string(), crc32c::crc32c(bytes))).collect();
+/// The CRC-32C of a tensor's bytes (the caller computes them, in parallel
+/// and in the same pass as its conversion of the values).
+pub fn crc(bytes: &[u8]) -> u32 {
+    crc32c::crc32c(bytes)
+}
+
+/// The checksums of a checkpoint about to be written: `tensors` with the
+/// [`crc`] of their bytes, `meta` its metadata (without the checksums, with
+/// the format key).
+pub fn compute(tensors: &[(TensorEntry<'_>, u32)], meta: &HashMap<String, String>) -> Checksums {
+    let crcs: BTreeMap<String, u32> = tensors.iter().map(|(t, crc)| (t.name.to_string(), *crc)).collect();
     let entries: Vec<TensorEntry<'_>> = tensors.iter().map(|(t, _)| t.clone()).collect();
     let header = crc32c::crc32c(header_text(&entries, &crcs, meta).as_bytes());
     Checksums { algorithm: "crc32c".to_string(), tensors: crcs, header }
@@ -123,11 +129,11 @@ pub fn check_padding(bytes: &[u8], path: &str) -> Result<()> {
     Ok(())
 }
 
-/// Verifies a parsed file: `tensors` with their bytes as read, `meta` its
-/// whole metadata. Returns [`Integrity::NoChecksums`] for a file with
+/// Verifies a parsed file: `tensors` with the [`crc`] of their bytes as
+/// read, `meta` its whole metadata. Returns [`Integrity::NoChecksums`] for a file with
 /// neither checksum key; any mismatch is an error naming the tensor (or the
 /// header) and both checksums.
-pub fn verify(tensors: &[(TensorEntry<'_>, &[u8])], meta: &HashMap<String, String>, path: &str) -> Result<Integrity> {
+pub fn verify(tensors: &[(TensorEntry<'_>, u32)], meta: &HashMap<String, String>, path: &str) -> Result<Integrity> {
     let (stored, format) = (meta.get(CHECKSUMS_KEY), meta.get(FORMAT_KEY));
     let stored = match (stored, format) {
         (None, None) => return Ok(Integrity::NoChecksums),
@@ -159,11 +165,11 @@ pub fn verify(tensors: &[(TensorEntry<'_>, &[u8])], meta: &HashMap<String, Strin
     if let Some(missing) = stored.tensors.keys().find(|k| !names.contains(&k.as_str())) {
         return Err(damaged(path, format!("tensor {missing:?} has a checksum but is not in the file")));
     }
-    for (t, bytes) in tensors {
+    for (t, got) in tensors {
+        let got = *got;
         let Some(&want) = stored.tensors.get(t.name) else {
             return Err(damaged(path, format!("tensor {:?} has no stored checksum", t.name)));
         };
-        let got = crc32c::crc32c(bytes);
         if got != want {
             return Err(damaged(path, format!("tensor {:?} has crc32c {got:08x}, but {want:08x} was stored", t.name)));
         }
@@ -183,21 +189,21 @@ mod tests {
     fn verifies_what_it_computed_and_names_the_damage() {
         let meta: HashMap<String, String> = [(FORMAT_KEY.to_string(), FORMAT_WITH_CHECKSUMS.to_string())].into();
         let (a, b) = ([1u8, 2, 3, 4], [9u8; 8]);
-        let tensors = [(entry("w", &[1]), &a[..]), (entry("b", &[2]), &b[..])];
+        let tensors = [(entry("w", &[1]), crc(&a)), (entry("b", &[2]), crc(&b))];
         let sums = compute(&tensors, &meta);
         let mut full = meta.clone();
         full.insert(CHECKSUMS_KEY.into(), serde_json::to_string(&sums).unwrap());
         assert_eq!(verify(&tensors, &full, "f").unwrap(), Integrity::Verified);
 
         let bad = [4u8, 2, 3, 4];
-        let e = verify(&[(entry("w", &[1]), &bad[..]), (entry("b", &[2]), &b[..])], &full, "f").unwrap_err();
+        let e = verify(&[(entry("w", &[1]), crc(&bad)), (entry("b", &[2]), crc(&b))], &full, "f").unwrap_err();
         let e = e.to_string();
         assert!(
             e.starts_with("f: damaged checkpoint: tensor \"w\"") && e.contains(&format!("{:08x}", sums.tensors["w"]))
         );
 
         // A shape or a metadata value that changed is the header's damage.
-        let e = verify(&[(entry("w", &[4]), &a[..]), (entry("b", &[2]), &b[..])], &full, "f").unwrap_err();
+        let e = verify(&[(entry("w", &[4]), crc(&a)), (entry("b", &[2]), crc(&b))], &full, "f").unwrap_err();
         assert!(e.to_string().contains("the header"), "{e}");
         let mut other = full.clone();
         other.insert("ferroflow.version".into(), "x".into());
