@@ -121,3 +121,53 @@ pub fn set_aside(dir: &Path, damaged: &[Damaged], resumed: &Path) -> Result<Vec<
     let _ = sync_dir(dir);
     Ok(moved)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::checkpoint::file::CheckpointMeta;
+    use crate::checkpoint::manager::{CheckpointManager, latest_checkpoint};
+
+    fn saved(steps: &[i64]) -> (tempfile::TempDir, Vec<PathBuf>) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut m = CheckpointManager::open(dir.path(), 0, None).unwrap();
+        let paths = steps
+            .iter()
+            .map(|&s| {
+                let ck = Checkpoint::capture(&[], CheckpointMeta { global_step: s, ..Default::default() }).unwrap();
+                m.save(&ck, s).unwrap()
+            })
+            .collect();
+        (dir, paths)
+    }
+
+    #[test]
+    fn a_missing_latest_falls_back_and_is_unlisted() {
+        let (dir, paths) = saved(&[1, 2, 3]);
+        std::fs::remove_file(&paths[2]).unwrap();
+        let intact = latest_intact(dir.path()).unwrap().unwrap();
+        assert_eq!(intact.path, paths[1]);
+        assert_eq!(intact.checkpoint.meta.global_step, 2);
+        assert_eq!(intact.damaged.len(), 1);
+        assert!(intact.damaged[0].error.to_string().contains("model.ckpt-3.safetensors"));
+        assert!(set_aside(dir.path(), &intact.damaged, &intact.path).unwrap().is_empty());
+        assert_eq!(latest_checkpoint(dir.path()).unwrap().unwrap(), paths[1]);
+        assert_eq!(listed_checkpoints(dir.path()).unwrap(), [paths[1].clone(), paths[0].clone()]);
+    }
+
+    #[test]
+    fn damaged_ones_are_renamed_and_none_intact_is_an_error() {
+        let (dir, paths) = saved(&[1, 2]);
+        std::fs::write(&paths[1], b"not a checkpoint").unwrap();
+        let intact = latest_intact(dir.path()).unwrap().unwrap();
+        let moved = set_aside(dir.path(), &intact.damaged, &intact.path).unwrap();
+        assert_eq!(moved, [dir.path().join("model.ckpt-2.safetensors.damaged")]);
+        assert!(!paths[1].exists() && moved[0].exists());
+
+        std::fs::write(&paths[0], b"").unwrap();
+        let e = latest_intact(dir.path()).unwrap_err().to_string();
+        assert!(e.contains("none of the 1 listed checkpoint(s) is intact") && e.contains("model.ckpt-1"), "{e}");
+        let empty = tempfile::tempdir().unwrap();
+        assert!(latest_intact(empty.path()).unwrap().is_none());
+    }
+}
