@@ -381,14 +381,28 @@ impl Checkpoint {
     /// another tool's) loads with [`Integrity::NoChecksums`].
     pub fn from_bytes(bytes: &[u8], path: &str) -> Result<Checkpoint> {
         let bad = |reason: String| TrainError::Checkpoint { path: path.to_string(), reason };
-        let (_, header) =
+        // One parse of the header (it validates every offset against the
+        // file's length); the views are cut from it.
+        let (n, header) =
             SafeTensors::read_metadata(bytes).map_err(|e| bad(format!("not a safetensors checkpoint: {e}")))?;
-        let st = SafeTensors::deserialize(bytes).map_err(|e| bad(format!("not a safetensors checkpoint: {e}")))?;
+        let data = &bytes[8 + n..];
         let map = header.metadata().clone().unwrap_or_default();
         integrity::check_padding(bytes, path)?;
+        let views = header
+            .tensors()
+            .into_iter()
+            .map(|(name, info)| {
+                let (start, end) = info.data_offsets;
+                let bytes = data.get(start..end).ok_or_else(|| {
+                    bad(format!("tensor {name:?}: bytes {start}..{end} are outside the data ({} bytes)", data.len()))
+                })?;
+                TensorView::new(info.dtype, info.shape.clone(), bytes)
+                    .map(|view| (name, view))
+                    .map_err(|e| bad(format!("not a safetensors checkpoint: {e}")))
+            })
+            .collect::<Result<Vec<_>>>()?;
         // Each tensor's checksum and values in one pass over its bytes, the
         // tensors in parallel (restore reads every byte once).
-        let views = st.tensors();
         let decoded: Vec<(u32, std::result::Result<Values, Dtype>)> =
             views.par_iter().map(|(_, view)| decode_values(view)).collect();
         let entries: Vec<(TensorEntry<'_>, u32)> = views
