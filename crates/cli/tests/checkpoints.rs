@@ -258,15 +258,7 @@ fn a_failed_save_keeps_the_previous_checkpoint_listed() {
     // write returns the error instead of killing the process).
     let limited = |extra: &[&str]| {
         let args = train_args(&run, "lenet", 20, &[&["--save-every", "5"], extra].concat());
-        let script = format!("trap '' XFSZ; ulimit -f {}; exec \"$0\" \"$@\"", size / 1024 / 2);
-        Command::new("bash")
-            .arg("-c")
-            .arg(script)
-            .arg(env!("CARGO_BIN_EXE_ferroflow"))
-            .args(&args)
-            .current_dir(repo())
-            .output()
-            .unwrap()
+        with_file_size_limit(&args, size / 1024 / 2, true)
     };
     let out = limited(&[]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
@@ -286,6 +278,21 @@ fn a_failed_save_keeps_the_previous_checkpoint_listed() {
     let names: Vec<String> =
         std::fs::read_dir(&run).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
     assert!(names.iter().all(|n| !n.contains(".tmp")), "{names:?}");
+}
+
+/// Runs ferroflow with `args` under a file-size limit of `kib` KiB; with
+/// `ignore_signal` a write past it fails with EFBIG (as a full disk would),
+/// without, the kernel kills the process with SIGXFSZ mid-write.
+fn with_file_size_limit(args: &[String], kib: u64, ignore_signal: bool) -> Output {
+    let trap = if ignore_signal { "trap '' XFSZ; " } else { "" };
+    Command::new("bash")
+        .arg("-c")
+        .arg(format!("{trap}ulimit -f {kib}; exec \"$0\" \"$@\""))
+        .arg(env!("CARGO_BIN_EXE_ferroflow"))
+        .args(args)
+        .current_dir(repo())
+        .output()
+        .unwrap()
 }
 
 /// A class-folder copy of mnist5k's digits 0–4 (symlinked files).
@@ -618,15 +625,7 @@ fn a_crash_while_saving_leaves_no_temporary_file_after_the_next_start() {
     // crash at that instant, every time; kill -9 at random moments is
     // `kill_nine_at_random_moments_then_resume_ends_identical`).
     let args = train_args(&run, "lenet", 10, &["--save-every", "10"]);
-    let script = format!("ulimit -f {}; exec \"$0\" \"$@\"", size / 1024 / 2);
-    let out = Command::new("bash")
-        .arg("-c")
-        .arg(script)
-        .arg(env!("CARGO_BIN_EXE_ferroflow"))
-        .args(&args)
-        .current_dir(repo())
-        .output()
-        .unwrap();
+    let out = with_file_size_limit(&args, size / 1024 / 2, false);
     use std::os::unix::process::ExitStatusExt;
     assert_eq!(out.status.signal(), Some(25), "killed by SIGXFSZ: {}", text(&out));
     let temps = |run: &Path| -> Vec<String> {
