@@ -23,7 +23,7 @@ mod tensor_bundle;
 mod writer;
 
 pub use compression::Compression;
-pub use crc::{mask_crc, masked_crc32c, unmask_crc};
+pub use crc::{Crc32c, crc32c, mask_crc, masked_crc32c, unmask_crc};
 pub use error::{EventError, FeatureError, Offset, RecordError};
 pub use event_reader::{EventReader, is_event_file_name};
 pub use event_writer::{EventWriter, EventWriterOptions, FILE_VERSION};

@@ -169,7 +169,7 @@ impl TensorBundle {
                 return Err(corrupt(end, &format!("block compression {} (TF writes uncompressed)", data[end])));
             }
             let stored = u32_le(data, end + 1).map(unmask_crc);
-            if stored != Some(crc32c::crc32c(&data[offset..=end])) {
+            if stored != Some(crate::crc32c(&data[offset..=end])) {
                 return Err(corrupt(offset, "block checksum mismatch"));
             }
             Ok(&data[offset..end])
@@ -243,7 +243,7 @@ impl TensorBundle {
         f.seek(SeekFrom::Start(entry.offset)).map_err(io)?;
         let mut bytes = vec![0u8; usize::try_from(entry.size).unwrap_or(0)];
         f.read_exact(&mut bytes).map_err(io)?;
-        if crc32c::crc32c(&bytes) != unmask_crc(entry.crc32c) {
+        if crate::crc32c(&bytes) != unmask_crc(entry.crc32c) {
             return Err(BundleError::Corrupt {
                 path: format!("{file_name} at byte {} ({name})", entry.offset),
                 reason: "tensor checksum mismatch".into(),

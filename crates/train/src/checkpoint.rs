@@ -4,17 +4,21 @@
 //! too (for inspection and warm start).
 
 mod atomic;
+mod decode;
 mod file;
+mod header;
 mod integrity;
 mod manager;
+mod reader;
 mod recovery;
 mod restore;
 mod state;
 mod tf_bundle;
 
 pub use atomic::{TEMP_SUFFIX, remove_stale_temps, write_atomic};
+pub use decode::{Decoded, ValuesBuilder, decode_reference};
 pub use file::{Checkpoint, CheckpointMeta, DataFingerprint, RngStates, StoredTensor, TensorStats, Values};
-pub use integrity::{CHECKSUMS_KEY, Checksums, FORMAT_KEY, Integrity};
+pub use integrity::{CHECKSUMS_KEY, Checksums, FORMAT_KEY, Integrity, without_checksums};
 pub use manager::{
     CheckpointManager, EXTENSION, checkpoint_prefix, file_of_prefix, latest_checkpoint, now, read_state,
     resolve_checkpoint,

@@ -12,7 +12,7 @@ use ferroflow_data::{Cursor, Preprocess};
 use ferroflow_nn::{VarStore, zoo_model};
 use ferroflow_train::TrainConfig;
 use ferroflow_train::checkpoint::{
-    CHECKSUMS_KEY, Checkpoint, CheckpointMeta, FORMAT_KEY, Integrity, RngStates, restore_exact,
+    CHECKSUMS_KEY, Checkpoint, CheckpointMeta, Integrity, RngStates, restore_exact, without_checksums,
 };
 use ferroflow_train::optimizer::{Optimizer, OptimizerConfig};
 
@@ -140,12 +140,7 @@ fn a_checkpoint_without_checksums_loads_with_a_notice() {
     // What ferroflow wrote before checksums: the same file without the two keys.
     let (ck, _) = lenet_checkpoint();
     let bytes = ck.to_bytes().unwrap();
-    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    let mut meta: HashMap<String, String> =
-        safetensors::SafeTensors::read_metadata(&bytes).unwrap().1.metadata().clone().unwrap();
-    meta.remove(CHECKSUMS_KEY);
-    meta.remove(FORMAT_KEY);
-    let old = safetensors::serialize(st.tensors(), Some(meta)).unwrap();
+    let old = without_checksums(&bytes, "new").unwrap();
     let back = Checkpoint::from_bytes(&old, "old.safetensors").unwrap();
     assert_eq!(back.integrity, Integrity::NoChecksums);
     assert_eq!(back.tensors, ck.tensors);
@@ -159,6 +154,31 @@ fn a_checkpoint_without_checksums_loads_with_a_notice() {
     let mut one: HashMap<String, String> =
         safetensors::SafeTensors::read_metadata(&bytes).unwrap().1.metadata().clone().unwrap();
     one.remove(CHECKSUMS_KEY);
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
     let e = Checkpoint::from_bytes(&safetensors::serialize(st.tensors(), Some(one)).unwrap(), "f").unwrap_err();
     assert!(e.to_string().contains("has no ferroflow.checksums"), "{e}");
+}
+
+#[test]
+fn a_checkpoint_an_earlier_ferroflow_wrote_still_verifies() {
+    // testdata/checkpoints/lenet-format2-step2.safetensors: `ferroflow train
+    // --model lenet --steps 2 --batch-size 8` on mnist5k by ferroflow at
+    // commit 047ce55 (the first with checksums). Its header checksum covers
+    // the canonical header text, so any change to that text would fail here.
+    let path = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../testdata/checkpoints/lenet-format2-step2.safetensors");
+    let ck = Checkpoint::load(&path).unwrap();
+    assert_eq!(ck.integrity, Integrity::Verified);
+    assert_eq!(ck.meta.global_step, 2);
+    assert_eq!(ck.tensors.len(), 21);
+    assert_eq!(ck.get("conv1/weights").unwrap().shape, vec![6, 1, 5, 5]); // ferroflow stores OIHW
+    // The same bytes through the in-memory path give the same checkpoint.
+    let bytes = std::fs::read(&path).unwrap();
+    assert_eq!(Checkpoint::from_bytes(&bytes, "mem").unwrap(), ck);
+    // And one flipped value bit in it is found, by tensor.
+    let mut flipped = bytes.clone();
+    let at = bytes.len() - 100;
+    flipped[at] ^= 0x10;
+    let e = Checkpoint::from_bytes(&flipped, "f").unwrap_err().to_string();
+    assert!(e.contains("damaged checkpoint: tensor"), "{e}");
 }

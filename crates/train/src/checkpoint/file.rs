@@ -9,11 +9,11 @@ use std::path::Path;
 use candle_core::{DType, Tensor};
 use ferroflow_data::{Cursor, Preprocess};
 use ferroflow_nn::{GLOBAL_STEP, ModelSpec, Variable};
-use rayon::prelude::*;
-use safetensors::{Dtype, SafeTensors, tensor::TensorView};
+use safetensors::{Dtype, tensor::TensorView};
 use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::integrity::{self, CHECKSUMS_KEY, FORMAT_KEY, FORMAT_WITH_CHECKSUMS, Integrity, TensorEntry};
+use crate::checkpoint::reader::{RawFile, read_safetensors};
 use crate::error::{Result, TrainError};
 
 /// The values of a stored tensor.
@@ -65,7 +65,7 @@ impl Values {
         self.len() == 0
     }
 
-    fn bytes(&self) -> Vec<u8> {
+    pub(crate) fn bytes(&self) -> Vec<u8> {
         match self {
             Values::F32(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
             Values::I64(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
@@ -277,32 +277,6 @@ fn json<T: Serialize>(value: &T) -> String {
     serde_json::to_string(value).unwrap_or_else(|_| "null".to_string())
 }
 
-/// The CRC-32C of a safetensors tensor's bytes and its values (or its dtype,
-/// when ferroflow does not read it), in one pass: 32 KiB at a time, each
-/// piece checksummed and converted while it is in L1 (two passes over a
-/// multi-megabyte tensor would read it from memory twice).
-fn decode_values(view: &TensorView<'_>) -> (u32, std::result::Result<Values, Dtype>) {
-    fn convert<T, const N: usize>(data: &[u8], crc: &mut u32, from: fn([u8; N]) -> T) -> Vec<T> {
-        const PIECE: usize = 32 * 1024;
-        let mut out = Vec::with_capacity(data.len() / N);
-        for piece in data.chunks(PIECE) {
-            *crc = crc32c::crc32c_append(*crc, piece);
-            out.extend(piece.chunks_exact(N).map(|c| from(c.try_into().unwrap_or([0; N]))));
-        }
-        out
-    }
-    let data = view.data();
-    let mut crc = 0;
-    let values = match view.dtype() {
-        Dtype::F32 => Values::F32(convert(data, &mut crc, f32::from_le_bytes)),
-        Dtype::F64 => Values::F64(convert(data, &mut crc, f64::from_le_bytes)),
-        Dtype::I64 => Values::I64(convert(data, &mut crc, i64::from_le_bytes)),
-        Dtype::I32 => Values::I32(convert(data, &mut crc, i32::from_le_bytes)),
-        other => return (integrity::crc(data), Err(other)),
-    };
-    (crc, Ok(values))
-}
-
 /// A checkpoint in memory.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Checkpoint {
@@ -364,7 +338,7 @@ impl Checkpoint {
         let mut metadata = self.meta.to_map();
         metadata.extend(self.other_metadata.clone());
         metadata.insert(FORMAT_KEY.to_string(), FORMAT_WITH_CHECKSUMS.to_string());
-        let crcs: Vec<u32> = bytes.par_iter().map(|(_, _, _, data)| integrity::crc(data)).collect();
+        let crcs: Vec<u32> = bytes.iter().map(|(_, _, _, data)| integrity::crc(data)).collect();
         let entries: Vec<(TensorEntry<'_>, u32)> = bytes
             .iter()
             .zip(crcs)
@@ -380,45 +354,32 @@ impl Checkpoint {
     /// them in errors. A file without checksums (an older ferroflow's, or
     /// another tool's) loads with [`Integrity::NoChecksums`].
     pub fn from_bytes(bytes: &[u8], path: &str) -> Result<Checkpoint> {
-        let bad = |reason: String| TrainError::Checkpoint { path: path.to_string(), reason };
-        // One parse of the header (it validates every offset against the
-        // file's length); the views are cut from it.
-        let (n, header) =
-            SafeTensors::read_metadata(bytes).map_err(|e| bad(format!("not a safetensors checkpoint: {e}")))?;
-        let data = &bytes[8 + n..];
-        let map = header.metadata().clone().unwrap_or_default();
-        integrity::check_padding(bytes, path)?;
-        let views = header
-            .tensors()
-            .into_iter()
-            .map(|(name, info)| {
-                let (start, end) = info.data_offsets;
-                let bytes = data.get(start..end).ok_or_else(|| {
-                    bad(format!("tensor {name:?}: bytes {start}..{end} are outside the data ({} bytes)", data.len()))
-                })?;
-                TensorView::new(info.dtype, info.shape.clone(), bytes)
-                    .map(|view| (name, view))
-                    .map_err(|e| bad(format!("not a safetensors checkpoint: {e}")))
-            })
-            .collect::<Result<Vec<_>>>()?;
-        // Each tensor's checksum and values in one pass over its bytes, the
-        // tensors in parallel (restore reads every byte once).
-        let decoded: Vec<(u32, std::result::Result<Values, Dtype>)> =
-            views.par_iter().map(|(_, view)| decode_values(view)).collect();
-        let entries: Vec<(TensorEntry<'_>, u32)> = views
+        Checkpoint::from_raw(read_safetensors(&mut &bytes[..], bytes.len() as u64, path)?, path)
+    }
+
+    /// Verifies a file as read and turns it into a checkpoint.
+    fn from_raw(raw: RawFile, path: &str) -> Result<Checkpoint> {
+        let RawFile { metadata: map, tensors: raw } = raw;
+        let dtypes: Vec<String> = raw.iter().map(|t| format!("{:?}", t.dtype)).collect();
+        let entries: Vec<(TensorEntry<'_>, u32)> = raw
             .iter()
-            .zip(&decoded)
-            .map(|((name, view), (crc, _))| {
-                (TensorEntry { name, dtype: format!("{:?}", view.dtype()), shape: view.shape() }, *crc)
+            .zip(&dtypes)
+            .map(|(t, dtype)| {
+                (TensorEntry { name: &t.name, dtype: dtype.clone(), shape: &t.shape }, t.crc.unwrap_or(0))
             })
             .collect();
         let integrity = integrity::verify(&entries, &map, path)?;
+        drop(entries);
         let mut tensors = BTreeMap::new();
-        for ((name, view), (_, values)) in views.iter().zip(decoded) {
-            let values = values.map_err(|other| {
-                bad(format!("tensor {name:?} has dtype {other:?}; ferroflow reads float32, float64, int32 and int64"))
+        for t in raw {
+            let values = t.values.map_err(|other| TrainError::Checkpoint {
+                path: path.to_string(),
+                reason: format!(
+                    "tensor {:?} has dtype {other:?}; ferroflow reads float32, float64, int32 and int64",
+                    t.name
+                ),
             })?;
-            tensors.insert(name.to_string(), StoredTensor { shape: view.shape().to_vec(), values });
+            tensors.insert(t.name, StoredTensor { shape: t.shape, values });
         }
         let meta = CheckpointMeta::from_map(&map, path)?;
         let other_metadata = map.into_iter().filter(|(k, _)| !k.starts_with(PREFIX)).collect();
@@ -426,13 +387,17 @@ impl Checkpoint {
     }
 
     /// Reads a checkpoint: a ferroflow (or any) safetensors file, or a
-    /// TensorFlow checkpoint prefix / `.index` file (see `tf_bundle`).
+    /// TensorFlow checkpoint prefix / `.index` file (see `tf_bundle`). A
+    /// safetensors file is checksummed while it is read (`reader.rs`).
     pub fn load(path: &Path) -> Result<Checkpoint> {
         if let Some(prefix) = crate::checkpoint::tf_bundle::bundle_prefix(path) {
             return crate::checkpoint::tf_bundle::load_tensor_bundle(&prefix);
         }
-        let bytes = std::fs::read(path).map_err(|cause| TrainError::Io { path: path.display().to_string(), cause })?;
-        Checkpoint::from_bytes(&bytes, &path.display().to_string())
+        let name = path.display().to_string();
+        let io = |cause| TrainError::Io { path: name.clone(), cause };
+        let mut file = std::fs::File::open(path).map_err(io)?;
+        let len = file.metadata().map_err(io)?.len();
+        Checkpoint::from_raw(read_safetensors(&mut file, len, &name)?, &name)
     }
 
     /// The one-line notice for a checkpoint whose values could not be
