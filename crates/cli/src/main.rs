@@ -18,12 +18,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Train image models the TensorFlow way, in Rust.
 #[derive(Debug, Parser)]
-#[command(
-    name = "ferroflow",
-    version,
-    about,
-    after_help = "Not yet built: writing TensorFlow checkpoint bundles (they are read); training regression models."
-)]
+#[command(name = "ferroflow", version, about, after_help = "Not yet built: ONNX export; training regression models.")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -49,6 +44,8 @@ enum Command {
     Predict(commands::predict::PredictArgs),
     /// List a checkpoint's variables and metadata, or one variable's statistics and values.
     Inspect(commands::inspect::InspectArgs),
+    /// Write a checkpoint as a TensorFlow checkpoint bundle (TF's layouts and names).
+    Export(commands::export::ExportArgs),
     /// Measure throughput: the input pipeline (bench input), the training step on random data
     /// (bench train), checkpoint save/restore (bench checkpoint).
     #[command(subcommand)]
@@ -72,6 +69,7 @@ fn main() -> ExitCode {
         Command::Eval(args) => commands::eval::run(&args),
         Command::Predict(args) => commands::predict::run(&args),
         Command::Inspect(args) => commands::inspect::run(&args),
+        Command::Export(args) => commands::export::run(&args),
         Command::Bench(command) => commands::bench::run(&command),
     };
     match result {

@@ -8,6 +8,7 @@
 //!   histograms, images, text, graphs).
 //! - [`TensorBundle`]: TensorFlow checkpoints (`<prefix>.index` + `.data-*`), read.
 
+mod bundle_writer;
 mod compression;
 mod crc;
 mod error;
@@ -19,9 +20,11 @@ mod histogram;
 mod image;
 pub mod proto;
 mod reader;
+mod table_writer;
 mod tensor_bundle;
 mod writer;
 
+pub use bundle_writer::{BundleFiles, BundleWriter};
 pub use compression::Compression;
 pub use crc::{Crc32c, crc32c, mask_crc, masked_crc32c, unmask_crc};
 pub use error::{EventError, FeatureError, Offset, RecordError};
@@ -32,5 +35,6 @@ pub use graph_builder::GraphBuilder;
 pub use histogram::{Histogram, default_bucket_limits};
 pub use image::Image;
 pub use reader::{FileRecordReader, ReaderOptions, Record, RecordInfo, RecordReader, SkipStats};
+pub use table_writer::TableWriter;
 pub use tensor_bundle::{BundleEntry, BundleError, TensorBundle, is_tensor_bundle};
 pub use writer::{RecordWriter, WriterStats, write_record};

@@ -6,7 +6,8 @@
 
 use std::path::PathBuf;
 
-use tfrecord::{BundleError, TensorBundle, is_tensor_bundle};
+use tfrecord::proto::tensor::DataType;
+use tfrecord::{BundleError, BundleWriter, TensorBundle, is_tensor_bundle};
 
 fn dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../testdata/tf-files/checkpoint")
@@ -82,4 +83,57 @@ fn damage_is_reported_with_the_file() {
             Ok(b) => assert_eq!(b.entries().len(), 13, "byte {i}"),
         }
     }
+}
+
+/// Writes the tensors of TF's `model.ckpt-3` again, in name order as TF's
+/// Saver adds them: both files must be TensorFlow's, byte for byte.
+#[test]
+fn the_writer_writes_tensorflows_bytes() {
+    let prefix = dir().join("tf1_saver/model.ckpt-3");
+    let bundle = TensorBundle::open(&prefix).unwrap();
+    let mut writer = BundleWriter::new();
+    for (name, entry) in bundle.entries() {
+        let dtype = DataType::try_from(entry.dtype).unwrap();
+        writer.add(name, dtype, &entry.shape, &bundle.read(name).unwrap()).unwrap();
+    }
+    let files = writer.finish();
+    let tf_index = std::fs::read(dir().join("tf1_saver/model.ckpt-3.index")).unwrap();
+    let tf_data = std::fs::read(dir().join("tf1_saver/model.ckpt-3.data-00000-of-00001")).unwrap();
+    assert_eq!(files.data, tf_data);
+    assert_eq!(files.index, tf_index);
+}
+
+#[test]
+fn what_the_writer_writes_reads_back_and_bad_tensors_are_refused() {
+    // Many tensors (several restart intervals) and big ones (several data
+    // blocks in the index).
+    let mut writer = BundleWriter::new();
+    let mut want = Vec::new();
+    for i in 0..40 {
+        let n = if i % 10 == 0 { 30_000 } else { i + 1 };
+        let values: Vec<f32> = (0..n).map(|k| (k * 7 + i) as f32 * 0.5).collect();
+        let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let name = format!("layer{i:02}/weights");
+        writer.add(&name, DataType::DtFloat, &[n], &bytes).unwrap();
+        want.push((name, bytes));
+    }
+    writer.add("global_step", DataType::DtInt64, &[], &7i64.to_le_bytes()).unwrap();
+    let e = writer.add("global_step", DataType::DtInt64, &[], &7i64.to_le_bytes()).unwrap_err();
+    assert!(e.to_string().contains("added twice"), "{e}");
+    let e = writer.add("x", DataType::DtFloat, &[3], &[0; 8]).unwrap_err();
+    assert!(e.to_string().contains("8 bytes do not hold shape [3]"), "{e}");
+    assert!(writer.add("s", DataType::DtString, &[], &[]).is_err());
+    let files = writer.finish();
+
+    let out = tempfile::tempdir().unwrap();
+    let prefix = out.path().join("model.ckpt-7");
+    std::fs::write(out.path().join("model.ckpt-7.index"), &files.index).unwrap();
+    std::fs::write(out.path().join("model.ckpt-7.data-00000-of-00001"), &files.data).unwrap();
+    let back = TensorBundle::open(&prefix).unwrap();
+    assert_eq!(back.entries().len(), 41);
+    for (name, bytes) in &want {
+        assert_eq!(&back.read(name).unwrap(), bytes, "{name}");
+    }
+    assert_eq!(back.read("global_step").unwrap(), 7i64.to_le_bytes());
+    assert_eq!(back.entries()["global_step"].shape, Vec::<usize>::new());
 }

@@ -14,6 +14,7 @@ mod recovery;
 mod restore;
 mod state;
 mod tf_bundle;
+mod tf_export;
 
 pub use atomic::{TEMP_SUFFIX, remove_stale_temps, write_atomic};
 pub use decode::{Decoded, ValuesBuilder, decode_reference};
@@ -27,3 +28,4 @@ pub use recovery::{DAMAGED_SUFFIX, Damaged, Intact, latest_intact, listed_checkp
 pub use restore::{WarmStartReport, apply_trainable_scopes, check_scopes, in_scope, restore_exact, warm_start};
 pub use state::{CheckpointState, STATE_FILE};
 pub use tf_bundle::{TF_FORMAT_KEY, bundle_prefix, load_tensor_bundle};
+pub use tf_export::{ExportedBundle, export_tensor_bundle, tensor_bundle_bytes};

@@ -4,6 +4,7 @@ pub mod bench;
 pub mod bench_checkpoint;
 pub mod dump;
 pub mod eval;
+pub mod export;
 pub mod inspect;
 pub mod models;
 pub mod predict;

@@ -76,7 +76,7 @@ pub fn load_tensor_bundle(prefix: &Path) -> Result<Checkpoint> {
 }
 
 /// `[h, w, i, o]` → `[o, i, h, w]`.
-fn hwio_to_oihw(t: &StoredTensor) -> StoredTensor {
+pub(crate) fn hwio_to_oihw(t: &StoredTensor) -> StoredTensor {
     let [h, w, i, o] = [t.shape[0], t.shape[1], t.shape[2], t.shape[3]];
     let index = |oo: usize, ii: usize, hh: usize, ww: usize| ((hh * w + ww) * i + ii) * o + oo;
     let order: Vec<usize> = (0..o)
@@ -92,6 +92,23 @@ fn hwio_to_oihw(t: &StoredTensor) -> StoredTensor {
     StoredTensor { shape: vec![o, i, h, w], values }
 }
 
+/// `[o, i, h, w]` → `[h, w, i, o]` (the inverse of [`hwio_to_oihw`]).
+pub(crate) fn oihw_to_hwio(t: &StoredTensor) -> StoredTensor {
+    let [o, i, h, w] = [t.shape[0], t.shape[1], t.shape[2], t.shape[3]];
+    let index = |oo: usize, ii: usize, hh: usize, ww: usize| ((oo * i + ii) * h + hh) * w + ww;
+    let order: Vec<usize> = (0..h)
+        .flat_map(|hh| (0..w).flat_map(move |ww| (0..i).flat_map(move |ii| (0..o).map(move |oo| (oo, ii, hh, ww)))))
+        .map(|(oo, ii, hh, ww)| index(oo, ii, hh, ww))
+        .collect();
+    let values = match &t.values {
+        Values::F32(v) => Values::F32(order.iter().map(|&k| v[k]).collect()),
+        Values::F64(v) => Values::F64(order.iter().map(|&k| v[k]).collect()),
+        Values::I32(v) => Values::I32(order.iter().map(|&k| v[k]).collect()),
+        Values::I64(v) => Values::I64(order.iter().map(|&k| v[k]).collect()),
+    };
+    StoredTensor { shape: vec![h, w, i, o], values }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -103,5 +120,9 @@ mod tests {
         let r = hwio_to_oihw(&t);
         assert_eq!(r.shape, [2, 1, 1, 2]);
         assert_eq!(r.values, Values::F32(vec![0.0, 10.0, 1.0, 11.0]));
+        assert_eq!(oihw_to_hwio(&r), t);
+        // A bigger one both ways.
+        let big = StoredTensor { shape: vec![3, 2, 4, 5], values: Values::F32((0..120).map(|k| k as f32).collect()) };
+        assert_eq!(hwio_to_oihw(&oihw_to_hwio(&big)), big);
     }
 }

@@ -1,0 +1,144 @@
+//! `ferroflow export --format tf-checkpoint`: TensorFlow 2.21 (the venv
+//! scripts/test.sh creates) finds the exported bundle, lists every variable
+//! with ferroflow's values, restores it into a TF1 graph of the model with
+//! `tf.compat.v1.train.Saver`, and that graph's probabilities on real MNIST
+//! digits equal `ferroflow predict`'s; one flipped byte is reported by both.
+
+#![allow(clippy::unwrap_used)]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value as Json;
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn ferroflow(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_ferroflow")).args(args).current_dir(repo()).output().unwrap()
+}
+
+fn text(out: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+}
+
+fn python() -> PathBuf {
+    if let Some(p) = std::env::var_os("FERROFLOW_PYTHON") {
+        return PathBuf::from(p);
+    }
+    let venv = repo().join(".venv/bin/python");
+    assert!(venv.exists(), "no Python with TensorFlow: run scripts/test.sh (it creates .venv) or set FERROFLOW_PYTHON");
+    venv
+}
+
+/// Seven validation digits, two classes each of 0-2 and one 7.
+fn digits() -> Vec<String> {
+    let mut out = Vec::new();
+    for (class, n) in [("0", 2), ("1", 2), ("2", 2), ("7", 1)] {
+        let dir = repo().join("testdata/data/mnist5k/val").join(class);
+        let mut files: Vec<PathBuf> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
+        files.sort();
+        out.extend(files.into_iter().take(n).map(|p| p.display().to_string()));
+    }
+    out
+}
+
+fn path(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+#[test]
+fn tensorflow_restores_an_exported_bundle_and_computes_the_same_probabilities() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    let out = ferroflow(&[
+        "train",
+        "--data",
+        "testdata/data/mnist5k",
+        "--model",
+        "lenet",
+        "--steps",
+        "40",
+        "--batch-size",
+        "32",
+        "--save-every",
+        "40",
+        "--train-dir",
+        path(&run),
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+
+    let prefix = dir.path().join("exported/model.ckpt-40");
+    let out = ferroflow(&["export", "--train-dir", path(&run), "--format", "tf-checkpoint", "--out", path(&prefix)]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("21 tensors"), "{}", text(&out));
+
+    // ferroflow reads what it wrote: the same variables, step 40.
+    let inspect = ferroflow(&["inspect", path(&prefix)]);
+    assert!(inspect.status.success(), "{}", text(&inspect));
+    assert!(text(&inspect).contains("21 variables"), "{}", text(&inspect));
+
+    // ferroflow's probabilities of every class (batch 7).
+    let images = digits();
+    let mut args = vec!["predict", "--train-dir", path(&run), "--json", "--top-k", "10", "--batch-size", "7"];
+    args.extend(images.iter().map(String::as_str));
+    let out = ferroflow(&args);
+    assert!(out.status.success(), "{}", text(&out));
+    let mut ours: BTreeMap<String, BTreeMap<usize, f64>> = BTreeMap::new();
+    for line in String::from_utf8(out.stdout).unwrap().lines() {
+        let j: Json = serde_json::from_str(line).unwrap();
+        let probs = j["top"].as_array().unwrap().iter();
+        let probs = probs.map(|t| (t["label"].as_u64().unwrap() as usize, t["probability"].as_f64().unwrap()));
+        ours.insert(j["path"].as_str().unwrap().to_string(), probs.collect());
+    }
+    assert_eq!(ours.len(), 7);
+
+    let source = run.join("model.ckpt-40.safetensors");
+    let py = Command::new(python())
+        .arg(repo().join("tests/python/tf_restores_bundle.py"))
+        .arg(prefix.parent().unwrap())
+        .arg(&source)
+        .args(&images)
+        .current_dir(repo())
+        .env("TF_CPP_MIN_LOG_LEVEL", "3")
+        .output()
+        .unwrap();
+    assert!(py.status.success(), "{}", text(&py));
+    let tf: Json = serde_json::from_slice(&py.stdout).unwrap();
+    assert_eq!(tf["latest"], path(&prefix));
+    assert_eq!(tf["all_paths"], serde_json::json!([path(&prefix)]));
+    let variables = tf["variables"].as_object().unwrap();
+    assert_eq!(variables.len(), 21, "{variables:?}");
+    assert_eq!(variables["conv1/weights"], serde_json::json!([5, 5, 1, 6]), "HWIO");
+    assert_eq!(variables["fc1/weights/Momentum"], serde_json::json!([400, 120]));
+    assert_eq!(tf["mismatched"], serde_json::json!([]), "values differ from ferroflow's");
+
+    let mut worst: f64 = 0.0;
+    for (image, probs) in tf["probabilities"].as_object().unwrap() {
+        let probs: Vec<f64> = probs.as_array().unwrap().iter().map(|p| p.as_f64().unwrap()).collect();
+        for (class, p) in probs.iter().enumerate() {
+            let d = (p - ours[image][&class]).abs();
+            worst = worst.max(d);
+            assert!(d <= 1e-5, "{image} class {class}: TensorFlow {p}, ferroflow {}", ours[image][&class]);
+        }
+    }
+    // The model moved off uniform, so equal probabilities mean something.
+    let top = ours.values().map(|p| p.values().copied().fold(0.0, f64::max)).fold(0.0, f64::max);
+    assert!(top > 0.3, "top probability {top}; worst difference {worst}");
+
+    let corrupt = tf["corrupt_error"].as_str().unwrap_or_default();
+    assert!(corrupt.contains("Checksum does not match"), "TensorFlow on a flipped byte: {corrupt:?}");
+
+    // One flipped byte in ferroflow's own copy: ferroflow names the tensor.
+    let data = PathBuf::from(format!("{}.data-00000-of-00001", prefix.display()));
+    let mut bytes = std::fs::read(&data).unwrap();
+    let at = bytes.len() / 2;
+    bytes[at] ^= 0x20;
+    std::fs::write(&data, &bytes).unwrap();
+    let out = ferroflow(&["inspect", path(&prefix)]);
+    assert!(!out.status.success());
+    let e = text(&out);
+    assert!(e.contains("tensor checksum mismatch") && e.contains("data-00000-of-00001"), "{e}");
+}
