@@ -13,6 +13,9 @@ Note: ferroflow's save fsyncs the file and the directory before listing it
 (crash safety); TF's Saver does not fsync. Both sides' times include that
 difference.
 
+Each model is also run with `--format tf-checkpoint`: ferroflow writing and
+reading TF bundles (what `ferroflow export` writes) against the same Saver.
+
 Usage (from the repository root, after bench/setup.sh and cargo build --release):
     bench/.venv/bin/python bench/checkpoint_io.py [--repeats 10]
 """
@@ -43,6 +46,18 @@ def ferroflow(model, repeats):
     latest = sorted(glob.glob(os.path.join(d, "model.ckpt-*.safetensors")),
                     key=lambda p: int(re.search(r"ckpt-(\d+)", p).group(1)))[-1]
     return float(m.group(1)), float(m.group(2)), latest, out.splitlines()[0]
+
+
+def ferroflow_tf_bundle(model, repeats):
+    """`bench checkpoint --format tf-checkpoint`: ferroflow writing and reading TF bundles."""
+    d = os.path.join(OUT, f"checkpoint-ferroflow-tf-{model}")
+    out = subprocess.run(
+        [os.path.join(ROOT, "target/release/ferroflow"), "bench", "checkpoint", "--model", model,
+         "--repeats", str(repeats), "--dir", d, "--format", "tf-checkpoint"],
+        check=True, capture_output=True, text=True, cwd=ROOT,
+    ).stdout
+    m = re.search(r"save_ms: ([0-9.]+) restore_ms: ([0-9.]+)", out)
+    return float(m.group(1)), float(m.group(2))
 
 
 def tensorflow(safetensors_path, model, repeats):
@@ -87,14 +102,17 @@ def main():
     for model in args.models.split(","):
         f_save, f_restore, latest, desc = ferroflow(model, args.repeats)
         print(desc)
+        b_save, b_restore = ferroflow_tf_bundle(model, args.repeats)
         t_save, t_restore, size = tensorflow(latest, model, args.repeats)
         print(f"{model}: TF checkpoint {size / 1e6:.1f} MB (index + data)")
-        rows.append((model, f_save, t_save, f_restore, t_restore))
+        rows.append((model, "safetensors", f_save, t_save, f_restore, t_restore))
+        rows.append((model, "TF bundle", b_save, t_save, b_restore, t_restore))
     print()
-    print(f"{'model':<10} {'ferroflow save':>15} {'TF Saver save':>14} {'ratio':>6} "
+    print(f"{'model':<10} {'ferroflow format':<17} {'ferroflow save':>15} {'TF Saver save':>14} {'ratio':>6} "
           f"{'ferroflow restore':>18} {'TF restore':>11} {'ratio':>6}")
-    for model, fs, ts, fr, tr in rows:
-        print(f"{model:<10} {fs:>12.2f} ms {ts:>11.2f} ms {ts / fs:>5.2f}x {fr:>15.2f} ms {tr:>8.2f} ms {tr / fr:>5.2f}x")
+    for model, fmt, fs, ts, fr, tr in rows:
+        print(f"{model:<10} {fmt:<17} {fs:>12.2f} ms {ts:>11.2f} ms {ts / fs:>5.2f}x "
+              f"{fr:>15.2f} ms {tr:>8.2f} ms {tr / fr:>5.2f}x")
     print("(ratio = TF time / ferroflow time; above 1 means ferroflow is faster)")
 
 

@@ -137,3 +137,28 @@ fn what_the_writer_writes_reads_back_and_bad_tensors_are_refused() {
     assert_eq!(back.read("global_step").unwrap(), 7i64.to_le_bytes());
     assert_eq!(back.entries()["global_step"].shape, Vec::<usize>::new());
 }
+
+#[test]
+fn read_all_equals_reading_one_by_one_and_reports_damage() {
+    let prefix = dir().join("tf1_saver/model.ckpt-3");
+    let bundle = TensorBundle::open(&prefix).unwrap();
+    let all = bundle.read_all().unwrap();
+    assert_eq!(all.len(), bundle.entries().len());
+    for (name, bytes) in &all {
+        assert_eq!(bytes, &bundle.read(name).unwrap(), "{name}");
+    }
+    // A copy with a flipped byte, and one cut short.
+    let out = tempfile::tempdir().unwrap();
+    let copy = out.path().join("model.ckpt-3");
+    std::fs::copy(dir().join("tf1_saver/model.ckpt-3.index"), out.path().join("model.ckpt-3.index")).unwrap();
+    let data = std::fs::read(dir().join("tf1_saver/model.ckpt-3.data-00000-of-00001")).unwrap();
+    let data_path = out.path().join("model.ckpt-3.data-00000-of-00001");
+    let mut flipped = data.clone();
+    flipped[100] ^= 1;
+    std::fs::write(&data_path, &flipped).unwrap();
+    let e = TensorBundle::open(&copy).unwrap().read_all().unwrap_err().to_string();
+    assert!(e.contains("tensor checksum mismatch") && e.contains("data-00000-of-00001"), "{e}");
+    std::fs::write(&data_path, &data[..data.len() - 3]).unwrap();
+    let e = TensorBundle::open(&copy).unwrap().read_all().unwrap_err().to_string();
+    assert!(e.contains("past the end of the file"), "{e}");
+}

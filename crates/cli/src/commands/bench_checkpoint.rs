@@ -12,7 +12,8 @@ use clap::Args;
 use ferroflow_nn::{VarStore, zoo_model};
 use ferroflow_train::TrainError;
 use ferroflow_train::checkpoint::{
-    Checkpoint, CheckpointManager, CheckpointMeta, EXTENSION, restore_exact, without_checksums, write_atomic,
+    Checkpoint, CheckpointManager, CheckpointMeta, EXTENSION, checkpoint_prefix, export_tensor_bundle, restore_exact,
+    without_checksums, write_atomic,
 };
 use ferroflow_train::optimizer::{Optimizer, OptimizerConfig};
 
@@ -28,6 +29,9 @@ pub struct CheckpointArgs {
     /// Where the checkpoints go (a directory on the disk to measure; emptied first).
     #[arg(long, value_name = "DIR", default_value = "bench/out/checkpoint-ferroflow")]
     pub dir: PathBuf,
+    /// safetensors (ferroflow's checkpoints) or tf-checkpoint (a TF bundle, as `ferroflow export` writes).
+    #[arg(long, default_value = "safetensors", value_parser = ["safetensors", "tf-checkpoint"])]
+    pub format: String,
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -84,6 +88,9 @@ pub fn run(args: &CheckpointArgs) -> Result<()> {
     if args.dir.exists() {
         std::fs::remove_dir_all(&args.dir)?;
     }
+    if args.format == "tf-checkpoint" {
+        return run_tf_bundle(args, &store);
+    }
     let mut manager = CheckpointManager::open(&args.dir, 2, None)?;
     let mut save = Vec::new();
     let (mut first, mut checked, mut unchecked) = (Restores::default(), Restores::default(), Restores::default());
@@ -134,5 +141,49 @@ pub fn run(args: &CheckpointArgs) -> Result<()> {
         "save_ms: {:.3} restore_ms: {cold:.3} restore_again_ms: {with:.3} restore_unchecked_ms: {without:.3}",
         median(save)
     );
+    Ok(())
+}
+
+/// The same loop for TF bundles: export (data, index and state file, each
+/// written atomically), then load and restore exactly; the two latest
+/// bundles are kept, like the safetensors run's `max_to_keep = 2`.
+fn run_tf_bundle(args: &CheckpointArgs, store: &VarStore) -> Result<()> {
+    std::fs::create_dir_all(&args.dir)?;
+    let (mut save, mut restore) = (Vec::new(), Restores::default());
+    let mut bytes = 0;
+    for step in 1..=args.repeats as i64 {
+        store.set_global_step(step);
+        let t = Instant::now();
+        let ck = Checkpoint::capture(
+            &store.global_variables(),
+            CheckpointMeta { global_step: step, version: env!("CARGO_PKG_VERSION").into(), ..Default::default() },
+        )?;
+        let prefix = args.dir.join(checkpoint_prefix(step));
+        let out = export_tensor_bundle(&ck, &prefix)?;
+        save.push(t.elapsed().as_secs_f64() * 1e3);
+        bytes = std::fs::metadata(&out.data)?.len() + std::fs::metadata(&out.index)?.len();
+        restore.time(store, &prefix)?;
+        if step > 2 {
+            let old = args.dir.join(checkpoint_prefix(step - 2));
+            for suffix in [".index", ".data-00000-of-00001"] {
+                let _ = std::fs::remove_file(format!("{}{suffix}", old.display()));
+            }
+        }
+    }
+    let vars = store.global_variables();
+    println!(
+        "{}: {} variables (with Momentum slots), {:.1} MB per TF bundle, {} saves in {}",
+        args.model,
+        vars.len() + 1,
+        bytes as f64 / 1e6,
+        args.repeats,
+        args.dir.display()
+    );
+    println!(
+        "save (capture, OIHW -> HWIO, write data and index, fsync, rename, state file): median {:.2} ms",
+        median(save.clone())
+    );
+    let restore = restore.report("restore (CRC-checked)");
+    println!("save_ms: {:.3} restore_ms: {restore:.3}", median(save));
     Ok(())
 }

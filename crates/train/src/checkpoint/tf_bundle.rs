@@ -35,8 +35,9 @@ pub fn load_tensor_bundle(prefix: &Path) -> Result<Checkpoint> {
     let bad = |reason: String| TrainError::Checkpoint { path: name.clone(), reason };
     let bundle = TensorBundle::open(prefix).map_err(|e| bad(e.to_string()))?;
     let mut tensors = BTreeMap::new();
+    let mut all = bundle.read_all().map_err(|e| bad(e.to_string()))?;
     for (key, entry) in bundle.entries() {
-        let bytes = bundle.read(key).map_err(|e| bad(e.to_string()))?;
+        let bytes = all.remove(key).unwrap_or_default();
         let values = match entry.dtype_name().as_str() {
             "float32" => {
                 Values::F32(bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
@@ -75,38 +76,44 @@ pub fn load_tensor_bundle(prefix: &Path) -> Result<Checkpoint> {
     })
 }
 
+/// `v` (4-D, `dims` outermost first) with its axes permuted: output axis
+/// `k` is input axis `axes[k]`. Plain loops over the output in order (four
+/// nested `flat_map`s did not optimise: 57% of a resnet20 bundle round trip).
+fn permute<T: Copy>(v: &[T], dims: [usize; 4], axes: [usize; 4]) -> Vec<T> {
+    let strides = [dims[1] * dims[2] * dims[3], dims[2] * dims[3], dims[3], 1];
+    let out_dims = axes.map(|a| dims[a]);
+    let s = axes.map(|a| strides[a]);
+    let mut out = Vec::with_capacity(v.len());
+    for a in 0..out_dims[0] {
+        for b in 0..out_dims[1] {
+            for c in 0..out_dims[2] {
+                let base = a * s[0] + b * s[1] + c * s[2];
+                out.extend((0..out_dims[3]).map(|d| v[base + d * s[3]]));
+            }
+        }
+    }
+    out
+}
+
+fn permute_tensor(t: &StoredTensor, axes: [usize; 4]) -> StoredTensor {
+    let dims = [t.shape[0], t.shape[1], t.shape[2], t.shape[3]];
+    let values = match &t.values {
+        Values::F32(v) => Values::F32(permute(v, dims, axes)),
+        Values::F64(v) => Values::F64(permute(v, dims, axes)),
+        Values::I32(v) => Values::I32(permute(v, dims, axes)),
+        Values::I64(v) => Values::I64(permute(v, dims, axes)),
+    };
+    StoredTensor { shape: axes.map(|a| dims[a]).to_vec(), values }
+}
+
 /// `[h, w, i, o]` → `[o, i, h, w]`.
 pub(crate) fn hwio_to_oihw(t: &StoredTensor) -> StoredTensor {
-    let [h, w, i, o] = [t.shape[0], t.shape[1], t.shape[2], t.shape[3]];
-    let index = |oo: usize, ii: usize, hh: usize, ww: usize| ((hh * w + ww) * i + ii) * o + oo;
-    let order: Vec<usize> = (0..o)
-        .flat_map(|oo| (0..i).flat_map(move |ii| (0..h).flat_map(move |hh| (0..w).map(move |ww| (oo, ii, hh, ww)))))
-        .map(|(oo, ii, hh, ww)| index(oo, ii, hh, ww))
-        .collect();
-    let values = match &t.values {
-        Values::F32(v) => Values::F32(order.iter().map(|&k| v[k]).collect()),
-        Values::F64(v) => Values::F64(order.iter().map(|&k| v[k]).collect()),
-        Values::I32(v) => Values::I32(order.iter().map(|&k| v[k]).collect()),
-        Values::I64(v) => Values::I64(order.iter().map(|&k| v[k]).collect()),
-    };
-    StoredTensor { shape: vec![o, i, h, w], values }
+    permute_tensor(t, [3, 2, 0, 1])
 }
 
 /// `[o, i, h, w]` → `[h, w, i, o]` (the inverse of [`hwio_to_oihw`]).
 pub(crate) fn oihw_to_hwio(t: &StoredTensor) -> StoredTensor {
-    let [o, i, h, w] = [t.shape[0], t.shape[1], t.shape[2], t.shape[3]];
-    let index = |oo: usize, ii: usize, hh: usize, ww: usize| ((oo * i + ii) * h + hh) * w + ww;
-    let order: Vec<usize> = (0..h)
-        .flat_map(|hh| (0..w).flat_map(move |ww| (0..i).flat_map(move |ii| (0..o).map(move |oo| (oo, ii, hh, ww)))))
-        .map(|(oo, ii, hh, ww)| index(oo, ii, hh, ww))
-        .collect();
-    let values = match &t.values {
-        Values::F32(v) => Values::F32(order.iter().map(|&k| v[k]).collect()),
-        Values::F64(v) => Values::F64(order.iter().map(|&k| v[k]).collect()),
-        Values::I32(v) => Values::I32(order.iter().map(|&k| v[k]).collect()),
-        Values::I64(v) => Values::I64(order.iter().map(|&k| v[k]).collect()),
-    };
-    StoredTensor { shape: vec![h, w, i, o], values }
+    permute_tensor(t, [2, 3, 1, 0])
 }
 
 #[cfg(test)]
@@ -121,6 +128,14 @@ mod tests {
         assert_eq!(r.shape, [2, 1, 1, 2]);
         assert_eq!(r.values, Values::F32(vec![0.0, 10.0, 1.0, 11.0]));
         assert_eq!(oihw_to_hwio(&r), t);
+        // Against the definition, index by index.
+        let big = StoredTensor { shape: vec![3, 2, 4, 5], values: Values::F32((0..120).map(|k| k as f32).collect()) };
+        let Values::F32(hwio) = oihw_to_hwio(&big).values else { unreachable!() };
+        for (o, i, h, w) in
+            (0..3).flat_map(|o| (0..2).flat_map(move |i| (0..4).flat_map(move |h| (0..5).map(move |w| (o, i, h, w)))))
+        {
+            assert_eq!(hwio[((h * 5 + w) * 2 + i) * 3 + o], (((o * 2 + i) * 4 + h) * 5 + w) as f32);
+        }
         // A bigger one both ways.
         let big = StoredTensor { shape: vec![3, 2, 4, 5], values: Values::F32((0..120).map(|k| k as f32).collect()) };
         assert_eq!(hwio_to_oihw(&oihw_to_hwio(&big)), big);
