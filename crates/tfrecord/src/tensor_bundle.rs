@@ -235,10 +235,10 @@ impl TensorBundle {
                 return self.read(name).map(|_| BTreeMap::new()); // the same error
             }
             let path = self.data_path(entry.shard);
-            if !shards.contains_key(&entry.shard) {
+            if let std::collections::btree_map::Entry::Vacant(slot) = shards.entry(entry.shard) {
                 let bytes = std::fs::read(&path)
                     .map_err(|cause| BundleError::Io { path: path.display().to_string(), cause })?;
-                shards.insert(entry.shard, bytes);
+                slot.insert(bytes);
             }
             let data = &shards[&entry.shard];
             let range = usize::try_from(entry.offset)
