@@ -39,6 +39,13 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
+/// Step `step`'s training checkpoint of `store` (its `global_step` set).
+fn capture(store: &VarStore, step: i64) -> Result<Checkpoint> {
+    store.set_global_step(step);
+    let meta = CheckpointMeta { global_step: step, version: env!("CARGO_PKG_VERSION").into(), ..Default::default() };
+    Ok(Checkpoint::capture(&store.global_variables(), meta)?)
+}
+
 /// Restore times by stage, in ms.
 #[derive(Default)]
 struct Restores {
@@ -96,12 +103,8 @@ pub fn run(args: &CheckpointArgs) -> Result<()> {
     let (mut first, mut checked, mut unchecked) = (Restores::default(), Restores::default(), Restores::default());
     let mut bytes = 0;
     for step in 1..=args.repeats as i64 {
-        store.set_global_step(step);
         let t = Instant::now();
-        let ck = Checkpoint::capture(
-            &store.global_variables(),
-            CheckpointMeta { global_step: step, version: env!("CARGO_PKG_VERSION").into(), ..Default::default() },
-        )?;
+        let ck = capture(&store, step)?;
         let path = manager.save(&ck, step)?;
         save.push(t.elapsed().as_secs_f64() * 1e3);
         bytes = std::fs::metadata(&path)?.len();
@@ -152,12 +155,8 @@ fn run_tf_bundle(args: &CheckpointArgs, store: &VarStore) -> Result<()> {
     let (mut save, mut restore) = (Vec::new(), Restores::default());
     let mut bytes = 0;
     for step in 1..=args.repeats as i64 {
-        store.set_global_step(step);
         let t = Instant::now();
-        let ck = Checkpoint::capture(
-            &store.global_variables(),
-            CheckpointMeta { global_step: step, version: env!("CARGO_PKG_VERSION").into(), ..Default::default() },
-        )?;
+        let ck = capture(store, step)?;
         let prefix = args.dir.join(checkpoint_prefix(step));
         let out = export_tensor_bundle(&ck, &prefix)?;
         save.push(t.elapsed().as_secs_f64() * 1e3);
