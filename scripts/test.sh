@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs every ferroflow test. Creates .venv with tests/python/requirements.txt
-# (TensorBoard, TensorFlow and safetensors, for the interop tests) on first use,
+# (TensorBoard, TensorFlow, safetensors, onnx and onnxruntime, for the interop tests) on first use,
 # and updates it when that file changes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,5 +14,16 @@ if [ ! -x .venv/bin/python ] || [ "$(cat .venv/.requirements.sha256 2>/dev/null)
     echo "$want" > .venv/.requirements.sha256
 fi
 
-echo "== cargo test (release profile for the numeric code)"
-cargo test --workspace --release --locked "$@"
+# protoc: candle-onnx generates ONNX's protobuf types at build time (ferroflow-onnx).
+if [ -z "${PROTOC:-}" ] && ! command -v protoc >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        echo "== installing protoc (Debian's protobuf-compiler), which the ONNX exporter's build needs"
+        apt-get update -qq && apt-get install -y -qq protobuf-compiler
+    else
+        echo "error: the ONNX exporter's build needs protoc: install protobuf-compiler (apt) or protobuf (brew), or set PROTOC" >&2
+        exit 1
+    fi
+fi
+
+echo "== cargo test (release profile for the numeric code; the CLI with ONNX export)"
+cargo test --workspace --release --locked --features ferroflow-cli/onnx "$@"

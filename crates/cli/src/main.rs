@@ -18,7 +18,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Train image models the TensorFlow way, in Rust.
 #[derive(Debug, Parser)]
-#[command(name = "ferroflow", version, about, after_help = "Not yet built: ONNX export; training regression models.")]
+#[command(name = "ferroflow", version, about, after_help = "Not yet built: training regression models.")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -44,7 +44,7 @@ enum Command {
     Predict(commands::predict::PredictArgs),
     /// List a checkpoint's variables and metadata, or one variable's statistics and values.
     Inspect(commands::inspect::InspectArgs),
-    /// Write a checkpoint as a TensorFlow checkpoint bundle (TF's layouts and names).
+    /// Write a checkpoint as a TensorFlow checkpoint bundle (TF's layouts and names) or an ONNX model.
     Export(commands::export::ExportArgs),
     /// Measure throughput: the input pipeline (bench input), the training step on random data
     /// (bench train), checkpoint save/restore (bench checkpoint).

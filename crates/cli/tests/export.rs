@@ -3,6 +3,9 @@
 //! with ferroflow's values, restores it into a TF1 graph of the model with
 //! `tf.compat.v1.train.Saver`, and that graph's probabilities on real MNIST
 //! digits equal `ferroflow predict`'s; one flipped byte is reported by both.
+//! `ferroflow export --format onnx`: ONNX Runtime, on the same digits
+//! preprocessed from the steps the model's metadata records, gives
+//! `ferroflow predict`'s probabilities at batch sizes 7 and 1.
 
 #![allow(clippy::unwrap_used)]
 
@@ -53,22 +56,7 @@ fn path(p: &Path) -> &str {
 fn tensorflow_restores_an_exported_bundle_and_computes_the_same_probabilities() {
     let dir = tempfile::tempdir().unwrap();
     let run = dir.path().join("run");
-    let out = ferroflow(&[
-        "train",
-        "--data",
-        "testdata/data/mnist5k",
-        "--model",
-        "lenet",
-        "--steps",
-        "40",
-        "--batch-size",
-        "32",
-        "--save-every",
-        "40",
-        "--train-dir",
-        path(&run),
-    ]);
-    assert!(out.status.success(), "{}", text(&out));
+    train_lenet(&run);
 
     let prefix = dir.path().join("exported/model.ckpt-40");
     let out = ferroflow(&["export", "--train-dir", path(&run), "--format", "tf-checkpoint", "--out", path(&prefix)]);
@@ -82,18 +70,7 @@ fn tensorflow_restores_an_exported_bundle_and_computes_the_same_probabilities() 
 
     // ferroflow's probabilities of every class (batch 7).
     let images = digits();
-    let mut args = vec!["predict", "--train-dir", path(&run), "--json", "--top-k", "10", "--batch-size", "7"];
-    args.extend(images.iter().map(String::as_str));
-    let out = ferroflow(&args);
-    assert!(out.status.success(), "{}", text(&out));
-    let mut ours: BTreeMap<String, BTreeMap<usize, f64>> = BTreeMap::new();
-    for line in String::from_utf8(out.stdout).unwrap().lines() {
-        let j: Json = serde_json::from_str(line).unwrap();
-        let probs = j["top"].as_array().unwrap().iter();
-        let probs = probs.map(|t| (t["label"].as_u64().unwrap() as usize, t["probability"].as_f64().unwrap()));
-        ours.insert(j["path"].as_str().unwrap().to_string(), probs.collect());
-    }
-    assert_eq!(ours.len(), 7);
+    let ours = predict_probabilities(&run, &images, "7");
 
     let source = run.join("model.ckpt-40.safetensors");
     let py = Command::new(python())
@@ -141,4 +118,90 @@ fn tensorflow_restores_an_exported_bundle_and_computes_the_same_probabilities() 
     assert!(!out.status.success());
     let e = text(&out);
     assert!(e.contains("tensor checksum mismatch") && e.contains("data-00000-of-00001"), "{e}");
+}
+
+/// ferroflow predict's probabilities of every class per image, at `batch`.
+fn predict_probabilities(run: &Path, images: &[String], batch: &str) -> BTreeMap<String, BTreeMap<usize, f64>> {
+    let mut args = vec!["predict", "--train-dir", path(run), "--json", "--top-k", "10", "--batch-size", batch];
+    args.extend(images.iter().map(String::as_str));
+    let out = ferroflow(&args);
+    assert!(out.status.success(), "{}", text(&out));
+    let mut ours = BTreeMap::new();
+    for line in String::from_utf8(out.stdout).unwrap().lines() {
+        let j: Json = serde_json::from_str(line).unwrap();
+        let probs = j["top"].as_array().unwrap().iter();
+        let probs = probs.map(|t| (t["label"].as_u64().unwrap() as usize, t["probability"].as_f64().unwrap()));
+        ours.insert(j["path"].as_str().unwrap().to_string(), probs.collect());
+    }
+    assert_eq!(ours.len(), images.len());
+    ours
+}
+
+fn train_lenet(run: &Path) {
+    let out = ferroflow(&[
+        "train",
+        "--data",
+        "testdata/data/mnist5k",
+        "--model",
+        "lenet",
+        "--steps",
+        "40",
+        "--batch-size",
+        "32",
+        "--save-every",
+        "40",
+        "--train-dir",
+        path(run),
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+}
+
+#[cfg(feature = "onnx")]
+#[test]
+fn onnx_runtime_on_an_exported_model_gives_predicts_probabilities() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    train_lenet(&run);
+    let model = dir.path().join("exported/lenet.onnx");
+    let out = ferroflow(&["export", "--train-dir", path(&run), "--format", "onnx", "--out", path(&model)]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("ONNX opset 17") && text(&out).contains("[batch, 1, 28, 28] NCHW"), "{}", text(&out));
+
+    let images = digits();
+    let batch7 = predict_probabilities(&run, &images, "7");
+    let batch1 = predict_probabilities(&run, &images, "1");
+    let py = Command::new(python())
+        .arg(repo().join("tests/python/onnx_predict.py"))
+        .arg(&model)
+        .args(&images)
+        .current_dir(repo())
+        .env("TF_CPP_MIN_LOG_LEVEL", "3")
+        .output()
+        .unwrap();
+    assert!(py.status.success(), "{}", text(&py));
+    let ort: Json = serde_json::from_slice(&py.stdout).unwrap();
+    assert_eq!(ort["classes"], serde_json::json!(["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"]));
+    for (key, ours) in [("batch", &batch7), ("single", &batch1)] {
+        for (image, probs) in ort[key].as_object().unwrap() {
+            for (class, p) in probs.as_array().unwrap().iter().enumerate() {
+                let (p, q) = (p.as_f64().unwrap(), ours[image][&class]);
+                assert!((p - q).abs() <= 1e-5, "{key} {image} class {class}: ONNX Runtime {p}, ferroflow {q}");
+            }
+        }
+    }
+    let top = batch7.values().map(|p| p.values().copied().fold(0.0, f64::max)).fold(0.0, f64::max);
+    assert!(top > 0.3, "the model should have moved off uniform: top probability {top}");
+}
+
+#[cfg(not(feature = "onnx"))]
+#[test]
+fn onnx_export_without_the_feature_says_how_to_build_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    train_lenet(&run);
+    let model = dir.path().join("lenet.onnx");
+    let out = ferroflow(&["export", "--train-dir", path(&run), "--format", "onnx", "--out", path(&model)]);
+    assert!(!out.status.success());
+    assert!(text(&out).contains("--features onnx"), "{}", text(&out));
+    assert!(!model.exists());
 }

@@ -200,6 +200,38 @@ impl Preprocess {
         }
     }
 
+    /// The eval preprocessing in words, step by step, for people and tools that must
+    /// reproduce it outside ferroflow (e.g. the metadata of an exported ONNX model).
+    ///
+    /// ```
+    /// use ferroflow_data::Preprocess;
+    /// let p = Preprocess { image_size: [28, 28], channels: 1, scale: 1.0 / 255.0, ..Default::default() };
+    /// assert_eq!(
+    ///     p.describe_eval(),
+    ///     "decode to 1 channel (grey), 8-bit; resize to 28x28 (tf.image.resize, method bilinear, \
+    ///      antialias false; skipped when the size already matches); \
+    ///      x = (pixel - [0.0]) * [0.003921569] per channel; \
+    ///      layout [C, H, W] (NCHW in a batch)"
+    /// );
+    /// ```
+    pub fn describe_eval(&self) -> String {
+        let channels = if self.channels == 1 { "1 channel (grey)" } else { "3 channels (RGB)" };
+        let crop = match self.eval_central_fraction {
+            Some(f) if f < 1.0 => format!("central crop of fraction {f} (tf.image.central_crop); "),
+            _ => String::new(),
+        };
+        let [h, w] = self.image_size;
+        let (mean, k) = self.normalisation();
+        let c = self.channels.min(3);
+        let (mean, k) = (&mean[..c], &k[..c]);
+        format!(
+            "decode to {channels}, 8-bit; {crop}resize to {h}x{w} (tf.image.resize, method {}, antialias {}; \
+             skipped when the size already matches); x = (pixel - {mean:?}) * {k:?} per channel; \
+             layout [C, H, W] (NCHW in a batch)",
+            self.resize_method, self.antialias
+        )
+    }
+
     /// Eval preprocessing: optional central crop, resize, normalise.
     ///
     /// # Shapes

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use candle_core::Device;
 use ferroflow_data::Preprocess;
-use ferroflow_nn::{GLOBAL_STEP, Model, VarStore};
+use ferroflow_nn::{GLOBAL_STEP, Model, ModelSpec, VarStore};
 
 use crate::checkpoint::{Checkpoint, latest_intact, resolve_checkpoint};
 use crate::config::TrainConfig;
@@ -18,6 +18,8 @@ use crate::optimizer::ExponentialMovingAverage;
 pub struct RestoredModel {
     /// The model, with the checkpoint's (moving-average, when present) weights.
     pub model: Model,
+    /// Its declaration (from the checkpoint's `ferroflow.model`).
+    pub spec: ModelSpec,
     /// Its variables.
     pub store: VarStore,
     /// The run's resolved config.
@@ -116,6 +118,6 @@ impl RestoredModel {
         } else {
             ck.meta.classes.clone()
         };
-        Ok(RestoredModel { model, store, config, classes, preprocess, step, path, ema, integrity_notice })
+        Ok(RestoredModel { model, spec, store, config, classes, preprocess, step, path, ema, integrity_notice })
     }
 }

@@ -1,0 +1,181 @@
+//! A whole model as an ONNX `ModelProto`: the layers of its declaration
+//! over the values in its variable store, one NCHW input with a dynamic
+//! batch dimension, and the outputs `logits` + `probabilities` (classifiers)
+//! or `output` (image-to-image models).
+
+use candle_onnx::onnx::{ModelProto, OperatorSetIdProto, StringStringEntryProto};
+use ferroflow_nn::layers::batch_norm::BatchNormConfig;
+use ferroflow_nn::{LayerSpec, Model, ModelSpec};
+use prost::Message;
+
+use crate::error::{OnnxError, Result};
+use crate::graph::{Attr, Dim};
+use crate::layers::{ConvAttrs, Exporter};
+
+/// The ONNX opset the graph is written for. 17 has every op used here in its
+/// current form (Clip with input bounds since 11, Softmax over one axis since
+/// 13, BatchNormalization's inference form since 15) and ONNX Runtime has run
+/// it since 1.11 (2022).
+pub const OPSET: i64 = 17;
+
+/// The IR version that goes with [`OPSET`] (onnx's `VERSION_TABLE`: opset 17 is IR 8).
+pub const IR_VERSION: i64 = 8;
+
+/// The graph input's name: preprocessed images, NCHW float32.
+pub const INPUT: &str = "input";
+
+/// What goes into the model's `metadata_props` besides the graph, and its
+/// descriptive fields. Every field is optional text.
+#[derive(Debug, Clone, Default)]
+pub struct ExportOptions {
+    /// `producer_version` (ferroflow's version).
+    pub producer_version: String,
+    /// `metadata_props` entries, in order (e.g. the preprocessing, class names).
+    pub metadata: Vec<(String, String)>,
+    /// `doc_string`.
+    pub doc: String,
+}
+
+/// Exports `model` (built from `spec`, with the values to export in its
+/// store, e.g. restored from a checkpoint with its moving averages) in
+/// inference mode.
+///
+/// # Shapes
+/// The graph: `input` `[batch, C, H, W]` (the model's input, NCHW) →
+/// `logits` and `probabilities` `[batch, classes]` for a model with a flat
+/// output, else `output` `[batch, C', H', W']`.
+pub fn export_model(spec: &ModelSpec, model: &Model, options: &ExportOptions) -> Result<ModelProto> {
+    let layers = model.layers();
+    if layers.len() != spec.layers.len() {
+        return Err(OnnxError::Model {
+            model: spec.name.clone(),
+            reason: format!("the declaration has {} layers, the built model {}", spec.layers.len(), layers.len()),
+        });
+    }
+    let mut ex = Exporter::new(&spec.name, model.store());
+    let [c, h, w] = model.input_shape();
+    let batch = Dim::Named("batch");
+    ex.g.input(INPUT, &[batch.clone(), Dim::Fixed(c), Dim::Fixed(h), Dim::Fixed(w)]);
+    let mut x = INPUT.to_string();
+    let mut shape = vec![c, h, w];
+    for (layer_spec, layer) in spec.layers.iter().zip(layers) {
+        let scope = layer.name().to_string();
+        x = export_layer(&mut ex, layer_spec, &scope, &x, &shape, &layer.output_shape())?;
+        shape = layer.output_shape();
+    }
+    let dims: Vec<Dim> = std::iter::once(batch.clone()).chain(shape.iter().map(|&d| Dim::Fixed(d))).collect();
+    if shape.len() == 1 {
+        ex.g.output(&x, "logits", &dims);
+        let probs = ex.g.node("Softmax", "probabilities/Softmax", &[&x], &[("axis", Attr::Int(-1))]);
+        ex.g.output(&probs, "probabilities", &dims);
+    } else {
+        ex.g.output(&x, "output", &dims);
+    }
+    Ok(ModelProto {
+        ir_version: IR_VERSION,
+        opset_import: vec![OperatorSetIdProto { domain: String::new(), version: OPSET }],
+        producer_name: "ferroflow".into(),
+        producer_version: options.producer_version.clone(),
+        doc_string: options.doc.clone(),
+        graph: Some(ex.g.finish()),
+        metadata_props: options
+            .metadata
+            .iter()
+            .map(|(k, v)| StringStringEntryProto { key: k.clone(), value: v.clone() })
+            .collect(),
+        ..Default::default()
+    })
+}
+
+/// The serialized model (protobuf bytes, as `onnx.load` reads them).
+pub fn to_bytes(model: &ModelProto) -> Vec<u8> {
+    model.encode_to_vec()
+}
+
+fn export_layer(
+    ex: &mut Exporter<'_>,
+    spec: &LayerSpec,
+    scope: &str,
+    x: &str,
+    in_shape: &[usize],
+    out_shape: &[usize],
+) -> Result<String> {
+    let y = match spec {
+        LayerSpec::Conv2d { filters, kernel, stride, dilation, padding, use_bias, batch_norm, activation, .. } => {
+            let attrs = ConvAttrs {
+                filters: *filters,
+                kernel: kernel.pair(),
+                stride: stride.pair(),
+                dilation: dilation.pair(),
+                padding: *padding,
+                use_bias: *use_bias,
+                batch_norm: batch_norm_config(*batch_norm),
+                activation: *activation,
+            };
+            ex.conv(scope, x, in_shape, attrs)?.0
+        }
+        LayerSpec::Conv2dTranspose { kernel, stride, padding, use_bias, activation, .. } => ex.conv_transpose(
+            scope,
+            x,
+            in_shape,
+            out_shape,
+            kernel.pair(),
+            stride.pair(),
+            *padding,
+            *use_bias,
+            *activation,
+        )?,
+        LayerSpec::MaxPool { pool, stride, padding, .. } | LayerSpec::AvgPool { pool, stride, padding, .. } => {
+            let max = matches!(spec, LayerSpec::MaxPool { .. });
+            ex.pool(scope, x, in_shape, max, pool.pair(), stride.unwrap_or(*pool).pair(), *padding)?
+        }
+        LayerSpec::BatchNorm { config, .. } => ex.batch_norm(scope, x, in_shape[0], *config)?,
+        LayerSpec::Activation { function, .. } => ex.activation(scope, x, *function),
+        // Inference: dropout is the identity (TF's `training=False`).
+        LayerSpec::Dropout { .. } => x.to_string(),
+        LayerSpec::Flatten { .. } => ex.flatten(scope, x, in_shape),
+        LayerSpec::Dense { units, use_bias, activation, .. } => {
+            let &[fan_in] = in_shape else {
+                return Err(OnnxError::Unsupported {
+                    layer: scope.into(),
+                    reason: format!("dense input {in_shape:?}"),
+                });
+            };
+            ex.dense(scope, x, fan_in, *units, *use_bias, *activation)?
+        }
+        LayerSpec::Residual { filters, stride, .. } => {
+            // As ferroflow_nn's Residual: conv1 (ReLU), conv2, a projection when it has one.
+            let bn = Some(BatchNormConfig::default());
+            let conv = |filters, kernel, stride, activation| ConvAttrs {
+                filters,
+                kernel: [kernel, kernel],
+                stride: [stride, stride],
+                dilation: [1, 1],
+                padding: ferroflow_nn::ops::Padding::Same,
+                use_bias: false,
+                batch_norm: bn,
+                activation,
+            };
+            let relu = ferroflow_nn::Activation::Relu;
+            let linear = ferroflow_nn::Activation::Linear;
+            let (a, a_shape) = ex.conv(&format!("{scope}/conv1"), x, in_shape, conv(*filters, 3, *stride, relu))?;
+            let (b, _) = ex.conv(&format!("{scope}/conv2"), &a, &a_shape, conv(*filters, 3, 1, linear))?;
+            let shortcut = format!("{scope}/shortcut");
+            let s = if ex.has(&format!("{shortcut}/weights")) {
+                ex.conv(&shortcut, x, in_shape, conv(*filters, 1, *stride, linear))?.0
+            } else {
+                x.to_string()
+            };
+            ex.add_relu(scope, &b, &s)
+        }
+    };
+    Ok(y)
+}
+
+fn batch_norm_config(spec: ferroflow_nn::BatchNormSpec) -> Option<BatchNormConfig> {
+    match spec {
+        ferroflow_nn::BatchNormSpec::Flag(true) => Some(BatchNormConfig::default()),
+        ferroflow_nn::BatchNormSpec::Flag(false) => None,
+        ferroflow_nn::BatchNormSpec::Config(c) => Some(c),
+    }
+}
