@@ -160,6 +160,69 @@ fn resume_is_bitwise_exact_and_eval_matches_training() {
 }
 
 #[test]
+fn tf_format_checkpoints_resume_exactly_and_keep_complete_bundles() {
+    let dir = tempfile::tempdir().unwrap();
+    let (safetensors, whole, split) = (dir.path().join("st"), dir.path().join("whole"), dir.path().join("split"));
+    let extra = ["--save-every", "5", "--set", "model.input=[28, 28, 1]", "--set", "train.ema_decay=0.9"];
+    let tf: Vec<&str> = extra.iter().copied().chain(["--set", "checkpoint.format=\"tf\""]).collect();
+    let kept: Vec<&str> = tf.iter().copied().chain(["--set", "checkpoint.max_to_keep=2"]).collect();
+    let reference = train(&safetensors, "cifar_cnn", 16, &extra);
+    train(&whole, "cifar_cnn", 16, &kept);
+    train(&split, "cifar_cnn", 7, &tf);
+    let resumed = train(&split, "cifar_cnn", 16, &tf);
+    assert!(resumed.contains("resuming from") && resumed.contains("model.ckpt-7 at step 7"), "{resumed}");
+
+    // Bundles resume exactly, and hold the same values as the safetensors run.
+    let (st, a, b) = (latest(&safetensors), latest(&whole), latest(&split));
+    assert_eq!(latest_checkpoint(&whole).unwrap().unwrap(), whole.join("model.ckpt-16"));
+    assert_eq!(a.meta.global_step, 16);
+    assert_eq!(bits(&a), bits(&b), "a run resumed from a TF bundle must end bitwise identical");
+    assert_eq!(bits(&a), bits(&st), "the TF bundles hold the safetensors checkpoint's values");
+    assert_eq!((&a.meta.cursor, &a.meta.rng), (&b.meta.cursor, &b.meta.rng));
+    assert_eq!((&a.meta.cursor, &a.meta.rng), (&st.meta.cursor, &st.meta.rng));
+    assert_eq!(validation_accuracy(&reference), validation_accuracy(&resumed));
+
+    // max_to_keep = 2: the two newest bundles, each complete with its side file; nothing else.
+    let mut files: Vec<String> =
+        whole.read_dir().unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    files.retain(|f| f.starts_with("model.ckpt"));
+    files.sort();
+    let want: Vec<String> = [15, 16]
+        .iter()
+        .flat_map(|s| ["data-00000-of-00001", "ferroflow.json", "index"].map(|x| format!("model.ckpt-{s}.{x}")))
+        .collect();
+    assert_eq!(files, want);
+    let state = read_state(&whole).unwrap().unwrap();
+    assert_eq!(state.all_model_checkpoint_paths, ["model.ckpt-15", "model.ckpt-16"]);
+
+    // eval, predict and inspect --verify read the TF-format train dir.
+    let e = ferroflow(&["eval", "--train-dir", whole.to_str().unwrap(), "--json"]);
+    assert!(e.status.success(), "{}", text(&e));
+    let json: Json = serde_json::from_slice(&e.stdout).unwrap();
+    assert_eq!((json["step"].as_i64(), json["ema"].as_bool()), (Some(16), Some(true)));
+    assert_eq!(format!("{:.4}", json["accuracy"].as_f64().unwrap()), validation_accuracy(&reference));
+    let v = ferroflow(&["inspect", "--verify", split.to_str().unwrap()]);
+    assert!(v.status.success(), "{}", text(&v));
+
+    // A damaged side file is one error naming it, and train falls back to the previous bundle.
+    let side = split.join("model.ckpt-16.ferroflow.json");
+    let damaged = std::fs::read_to_string(&side)
+        .unwrap()
+        .replace("\"ferroflow.global_step\": \"16\"", "\"ferroflow.global_step\": \"61\"");
+    std::fs::write(&side, damaged).unwrap();
+    let v = ferroflow(&["inspect", "--verify", split.to_str().unwrap()]);
+    assert!(!v.status.success());
+    assert!(
+        text(&v).contains("model.ckpt-16.ferroflow.json") && text(&v).contains("side file checksum mismatch"),
+        "{}",
+        text(&v)
+    );
+    let again = train(&split, "cifar_cnn", 16, &tf);
+    assert!(again.contains("damaged") && again.contains("model.ckpt-15"), "{again}");
+    assert_eq!(bits(&latest(&split)), bits(&a), "the fallback resumes from step 15 and ends identical");
+}
+
+#[test]
 fn kill_nine_at_random_moments_then_resume_ends_identical() {
     let dir = tempfile::tempdir().unwrap();
     let (whole, killed) = (dir.path().join("whole"), dir.path().join("killed"));

@@ -72,18 +72,7 @@ fn tensorflow_restores_an_exported_bundle_and_computes_the_same_probabilities() 
     let images = digits();
     let ours = predict_probabilities(&run, &images, "7");
 
-    let source = run.join("model.ckpt-40.safetensors");
-    let py = Command::new(python())
-        .arg(repo().join("tests/python/tf_restores_bundle.py"))
-        .arg(prefix.parent().unwrap())
-        .arg(&source)
-        .args(&images)
-        .current_dir(repo())
-        .env("TF_CPP_MIN_LOG_LEVEL", "3")
-        .output()
-        .unwrap();
-    assert!(py.status.success(), "{}", text(&py));
-    let tf: Json = serde_json::from_slice(&py.stdout).unwrap();
+    let tf = tensorflow_reads(prefix.parent().unwrap(), &run.join("model.ckpt-40.safetensors"), &images);
     assert_eq!(tf["latest"], path(&prefix));
     assert_eq!(tf["all_paths"], serde_json::json!([path(&prefix)]));
     let variables = tf["variables"].as_object().unwrap();
@@ -120,6 +109,50 @@ fn tensorflow_restores_an_exported_bundle_and_computes_the_same_probabilities() 
     assert!(e.contains("tensor checksum mismatch") && e.contains("data-00000-of-00001"), "{e}");
 }
 
+/// Runs tests/python/tf_restores_bundle.py on the bundles in `dir`, against `source`.
+fn tensorflow_reads(dir: &Path, source: &Path, images: &[String]) -> Json {
+    let py = Command::new(python())
+        .arg(repo().join("tests/python/tf_restores_bundle.py"))
+        .arg(dir)
+        .arg(source)
+        .args(images)
+        .current_dir(repo())
+        .env("TF_CPP_MIN_LOG_LEVEL", "3")
+        .output()
+        .unwrap();
+    assert!(py.status.success(), "{}", text(&py));
+    serde_json::from_slice(&py.stdout).unwrap()
+}
+
+#[test]
+fn tensorflow_reads_the_bundles_a_tf_format_run_saves() {
+    let dir = tempfile::tempdir().unwrap();
+    let (st, tf_run) = (dir.path().join("st"), dir.path().join("tf"));
+    train_lenet(&st);
+    train_lenet_with(&tf_run, &["--set", "checkpoint.format=\"tf\"", "--set", "checkpoint.every_steps=20"]);
+    let images = digits();
+    let ours = predict_probabilities(&tf_run, &images, "7");
+    assert_eq!(ours, predict_probabilities(&st, &images, "7"), "both formats hold the same model");
+
+    // The same training in safetensors is the reference for every value.
+    let tf = tensorflow_reads(&tf_run, &st.join("model.ckpt-40.safetensors"), &images);
+    assert_eq!(tf["latest"], path(&tf_run.join("model.ckpt-40")));
+    let listed = [20, 40].map(|s| tf_run.join(format!("model.ckpt-{s}")).display().to_string());
+    assert_eq!(tf["all_paths"], serde_json::json!(listed));
+    assert_eq!(tf["variables"].as_object().unwrap().len(), 21);
+    assert_eq!(tf["variables"]["conv2/weights"], serde_json::json!([5, 5, 6, 16]), "HWIO");
+    assert_eq!(tf["variables"]["global_step"], serde_json::json!([]));
+    assert_eq!(tf["mismatched"], serde_json::json!([]), "values differ from ferroflow's");
+    for (image, probs) in tf["probabilities"].as_object().unwrap() {
+        for (class, p) in probs.as_array().unwrap().iter().enumerate() {
+            let (p, q) = (p.as_f64().unwrap(), ours[image][&class]);
+            assert!((p - q).abs() <= 1e-5, "{image} class {class}: TensorFlow {p}, ferroflow {q}");
+        }
+    }
+    let corrupt = tf["corrupt_error"].as_str().unwrap_or_default();
+    assert!(corrupt.contains("Checksum does not match"), "TensorFlow on a flipped byte: {corrupt:?}");
+}
+
 /// ferroflow predict's probabilities of every class per image, at `batch`.
 fn predict_probabilities(run: &Path, images: &[String], batch: &str) -> BTreeMap<String, BTreeMap<usize, f64>> {
     let mut args = vec!["predict", "--train-dir", path(run), "--json", "--top-k", "10", "--batch-size", batch];
@@ -138,7 +171,11 @@ fn predict_probabilities(run: &Path, images: &[String], batch: &str) -> BTreeMap
 }
 
 fn train_lenet(run: &Path) {
-    let out = ferroflow(&[
+    train_lenet_with(run, &[]);
+}
+
+fn train_lenet_with(run: &Path, extra: &[&str]) {
+    let mut args = vec![
         "train",
         "--data",
         "testdata/data/mnist5k",
@@ -152,7 +189,9 @@ fn train_lenet(run: &Path) {
         "40",
         "--train-dir",
         path(run),
-    ]);
+    ];
+    args.extend(extra);
+    let out = ferroflow(&args);
     assert!(out.status.success(), "{}", text(&out));
 }
 

@@ -1,4 +1,5 @@
-//! Checkpoints: safetensors files holding every variable by its TF name plus
+//! Checkpoints: safetensors files (or TensorFlow bundles with a side file,
+//! `checkpoint.format = "tf"`) holding every variable by its TF name plus
 //! the training state, a TF-format `checkpoint` state file, crash-safe
 //! writes, retention, resume and warm start; TensorFlow checkpoints are read
 //! too (for inspection and warm start).
@@ -15,6 +16,7 @@ mod restore;
 mod state;
 mod tf_bundle;
 mod tf_export;
+mod tf_sidecar;
 
 pub use atomic::{TEMP_SUFFIX, remove_stale_temps, write_atomic};
 pub use decode::{Decoded, ValuesBuilder, decode_reference};
@@ -29,3 +31,4 @@ pub use restore::{WarmStartReport, apply_trainable_scopes, check_scopes, in_scop
 pub use state::{CheckpointState, STATE_FILE};
 pub use tf_bundle::{TF_FORMAT_KEY, bundle_prefix, load_tensor_bundle};
 pub use tf_export::{ExportedBundle, export_tensor_bundle, tensor_bundle_bytes};
+pub use tf_sidecar::{SIDECAR_SUFFIX, read_sidecar, sidecar_bytes, sidecar_path};

@@ -166,6 +166,22 @@ pub enum OnCorrupt {
     Error,
 }
 
+/// The file format training saves checkpoints in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum CheckpointFormat {
+    /// `model.ckpt-N.safetensors`: every tensor and ferroflow's state in one
+    /// file, with a CRC-32C per tensor and of the header.
+    #[default]
+    Safetensors,
+    /// TensorFlow's V2 bundle, `model.ckpt-N.index` + `.data-00000-of-00001`
+    /// (TF's names and layouts: `tf.train.load_checkpoint` and TF1's `Saver`
+    /// restore it), with ferroflow's state (data cursor, random streams,
+    /// config, model) beside it in `model.ckpt-N.ferroflow.json`, so the run
+    /// resumes exactly.
+    Tf,
+}
+
 /// `[checkpoint]`: saving during training (TF's `Saver` / `CheckpointManager`).
 /// A checkpoint is always saved at the end of training when `enabled`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -188,6 +204,9 @@ pub struct CheckpointConfig {
     /// Fall back to the previous checkpoint, or stop, when the latest one is
     /// damaged or missing at a resume. Default `previous`.
     pub on_corrupt: OnCorrupt,
+    /// `"safetensors"` (default) or `"tf"` (TensorFlow bundles); a train dir
+    /// may hold both (a resume reads either).
+    pub format: CheckpointFormat,
 }
 
 impl Default for CheckpointConfig {
@@ -200,6 +219,7 @@ impl Default for CheckpointConfig {
             keep_checkpoint_every_n_hours: None,
             on_error: OnSaveError::Stop,
             on_corrupt: OnCorrupt::Previous,
+            format: CheckpointFormat::Safetensors,
         }
     }
 }

@@ -19,8 +19,8 @@ mod trainer;
 
 pub use bench::{BenchConfig, BenchReport, BenchStep, bench_train, weights_digest};
 pub use config::{
-    CheckpointConfig, DataConfig, LoopConfig, ModelConfig, Normalize, OnCorrupt, OnSaveError, SummaryConfig,
-    TrainConfig, WarmStartConfig,
+    CheckpointConfig, CheckpointFormat, DataConfig, LoopConfig, ModelConfig, Normalize, OnCorrupt, OnSaveError,
+    SummaryConfig, TrainConfig, WarmStartConfig,
 };
 pub use data_source::DataSource;
 pub use error::{Result, TrainError};

@@ -420,7 +420,10 @@ fn run_loop(run: &Run, progress: &mut dyn FnMut(&Progress)) -> Result<TrainRepor
     summaries.start(&run.model.graph_def(), &config_toml, run.store.global_step())?;
     let ck_cfg = &cfg.checkpoint;
     let manager = if ck_cfg.enabled {
-        Some(CheckpointManager::open(&train_dir, ck_cfg.max_to_keep, ck_cfg.keep_checkpoint_every_n_hours)?)
+        Some(
+            CheckpointManager::open(&train_dir, ck_cfg.max_to_keep, ck_cfg.keep_checkpoint_every_n_hours)?
+                .with_format(ck_cfg.format),
+        )
     } else {
         None
     };

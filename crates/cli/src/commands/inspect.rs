@@ -8,7 +8,9 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use ferroflow_train::TrainError;
-use ferroflow_train::checkpoint::{Checkpoint, Integrity, StoredTensor, listed_checkpoints, resolve_checkpoint};
+use ferroflow_train::checkpoint::{
+    Checkpoint, Integrity, StoredTensor, TF_FORMAT_KEY, listed_checkpoints, resolve_checkpoint,
+};
 
 /// Arguments of `ferroflow inspect`.
 #[derive(Debug, Args)]
@@ -117,7 +119,7 @@ pub fn run(args: &InspectArgs) -> Result<()> {
         )?;
     }
     writeln!(out, "{} variables, {total} values ({trained} trainable)", ck.tensors.len())?;
-    writeln!(out, "checksums: {}", integrity_text(ck.integrity))?;
+    writeln!(out, "checksums: {}", integrity_text(&ck))?;
     writeln!(out, "metadata:")?;
     for (k, v) in ck.meta.entries().iter().chain(&ck.other_metadata) {
         if k == "ferroflow.config" {
@@ -129,8 +131,12 @@ pub fn run(args: &InspectArgs) -> Result<()> {
     Ok(())
 }
 
-fn integrity_text(integrity: Integrity) -> &'static str {
-    match integrity {
+fn integrity_text(ck: &Checkpoint) -> &'static str {
+    let bundle = ck.other_metadata.contains_key(TF_FORMAT_KEY);
+    match ck.integrity {
+        Integrity::Verified if bundle => {
+            "verified (TF bundle: crc32c of every tensor and index block, and of ferroflow's side file when it has one)"
+        }
         Integrity::Verified => "verified (crc32c of every tensor and of the header)",
         Integrity::NoChecksums => "none stored (written before ferroflow stored checksums, or by another tool)",
     }
@@ -172,7 +178,7 @@ fn verify(args: &InspectArgs) -> Result<()> {
                     path.display(),
                     ck.meta.global_step,
                     ck.tensors.len(),
-                    integrity_text(ck.integrity)
+                    integrity_text(ck)
                 )?,
                 Err(e) => writeln!(out, "DAMAGED  {e}")?,
             }

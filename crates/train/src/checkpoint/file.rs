@@ -204,7 +204,7 @@ pub struct CheckpointMeta {
 const PREFIX: &str = "ferroflow.";
 
 impl CheckpointMeta {
-    fn to_map(&self) -> HashMap<String, String> {
+    pub(crate) fn to_map(&self) -> HashMap<String, String> {
         let mut m = HashMap::new();
         let mut put = |k: &str, v: String| {
             m.insert(format!("{PREFIX}{k}"), v);
@@ -235,7 +235,7 @@ impl CheckpointMeta {
         m
     }
 
-    fn from_map(m: &HashMap<String, String>, path: &str) -> Result<CheckpointMeta> {
+    pub(crate) fn from_map(m: &HashMap<String, String>, path: &str) -> Result<CheckpointMeta> {
         let get = |k: &str| m.get(&format!("{PREFIX}{k}"));
         fn parse<T: serde::de::DeserializeOwned>(path: &str, key: &str, v: Option<&String>) -> Result<Option<T>> {
             v.map(|text| {

@@ -1,8 +1,11 @@
 //! The checkpoint manager: TF's `tf.train.CheckpointManager` / `Saver`
 //! behaviour over ferroflow's files. Saving writes
-//! `<dir>/model.ckpt-<step>.safetensors` atomically, then the `checkpoint`
-//! state file (also atomically), then deletes checkpoints that retention
-//! drops — in that order, so the state file only ever lists complete files.
+//! `<dir>/model.ckpt-<step>.safetensors` atomically (or, with
+//! `checkpoint.format = "tf"`, the bundle's `.data-00000-of-00001`, its
+//! `.index` and the `.ferroflow.json` side file, each atomically, in that
+//! order), then the `checkpoint` state file (also atomically), then deletes
+//! checkpoints that retention drops — in that order, so the state file only
+//! ever lists complete checkpoints.
 
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -10,6 +13,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use crate::checkpoint::atomic::{remove_stale_temps, sync_dir, write_atomic};
 use crate::checkpoint::file::Checkpoint;
 use crate::checkpoint::state::{CheckpointState, STATE_FILE};
+use crate::checkpoint::tf_export::tensor_bundle_bytes;
+use crate::checkpoint::tf_sidecar::{sidecar_bytes, sidecar_path};
+use crate::config::CheckpointFormat;
 use crate::error::{Result, TrainError};
 
 /// The checkpoint file extension.
@@ -23,6 +29,28 @@ pub fn checkpoint_prefix(step: i64) -> String {
 /// The file of a prefix: `model.ckpt-300` → `model.ckpt-300.safetensors`.
 pub fn file_of_prefix(dir: &Path, prefix: &str) -> PathBuf {
     dir.join(format!("{prefix}.{EXTENSION}"))
+}
+
+/// The data file of the single-shard bundle at `prefix` (`model.ckpt-300.data-00000-of-00001`).
+pub fn bundle_data_path(prefix: &Path) -> PathBuf {
+    PathBuf::from(format!("{}.data-00000-of-00001", prefix.display()))
+}
+
+/// The `.index` file of the bundle at `prefix`.
+pub fn bundle_index_path(prefix: &Path) -> PathBuf {
+    PathBuf::from(format!("{}.index", prefix.display()))
+}
+
+/// Deletes a checkpoint: a safetensors file, or a bundle's files (the
+/// `.index` first, so that a half-deleted bundle is no longer one) and side file.
+fn remove_checkpoint(path: &Path) {
+    if path.extension().is_some_and(|e| e == EXTENSION) {
+        let _ = std::fs::remove_file(path);
+    } else {
+        for file in [bundle_index_path(path), bundle_data_path(path), sidecar_path(path)] {
+            let _ = std::fs::remove_file(file);
+        }
+    }
 }
 
 /// Seconds since the Unix epoch.
@@ -116,6 +144,7 @@ pub struct CheckpointManager {
     max_to_keep: usize,
     keep_every_n_hours: Option<f64>,
     state: Option<CheckpointState>,
+    format: CheckpointFormat,
 }
 
 impl CheckpointManager {
@@ -129,7 +158,20 @@ impl CheckpointManager {
         std::fs::create_dir_all(dir).map_err(|cause| TrainError::Io { path: dir.display().to_string(), cause })?;
         remove_stale_temps(dir);
         let state = read_state(dir)?;
-        Ok(CheckpointManager { dir: dir.to_path_buf(), max_to_keep, keep_every_n_hours, state })
+        Ok(CheckpointManager {
+            dir: dir.to_path_buf(),
+            max_to_keep,
+            keep_every_n_hours,
+            state,
+            format: CheckpointFormat::Safetensors,
+        })
+    }
+
+    /// Saves in `format` from now on (safetensors by default). Checkpoints
+    /// already listed keep their format: resolving a listed prefix finds either.
+    pub fn with_format(mut self, format: CheckpointFormat) -> Self {
+        self.format = format;
+        self
     }
 
     /// The directory.
@@ -137,17 +179,51 @@ impl CheckpointManager {
         &self.dir
     }
 
-    /// The latest listed checkpoint file.
+    /// The latest listed checkpoint (file, or bundle prefix).
     pub fn latest(&self) -> Option<PathBuf> {
-        self.state.as_ref().map(|s| resolve_prefix(&self.dir, &s.model_checkpoint_path))
+        self.state.as_ref().map(|s| resolve_listed(&self.dir, &s.model_checkpoint_path))
     }
 
-    /// Every listed checkpoint file, oldest first.
+    /// Every listed checkpoint (file, or bundle prefix), oldest first.
     pub fn checkpoints(&self) -> Vec<PathBuf> {
         self.state
             .as_ref()
-            .map(|s| s.all_model_checkpoint_paths.iter().map(|p| resolve_prefix(&self.dir, p)).collect())
+            .map(|s| s.all_model_checkpoint_paths.iter().map(|p| resolve_listed(&self.dir, p)).collect())
             .unwrap_or_default()
+    }
+
+    /// Writes step `prefix`'s checkpoint in the manager's format; returns its
+    /// path (the safetensors file, or the bundle prefix).
+    fn write(&self, checkpoint: &Checkpoint, prefix: &str) -> Result<PathBuf> {
+        let saving = |path: &Path| {
+            let path = path.display().to_string();
+            move |cause: std::io::Error| TrainError::Save { path, cause }
+        };
+        match self.format {
+            CheckpointFormat::Safetensors => {
+                let path = file_of_prefix(&self.dir, prefix);
+                let bytes = checkpoint.to_bytes()?;
+                write_atomic(&path, &bytes).map_err(saving(&path))?;
+                Ok(path)
+            }
+            CheckpointFormat::Tf => {
+                let path = self.dir.join(prefix);
+                let files = tensor_bundle_bytes(checkpoint)?;
+                let mut metadata = checkpoint.meta.to_map();
+                metadata.extend(checkpoint.other_metadata.clone());
+                let side = sidecar_bytes(&metadata, &files.index);
+                // The data before the index that describes it, the side file last (it
+                // names the index's checksum): a crash leaves no listed bundle incomplete.
+                for (file, bytes) in [
+                    (bundle_data_path(&path), &files.data),
+                    (bundle_index_path(&path), &files.index),
+                    (sidecar_path(&path), &side),
+                ] {
+                    write_atomic(&file, bytes).map_err(saving(&file))?;
+                }
+                Ok(path)
+            }
+        }
     }
 
     /// Writes `checkpoint` as step `step`'s file, lists it, and applies
@@ -155,10 +231,7 @@ impl CheckpointManager {
     /// stays complete and listed, and the manager's state is unchanged.
     pub fn save(&mut self, checkpoint: &Checkpoint, step: i64) -> Result<PathBuf> {
         let prefix = checkpoint_prefix(step);
-        let path = file_of_prefix(&self.dir, &prefix);
-        let bytes = checkpoint.to_bytes()?;
-        let saving = |cause: std::io::Error| TrainError::Save { path: path.display().to_string(), cause };
-        write_atomic(&path, &bytes).map_err(saving)?;
+        let path = self.write(checkpoint, &prefix)?;
 
         let now = now();
         let mut state = self.state.clone().unwrap_or_default();
@@ -176,7 +249,7 @@ impl CheckpointManager {
         }
         state.all_model_checkpoint_paths.push(prefix.clone());
         state.all_model_checkpoint_timestamps.push(now);
-        state.model_checkpoint_path = prefix;
+        state.model_checkpoint_path = prefix.clone();
 
         let mut delete = Vec::new();
         while self.max_to_keep > 0 && state.all_model_checkpoint_paths.len() > self.max_to_keep {
@@ -187,7 +260,7 @@ impl CheckpointManager {
             if preserve {
                 state.last_preserved_timestamp = stamp;
             } else {
-                delete.push(resolve_prefix(&self.dir, &old));
+                delete.push(resolve_listed(&self.dir, &old));
             }
         }
         let state_path = self.dir.join(STATE_FILE);
@@ -197,8 +270,17 @@ impl CheckpointManager {
         // Only now that the state file no longer lists them.
         for old in delete {
             if old != path {
-                let _ = std::fs::remove_file(old);
+                remove_checkpoint(&old);
             }
+        }
+        // A save of the same step in the other format is superseded (a listed prefix
+        // resolves to its safetensors file first).
+        let other = match self.format {
+            CheckpointFormat::Safetensors => self.dir.join(&prefix),
+            CheckpointFormat::Tf => file_of_prefix(&self.dir, &prefix),
+        };
+        if other != path {
+            remove_checkpoint(&other);
         }
         let _ = sync_dir(&self.dir);
         Ok(path)
@@ -231,6 +313,46 @@ mod tests {
         m.save(&ck(40), 40).unwrap();
         assert_eq!(m.checkpoints(), [dir.path().join("model.ckpt-30.safetensors"), m.latest().unwrap()]);
         assert!(!dir.path().join("model.ckpt-20.safetensors").exists());
+    }
+
+    #[test]
+    fn tf_format_round_trips_every_tensor_and_the_training_state() {
+        use crate::checkpoint::file::{StoredTensor, Values};
+        let dir = tempfile::tempdir().unwrap();
+        let mut m = CheckpointManager::open(dir.path(), 2, None).unwrap().with_format(CheckpointFormat::Tf);
+        let mut saved = Vec::new();
+        for step in [10, 20, 30] {
+            let mut c = ck(step);
+            c.meta.config = Some(format!("[train]\nsteps = {step}\n"));
+            c.meta.classes = vec!["cat".into(), "dog".into()];
+            // An OIHW kernel (transposed to HWIO in the bundle and back) and a vector.
+            let kernel: Vec<f32> = (0..2 * 3 * 2 * 2).map(|i| i as f32 * 0.5 - step as f32).collect();
+            c.tensors
+                .insert("conv1/weights".into(), StoredTensor { shape: vec![2, 3, 2, 2], values: Values::F32(kernel) });
+            c.tensors
+                .insert("fc/biases".into(), StoredTensor { shape: vec![3], values: Values::F32(vec![1.0, -0.0, 3.5]) });
+            saved.push((m.save(&c, step).unwrap(), c));
+        }
+        let (path, c) = &saved[2];
+        assert_eq!(*path, dir.path().join("model.ckpt-30"));
+        assert_eq!(latest_checkpoint(dir.path()).unwrap().unwrap(), *path);
+        assert_eq!(m.checkpoints(), [dir.path().join("model.ckpt-20"), path.clone()]);
+        let loaded = Checkpoint::load(path).unwrap();
+        assert_eq!(loaded.tensors, c.tensors);
+        assert_eq!(loaded.meta, c.meta);
+        // Retention removed step 10's three files; nothing is left half-deleted.
+        let mut names: Vec<String> =
+            dir.path().read_dir().unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+        names.sort();
+        assert_eq!(names.len(), 7, "{names:?}");
+        assert!(!names.iter().any(|n| n.starts_with("model.ckpt-10")), "{names:?}");
+        // Switching the format back: a new safetensors save of step 30 supersedes the bundle.
+        let mut m = CheckpointManager::open(dir.path(), 2, None).unwrap();
+        let p = m.save(c, 30).unwrap();
+        assert_eq!(p, file_of_prefix(dir.path(), "model.ckpt-30"));
+        assert!(!dir.path().join("model.ckpt-30.index").exists());
+        assert_eq!(latest_checkpoint(dir.path()).unwrap().unwrap(), p);
+        assert_eq!(m.checkpoints()[0], dir.path().join("model.ckpt-20"));
     }
 
     #[test]

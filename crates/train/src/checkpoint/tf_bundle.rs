@@ -6,7 +6,9 @@
 //!
 //! TF stores conv kernels HWIO; ferroflow computes OIHW, so every 4-D
 //! tensor is transposed `[h, w, in, out]` → `[out, in, h, w]` on reading.
-//! Dense kernels are `[in, units]` in both.
+//! Dense kernels are `[in, units]` in both. A bundle that ferroflow saved
+//! while training (`checkpoint.format = "tf"`) has its training state in a
+//! side file (`tf_sidecar`), read here too.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -14,6 +16,7 @@ use std::path::{Path, PathBuf};
 use tfrecord::TensorBundle;
 
 use crate::checkpoint::file::{Checkpoint, CheckpointMeta, StoredTensor, Values};
+use crate::checkpoint::tf_sidecar::{read_sidecar, sidecar_path};
 use crate::error::{Result, TrainError};
 
 /// The metadata key marking a checkpoint read from a TF bundle.
@@ -63,15 +66,36 @@ pub fn load_tensor_bundle(prefix: &Path) -> Result<Checkpoint> {
         Some(v) if v.len() == 1 => v[0] as i64,
         _ => 0,
     };
+    let mut other_metadata: BTreeMap<String, String> =
+        [(TF_FORMAT_KEY.to_string(), "tensorflow tensor bundle (4-D kernels read as OIHW)".to_string())].into();
+    // ferroflow's training state, when a `checkpoint.format = "tf"` run wrote the bundle.
+    let index_path = PathBuf::from(format!("{}.index", prefix.display()));
+    let index =
+        std::fs::read(&index_path).map_err(|cause| TrainError::Io { path: index_path.display().to_string(), cause })?;
+    let meta = match read_sidecar(prefix, &index)? {
+        Some(map) => {
+            let side = sidecar_path(prefix).display().to_string();
+            let meta = CheckpointMeta::from_map(&map, &side)?;
+            if meta.global_step != global_step {
+                return Err(TrainError::Checkpoint {
+                    path: side,
+                    reason: format!(
+                        "records global_step {}, but the bundle's global_step tensor is {global_step}",
+                        meta.global_step
+                    ),
+                });
+            }
+            other_metadata.extend(map.into_iter().filter(|(k, _)| !k.starts_with("ferroflow.")));
+            meta
+        }
+        None => CheckpointMeta { global_step, ..Default::default() },
+    };
     Ok(Checkpoint {
         tensors,
-        meta: CheckpointMeta { global_step, ..Default::default() },
-        other_metadata: [(
-            TF_FORMAT_KEY.to_string(),
-            "tensorflow tensor bundle (4-D kernels read as OIHW)".to_string(),
-        )]
-        .into(),
-        // The bundle reader checked every block's and every tensor's CRC-32C.
+        meta,
+        other_metadata,
+        // The bundle reader checked every block's and every tensor's CRC-32C, the side
+        // file reader its own and the .index's.
         integrity: crate::checkpoint::Integrity::Verified,
     })
 }
