@@ -14,7 +14,8 @@ Prints one JSON object:
   the images preprocessed as the checkpoint's `ferroflow.preprocess` says
   (no resize: the images must already be the model's size);
 - "corrupt_error": TensorFlow's error reading every tensor of a copy of the
-  bundle with one byte of its .data file flipped.
+  bundle with one byte of its .data file flipped;
+- "truncated_error": the same for a copy whose .data file is cut in half.
 """
 
 import json
@@ -90,6 +91,17 @@ def preprocess(paths, pre):
     return np.stack(images)
 
 
+def read_error(prefix):
+    """TensorFlow's error reading every tensor of the bundle at `prefix`, or None."""
+    try:
+        bad = tf.train.load_checkpoint(prefix)
+        for name in bad.get_variable_to_shape_map():
+            bad.get_tensor(name)
+    except Exception as e:  # noqa: BLE001 - the message is the result
+        return str(e)
+    return None
+
+
 def main(export_dir, source, images):
     latest = tf.train.latest_checkpoint(export_dir)
     state = tf.train.get_checkpoint_state(export_dir)
@@ -126,13 +138,12 @@ def main(export_dir, source, images):
             byte = f.read(1)
             f.seek(-1, 1)
             f.write(bytes([byte[0] ^ 0x20]))
-        corrupt_error = None
-        try:
-            bad = tf.train.load_checkpoint(prefix)
-            for name in bad.get_variable_to_shape_map():
-                bad.get_tensor(name)
-        except Exception as e:  # noqa: BLE001 - the message is the result
-            corrupt_error = str(e)
+        corrupt_error = read_error(prefix)
+        data = prefix + ".data-00000-of-00001"
+        shutil.copy(latest + ".data-00000-of-00001", data)
+        with open(data, "r+b") as f:
+            f.truncate(os.path.getsize(data) // 2)
+        truncated_error = read_error(prefix)
 
     print(json.dumps({
         "latest": latest,
@@ -141,6 +152,7 @@ def main(export_dir, source, images):
         "mismatched": mismatched,
         "probabilities": probabilities,
         "corrupt_error": corrupt_error,
+        "truncated_error": truncated_error,
     }))
 
 

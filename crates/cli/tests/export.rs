@@ -151,6 +151,18 @@ fn tensorflow_reads_the_bundles_a_tf_format_run_saves() {
     }
     let corrupt = tf["corrupt_error"].as_str().unwrap_or_default();
     assert!(corrupt.contains("Checksum does not match"), "TensorFlow on a flipped byte: {corrupt:?}");
+    let truncated = tf["truncated_error"].as_str().unwrap_or_default();
+    assert!(!truncated.is_empty(), "TensorFlow must refuse a bundle whose .data is cut in half");
+
+    // ferroflow on the same damage: one error naming the file.
+    let data = tf_run.join("model.ckpt-40.data-00000-of-00001");
+    let bytes = std::fs::read(&data).unwrap();
+    std::fs::write(&data, &bytes[..bytes.len() / 2]).unwrap();
+    let out = ferroflow(&["inspect", path(&tf_run)]);
+    assert!(!out.status.success());
+    let e = text(&out);
+    assert!(e.contains("model.ckpt-40") && e.lines().filter(|l| l.starts_with("error")).count() == 1, "{e}");
+    eprintln!("TensorFlow: {truncated}\nferroflow: {e}");
 }
 
 /// ferroflow predict's probabilities of every class per image, at `batch`.
