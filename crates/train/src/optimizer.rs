@@ -15,6 +15,7 @@
 //! | `momentum` | `var/Momentum` (0) | `accum = accum * momentum + g`; `var -= accum * lr`, or with Nesterov `var -= g * lr + accum * momentum * lr` |
 //! | `adagrad` | `var/Adagrad` (`initial_accumulator_value`) | `accum += g²`; `var -= g * lr * rsqrt(accum)` |
 //! | `adam` | `var/Adam` (m, 0), `var/Adam_1` (v, 0); non-slot `beta1_power`, `beta2_power` (β) | `lr_t = lr * sqrt(1 - β2^t) / (1 - β1^t)`; `m += (g - m)(1 - β1)`; `v += (g² - v)(1 - β2)`; `var -= m * lr_t / (sqrt(v) + ε)` (TF's "epsilon hat": ε is added after the bias correction), then `β^t *= β` |
+//! | `adamw` | as `adam` | first `var -= var * wd * lr` (decoupled weight decay, `tf.keras.optimizers.AdamW`; variables whose name contains an `exclude_from_weight_decay` entry are not decayed), then `adam`'s update |
 //! | `rmsprop` | `var/RMSProp` (ms, **1**), centred: `var/RMSProp_1` (mg, 0); `var/RMSProp_1` or centred `var/RMSProp_2` (mom, 0) | `ms += (g² - ms)(1 - decay)`; centred: `mg += (g - mg)(1 - decay)`; `mom = mom * momentum + g * lr / sqrt(ms [- mg²] + ε)`; `var -= mom` |
 //! | `adadelta` | `var/Adadelta` (accum, 0), `var/Adadelta_1` (accum_update, 0) | `accum = accum ρ + g²(1 - ρ)`; `u = sqrt(accum_update + ε) * rsqrt(accum + ε) * g`; `var -= u * lr`; `accum_update = accum_update ρ + u²(1 - ρ)` |
 //! | `ftrl` | `var/Ftrl` (accum, `initial_accumulator_value`), `var/Ftrl_1` (linear, 0) | `n = accum + g²`; `linear += g - (n^-p - accum^-p) / lr * var`; `var = |linear| > l1 ? (l1 sign(linear) - linear) / (n^-p / lr + 2 l2) : 0`; `accum = n` (p = `learning_rate_power`) |
@@ -46,6 +47,15 @@ pub const BETA1_POWER: &str = "beta1_power";
 /// TF's name of Adam's β2^t accumulator.
 pub const BETA2_POWER: &str = "beta2_power";
 
+fn default_momentum() -> f64 {
+    0.9
+}
+fn default_keras_epsilon() -> f64 {
+    1e-7
+}
+fn default_weight_decay() -> f64 {
+    0.004
+}
 fn default_accumulator() -> f64 {
     0.1
 }
@@ -90,9 +100,11 @@ pub enum OptimizerConfig {
     /// `tf.compat.v1.train.GradientDescentOptimizer`. (A struct variant, so
     /// that stray keys are rejected like every other variant's.)
     Sgd {},
-    /// `tf.compat.v1.train.MomentumOptimizer` (TF has no default momentum).
+    /// `tf.compat.v1.train.MomentumOptimizer`. TF has no default momentum;
+    /// ferroflow's is TF-slim's flag default, 0.9 (`train_image_classifier.py`).
     Momentum {
-        /// The momentum, in [0, 1].
+        /// The momentum, in [0, 1] (default 0.9).
+        #[serde(default = "default_momentum")]
         momentum: f64,
         /// Nesterov momentum (default false).
         #[serde(default)]
@@ -115,6 +127,32 @@ pub enum OptimizerConfig {
         /// TF's "epsilon hat", >= 0 (default 1e-8).
         #[serde(default = "default_adam_epsilon")]
         epsilon: f64,
+    },
+    /// `tf.keras.optimizers.AdamW` (Loshchilov & Hutter, "Decoupled Weight Decay
+    /// Regularization", 2019): each step first decays the variable by
+    /// `var * weight_decay * lr`, then applies Adam's update. Keras's defaults;
+    /// the slots are Adam's, with TF1's names (`var/Adam`, `var/Adam_1`,
+    /// `beta1_power`, `beta2_power`), as TF1's `AdamWOptimizer` named them.
+    #[serde(rename = "adamw")]
+    AdamW {
+        /// The first moment's decay, in [0, 1) (default 0.9).
+        #[serde(default = "default_beta1")]
+        beta1: f64,
+        /// The second moment's decay, in [0, 1) (default 0.999).
+        #[serde(default = "default_beta2")]
+        beta2: f64,
+        /// Added after the bias correction, >= 0 (default 1e-7, Keras's).
+        #[serde(default = "default_keras_epsilon")]
+        epsilon: f64,
+        /// The decoupled decay rate, >= 0, multiplied by the learning rate (default 0.004, Keras's).
+        #[serde(default = "default_weight_decay")]
+        weight_decay: f64,
+        /// Variables whose name contains one of these strings are not decayed
+        /// (Keras's `exclude_from_weight_decay(var_names=…)`, which matches by
+        /// `re.search`; here a plain substring, e.g. `["biases", "BatchNorm"]`).
+        /// Default: none, every trainable variable decays.
+        #[serde(default)]
+        exclude_from_weight_decay: Vec<String>,
     },
     /// `tf.compat.v1.train.RMSPropOptimizer`.
     #[serde(rename = "rmsprop")]
@@ -193,13 +231,13 @@ fn non_negative(key: &str, v: f64) -> Result<()> {
 impl OptimizerConfig {
     /// The optimizer's TF name (`Optimizer._name`), the suffix of its slot
     /// variables: `GradientDescent`, `Momentum`, `Adagrad`, `Adam`,
-    /// `RMSProp`, `Adadelta`, `Ftrl`.
+    /// `RMSProp`, `Adadelta`, `Ftrl` (AdamW's slots are Adam's).
     pub fn tf_name(&self) -> &'static str {
         match self {
             OptimizerConfig::Sgd {} => "GradientDescent",
             OptimizerConfig::Momentum { .. } => "Momentum",
             OptimizerConfig::Adagrad { .. } => "Adagrad",
-            OptimizerConfig::Adam { .. } => "Adam",
+            OptimizerConfig::Adam { .. } | OptimizerConfig::AdamW { .. } => "Adam",
             OptimizerConfig::RmsProp { .. } => "RMSProp",
             OptimizerConfig::Adadelta { .. } => "Adadelta",
             OptimizerConfig::Ftrl { .. } => "Ftrl",
@@ -217,7 +255,7 @@ impl OptimizerConfig {
             OptimizerConfig::Adagrad { initial_accumulator_value } => {
                 vec![SlotSpec { name: "accumulator", init: Init::Constant { value: initial_accumulator_value as f32 } }]
             }
-            OptimizerConfig::Adam { .. } => vec![zeros("m"), zeros("v")],
+            OptimizerConfig::Adam { .. } | OptimizerConfig::AdamW { .. } => vec![zeros("m"), zeros("v")],
             OptimizerConfig::RmsProp { centered, .. } => {
                 let mut slots = vec![SlotSpec { name: "rms", init: Init::Ones }];
                 if centered {
@@ -252,6 +290,12 @@ impl OptimizerConfig {
                 unit_open("beta1", beta1)?;
                 unit_open("beta2", beta2)?;
                 non_negative("epsilon", epsilon)
+            }
+            OptimizerConfig::AdamW { beta1, beta2, epsilon, weight_decay, .. } => {
+                unit_open("beta1", beta1)?;
+                unit_open("beta2", beta2)?;
+                non_negative("epsilon", epsilon)?;
+                non_negative("weight_decay", weight_decay)
             }
             OptimizerConfig::RmsProp { decay, momentum, epsilon, .. } => {
                 unit_open("decay", decay)?;
@@ -371,7 +415,7 @@ impl Optimizer {
         config.validate()?;
         let config = config.clone();
         let beta_powers = match config {
-            OptimizerConfig::Adam { beta1, beta2, .. } => {
+            OptimizerConfig::Adam { beta1, beta2, .. } | OptimizerConfig::AdamW { beta1, beta2, .. } => {
                 let root = store.root();
                 let b1 = root.get_variable(BETA1_POWER, &[], Init::Constant { value: beta1 as f32 }, false)?;
                 let b2 = root.get_variable(BETA2_POWER, &[], Init::Constant { value: beta2 as f32 }, false)?;
@@ -483,7 +527,10 @@ impl Optimizer {
         }
         let lr = learning_rate as f32;
         let adam = match (&self.config, &self.beta_powers) {
-            (OptimizerConfig::Adam { beta1, beta2, .. }, Some([b1p, b2p])) => {
+            (
+                OptimizerConfig::Adam { beta1, beta2, .. } | OptimizerConfig::AdamW { beta1, beta2, .. },
+                Some([b1p, b2p]),
+            ) => {
                 let read = |v: &Var, name: &str| v.to_scalar::<f32>().map_err(TrainError::candle(name));
                 let (p1, p2) = (read(b1p, BETA1_POWER)?, read(b2p, BETA2_POWER)?);
                 // TF: alpha = lr * sqrt(1 - beta2_power) / (1 - beta1_power), in float32.
@@ -549,11 +596,14 @@ impl Optimizer {
                 vec![(var, (&w - step)?), (sv(0), accum)]
             }
             OptimizerConfig::Adam { beta1, beta2, epsilon } => {
-                let (one_b1, one_b2) = (1.0f32 - beta1 as f32, 1.0f32 - beta2 as f32);
-                let (m, v) = (slot(0), slot(1));
-                let m = (&m + mul(&(g - &m)?, one_b1)?)?;
-                let v = (&v + mul(&(g.sqr()? - &v)?, one_b2)?)?;
-                let step = (mul(&m, adam_alpha)? / add(&v.sqrt()?, epsilon as f32)?)?;
+                let (m, v, step) = adam_step(g, &slot(0), &slot(1), beta1, beta2, epsilon, adam_alpha)?;
+                vec![(var, (&w - step)?), (sv(0), m), (sv(1), v)]
+            }
+            OptimizerConfig::AdamW { beta1, beta2, epsilon, weight_decay, ref exclude_from_weight_decay } => {
+                // Keras's `_apply_weight_decay`, before the update: `var - var * wd * lr`, in float32.
+                let decays = !exclude_from_weight_decay.iter().any(|e| variable.name.contains(e.as_str()));
+                let w = if decays { (&w - mul(&mul(&w, weight_decay as f32)?, lr)?)? } else { w };
+                let (m, v, step) = adam_step(g, &slot(0), &slot(1), beta1, beta2, epsilon, adam_alpha)?;
                 vec![(var, (&w - step)?), (sv(0), m), (sv(1), v)]
             }
             OptimizerConfig::RmsProp { decay, momentum, epsilon, centered } => {
@@ -604,6 +654,24 @@ impl Optimizer {
             }
         })
     }
+}
+
+/// Adam's moments and step (`training_ops.cc` ApplyAdam, Keras's `Adam.update_step`):
+/// `m += (g - m)(1 - β1)`, `v += (g² - v)(1 - β2)`, `step = m * alpha / (sqrt(v) + ε)`.
+fn adam_step(
+    g: &Tensor,
+    m: &Tensor,
+    v: &Tensor,
+    beta1: f64,
+    beta2: f64,
+    epsilon: f64,
+    alpha: f32,
+) -> candle_core::Result<(Tensor, Tensor, Tensor)> {
+    let (one_b1, one_b2) = (1.0f32 - beta1 as f32, 1.0f32 - beta2 as f32);
+    let m = (m + mul(&(g - m)?, one_b1)?)?;
+    let v = (v + mul(&(g.sqr()? - v)?, one_b2)?)?;
+    let step = (mul(&m, alpha)? / add(&v.sqrt()?, epsilon as f32)?)?;
+    Ok((m, v, step))
 }
 
 fn var_error(name: &str, reason: impl Into<String>) -> TrainError {
@@ -761,7 +829,29 @@ mod tests {
         assert_eq!(c, OptimizerConfig::Adadelta { rho: 0.95, epsilon: 1e-8 });
         let c: OptimizerConfig = serde_json::from_str(r#"{"kind": "adagrad"}"#).unwrap();
         assert_eq!(c, OptimizerConfig::Adagrad { initial_accumulator_value: 0.1 });
-        assert!(serde_json::from_str::<OptimizerConfig>(r#"{"kind": "momentum"}"#).is_err()); // TF has no default
+        // TF has no default momentum; TF-slim's flag default is 0.9.
+        let c: OptimizerConfig = serde_json::from_str(r#"{"kind": "momentum"}"#).unwrap();
+        assert_eq!(c, OptimizerConfig::Momentum { momentum: 0.9, use_nesterov: false });
+        let c: OptimizerConfig = serde_json::from_str(r#"{"kind": "adamw"}"#).unwrap();
+        assert_eq!(
+            c,
+            OptimizerConfig::AdamW {
+                beta1: 0.9,
+                beta2: 0.999,
+                epsilon: 1e-7,
+                weight_decay: 0.004,
+                exclude_from_weight_decay: vec![]
+            }
+        );
+        assert_eq!(c.tf_name(), "Adam");
+        let bad = OptimizerConfig::AdamW {
+            beta1: 0.9,
+            beta2: 0.999,
+            epsilon: 1e-7,
+            weight_decay: -1.0,
+            exclude_from_weight_decay: vec![],
+        };
+        assert!(bad.validate().unwrap_err().to_string().contains("weight_decay"));
         assert!(serde_json::from_str::<OptimizerConfig>(r#"{"kind": "sgd", "momentum": 0.9}"#).is_err());
         assert!(serde_json::from_str::<OptimizerConfig>(r#"{"kind": "lion"}"#).is_err());
         let c: OptimizerConfig = serde_json::from_str(r#"{"kind": "sgd"}"#).unwrap();

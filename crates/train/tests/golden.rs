@@ -100,6 +100,8 @@ fn optimizer_config(case: &Case, tf_name: Option<&str>) -> Result<OptimizerConfi
         None => "sgd",
         Some("Momentum") => "momentum",
         Some("Adagrad") => "adagrad",
+        // Keras's AdamW keeps Adam's slots; its cases carry a weight decay.
+        Some("Adam") if case.params.get("weight_decay").is_some() => "adamw",
         Some("Adam") => "adam",
         Some("RMSProp") => "rmsprop",
         Some("Adadelta") => "adadelta",
@@ -107,7 +109,7 @@ fn optimizer_config(case: &Case, tf_name: Option<&str>) -> Result<OptimizerConfi
         Some(other) => return Err(format!("slot variables name an unknown TF optimizer `{other}`")),
     };
     let mut hyper = case.params.as_object().cloned().ok_or("params is not an object")?;
-    for key in ["learning_rate", "tf_api", "tf_slot_variable_names"] {
+    for key in ["learning_rate", "tf_api", "tf_slot_variable_names", "keras_slot_variable_names"] {
         hyper.remove(key);
     }
     hyper.insert("kind".into(), Value::String(kind.into()));
@@ -152,7 +154,7 @@ fn check_optimizer(case: &Case, worst: &mut Worst) -> Result<(), String> {
 
     // The optimizer's variables must be exactly TF's.
     let mut want_names: BTreeSet<String> = slots.values().cloned().collect();
-    if matches!(config, OptimizerConfig::Adam { .. }) {
+    if matches!(config, OptimizerConfig::Adam { .. } | OptimizerConfig::AdamW { .. }) {
         want_names.extend([BETA1_POWER.to_string(), BETA2_POWER.to_string()]);
     }
     let created: BTreeSet<String> = opt.variable_names().into_iter().collect();
@@ -190,7 +192,7 @@ fn check_optimizer(case: &Case, worst: &mut Worst) -> Result<(), String> {
         let got = values_of(&store, tf_var)?;
         results.push(compare(&format!("{key} ({tf_var})"), key, &got, want, shape, TOL_OPTIMIZER, worst));
     }
-    if let OptimizerConfig::Adam { beta1, beta2, .. } = config {
+    if let OptimizerConfig::Adam { beta1, beta2, .. } | OptimizerConfig::AdamW { beta1, beta2, .. } = config {
         // TF starts them at beta and multiplies after every step: beta^(steps + 1).
         for (name, beta) in [(BETA1_POWER, beta1), (BETA2_POWER, beta2)] {
             let want = [beta.powi(steps as i32 + 1) as f32];

@@ -39,7 +39,7 @@ pub struct TrainArgs {
     /// Epochs to train, if --steps is not given (train.epochs).
     #[arg(long)]
     pub epochs: Option<u64>,
-    /// sgd, momentum, adagrad, adam, rmsprop, adadelta or ftrl (optimizer.kind).
+    /// sgd, momentum, adagrad, adam, adamw, rmsprop, adadelta or ftrl (optimizer.kind).
     #[arg(long)]
     pub optimizer: Option<String>,
     /// Initial learning rate (schedule.learning_rate).
