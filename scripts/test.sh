@@ -27,3 +27,8 @@ fi
 
 echo "== cargo test (release profile for the numeric code; the CLI with ONNX export)"
 cargo test --workspace --release --locked --features ferroflow-cli/onnx "$@"
+
+if [ "$#" -eq 0 ]; then
+    echo "== the default CLI (without the onnx feature) refuses --format onnx with the build command"
+    cargo test --release --locked -p ferroflow-cli --test export onnx_export_without_the_feature
+fi

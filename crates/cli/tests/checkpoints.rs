@@ -220,13 +220,39 @@ fn tf_format_checkpoints_resume_exactly_and_keep_complete_bundles() {
     let again = train(&split, "cifar_cnn", 16, &tf);
     assert!(again.contains("damaged") && again.contains("model.ckpt-15"), "{again}");
     assert_eq!(bits(&latest(&split)), bits(&a), "the fallback resumes from step 15 and ends identical");
+    for file in ["index", "data-00000-of-00001", "ferroflow.json"] {
+        assert!(split.join(format!("model.ckpt-16.{file}.damaged")).exists(), "{file} of the damaged bundle set aside");
+    }
+
+    // Without its side file a bundle cannot resume exactly: one error saying so, nothing trained.
+    std::fs::remove_file(&side).unwrap();
+    let args = train_args(&split, "cifar_cnn", 20, &tf);
+    let out = command(&args.iter().map(String::as_str).collect::<Vec<_>>()).output().unwrap();
+    assert!(!out.status.success());
+    let e = text(&out);
+    assert!(e.contains("without ferroflow's side file") && e.contains("model.ckpt-16.ferroflow.json"), "{e}");
+    assert_eq!(latest(&split).meta.global_step, 16);
 }
 
 #[test]
 fn kill_nine_at_random_moments_then_resume_ends_identical() {
+    kill_nine_and_resume("safetensors");
+}
+
+#[test]
+fn kill_nine_at_random_moments_then_resume_ends_identical_with_tf_bundles() {
+    kill_nine_and_resume("tf");
+}
+
+/// Kills a run with SIGKILL at 10 moments, resuming after each, then checks
+/// that it ends bitwise equal to an uninterrupted run, with checkpoints in `format`.
+fn kill_nine_and_resume(format: &str) {
     let dir = tempfile::tempdir().unwrap();
     let (whole, killed) = (dir.path().join("whole"), dir.path().join("killed"));
+    let format_setting = format!("checkpoint.format=\"{format}\"");
     let extra = [
+        "--set",
+        &format_setting,
         "--save-every",
         "2",
         "--set",
@@ -272,7 +298,9 @@ fn kill_nine_at_random_moments_then_resume_ends_identical() {
             let ck = Checkpoint::load(&path).unwrap();
             assert_eq!(format!("model.ckpt-{}", ck.meta.global_step), state.model_checkpoint_path);
         }
-        if latest_checkpoint(&killed).unwrap().is_some_and(|p| p.ends_with(format!("model.ckpt-{steps}.safetensors"))) {
+        let last =
+            if format == "tf" { format!("model.ckpt-{steps}") } else { format!("model.ckpt-{steps}.safetensors") };
+        if latest_checkpoint(&killed).unwrap().is_some_and(|p| p.ends_with(&last)) {
             // Finished between kills: start over so every kill lands in a run.
             std::fs::remove_dir_all(&killed).unwrap();
         }
@@ -287,6 +315,14 @@ fn kill_nine_at_random_moments_then_resume_ends_identical() {
         .filter(|e| e.file_name().to_string_lossy().contains(".tmp"))
         .collect();
     assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
+    // Every checkpoint file on disk belongs to a listed step (no leftovers of killed saves).
+    let listed = read_state(&killed).unwrap().unwrap().all_model_checkpoint_paths;
+    for e in std::fs::read_dir(&killed).unwrap().flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.starts_with("model.ckpt-") {
+            assert!(listed.iter().any(|p| name.starts_with(&format!("{p}."))), "{name} is not listed in {listed:?}");
+        }
+    }
 
     // TensorBoard shows each step's loss once, the uninterrupted run's
     // values: what killed runs logged past their checkpoint is purged by
@@ -706,7 +742,7 @@ fn a_crash_while_saving_leaves_no_temporary_file_after_the_next_start() {
 
     let out = train(&run, "lenet", 10, &[]);
     assert!(
-        out.contains("removed 1 temporary file(s) of a save that was interrupted") && out.contains(&left[0]),
+        out.contains("removed 1 leftover file(s) of a save that was interrupted") && out.contains(&left[0]),
         "{out}"
     );
     assert!(temps(&run).is_empty());

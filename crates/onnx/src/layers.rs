@@ -6,7 +6,7 @@
 //! pixel after: `kernel_shape_util.cc`), and TF's flatten order (NHWC) a
 //! Transpose before the Flatten, so dense kernels keep TF's `[in, units]`.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 
 use candle_core::DType;
 use ferroflow_nn::layers::batch_norm::BatchNormConfig;
@@ -22,7 +22,8 @@ use crate::graph::{Attr, OnnxGraph};
 pub(crate) struct Exporter<'a> {
     pub(crate) g: OnnxGraph,
     store: &'a VarStore,
-    added: HashSet<String>,
+    /// Variable name → its initializer's name.
+    added: HashMap<String, String>,
 }
 
 /// A convolution's settings, as [`Exporter::conv`] needs them.
@@ -40,7 +41,7 @@ pub(crate) struct ConvAttrs {
 
 impl<'a> Exporter<'a> {
     pub(crate) fn new(name: &str, store: &'a VarStore) -> Self {
-        Exporter { g: OnnxGraph::new(name), store, added: HashSet::new() }
+        Exporter { g: OnnxGraph::new(name), store, added: HashMap::new() }
     }
 
     /// `variable` as an initializer named after it, checked against `shape`.
@@ -58,15 +59,17 @@ impl<'a> Exporter<'a> {
                 found: t.dims().to_vec(),
             });
         }
-        if self.added.insert(variable.to_string()) {
-            let values = t
-                .to_dtype(DType::F32)
-                .and_then(|t| t.flatten_all())
-                .and_then(|t| t.to_vec1::<f32>())
-                .map_err(|e| OnnxError::Tensor { variable: variable.to_string(), reason: e.to_string() })?;
-            self.g.initializer_f32(variable, shape, &values);
+        if let Some(name) = self.added.get(variable) {
+            return Ok(name.clone());
         }
-        Ok(variable.to_string())
+        let values = t
+            .to_dtype(DType::F32)
+            .and_then(|t| t.flatten_all())
+            .and_then(|t| t.to_vec1::<f32>())
+            .map_err(|e| OnnxError::Tensor { variable: variable.to_string(), reason: e.to_string() })?;
+        let name = self.g.initializer_f32(variable, shape, &values);
+        self.added.insert(variable.to_string(), name.clone());
+        Ok(name)
     }
 
     /// Does the model have `variable`?

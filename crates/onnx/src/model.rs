@@ -15,7 +15,7 @@ use crate::layers::{ConvAttrs, Exporter};
 /// The ONNX opset the graph is written for. 17 has every op used here in its
 /// current form (Clip with input bounds since 11, Softmax over one axis since
 /// 13, BatchNormalization's inference form since 15) and ONNX Runtime has run
-/// it since 1.11 (2022).
+/// it since 1.12 (2022).
 pub const OPSET: i64 = 17;
 
 /// The IR version that goes with [`OPSET`] (onnx's `VERSION_TABLE`: opset 17 is IR 8).

@@ -24,7 +24,7 @@ pub use file::{Checkpoint, CheckpointMeta, DataFingerprint, RngStates, StoredTen
 pub use integrity::{CHECKSUMS_KEY, Checksums, FORMAT_KEY, Integrity, without_checksums};
 pub use manager::{
     CheckpointManager, EXTENSION, checkpoint_prefix, file_of_prefix, latest_checkpoint, now, read_state,
-    resolve_checkpoint,
+    remove_unlisted_newer, resolve_checkpoint,
 };
 pub use recovery::{DAMAGED_SUFFIX, Damaged, Intact, latest_intact, listed_checkpoints, set_aside};
 pub use restore::{WarmStartReport, apply_trainable_scopes, check_scopes, in_scope, restore_exact, warm_start};

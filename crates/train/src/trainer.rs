@@ -185,6 +185,17 @@ impl Run {
     /// Restores a resume's state from `ck`, read from `path`; returns the data cursor.
     fn resume(&self, path: &Path, ck: &Checkpoint) -> Result<Cursor> {
         let name = path.display().to_string();
+        if ck.other_metadata.contains_key(checkpoint::TF_FORMAT_KEY) && ck.meta.cursor.is_none() {
+            return Err(TrainError::Checkpoint {
+                path: name.clone(),
+                reason: format!(
+                    "is a TensorFlow bundle without ferroflow's side file {} (the data cursor and random streams), \
+                     so the run cannot resume exactly; put the side file back, or start a new --train-dir with \
+                     --checkpoint-path {name} to fine-tune from it",
+                    checkpoint::sidecar_path(path).display()
+                ),
+            });
+        }
         if let Some(data) = &ck.meta.data
             && *data != self.fingerprint()
         {
@@ -344,10 +355,11 @@ fn run_loop(run: &Run, progress: &mut dyn FnMut(&Progress)) -> Result<TrainRepor
     std::fs::create_dir_all(&train_dir)
         .map_err(|cause| TrainError::Io { path: train_dir.display().to_string(), cause })?;
 
-    let removed = checkpoint::remove_stale_temps(&train_dir);
+    let mut removed = checkpoint::remove_stale_temps(&train_dir);
+    removed.extend(checkpoint::remove_unlisted_newer(&train_dir)?);
     if !removed.is_empty() {
         progress(&Progress::Note(format!(
-            "removed {} temporary file(s) of a save that was interrupted (nothing listed them): {}",
+            "removed {} leftover file(s) of a save that was interrupted (nothing listed them): {}",
             removed.len(),
             removed.join(", ")
         )));

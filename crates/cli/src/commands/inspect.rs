@@ -3,13 +3,13 @@
 //! `--verify`: the checksums of every checkpoint a train dir lists.
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use ferroflow_train::TrainError;
 use ferroflow_train::checkpoint::{
-    Checkpoint, Integrity, StoredTensor, TF_FORMAT_KEY, listed_checkpoints, resolve_checkpoint,
+    Checkpoint, Integrity, StoredTensor, bundle_prefix, listed_checkpoints, resolve_checkpoint,
 };
 
 /// Arguments of `ferroflow inspect`.
@@ -119,7 +119,7 @@ pub fn run(args: &InspectArgs) -> Result<()> {
         )?;
     }
     writeln!(out, "{} variables, {total} values ({trained} trainable)", ck.tensors.len())?;
-    writeln!(out, "checksums: {}", integrity_text(&ck))?;
+    writeln!(out, "checksums: {}", integrity_text(&ck, &path))?;
     writeln!(out, "metadata:")?;
     for (k, v) in ck.meta.entries().iter().chain(&ck.other_metadata) {
         if k == "ferroflow.config" {
@@ -131,8 +131,8 @@ pub fn run(args: &InspectArgs) -> Result<()> {
     Ok(())
 }
 
-fn integrity_text(ck: &Checkpoint) -> &'static str {
-    let bundle = ck.other_metadata.contains_key(TF_FORMAT_KEY);
+fn integrity_text(ck: &Checkpoint, path: &Path) -> &'static str {
+    let bundle = bundle_prefix(path).is_some();
     match ck.integrity {
         Integrity::Verified if bundle => {
             "verified (TF bundle: crc32c of every tensor and index block, and of ferroflow's side file when it has one)"
@@ -178,7 +178,7 @@ fn verify(args: &InspectArgs) -> Result<()> {
                     path.display(),
                     ck.meta.global_step,
                     ck.tensors.len(),
-                    integrity_text(ck)
+                    integrity_text(ck, path)
                 )?,
                 Err(e) => writeln!(out, "DAMAGED  {e}")?,
             }

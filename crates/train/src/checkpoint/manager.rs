@@ -41,16 +41,70 @@ pub fn bundle_index_path(prefix: &Path) -> PathBuf {
     PathBuf::from(format!("{}.index", prefix.display()))
 }
 
-/// Deletes a checkpoint: a safetensors file, or a bundle's files (the
-/// `.index` first, so that a half-deleted bundle is no longer one) and side file.
-fn remove_checkpoint(path: &Path) {
-    if path.extension().is_some_and(|e| e == EXTENSION) {
-        let _ = std::fs::remove_file(path);
-    } else {
-        for file in [bundle_index_path(path), bundle_data_path(path), sidecar_path(path)] {
-            let _ = std::fs::remove_file(file);
-        }
+/// The files of a checkpoint prefix in the TF format: `.index` first (without
+/// it the rest is no longer a bundle), `.data-00000-of-00001`, the side file.
+pub(crate) fn bundle_files(prefix: &Path) -> [PathBuf; 3] {
+    [bundle_index_path(prefix), bundle_data_path(prefix), sidecar_path(prefix)]
+}
+
+/// Deletes the checkpoint files of `prefix` (a path without extension):
+/// its safetensors file unless `keep` is safetensors, its bundle files unless
+/// `keep` is TF.
+fn remove_prefix_files(prefix: &Path, keep: Option<CheckpointFormat>) {
+    let mut files = Vec::new();
+    if keep != Some(CheckpointFormat::Safetensors) {
+        files.push(PathBuf::from(format!("{}.{EXTENSION}", prefix.display())));
     }
+    if keep != Some(CheckpointFormat::Tf) {
+        files.extend(bundle_files(prefix));
+    }
+    for file in files {
+        let _ = std::fs::remove_file(file);
+    }
+}
+
+/// A listed prefix as a path without extension (`dir/model.ckpt-30`).
+fn prefix_path(dir: &Path, prefix: &str) -> PathBuf {
+    let p = Path::new(prefix);
+    let p = if p.is_absolute() { p.to_path_buf() } else { dir.join(p) };
+    if p.extension().is_some_and(|e| e == EXTENSION) { p.with_extension("") } else { p }
+}
+
+/// The step of a checkpoint file name (`model.ckpt-30.index` → 30), for the
+/// files a save writes; `None` for anything else.
+fn checkpoint_file_step(name: &str) -> Option<i64> {
+    let rest = name.strip_prefix("model.ckpt-")?;
+    let (step, suffix) = rest.split_once('.')?;
+    let ours = [EXTENSION, "index", "data-00000-of-00001", "ferroflow.json"];
+    if ours.contains(&suffix) { step.parse().ok() } else { None }
+}
+
+/// Removes the checkpoint files of a save that was interrupted after they
+/// were written but before the state file listed them: files of a step
+/// above the latest listed one that the state file does not list (a TF-format
+/// save writes three files, so a crash can leave one or two). Returns their
+/// names, sorted; nothing when there is no state file.
+pub fn remove_unlisted_newer(dir: &Path) -> Result<Vec<String>> {
+    let Some(state) = read_state(dir)? else { return Ok(Vec::new()) };
+    // Listed prefixes: `model.ckpt-30`, maybe absolute, maybe with `.safetensors`.
+    let step_of = |p: &str| -> Option<i64> {
+        let name = Path::new(p).file_name()?.to_str()?;
+        let name = name.strip_suffix(&format!(".{EXTENSION}")).unwrap_or(name);
+        name.strip_prefix("model.ckpt-")?.parse().ok()
+    };
+    let Some(latest) = step_of(&state.model_checkpoint_path) else { return Ok(Vec::new()) };
+    let listed: Vec<i64> = state.all_model_checkpoint_paths.iter().filter_map(|p| step_of(p)).collect();
+    let Ok(entries) = std::fs::read_dir(dir) else { return Ok(Vec::new()) };
+    let mut removed: Vec<String> = entries
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let step = checkpoint_file_step(&name)?;
+            (step > latest && !listed.contains(&step) && std::fs::remove_file(e.path()).is_ok()).then_some(name)
+        })
+        .collect();
+    removed.sort();
+    Ok(removed)
 }
 
 /// Seconds since the Unix epoch.
@@ -77,22 +131,29 @@ pub fn latest_checkpoint(dir: &Path) -> Result<Option<PathBuf>> {
     let Some(state) = read_state(dir)? else { return Ok(None) };
     let path = resolve_listed(dir, &state.model_checkpoint_path);
     if !path.exists() && crate::checkpoint::tf_bundle::bundle_prefix(&path).is_none() {
+        let missing = if path.extension().is_some_and(|e| e == EXTENSION) {
+            path.clone()
+        } else {
+            bundle_index_path(&path) // other files of the bundle are there
+        };
         return Err(TrainError::Checkpoint {
             path: dir.join(STATE_FILE).display().to_string(),
-            reason: format!("lists {:?}, but {} does not exist", state.model_checkpoint_path, path.display()),
+            reason: format!("lists {:?}, but {} does not exist", state.model_checkpoint_path, missing.display()),
         });
     }
     Ok(Some(path))
 }
 
-/// The file (or, in a TensorFlow train dir, the bundle prefix) of a prefix
-/// listed in `dir`'s state file.
+/// The file (or, for a TF-format checkpoint, the bundle prefix) of a prefix
+/// listed in `dir`'s state file: the safetensors file when it exists, else
+/// the bundle prefix when any of the bundle's files exists (so that errors
+/// and retention name the bundle even when its `.index` is lost), else the
+/// (missing) safetensors file.
 pub(crate) fn resolve_listed(dir: &Path, prefix: &str) -> PathBuf {
     let path = resolve_prefix(dir, prefix);
     if !path.exists() {
-        // A TensorFlow train dir: its state file lists bundle prefixes.
-        let bundle = dir.join(prefix);
-        if crate::checkpoint::tf_bundle::bundle_prefix(&bundle).is_some() {
+        let bundle = prefix_path(dir, prefix);
+        if bundle_files(&bundle).iter().any(|f| f.exists()) {
             return bundle;
         }
     }
@@ -111,8 +172,15 @@ fn resolve_prefix(dir: &Path, prefix: &str) -> PathBuf {
 
 /// A checkpoint path as users give it: a checkpoint file, a prefix
 /// (`runs/x/model.ckpt-300`), a TensorFlow checkpoint prefix, or a train dir
-/// (its latest checkpoint; TensorFlow's train dirs too).
+/// (its latest checkpoint; TensorFlow's train dirs too). A prefix with both
+/// a safetensors file and a bundle resolves to the safetensors file, as a
+/// listed prefix does.
 pub fn resolve_checkpoint(path: &Path) -> Result<PathBuf> {
+    let with_ext = PathBuf::from(format!("{}.{EXTENSION}", path.display()));
+    let named_index = path.extension().is_some_and(|e| e == "index");
+    if !named_index && with_ext.is_file() {
+        return Ok(with_ext);
+    }
     if let Some(prefix) = crate::checkpoint::tf_bundle::bundle_prefix(path) {
         return Ok(prefix);
     }
@@ -126,10 +194,6 @@ pub fn resolve_checkpoint(path: &Path) -> Result<PathBuf> {
     }
     if path.is_file() {
         return Ok(path.to_path_buf());
-    }
-    let with_ext = PathBuf::from(format!("{}.{EXTENSION}", path.display()));
-    if with_ext.is_file() {
-        return Ok(with_ext);
     }
     Err(TrainError::Checkpoint {
         path: path.display().to_string(),
@@ -260,28 +324,24 @@ impl CheckpointManager {
             if preserve {
                 state.last_preserved_timestamp = stamp;
             } else {
-                delete.push(resolve_listed(&self.dir, &old));
+                delete.push(prefix_path(&self.dir, &old));
             }
         }
         let state_path = self.dir.join(STATE_FILE);
         write_atomic(&state_path, state.to_text().as_bytes())
             .map_err(|cause| TrainError::Save { path: state_path.display().to_string(), cause })?;
         self.state = Some(state);
-        // Only now that the state file no longer lists them.
+        // Only now that the state file no longer lists them: every file of their
+        // prefixes, in either format.
+        let saved = prefix_path(&self.dir, &prefix);
         for old in delete {
-            if old != path {
-                remove_checkpoint(&old);
+            if old != saved {
+                remove_prefix_files(&old, None);
             }
         }
         // A save of the same step in the other format is superseded (a listed prefix
         // resolves to its safetensors file first).
-        let other = match self.format {
-            CheckpointFormat::Safetensors => self.dir.join(&prefix),
-            CheckpointFormat::Tf => file_of_prefix(&self.dir, &prefix),
-        };
-        if other != path {
-            remove_checkpoint(&other);
-        }
+        remove_prefix_files(&saved, Some(self.format));
         let _ = sync_dir(&self.dir);
         Ok(path)
     }
@@ -353,6 +413,30 @@ mod tests {
         assert!(!dir.path().join("model.ckpt-30.index").exists());
         assert_eq!(latest_checkpoint(dir.path()).unwrap().unwrap(), p);
         assert_eq!(m.checkpoints()[0], dir.path().join("model.ckpt-20"));
+    }
+
+    #[test]
+    fn leftovers_of_an_interrupted_save_are_removed_and_lost_indexes_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut m = CheckpointManager::open(dir.path(), 0, None).unwrap().with_format(CheckpointFormat::Tf);
+        m.save(&ck(10), 10).unwrap();
+        m.save(&ck(20), 20).unwrap();
+        // A save of step 30 killed after two of its three files; an older unlisted file
+        // (kept by keep_checkpoint_every_n_hours, say) and other files stay.
+        for name in
+            ["model.ckpt-30.data-00000-of-00001", "model.ckpt-30.index", "model.ckpt-5.safetensors", "notes.txt"]
+        {
+            std::fs::write(dir.path().join(name), b"x").unwrap();
+        }
+        let removed = remove_unlisted_newer(dir.path()).unwrap();
+        assert_eq!(removed, ["model.ckpt-30.data-00000-of-00001", "model.ckpt-30.index"]);
+        assert!(dir.path().join("model.ckpt-5.safetensors").exists() && dir.path().join("notes.txt").exists());
+        assert!(dir.path().join("model.ckpt-20.index").exists());
+        // A listed bundle whose .index is lost still resolves to the bundle, so errors name it.
+        std::fs::remove_file(dir.path().join("model.ckpt-20.index")).unwrap();
+        let e = latest_checkpoint(dir.path()).unwrap_err().to_string();
+        assert!(e.contains("lists \"model.ckpt-20\", but") && e.contains("model.ckpt-20.index does not exist"), "{e}");
+        assert_eq!(m.checkpoints()[1], dir.path().join("model.ckpt-20"));
     }
 
     #[test]

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use crate::checkpoint::atomic::{sync_dir, write_atomic};
 use crate::checkpoint::file::Checkpoint;
-use crate::checkpoint::manager::{read_state, resolve_listed};
+use crate::checkpoint::manager::{bundle_files, read_state, resolve_listed};
 use crate::checkpoint::state::STATE_FILE;
 use crate::error::{Result, TrainError};
 
@@ -79,8 +79,9 @@ pub fn latest_intact(dir: &Path) -> Result<Option<Intact>> {
 }
 
 /// Takes `damaged` out of `dir`'s state file, making `resumed` the latest,
-/// and renames each damaged safetensors file that exists to
-/// `<file>.damaged` (TF bundles are only unlisted). Returns the new names.
+/// and renames each damaged checkpoint's files that exist (a safetensors
+/// file, or a bundle's `.index`, `.data-*` and side file) to
+/// `<file>.damaged`. Returns the new names.
 pub fn set_aside(dir: &Path, damaged: &[Damaged], resumed: &Path) -> Result<Vec<PathBuf>> {
     let state_path = dir.join(STATE_FILE);
     let Some(mut state) = read_state(dir)? else { return Ok(Vec::new()) };
@@ -109,12 +110,13 @@ pub fn set_aside(dir: &Path, damaged: &[Damaged], resumed: &Path) -> Result<Vec<
         .map_err(|cause| TrainError::Io { path: state_path.display().to_string(), cause })?;
     let mut moved = Vec::new();
     for d in damaged {
-        if d.path.is_file() {
-            let mut name = d.path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+        let files: Vec<PathBuf> =
+            if d.path.is_file() { vec![d.path.clone()] } else { bundle_files(&d.path).into_iter().collect() };
+        for file in files.into_iter().filter(|f| f.is_file()) {
+            let mut name = file.file_name().map(|n| n.to_os_string()).unwrap_or_default();
             name.push(DAMAGED_SUFFIX);
-            let to = d.path.with_file_name(name);
-            std::fs::rename(&d.path, &to)
-                .map_err(|cause| TrainError::Io { path: d.path.display().to_string(), cause })?;
+            let to = file.with_file_name(name);
+            std::fs::rename(&file, &to).map_err(|cause| TrainError::Io { path: file.display().to_string(), cause })?;
             moved.push(to);
         }
     }

@@ -66,8 +66,7 @@ pub fn load_tensor_bundle(prefix: &Path) -> Result<Checkpoint> {
         Some(v) if v.len() == 1 => v[0] as i64,
         _ => 0,
     };
-    let mut other_metadata: BTreeMap<String, String> =
-        [(TF_FORMAT_KEY.to_string(), "tensorflow tensor bundle (4-D kernels read as OIHW)".to_string())].into();
+    let mut other_metadata = BTreeMap::new();
     // ferroflow's training state, when a `checkpoint.format = "tf"` run wrote the bundle.
     let index_path = PathBuf::from(format!("{}.index", prefix.display()));
     let index =
@@ -90,6 +89,8 @@ pub fn load_tensor_bundle(prefix: &Path) -> Result<Checkpoint> {
         }
         None => CheckpointMeta { global_step, ..Default::default() },
     };
+    // Last, so that no side-file entry replaces it.
+    other_metadata.insert(TF_FORMAT_KEY.to_string(), "tensorflow tensor bundle (4-D kernels read as OIHW)".to_string());
     Ok(Checkpoint {
         tensors,
         meta,

@@ -82,6 +82,12 @@ pub fn export_tensor_bundle(checkpoint: &Checkpoint, prefix: &Path) -> Result<Ex
     let save = |path: &Path, bytes: &[u8]| {
         write_atomic(path, bytes).map_err(|cause| TrainError::Save { path: path.display().to_string(), cause })
     };
+    // A side file left at this prefix by a TF-format training save belongs to the old
+    // bundle: it would make every later load fail ("belongs to another bundle").
+    let side = crate::checkpoint::tf_sidecar::sidecar_path(prefix);
+    if side.exists() {
+        std::fs::remove_file(&side).map_err(|cause| TrainError::Save { path: side.display().to_string(), cause })?;
+    }
     save(&data, &files.data)?;
     save(&index, &files.index)?;
 
