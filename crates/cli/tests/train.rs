@@ -154,7 +154,7 @@ fn bad_settings_fail_before_any_work_with_one_message() {
     let td = dir.path().join("never");
     let cases: &[(&[&str], &str)] = &[
         (&["--set", "train.bach_size=3"], "did you mean `batch_size`"),
-        (&["--set", "optimizer.kind=adamw"], "unknown variant `adamw`"),
+        (&["--set", "optimizer.kind=lion"], "unknown variant `lion`"),
         (&["--batch-size", "0"], "train.batch_size: must be at least 1"),
         (&["--learning-rate=-0.1"], "learning_rate"),
         (&["--set", "trian.steps=3"], "did you mean `train`"),
