@@ -4,7 +4,8 @@ Usage: onnx_runtime_check.py MANIFEST.json
 
 MANIFEST lists {name, onnx, data}: an exported model and a safetensors file
 with `input` [7, C, H, W] and ferroflow's outputs for it, at batch 7 (`out7`,
-`probs7`) and image by image (`out1`, `probs1`). For each model this runs
+and `probs7` or `values7` for the second output) and image by image (`out1`,
+`probs1`, `values1`). For each model this runs
 onnx.checker.check_model (full check, with shape inference), then ONNX
 Runtime at batch 7 and at batch 1, and prints one JSON object: per model the
 checker's verdict, the opset, the input and output names and shapes, and the
@@ -45,8 +46,9 @@ def main():
         for batch, ours in (("7", out7), ("1", out1)):
             r["max_diff_out" + batch] = float(np.abs(ours[0] - data["out" + batch]).max())
             r["max_abs_out" + batch] = float(np.abs(data["out" + batch]).max())
-            if len(ours) > 1:
-                r["max_diff_probs" + batch] = float(np.abs(ours[1] - data["probs" + batch]).max())
+            for key in ("probs", "values"):
+                if key + batch in data:
+                    r["max_diff_" + key + batch] = float(np.abs(ours[1] - data[key + batch]).max())
         r["spread"] = float(np.abs(out7[0] - out7[0][:1]).max())
         report[case["name"]] = r
     json.dump(report, sys.stdout)

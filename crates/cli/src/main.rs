@@ -4,6 +4,7 @@
 mod commands;
 mod plot;
 mod progress;
+mod report;
 mod runtime;
 
 use std::process::ExitCode;
@@ -18,7 +19,12 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Train image models the TensorFlow way, in Rust.
 #[derive(Debug, Parser)]
-#[command(name = "ferroflow", version, about, after_help = "Not yet built: training regression models.")]
+#[command(
+    name = "ferroflow",
+    version,
+    about,
+    after_help = "Not yet built: image-to-image training (encoder_decoder), streaming image folders, early stopping."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

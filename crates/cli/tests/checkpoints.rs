@@ -10,6 +10,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Instant;
 
+mod common;
+
 use ferroflow_train::checkpoint::{Checkpoint, Values, latest_checkpoint, read_state};
 use serde_json::Value as Json;
 
@@ -236,21 +238,41 @@ fn tf_format_checkpoints_resume_exactly_and_keep_complete_bundles() {
 
 #[test]
 fn kill_nine_at_random_moments_then_resume_ends_identical() {
-    kill_nine_and_resume("safetensors");
+    kill_nine_and_resume("safetensors", None, &[]);
 }
 
 #[test]
 fn kill_nine_at_random_moments_then_resume_ends_identical_with_tf_bundles() {
-    kill_nine_and_resume("tf");
+    kill_nine_and_resume("tf", None, &[]);
+}
+
+#[test]
+fn kill_nine_at_random_moments_then_resume_ends_identical_for_regression() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = common::mnist_regression_dataset(dir.path());
+    // Momentum at 0.02 diverges on unbounded targets; Adam at 1e-3 trains them.
+    kill_nine_and_resume(
+        "safetensors",
+        Some(data),
+        &["--set", "optimizer.kind=\"adam\"", "--set", "schedule.learning_rate=0.001"],
+    );
 }
 
 /// Kills a run with SIGKILL at 10 moments, resuming after each, then checks
-/// that it ends bitwise equal to an uninterrupted run, with checkpoints in `format`.
-fn kill_nine_and_resume(format: &str) {
+/// that it ends bitwise equal to an uninterrupted run, with checkpoints in
+/// `format`, on the bundled digits or on the prepared dataset `data`.
+fn kill_nine_and_resume(format: &str, data: Option<PathBuf>, more: &[&str]) {
     let dir = tempfile::tempdir().unwrap();
     let (whole, killed) = (dir.path().join("whole"), dir.path().join("killed"));
     let format_setting = format!("checkpoint.format=\"{format}\"");
+    // `--set` overrides the `--data` flag of train_args.
+    let data_setting = match data {
+        Some(d) => format!("data.path={:?}", d.display().to_string()),
+        None => format!("data.path=\"{MNIST}\""),
+    };
     let extra = [
+        "--set",
+        &data_setting,
         "--set",
         &format_setting,
         "--save-every",
@@ -264,6 +286,7 @@ fn kill_nine_and_resume(format: &str) {
         "--set",
         "summary.scalars_every=1",
     ];
+    let extra: Vec<&str> = extra.iter().chain(more).copied().collect();
     let steps = 24;
     let started = Instant::now();
     train(&whole, "cifar_cnn", steps, &extra);

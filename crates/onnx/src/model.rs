@@ -34,6 +34,10 @@ pub struct ExportOptions {
     pub metadata: Vec<(String, String)>,
     /// `doc_string`.
     pub doc: String,
+    /// A regression model's target statistics `(mean, std)`: its outputs are then
+    /// `standardized` (the model's own) and `values = standardized * std + mean`, in
+    /// the targets' units, instead of `logits` and `probabilities`.
+    pub target_stats: Option<(Vec<f32>, Vec<f32>)>,
 }
 
 /// Exports `model` (built from `spec`, with the values to export in its
@@ -43,7 +47,8 @@ pub struct ExportOptions {
 /// # Shapes
 /// The graph: `input` `[batch, C, H, W]` (the model's input, NCHW) →
 /// `logits` and `probabilities` `[batch, classes]` for a model with a flat
-/// output, else `output` `[batch, C', H', W']`.
+/// output (`standardized` and `values` `[batch, targets]` with
+/// [`ExportOptions::target_stats`]), else `output` `[batch, C', H', W']`.
 pub fn export_model(spec: &ModelSpec, model: &Model, options: &ExportOptions) -> Result<ModelProto> {
     let layers = model.layers();
     if layers.len() != spec.layers.len() {
@@ -64,7 +69,20 @@ pub fn export_model(spec: &ModelSpec, model: &Model, options: &ExportOptions) ->
         shape = layer.output_shape();
     }
     let dims: Vec<Dim> = std::iter::once(batch.clone()).chain(shape.iter().map(|&d| Dim::Fixed(d))).collect();
-    if shape.len() == 1 {
+    if let (1, Some((mean, std))) = (shape.len(), &options.target_stats) {
+        if mean.len() != shape[0] || std.len() != shape[0] {
+            return Err(OnnxError::Model {
+                model: spec.name.clone(),
+                reason: format!("outputs {shape:?}, but the target statistics have {} values", mean.len()),
+            });
+        }
+        ex.g.output(&x, "standardized", &dims);
+        let s = ex.g.initializer_f32("targets/std", &[shape[0]], std);
+        let m = ex.g.initializer_f32("targets/mean", &[shape[0]], mean);
+        let scaled = ex.g.node("Mul", "values/mul", &[&x, &s], &[]);
+        let values = ex.g.node("Add", "values/add", &[&scaled, &m], &[]);
+        ex.g.output(&values, "values", &dims);
+    } else if shape.len() == 1 {
         ex.g.output(&x, "logits", &dims);
         let probs = ex.g.node("Softmax", "probabilities/Softmax", &[&x], &[("axis", Attr::Int(-1))]);
         ex.g.output(&probs, "probabilities", &dims);

@@ -127,10 +127,29 @@ fn prepare(spec: &ModelSpec, dir: &Path, seed: u64) -> Case {
         let p1: Vec<Tensor> = ones.iter().map(|o| o.1.clone().unwrap()).collect();
         tensors.insert("probs1".into(), Tensor::cat(&p1, 0).unwrap());
     }
+    // A regression head for lenet: its outputs mapped back to the targets' units.
+    let regression = spec.name == "lenet";
+    let k = model.output_shape()[0];
+    let target_stats = regression.then(|| {
+        ((0..k).map(|i| i as f32 - 3.0).collect::<Vec<f32>>(), (0..k).map(|i| 0.5 + i as f32).collect::<Vec<f32>>())
+    });
+    if let Some((mean, std)) = &target_stats {
+        let values = |y: &Tensor| {
+            let s = Tensor::from_slice(std, (1, k), &Device::Cpu).unwrap();
+            let m = Tensor::from_slice(mean, (1, k), &Device::Cpu).unwrap();
+            y.broadcast_mul(&s).unwrap().broadcast_add(&m).unwrap()
+        };
+        let (v7, v1) = (values(&tensors["out7"]), values(&tensors["out1"]));
+        tensors.insert("values7".into(), v7);
+        tensors.insert("values1".into(), v1);
+        tensors.remove("probs7");
+        tensors.remove("probs1");
+    }
     let options = ExportOptions {
         producer_version: "test".into(),
         metadata: vec![("ferroflow.preprocessing".into(), preprocess.describe_eval())],
         doc: String::new(),
+        target_stats,
     };
     let proto = export_model(spec, &model, &options).unwrap();
     let onnx = dir.join(format!("{}.onnx", spec.name));
@@ -168,9 +187,14 @@ fn onnx_runtime_matches_ferroflow_on_every_zoo_model_and_every_layer_kind() {
         assert_eq!(r["checker"], "ok", "{}: {r}", case.name);
         assert_eq!(r["opset"], 17, "{}", case.name);
         assert_eq!(r["input_shape"][0], "batch", "{}: the batch dimension must be dynamic: {r}", case.name);
-        let classifier = case.name != "encoder_decoder";
+        let classifier = !["encoder_decoder", "lenet"].contains(&case.name.as_str());
         let outputs: Vec<&str> = r["outputs"].as_array().unwrap().iter().map(|o| o.as_str().unwrap()).collect();
-        assert_eq!(outputs, if classifier { vec!["logits", "probabilities"] } else { vec!["output"] }, "{}", case.name);
+        let want = match case.name.as_str() {
+            "encoder_decoder" => vec!["output"],
+            "lenet" => vec!["standardized", "values"], // exported as a regression model
+            _ => vec!["logits", "probabilities"],
+        };
+        assert_eq!(outputs, want, "{}", case.name);
         for batch in ["7", "1"] {
             let d = r[format!("max_diff_out{batch}")].as_f64().unwrap();
             // Logits and images are compared relative to their largest magnitude.
@@ -179,6 +203,10 @@ fn onnx_runtime_matches_ferroflow_on_every_zoo_model_and_every_layer_kind() {
             if classifier {
                 let d = r[format!("max_diff_probs{batch}")].as_f64().unwrap();
                 assert!(d <= 1e-5, "{} batch {batch}: probabilities differ by {d}", case.name);
+            }
+            if case.name == "lenet" {
+                let d = r[format!("max_diff_values{batch}")].as_f64().unwrap();
+                assert!(d <= 1e-5 * 8.0, "{} batch {batch}: values differ by {d}", case.name);
             }
         }
         // The outputs vary between images (the comparison means something).

@@ -54,6 +54,9 @@ pub struct DataConfig {
     pub resize_method: String,
     /// Eval central crop fraction (TF-slim inception eval uses 0.875).
     pub eval_central_fraction: Option<f64>,
+    /// Regression: standardise each target with the training split's mean and
+    /// std (stored in the checkpoint, undone in predictions). Default true.
+    pub normalize_targets: bool,
 }
 
 impl Default for DataConfig {
@@ -69,6 +72,7 @@ impl Default for DataConfig {
             fast_jpeg: false,
             resize_method: "bilinear".into(),
             eval_central_fraction: None,
+            normalize_targets: true,
         }
     }
 }
@@ -111,6 +115,11 @@ pub struct LoopConfig {
     pub weight_decay: f64,
     /// Label smoothing for the cross-entropy.
     pub label_smoothing: f64,
+    /// The loss: `cross_entropy` (classification), `mse`, `mae` or `huber`
+    /// (regression); default: by the data's task (cross-entropy or MSE).
+    pub loss: Option<Loss>,
+    /// Huber's δ, in standardised target units (default 1, Keras's).
+    pub huber_delta: f64,
     /// Clip gradients by their global norm (`tf.clip_by_global_norm`).
     pub clip_global_norm: Option<f64>,
     /// Keep an exponential moving average of the weights, used for validation.
@@ -133,6 +142,8 @@ impl Default for LoopConfig {
             seed: 0,
             weight_decay: 0.0,
             label_smoothing: 0.0,
+            loss: None,
+            huber_delta: 1.0,
             clip_global_norm: None,
             ema_decay: None,
             validate_every: 0,
@@ -140,6 +151,20 @@ impl Default for LoopConfig {
             device: "cpu".into(),
         }
     }
+}
+
+/// `train.loss`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Loss {
+    /// Sparse softmax cross-entropy, for class labels.
+    CrossEntropy,
+    /// Mean squared error, for regression targets.
+    Mse,
+    /// Mean absolute error.
+    Mae,
+    /// Huber loss with `train.huber_delta`.
+    Huber,
 }
 
 /// What training does when saving a checkpoint fails (disk full, permissions).
@@ -384,6 +409,9 @@ impl TrainConfig {
                 "train.label_smoothing",
                 format!("must be in [0, 1), got {}", t.label_smoothing),
             ));
+        }
+        if !(t.huber_delta > 0.0 && t.huber_delta.is_finite()) {
+            return Err(TrainError::config("train.huber_delta", format!("must be > 0, got {}", t.huber_delta)));
         }
         if let Some(c) = t.clip_global_norm
             && (c.is_nan() || c <= 0.0)

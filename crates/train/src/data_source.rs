@@ -1,5 +1,6 @@
 //! Where a training run's examples come from: a prepared dataset
-//! (TFRecords + dataset.json) or an image folder loaded in memory.
+//! (TFRecords + dataset.json; class labels, or regression targets from
+//! `prepare --labels-csv`) or an image folder (classes) loaded in memory.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -15,8 +16,12 @@ pub struct DataSource {
     pub train: Source,
     /// Validation examples (`None` when the split is empty).
     pub validation: Option<Source>,
-    /// Class names.
+    /// Classification or regression.
+    pub task: Task,
+    /// Class names (empty for regression).
     pub classes: Vec<String>,
+    /// Regression targets per example (0 for classification).
+    pub target_size: usize,
     /// Per-channel mean of the training split, 0–255.
     pub mean: [f64; 3],
     /// Per-channel std of the training split, 0–255.
@@ -35,12 +40,6 @@ impl DataSource {
         }
         if path.join(ferroflow_data::DATASET_JSON).exists() {
             let ds = Dataset::open(path).map_err(|e| TrainError::config("data.path", e.to_string()))?;
-            if ds.meta.task != Task::Classification {
-                return Err(TrainError::config(
-                    "data.path",
-                    format!("{}: a regression dataset; ferroflow train trains classifiers", path.display()),
-                ));
-            }
             let files = |split: &str| ds.files(split).map_err(|e| TrainError::config("data.path", e.to_string()));
             let train_count = ds.meta.splits.get("train").map_or(0, |s| s.count);
             let val_count = ds.meta.splits.get("validation").map_or(0, |s| s.count);
@@ -50,7 +49,9 @@ impl DataSource {
                     .then(|| files("validation"))
                     .transpose()?
                     .map(|files| Source::Records { files }),
+                task: ds.meta.task,
                 classes: ds.meta.classes.clone(),
+                target_size: ds.meta.target_size,
                 mean: ds.meta.mean,
                 std: ds.meta.std,
                 train_count,
@@ -76,7 +77,9 @@ impl DataSource {
         Ok(DataSource {
             train: Source::Memory { entries: Arc::new(train) },
             validation: (nv > 0).then(|| Source::Memory { entries: Arc::new(validation) }),
+            task: Task::Classification,
             classes,
+            target_size: 0,
             mean: stats.mean(),
             std: stats.std(),
             train_count: nt,

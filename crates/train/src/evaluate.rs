@@ -1,33 +1,40 @@
 //! Evaluation: a model in eval mode over a whole split — loss, top-1 and
-//! top-5 accuracy, per-class accuracy and the confusion matrix — during
-//! training and for `ferroflow eval` on a checkpoint.
+//! top-5 accuracy, per-class accuracy and the confusion matrix (or, for
+//! regression, MSE, MAE, RMSE and R² per target) — during training and for
+//! `ferroflow eval` on a checkpoint.
 
 use std::path::{Path, PathBuf};
 
 use candle_core::Device;
-use ferroflow_data::{Cursor, Mode, Pipeline, PipelineConfig, Preprocess, Source};
-use ferroflow_nn::{Model, ops};
+use ferroflow_data::{Cursor, Mode, Pipeline, PipelineConfig, Preprocess, Source, Task};
+use ferroflow_nn::Model;
 use serde::Serialize;
+use tfrecord::EventWriter;
 
 use crate::data_source::DataSource;
 use crate::error::{Result, TrainError};
 use crate::metrics::Metrics;
+use crate::objective::Objective;
+use crate::regression::{RegressionMetrics, RegressionReport};
 use crate::restored::RestoredModel;
-use crate::trainer::batch_tensors;
+use crate::trainer::batch_input;
 
 /// Results of an evaluation pass.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct EvalReport {
     /// Examples evaluated.
     pub count: usize,
-    /// Mean cross-entropy.
+    /// Mean loss: cross-entropy, or the regression loss on standardised targets.
     pub loss: f64,
-    /// Top-1 accuracy.
+    /// Top-1 accuracy (0 for regression).
     pub accuracy: f64,
-    /// Top-5 accuracy.
+    /// Top-5 accuracy (0 for regression).
     pub top5: f64,
-    /// `confusion[label][prediction]`.
+    /// `confusion[label][prediction]` (empty for regression).
     pub confusion: Vec<Vec<usize>>,
+    /// Regression metrics, in the targets' units.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub regression: Option<RegressionReport>,
 }
 
 impl EvalReport {
@@ -36,7 +43,7 @@ impl EvalReport {
     /// ```
     /// let r = ferroflow_train::EvalReport {
     ///     count: 4, loss: 0.0, accuracy: 0.75, top5: 1.0,
-    ///     confusion: vec![vec![2, 0, 0], vec![1, 1, 0], vec![0, 0, 0]],
+    ///     confusion: vec![vec![2, 0, 0], vec![1, 1, 0], vec![0, 0, 0]], regression: None,
     /// };
     /// assert_eq!(r.per_class_accuracy(), [Some(1.0), Some(0.5), None]);
     /// ```
@@ -50,6 +57,31 @@ impl EvalReport {
             })
             .collect()
     }
+
+    /// Writes the report as TensorBoard scalars at `step`: `loss`, `accuracy` and
+    /// `top5`, or for regression `loss`, `mse`, `mae`, `rmse`, `r2` (means over the
+    /// targets) and, with several targets, `r2/<target>` and `rmse/<target>`.
+    pub fn write_scalars(&self, w: &mut EventWriter, step: i64) -> Result<()> {
+        w.add_scalar("loss", self.loss as f32, step)?;
+        match &self.regression {
+            None => {
+                w.add_scalar("accuracy", self.accuracy as f32, step)?;
+                w.add_scalar("top5", self.top5 as f32, step)?;
+            }
+            Some(r) => {
+                for (name, v) in [("mse", r.mse), ("mae", r.mae), ("rmse", r.rmse), ("r2", r.r2)] {
+                    w.add_scalar(name, v as f32, step)?;
+                }
+                if r.targets.len() > 1 {
+                    for t in &r.targets {
+                        w.add_scalar(&format!("r2/{}", t.name), t.r2 as f32, step)?;
+                        w.add_scalar(&format!("rmse/{}", t.name), t.rmse as f32, step)?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Runs `model` in eval mode over every example of `source` once,
@@ -59,7 +91,7 @@ pub fn evaluate(
     source: &Source,
     preprocess: &Preprocess,
     mut config: PipelineConfig,
-    classes: usize,
+    objective: &Objective,
     device: &Device,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<EvalReport> {
@@ -68,23 +100,44 @@ pub fn evaluate(
     config.drop_remainder = false;
     let mut pipeline = Pipeline::new(source.clone(), Mode::Eval, config, preprocess.clone(), Cursor::default())?;
     let total = pipeline.examples_per_epoch();
-    let mut metrics = Metrics::new(classes);
+    let mut metrics = Metrics::new(if objective.is_regression() { 0 } else { objective.outputs() });
+    let mut regression = match objective {
+        Objective::Regression { stats, .. } => Some(RegressionMetrics::new(stats.len())),
+        Objective::Classification { .. } => None,
+    };
     while let Some(batch) = pipeline.next() {
         let batch = batch?;
-        let (x, y) = batch_tensors(&batch, classes, device)?;
-        let logits = model.forward_t(&x, false)?; // [N, classes]
-        let losses = ops::sparse_softmax_cross_entropy(&logits, &y)?; // [N]
-        let logits_v = logits.flatten_all().and_then(|t| t.to_vec1::<f32>()).map_err(TrainError::candle("eval"))?;
+        let x = batch_input(&batch, device)?;
+        let y = objective.targets(&batch, device)?;
+        let outputs = model.forward_t(&x, false)?; // [N, outputs]
+        let losses = objective.losses(&outputs, &y, false)?; // [N]
+        let out_v = outputs.flatten_all().and_then(|t| t.to_vec1::<f32>()).map_err(TrainError::candle("eval"))?;
         let losses_v = losses.to_vec1::<f32>().map_err(TrainError::candle("eval"))?;
-        metrics.add(&logits_v, &batch.labels, &losses_v);
+        match (&mut regression, objective) {
+            (Some(r), Objective::Regression { stats, .. }) => {
+                // Metrics in the targets' own units.
+                let mut predicted = out_v;
+                stats.denormalize(&mut predicted);
+                r.add(&predicted, &batch.targets);
+                metrics.loss_sum += losses_v.iter().map(|&l| f64::from(l)).sum::<f64>();
+                metrics.count += batch.size;
+            }
+            _ => metrics.add(&out_v, &batch.labels, &losses_v),
+        }
         pipeline.recycle(batch);
         progress(metrics.count, total);
     }
+    let names = match objective {
+        Objective::Regression { names, .. } => names.as_slice(),
+        Objective::Classification { .. } => &[],
+    };
+    let is_regression = regression.is_some();
     Ok(EvalReport {
         count: metrics.count,
         loss: metrics.loss(),
-        accuracy: metrics.accuracy(),
-        top5: metrics.top5(),
+        accuracy: if is_regression { 0.0 } else { metrics.accuracy() },
+        top5: if is_regression { 0.0 } else { metrics.top5() },
+        regression: regression.map(|r| r.report(names)),
         confusion: metrics.confusion,
     })
 }
@@ -134,7 +187,23 @@ pub fn evaluate_checkpoint(options: &EvalOptions, progress: &mut dyn FnMut(usize
         TrainError::config("--data", "the checkpoint records no data path; give the dataset with --data DIR")
     })?;
     let data = DataSource::open(&data_path, config.data.val_fraction, config.train.seed)?;
-    if data.classes != restored.classes {
+    let regression = restored.objective.is_regression();
+    if regression && (data.task != Task::Regression || data.target_size != restored.objective.outputs()) {
+        return Err(TrainError::config(
+            "--data",
+            format!(
+                "{} has {}, but the checkpoint's model predicts {} regression target(s)",
+                data_path.display(),
+                if data.task == Task::Regression {
+                    format!("{} regression target(s) per example", data.target_size)
+                } else {
+                    format!("class labels ({})", data.classes.join(", "))
+                },
+                restored.objective.outputs()
+            ),
+        ));
+    }
+    if !regression && data.classes != restored.classes {
         return Err(TrainError::config(
             "--data",
             format!(
@@ -160,8 +229,15 @@ pub fn evaluate_checkpoint(options: &EvalOptions, progress: &mut dyn FnMut(usize
         ..Default::default()
     };
     pipeline.shuffle_buffer = 0;
-    let classes = restored.classes.len();
-    let report = evaluate(&restored.model, &source, &restored.preprocess, pipeline, classes, &Device::Cpu, progress)?;
+    let report = evaluate(
+        &restored.model,
+        &source,
+        &restored.preprocess,
+        pipeline,
+        &restored.objective,
+        &Device::Cpu,
+        progress,
+    )?;
     if options.write_summaries
         && let Some(train_dir) = restored.path.parent()
     {
@@ -182,10 +258,8 @@ pub fn evaluate_checkpoint(options: &EvalOptions, progress: &mut dyn FnMut(usize
 /// accuracy and top-5 at the checkpoint's step, like TF-slim's eval_image_classifier.
 fn write_eval_summaries(train_dir: &Path, split: &str, step: i64, report: &EvalReport) -> Result<()> {
     let dir = if split == "validation" { train_dir.join("eval") } else { train_dir.join(format!("eval_{split}")) };
-    let mut w = tfrecord::EventWriter::new(dir)?;
-    w.add_scalar("loss", report.loss as f32, step)?;
-    w.add_scalar("accuracy", report.accuracy as f32, step)?;
-    w.add_scalar("top5", report.top5 as f32, step)?;
+    let mut w = EventWriter::new(dir)?;
+    report.write_scalars(&mut w, step)?;
     w.flush()?;
     Ok(())
 }

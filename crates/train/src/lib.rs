@@ -10,8 +10,10 @@ mod data_source;
 mod error;
 mod evaluate;
 mod metrics;
+mod objective;
 pub mod optimizer;
 mod predict;
+pub mod regression;
 mod restored;
 pub mod schedule;
 mod summary;
@@ -19,13 +21,14 @@ mod trainer;
 
 pub use bench::{BenchConfig, BenchReport, BenchStep, bench_train, weights_digest};
 pub use config::{
-    CheckpointConfig, CheckpointFormat, DataConfig, LoopConfig, ModelConfig, Normalize, OnCorrupt, OnSaveError,
+    CheckpointConfig, CheckpointFormat, DataConfig, LoopConfig, Loss, ModelConfig, Normalize, OnCorrupt, OnSaveError,
     SummaryConfig, TrainConfig, WarmStartConfig,
 };
 pub use data_source::DataSource;
 pub use error::{Result, TrainError};
 pub use evaluate::{CheckpointEval, EvalOptions, EvalReport, evaluate, evaluate_checkpoint};
 pub use metrics::Metrics;
+pub use objective::Objective;
 pub use predict::{Prediction, collect_images, predict};
 pub use restored::RestoredModel;
 pub use summary::Summaries;

@@ -1,5 +1,6 @@
-//! `ferroflow predict`: class probabilities for image files, with the eval
-//! preprocessing recorded in the checkpoint.
+//! `ferroflow predict`: class probabilities (or, for a regression model, the
+//! predicted values) for image files, with the eval preprocessing recorded
+//! in the checkpoint.
 
 use std::path::{Path, PathBuf};
 
@@ -9,15 +10,18 @@ use ferroflow_nn::ops;
 use serde::Serialize;
 
 use crate::error::{Result, TrainError};
+use crate::objective::Objective;
 use crate::restored::RestoredModel;
 
-/// One image's top classes.
+/// One image's top classes, or its predicted regression targets.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Prediction {
     /// The image file.
     pub path: PathBuf,
-    /// `(class name, label, probability)`, most probable first.
+    /// `(class name, label, probability)`, most probable first (empty for regression).
     pub top: Vec<(String, usize, f32)>,
+    /// A regression model's predicted targets, in their own units (empty for classifiers).
+    pub values: Vec<f32>,
 }
 
 /// Image files under `inputs`: files as given, directories walked (sorted)
@@ -82,7 +86,16 @@ pub fn predict(
             p.eval_into(&image, slot);
         }
         let x = Tensor::from_vec(input, (chunk.len(), c, h, w), device).map_err(TrainError::candle("predict input"))?;
-        let logits = restored.model.forward_t(&x, false)?; // [N, classes]
+        let logits = restored.model.forward_t(&x, false)?; // [N, outputs]
+        if let Objective::Regression { stats, .. } = &restored.objective {
+            let mut values =
+                logits.flatten_all().and_then(|t| t.to_vec1::<f32>()).map_err(TrainError::candle("predict"))?;
+            stats.denormalize(&mut values); // back to the targets' units
+            for (path, row) in chunk.iter().zip(values.chunks_exact(stats.len().max(1))) {
+                out.push(Prediction { path: path.clone(), top: Vec::new(), values: row.to_vec() });
+            }
+            continue;
+        }
         let probs = ops::softmax(&logits, D::Minus1)?; // [N, classes]
         let rows = probs.to_vec2::<f32>().map_err(TrainError::candle("predict"))?;
         for (path, row) in chunk.iter().zip(rows) {
@@ -94,7 +107,7 @@ pub fn predict(
                 .take(top_k.max(1))
                 .map(|i| (restored.classes.get(i).cloned().unwrap_or_else(|| i.to_string()), i, row[i]))
                 .collect();
-            out.push(Prediction { path: path.clone(), top });
+            out.push(Prediction { path: path.clone(), top, values: Vec::new() });
         }
     }
     Ok(out)

@@ -11,7 +11,9 @@ use ferroflow_nn::{GLOBAL_STEP, Model, ModelSpec, VarStore};
 use crate::checkpoint::{Checkpoint, latest_intact, resolve_checkpoint};
 use crate::config::TrainConfig;
 use crate::error::{Result, TrainError};
+use crate::objective::Objective;
 use crate::optimizer::ExponentialMovingAverage;
+use crate::regression::RegressionLoss;
 
 /// A trained model ready for eval-mode forwards.
 #[derive(Debug)]
@@ -24,8 +26,10 @@ pub struct RestoredModel {
     pub store: VarStore,
     /// The run's resolved config.
     pub config: TrainConfig,
-    /// Class names by label.
+    /// Class names by label (for a regression model: the targets' names).
     pub classes: Vec<String>,
+    /// What the model outputs: classes, or standardised regression targets.
+    pub objective: Objective,
     /// The eval preprocessing the run validated with.
     pub preprocess: Preprocess,
     /// The checkpoint's global step.
@@ -113,11 +117,44 @@ impl RestoredModel {
             _ => ck.meta.global_step,
         };
         store.set_global_step(step);
-        let classes = if ck.meta.classes.is_empty() {
-            (0..model.output_shape().iter().product::<usize>()).map(|i| i.to_string()).collect()
-        } else {
-            ck.meta.classes.clone()
+        let outputs = model.output_shape().iter().product::<usize>();
+        let (classes, objective) = match &ck.meta.targets {
+            Some(stats) => {
+                let names: Vec<String> = (0..stats.len()).map(|i| format!("target_{i}")).collect();
+                let loss = match config.train.loss {
+                    Some(crate::config::Loss::Mae) => RegressionLoss::Mae,
+                    Some(crate::config::Loss::Huber) => RegressionLoss::Huber,
+                    _ => RegressionLoss::Mse,
+                };
+                let objective = Objective::Regression {
+                    stats: stats.clone(),
+                    loss,
+                    huber_delta: config.train.huber_delta,
+                    names: names.clone(),
+                };
+                (names, objective)
+            }
+            None => {
+                let classes: Vec<String> = if ck.meta.classes.is_empty() {
+                    (0..outputs).map(|i| i.to_string()).collect()
+                } else {
+                    ck.meta.classes.clone()
+                };
+                (classes, Objective::Classification { classes: outputs, label_smoothing: 0.0 })
+            }
         };
-        Ok(RestoredModel { model, spec, store, config, classes, preprocess, step, path, ema, integrity_notice })
+        Ok(RestoredModel {
+            model,
+            spec,
+            store,
+            config,
+            classes,
+            objective,
+            preprocess,
+            step,
+            path,
+            ema,
+            integrity_notice,
+        })
     }
 }

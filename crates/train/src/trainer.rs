@@ -6,20 +6,22 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use candle_core::{Device, Tensor};
-use ferroflow_data::{Cursor, Mode, Pipeline, PipelineConfig, Preprocess, Source};
-use ferroflow_nn::{Model, ModelSpec, VarStore, ops, zoo_model};
+use ferroflow_data::{Cursor, Mode, Pipeline, PipelineConfig, Preprocess, Source, Task};
+use ferroflow_nn::{Model, ModelSpec, VarStore, zoo_model};
 use serde::Serialize;
 
 use crate::checkpoint::{
     self, Checkpoint, CheckpointManager, CheckpointMeta, DataFingerprint, RngStates, apply_trainable_scopes,
     restore_exact, warm_start,
 };
-use crate::config::{Normalize, OnCorrupt, OnSaveError, TrainConfig};
-use crate::data_source::{DataSource, class_labels};
+use crate::config::{Loss, Normalize, OnCorrupt, OnSaveError, TrainConfig};
+use crate::data_source::DataSource;
 use crate::error::{Result, TrainError};
 use crate::evaluate::{EvalReport, evaluate};
 use crate::metrics::Metrics;
+use crate::objective::Objective;
 use crate::optimizer::{ExponentialMovingAverage, Optimizer, clip_by_global_norm, trainable_gradients};
+use crate::regression::{RegressionLoss, TargetStats, target_stats};
 use crate::summary::Summaries;
 
 /// What the loop reports as it goes.
@@ -129,7 +131,7 @@ struct Run {
     store: VarStore,
     preprocess: Preprocess,
     device: Device,
-    classes: usize,
+    objective: Objective,
 }
 
 impl Run {
@@ -137,24 +139,14 @@ impl Run {
         pipeline_config(&self.config, epochs)
     }
 
+    /// The batch's input `[N, C, H, W]` and targets (labels `[N]` or targets `[N, T]`).
     fn tensors(&self, batch: &ferroflow_data::Batch) -> Result<(Tensor, Tensor)> {
-        batch_tensors(batch, self.classes, &self.device)
-    }
-
-    /// Per-example cross-entropy (with label smoothing when set).
-    fn losses(&self, logits: &Tensor, labels: &Tensor) -> Result<Tensor> {
-        let ls = self.config.train.label_smoothing;
-        Ok(if ls > 0.0 {
-            let targets = ops::smoothed_one_hot(labels, self.classes, ls)?;
-            ops::softmax_cross_entropy(logits, &targets)?
-        } else {
-            ops::sparse_softmax_cross_entropy(logits, labels)?
-        })
+        Ok((batch_input(batch, &self.device)?, self.objective.targets(batch, &self.device)?))
     }
 
     fn evaluate(&self, source: &Source) -> Result<EvalReport> {
         let config = self.pipeline_config(Some(1));
-        evaluate(&self.model, source, &self.preprocess, config, self.classes, &self.device, &mut |_, _| {})
+        evaluate(&self.model, source, &self.preprocess, config, &self.objective, &self.device, &mut |_, _| {})
     }
 
     fn fingerprint(&self) -> DataFingerprint {
@@ -178,6 +170,10 @@ impl Run {
             preprocess: Some(self.preprocess.clone()),
             data: Some(self.fingerprint()),
             created: checkpoint::now(),
+            targets: match &self.objective {
+                Objective::Regression { stats, .. } => Some(stats.clone()),
+                Objective::Classification { .. } => None,
+            },
         };
         Checkpoint::capture(&self.store.global_variables(), meta)
     }
@@ -274,18 +270,58 @@ fn pipeline_config(config: &TrainConfig, epochs: Option<u64>) -> PipelineConfig 
     }
 }
 
-/// A batch as model input `[N, C, H, W]` and labels `[N]`.
-pub(crate) fn batch_tensors(
-    batch: &ferroflow_data::Batch,
-    classes: usize,
-    device: &Device,
-) -> Result<(Tensor, Tensor)> {
+/// A batch's images as model input `[N, C, H, W]`.
+pub(crate) fn batch_input(batch: &ferroflow_data::Batch, device: &Device) -> Result<Tensor> {
     let [c, h, w] = batch.shape;
-    let x =
-        Tensor::from_slice(&batch.images, (batch.size, c, h, w), device).map_err(TrainError::candle("input batch"))?;
-    let labels = class_labels(&batch.labels, classes)?;
-    let y = Tensor::from_vec(labels, batch.size, device).map_err(TrainError::candle("labels"))?;
-    Ok((x, y))
+    Tensor::from_slice(&batch.images, (batch.size, c, h, w), device).map_err(TrainError::candle("input batch"))
+}
+
+/// The run's task from its data and `train.loss`: class labels with the
+/// cross-entropy, or regression targets (standardised with the training
+/// split's statistics unless `data.normalize_targets = false`).
+fn objective_for(config: &TrainConfig, data: &DataSource) -> Result<Objective> {
+    let t = &config.train;
+    match data.task {
+        Task::Classification => {
+            if let Some(loss) = t.loss.filter(|l| *l != Loss::CrossEntropy) {
+                return Err(TrainError::config(
+                    "train.loss",
+                    format!("{loss:?} is a regression loss, but the data has class labels; use cross_entropy"),
+                ));
+            }
+            let classes = config.model.num_classes.unwrap_or(data.classes.len());
+            Ok(Objective::Classification { classes, label_smoothing: t.label_smoothing })
+        }
+        Task::Regression => {
+            let loss = match t.loss {
+                None | Some(Loss::Mse) => RegressionLoss::Mse,
+                Some(Loss::Mae) => RegressionLoss::Mae,
+                Some(Loss::Huber) => RegressionLoss::Huber,
+                Some(Loss::CrossEntropy) => {
+                    return Err(TrainError::config(
+                        "train.loss",
+                        "cross_entropy needs class labels, but the data has regression targets; use mse, mae or huber",
+                    ));
+                }
+            };
+            let n = data.target_size;
+            if let Some(k) = config.model.num_classes.filter(|&k| k != n) {
+                return Err(TrainError::config(
+                    "model.num_classes",
+                    format!("{k}, but the data has {n} regression target(s) per example (leave it unset)"),
+                ));
+            }
+            if t.label_smoothing > 0.0 {
+                return Err(TrainError::config("train.label_smoothing", "applies to class labels, not regression"));
+            }
+            let stats = match (&data.train, config.data.normalize_targets) {
+                (Source::Records { files }, true) => target_stats(files, n)?,
+                _ => TargetStats::identity(n),
+            };
+            let names = (0..n).map(|i| format!("target_{i}")).collect();
+            Ok(Objective::Regression { stats, loss, huber_delta: t.huber_delta, names })
+        }
+    }
 }
 
 /// The preprocessing of a run: the model's input size, the config's
@@ -324,25 +360,28 @@ pub fn train(config: &TrainConfig, progress: &mut dyn FnMut(&Progress)) -> Resul
     let path =
         config.data.path.clone().ok_or_else(|| TrainError::config("data.path", "no data given (use --data DIR)"))?;
     let data = DataSource::open(&path, config.data.val_fraction, config.train.seed)?;
-    let classes = config.model.num_classes.unwrap_or(data.classes.len());
-    let mut spec = model_spec(&config.model.name, classes)?;
+    let objective = objective_for(config, &data)?;
+    let outputs = objective.outputs();
+    let mut spec = model_spec(&config.model.name, outputs)?;
     if let Some(input) = config.model.input {
         spec.input = input;
     }
     let store = VarStore::new(device.clone(), config.train.seed);
     let model = spec.build(&store, config.train.seed)?;
     let out = model.output_shape();
-    if out != [classes] {
+    if out != [outputs] {
+        let what = if objective.is_regression() {
+            format!("{outputs} regression target(s) per example (a regressor ends in a dense layer of that width)")
+        } else {
+            format!("{outputs} classes (a classifier ends in a dense layer)")
+        };
         return Err(TrainError::config(
             "model.name",
-            format!(
-                "model {:?} outputs {out:?}, but the data has {classes} classes (a classifier ends in a dense layer)",
-                spec.name
-            ),
+            format!("model {:?} outputs {out:?}, but the data has {what}", spec.name),
         ));
     }
     let preprocess = preprocess_for(config, spec.input, data.mean, data.std)?;
-    let run = Run { config: config.clone(), data, spec, model, store, preprocess, device, classes };
+    let run = Run { config: config.clone(), data, spec, model, store, preprocess, device, objective };
     run_loop(&run, progress)
 }
 
@@ -446,7 +485,17 @@ fn run_loop(run: &Run, progress: &mut dyn FnMut(&Progress)) -> Result<TrainRepor
 
     progress(&Progress::Start {
         total_steps,
-        description: format!("{} on {}, {} classes", run.model.name(), run.data.description, run.classes),
+        description: match &run.objective {
+            Objective::Classification { classes, .. } => {
+                format!("{} on {}, {classes} classes", run.model.name(), run.data.description)
+            }
+            Objective::Regression { stats, loss, .. } => format!(
+                "{} on {}, {} regression target(s), {loss:?} loss",
+                run.model.name(),
+                run.data.description,
+                stats.len()
+            ),
+        },
     });
     let mut pipeline =
         Pipeline::new(run.data.train.clone(), Mode::Train, run.pipeline_config(None), run.preprocess.clone(), cursor)?;
@@ -460,8 +509,8 @@ fn run_loop(run: &Run, progress: &mut dyn FnMut(&Progress)) -> Result<TrainRepor
         let batch = batch?;
         let step = run.store.global_step();
         let (x, y) = run.tensors(&batch)?;
-        let logits = run.model.forward_t(&x, true)?; // [N, classes]
-        let losses = run.losses(&logits, &y)?; // [N]
+        let logits = run.model.forward_t(&x, true)?; // [N, outputs]
+        let losses = run.objective.losses(&logits, &y, true)?; // [N]
         let mut loss = losses.mean_all().map_err(TrainError::candle("loss"))?;
         if cfg.train.weight_decay > 0.0 {
             for v in &decayed {
@@ -499,17 +548,26 @@ fn run_loop(run: &Run, progress: &mut dyn FnMut(&Progress)) -> Result<TrainRepor
         let rate = images as f64 / start.elapsed().as_secs_f64().max(1e-9);
 
         // Training metrics over the last summary window.
-        let logits_v = logits.flatten_all().and_then(|t| t.to_vec1::<f32>()).map_err(TrainError::candle("logits"))?;
-        let mut m = Metrics::new(run.classes);
-        m.add(&logits_v, &batch.labels, &[]);
-        window_correct += m.correct;
-        window_n += m.count;
+        if let Objective::Classification { classes, .. } = run.objective {
+            let logits_v =
+                logits.flatten_all().and_then(|t| t.to_vec1::<f32>()).map_err(TrainError::candle("logits"))?;
+            let mut m = Metrics::new(classes);
+            m.add(&logits_v, &batch.labels, &[]);
+            window_correct += m.correct;
+            window_n += m.count;
+        }
         window_loss += f64::from(loss_value);
         let s = &cfg.summary;
         if s.scalars_every > 0 && (step as u64).is_multiple_of(s.scalars_every) {
             let steps_in_window = s.scalars_every.min(step as u64).max(1) as f64;
             summaries.train.add_scalar("loss", (window_loss / steps_in_window) as f32, step)?;
-            summaries.train.add_scalar("accuracy", (window_correct as f64 / window_n.max(1) as f64) as f32, step)?;
+            if !run.objective.is_regression() {
+                summaries.train.add_scalar(
+                    "accuracy",
+                    (window_correct as f64 / window_n.max(1) as f64) as f32,
+                    step,
+                )?;
+            }
             summaries.train.add_scalar("learning_rate", lr as f32, step)?;
             summaries.train.add_scalar("images_per_sec", rate as f32, step)?;
             if let Some(n) = global_norm {
@@ -532,9 +590,7 @@ fn run_loop(run: &Run, progress: &mut dyn FnMut(&Progress)) -> Result<TrainRepor
         let due = cfg.train.validate_every > 0 && (step as u64).is_multiple_of(cfg.train.validate_every);
         if let (true, Some(source)) = (last || due, &run.data.validation) {
             let report = with_ema(ema.as_ref(), || run.evaluate(source))?;
-            summaries.validation.add_scalar("loss", report.loss as f32, step)?;
-            summaries.validation.add_scalar("accuracy", report.accuracy as f32, step)?;
-            summaries.validation.add_scalar("top5", report.top5 as f32, step)?;
+            report.write_scalars(&mut summaries.validation, step)?;
             summaries.validation.flush()?;
             progress(&Progress::Validation { step, report: report.clone() });
             validation = Some(report);

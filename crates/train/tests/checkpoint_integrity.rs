@@ -36,6 +36,7 @@ fn lenet_checkpoint() -> (Checkpoint, VarStore) {
         preprocess: Some(Preprocess::default()),
         data: None,
         created: 1_764_000_000.25,
+        targets: None,
     };
     (Checkpoint::capture(&store.global_variables(), meta).unwrap(), store)
 }

@@ -71,6 +71,7 @@ pub fn run(args: &EvalArgs) -> Result<()> {
             "classes": result.classes,
             "per_class_accuracy": r.per_class_accuracy(),
             "confusion": r.confusion,
+            "regression": r.regression,
         });
         writeln!(out, "{json}")?;
         return Ok(());
@@ -84,6 +85,12 @@ pub fn run(args: &EvalArgs) -> Result<()> {
         result.split,
         r.count
     )?;
+    if let Some(reg) = &r.regression {
+        writeln!(out, "{}", crate::report::regression_table(reg))?;
+        writeln!(out, "loss: {:.4}", r.loss)?;
+        writeln!(out, "r2: {:.4}", reg.r2)?;
+        return Ok(());
+    }
     let metrics =
         Metrics { count: r.count, loss_sum: 0.0, correct: 0, correct_top5: 0, confusion: r.confusion.clone() };
     writeln!(out, "confusion matrix (rows: label, columns: prediction):\n{}", metrics.confusion_text(&result.classes))?;

@@ -80,8 +80,8 @@ mod onnx {
 
     use anyhow::{Context, Result};
     use ferroflow_onnx::{ExportOptions, OPSET, export_model, to_bytes};
-    use ferroflow_train::RestoredModel;
     use ferroflow_train::checkpoint::write_atomic;
+    use ferroflow_train::{Objective, RestoredModel};
 
     /// Exports `source`'s checkpoint (with its moving averages, as eval) as the ONNX file `out`.
     pub fn run(source: &Path, out: &Path) -> Result<()> {
@@ -107,10 +107,15 @@ mod onnx {
             ("ferroflow.global_step".to_string(), restored.step.to_string()),
             ("ferroflow.moving_averages".to_string(), restored.ema.to_string()),
         ];
+        let target_stats = match &restored.objective {
+            Objective::Regression { stats, .. } => Some((stats.mean.clone(), stats.std.clone())),
+            Objective::Classification { .. } => None,
+        };
         let options = ExportOptions {
             producer_version: env!("CARGO_PKG_VERSION").to_string(),
             metadata,
             doc: format!("{} exported by ferroflow from {}", restored.spec.name, restored.path.display()),
+            target_stats,
         };
         let model = export_model(&restored.spec, &restored.model, &options)
             .with_context(|| format!("exporting {} to ONNX", restored.path.display()))?;

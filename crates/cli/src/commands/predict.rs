@@ -52,6 +52,16 @@ pub fn run(args: &PredictArgs) -> Result<()> {
     }
     let predictions = predict(&restored, &images, args.top_k, args.batch_size)?;
     for p in &predictions {
+        if !p.values.is_empty() {
+            // A regression model: its predicted targets.
+            if args.json {
+                writeln!(out, "{}", serde_json::json!({"path": p.path, "values": p.values}))?;
+            } else {
+                let values: Vec<String> = p.values.iter().map(|v| format!("{v:.6}")).collect();
+                writeln!(out, "{}: {}", p.path.display(), values.join(", "))?;
+            }
+            continue;
+        }
         if args.json {
             let top: Vec<_> = p
                 .top

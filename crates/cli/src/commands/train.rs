@@ -194,10 +194,16 @@ pub fn run(args: &TrainArgs) -> Result<()> {
             None => eprintln!("{note}"),
         },
         Progress::Validation { step, report } => {
-            let line = format!(
-                "validation at step {step}: loss {:.4}, accuracy {:.4}, top-5 {:.4} ({} examples)",
-                report.loss, report.accuracy, report.top5, report.count
-            );
+            let line = match &report.regression {
+                None => format!(
+                    "validation at step {step}: loss {:.4}, accuracy {:.4}, top-5 {:.4} ({} examples)",
+                    report.loss, report.accuracy, report.top5, report.count
+                ),
+                Some(r) => format!(
+                    "validation at step {step}: loss {:.4}, mse {:.6}, mae {:.6}, r2 {:.4} ({} examples)",
+                    report.loss, r.mse, r.mae, r.r2, report.count
+                ),
+            };
             match &bar {
                 Some(b) => b.println(line),
                 None => eprintln!("{line}"),
@@ -215,7 +221,13 @@ pub fn run(args: &TrainArgs) -> Result<()> {
         report.images_per_sec,
         report.final_loss
     );
-    if let Some(v) = &report.validation {
+    if let Some(v) = &report.validation
+        && let Some(r) = &v.regression
+    {
+        println!("validation (in the targets' units):\n{}", crate::report::regression_table(r));
+        println!("validation loss: {:.4}", v.loss);
+        println!("validation r2: {:.4}", r.r2);
+    } else if let Some(v) = &report.validation {
         let metrics = ferroflow_train::Metrics {
             count: v.count,
             loss_sum: v.loss * v.count as f64,

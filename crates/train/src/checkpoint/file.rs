@@ -197,6 +197,9 @@ pub struct CheckpointMeta {
     pub preprocess: Option<Preprocess>,
     /// The training data (`ferroflow.data`).
     pub data: Option<DataFingerprint>,
+    /// A regression model's target statistics (`ferroflow.targets`): its
+    /// outputs are `(value - mean) / std`.
+    pub targets: Option<crate::regression::TargetStats>,
     /// Unix time of writing (`ferroflow.created`).
     pub created: f64,
 }
@@ -232,6 +235,9 @@ impl CheckpointMeta {
         if let Some(d) = &self.data {
             put("data", json(d));
         }
+        if let Some(t) = &self.targets {
+            put("targets", json(t));
+        }
         m
     }
 
@@ -257,6 +263,7 @@ impl CheckpointMeta {
             model: parse(path, "model", get("model"))?,
             preprocess: parse(path, "preprocess", get("preprocess"))?,
             data: parse(path, "data", get("data"))?,
+            targets: parse(path, "targets", get("targets"))?,
             created: parse(path, "created", get("created"))?.unwrap_or(0.0),
         })
     }
@@ -441,6 +448,7 @@ mod tests {
             preprocess: Some(Preprocess::default()),
             data: Some(DataFingerprint { train_count: 10, classes: vec!["a".into(), "b".into()] }),
             created: 1.5,
+            targets: Some(crate::regression::TargetStats { mean: vec![1.5, -2.0], std: vec![0.25, 3.0] }),
         };
         let ck = Checkpoint::capture(&store.global_variables(), meta).unwrap();
         let back = Checkpoint::from_bytes(&ck.to_bytes().unwrap(), "x").unwrap();
