@@ -23,7 +23,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
     name = "ferroflow",
     version,
     about,
-    after_help = "Not yet built: image-to-image training (encoder_decoder), streaming image folders, early stopping."
+    after_help = "Not yet built: image-to-image training (encoder_decoder), streaming image folders."
 )]
 struct Cli {
     #[command(subcommand)]

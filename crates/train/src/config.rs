@@ -120,6 +120,8 @@ pub struct LoopConfig {
     pub loss: Option<Loss>,
     /// Huber's δ, in standardised target units (default 1, Keras's).
     pub huber_delta: f64,
+    /// Stop when a validation metric stops improving (needs `validate_every`).
+    pub early_stopping: Option<crate::monitor::EarlyStoppingConfig>,
     /// Clip gradients by their global norm (`tf.clip_by_global_norm`).
     pub clip_global_norm: Option<f64>,
     /// Keep an exponential moving average of the weights, used for validation.
@@ -144,6 +146,7 @@ impl Default for LoopConfig {
             label_smoothing: 0.0,
             loss: None,
             huber_delta: 1.0,
+            early_stopping: None,
             clip_global_norm: None,
             ema_decay: None,
             validate_every: 0,
@@ -232,6 +235,11 @@ pub struct CheckpointConfig {
     /// `"safetensors"` (default) or `"tf"` (TensorFlow bundles); a train dir
     /// may hold both (a resume reads either).
     pub format: CheckpointFormat,
+    /// Also keep the checkpoint of the best validation in `<train_dir>/best/`
+    /// (its own `checkpoint` state file, apart from `max_to_keep`; `eval --best`
+    /// and `predict --best` read it). "Best" is `train.early_stopping`'s metric
+    /// and mode when set, else the lowest validation loss. Default false.
+    pub keep_best: bool,
 }
 
 impl Default for CheckpointConfig {
@@ -245,6 +253,7 @@ impl Default for CheckpointConfig {
             on_error: OnSaveError::Stop,
             on_corrupt: OnCorrupt::Previous,
             format: CheckpointFormat::Safetensors,
+            keep_best: false,
         }
     }
 }
@@ -408,6 +417,21 @@ impl TrainConfig {
             return Err(TrainError::config(
                 "train.label_smoothing",
                 format!("must be in [0, 1), got {}", t.label_smoothing),
+            ));
+        }
+        if let Some(es) = &t.early_stopping {
+            crate::monitor::Monitor::new(&es.metric, es.mode, es.min_delta, Some(es.patience))?;
+            if t.validate_every == 0 {
+                return Err(TrainError::config(
+                    "train.early_stopping",
+                    "needs validations during training: set train.validate_every (steps between validations)",
+                ));
+            }
+        }
+        if self.checkpoint.keep_best && t.validate_every == 0 {
+            return Err(TrainError::config(
+                "checkpoint.keep_best",
+                "needs validations during training: set train.validate_every (steps between validations)",
             ));
         }
         if !(t.huber_delta > 0.0 && t.huber_delta.is_finite()) {

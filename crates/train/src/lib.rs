@@ -10,6 +10,7 @@ mod data_source;
 mod error;
 mod evaluate;
 mod metrics;
+pub mod monitor;
 mod objective;
 pub mod optimizer;
 mod predict;

@@ -19,6 +19,7 @@ use crate::data_source::DataSource;
 use crate::error::{Result, TrainError};
 use crate::evaluate::{EvalReport, evaluate};
 use crate::metrics::Metrics;
+use crate::monitor::{Mode as MonitorMode, Monitor, MonitorState};
 use crate::objective::Objective;
 use crate::optimizer::{ExponentialMovingAverage, Optimizer, clip_by_global_norm, trainable_gradients};
 use crate::regression::{RegressionLoss, TargetStats, target_stats};
@@ -81,6 +82,12 @@ pub struct TrainReport {
     pub checkpoint: Option<PathBuf>,
     /// The checkpoint this run resumed from, if any.
     pub resumed_from: Option<PathBuf>,
+    /// The step early stopping ended training at (this run or the one resumed).
+    pub stopped_early_at: Option<i64>,
+    /// The monitored metric's best value and its step (with early stopping or `keep_best`).
+    pub best: Option<(String, f64, i64)>,
+    /// The best checkpoint (`checkpoint.keep_best`).
+    pub best_checkpoint: Option<PathBuf>,
 }
 
 /// Parses `cpu` / `cuda[:N]`.
@@ -154,7 +161,13 @@ impl Run {
     }
 
     /// Everything a resume needs, at `step` with the stream at `cursor`.
-    fn capture(&self, step: i64, cursor: Cursor, config_toml: &str) -> Result<Checkpoint> {
+    fn capture(
+        &self,
+        step: i64,
+        cursor: Cursor,
+        config_toml: &str,
+        monitor: Option<&MonitorState>,
+    ) -> Result<Checkpoint> {
         let meta = CheckpointMeta {
             version: env!("CARGO_PKG_VERSION").to_string(),
             global_step: step,
@@ -174,6 +187,7 @@ impl Run {
                 Objective::Regression { stats, .. } => Some(stats.clone()),
                 Objective::Classification { .. } => None,
             },
+            monitor: monitor.cloned(),
         };
         Checkpoint::capture(&self.store.global_variables(), meta)
     }
@@ -450,6 +464,16 @@ fn run_loop(run: &Run, progress: &mut dyn FnMut(&Progress)) -> Result<TrainRepor
     let mut optimizer = Optimizer::new(&cfg.optimizer, &run.store)?;
     let mut ema = cfg.train.ema_decay.map(|d| ExponentialMovingAverage::new(&run.store, d)).transpose()?;
     let mut cursor = Cursor::default();
+    // The validation monitor (early stopping, the best checkpoint), continued from the checkpoint.
+    let mut monitor = monitor_for(cfg)?;
+    if let Some(m) = &monitor {
+        m.check_task(run.objective.is_regression())?;
+    }
+    if let (Some(m), Some((_, ck))) = (monitor.as_mut(), &resume_from)
+        && let Some(state) = &ck.meta.monitor
+    {
+        m.state = state.clone();
+    }
     // The checkpoint's values are in the store now; only its path is kept.
     let resume_from = resume_from.map(|(path, ck)| run.resume(&path, &ck).map(|c| (path, c))).transpose()?;
     if let Some((path, resumed_cursor)) = &resume_from {
@@ -478,7 +502,27 @@ fn run_loop(run: &Run, progress: &mut dyn FnMut(&Progress)) -> Result<TrainRepor
     } else {
         None
     };
-    let mut saver = Saver { manager, on_error: ck_cfg.on_error, last_saved: None, last_save_time: Instant::now() };
+    let mut saver =
+        Saver { manager, on_error: ck_cfg.on_error, last_saved: None, last_save_time: Instant::now(), announce: true };
+    // The best checkpoint, in its own directory with its own state file (TF's `BestExporter` layout).
+    let best_dir = train_dir.join("best");
+    let mut best_saver = Saver {
+        manager: if ck_cfg.enabled && ck_cfg.keep_best {
+            Some(CheckpointManager::open(&best_dir, 1, None)?.with_format(ck_cfg.format))
+        } else {
+            None
+        },
+        on_error: ck_cfg.on_error,
+        last_saved: None,
+        last_save_time: Instant::now(),
+        announce: false,
+    };
+    if let Some(stopped) = monitor.as_ref().and_then(|m| m.state.stopped_at) {
+        progress(&Progress::Note(format!(
+            "this run stopped early at step {stopped} (train.early_stopping); nothing to train (turn early stopping \
+             off, or start a new --train-dir, to train further)"
+        )));
+    }
 
     let trainable = run.store.trainable_variables();
     let decayed: Vec<_> = trainable.iter().filter(|v| v.name.ends_with("/weights")).cloned().collect();
@@ -504,7 +548,9 @@ fn run_loop(run: &Run, progress: &mut dyn FnMut(&Progress)) -> Result<TrainRepor
     let mut final_loss = f32::NAN;
     let mut validation = None;
     let (mut window_loss, mut window_correct, mut window_n) = (0.0f64, 0usize, 0usize);
-    while (run.store.global_step() as u64) < total_steps {
+    while (run.store.global_step() as u64) < total_steps
+        && monitor.as_ref().is_none_or(|m| m.state.stopped_at.is_none())
+    {
         let Some(batch) = pipeline.next() else { break };
         let batch = batch?;
         let step = run.store.global_step();
@@ -593,13 +639,36 @@ fn run_loop(run: &Run, progress: &mut dyn FnMut(&Progress)) -> Result<TrainRepor
             report.write_scalars(&mut summaries.validation, step)?;
             summaries.validation.flush()?;
             progress(&Progress::Validation { step, report: report.clone() });
+            if let Some(m) = monitor.as_mut() {
+                let seen = m.observe(&report, step)?;
+                if seen.improved
+                    && let Some(path) = best_saver.save(run, step, cursor, &config_toml, Some(&m.state), progress)?
+                {
+                    progress(&Progress::Note(format!(
+                        "step {step}: best {} so far, {:.6}; saved {}",
+                        m.metric,
+                        m.state.best.unwrap_or(f64::NAN),
+                        path.display()
+                    )));
+                }
+                if seen.stop {
+                    progress(&Progress::Note(format!(
+                        "early stopping at step {step}: {} has not improved for {} validation(s) (best {:.6} at step {})",
+                        m.metric,
+                        m.state.wait,
+                        m.state.best.unwrap_or(f64::NAN),
+                        m.state.best_step
+                    )));
+                }
+            }
             validation = Some(report);
         }
+        let stopping = monitor.as_ref().is_some_and(|m| m.state.stopped_at.is_some());
         let by_steps = ck_cfg.every_steps > 0 && (step as u64).is_multiple_of(ck_cfg.every_steps);
         let by_time = ck_cfg.every_secs > 0.0 && saver.last_save_time.elapsed().as_secs_f64() >= ck_cfg.every_secs;
-        if last || by_steps || by_time {
+        if last || by_steps || by_time || stopping {
             summaries.flush()?;
-            saver.save(run, step, cursor, &config_toml, progress)?;
+            saver.save(run, step, cursor, &config_toml, monitor.as_ref().map(|m| &m.state), progress)?;
         }
     }
     summaries.flush()?;
@@ -620,6 +689,9 @@ fn run_loop(run: &Run, progress: &mut dyn FnMut(&Progress)) -> Result<TrainRepor
         train_dir,
         checkpoint: saver.last_saved,
         resumed_from: resume_from.map(|(path, _)| path),
+        stopped_early_at: monitor.as_ref().and_then(|m| m.state.stopped_at),
+        best: monitor.as_ref().and_then(|m| m.state.best.map(|b| (m.metric.clone(), b, m.state.best_step))),
+        best_checkpoint: if ck_cfg.keep_best { checkpoint::latest_checkpoint(&best_dir).ok().flatten() } else { None },
     })
 }
 
@@ -629,32 +701,49 @@ struct Saver {
     on_error: OnSaveError,
     last_saved: Option<PathBuf>,
     last_save_time: Instant,
+    /// Report each save as [`Progress::Saved`] (the run's checkpoints; not the best's).
+    announce: bool,
 }
 
 impl Saver {
+    /// Saves step `step`; returns the checkpoint's path, or `None` when saving is off or
+    /// failed with `checkpoint.on_error = continue`.
     fn save(
         &mut self,
         run: &Run,
         step: i64,
         cursor: Cursor,
         config_toml: &str,
+        monitor: Option<&MonitorState>,
         progress: &mut dyn FnMut(&Progress),
-    ) -> Result<()> {
-        let Some(manager) = self.manager.as_mut() else { return Ok(()) };
-        let result = run.capture(step, cursor, config_toml).and_then(|ck| manager.save(&ck, step));
+    ) -> Result<Option<PathBuf>> {
+        let Some(manager) = self.manager.as_mut() else { return Ok(None) };
+        let result = run.capture(step, cursor, config_toml, monitor).and_then(|ck| manager.save(&ck, step));
         self.last_save_time = Instant::now();
         match result {
             Ok(path) => {
-                progress(&Progress::Saved { step, path: path.clone() });
-                self.last_saved = Some(path);
-                Ok(())
+                if self.announce {
+                    progress(&Progress::Saved { step, path: path.clone() });
+                }
+                self.last_saved = Some(path.clone());
+                Ok(Some(path))
             }
             Err(e) if self.on_error == OnSaveError::Continue => {
                 progress(&Progress::Note(format!("warning: {e}; training continues (checkpoint.on_error = continue)")));
-                Ok(())
+                Ok(None)
             }
             Err(e) => Err(e),
         }
+    }
+}
+
+/// The run's validation monitor: early stopping's metric, or for `keep_best` alone the
+/// validation loss; `None` when neither is set.
+fn monitor_for(config: &TrainConfig) -> Result<Option<Monitor>> {
+    match (&config.train.early_stopping, config.checkpoint.keep_best) {
+        (Some(es), _) => Monitor::new(&es.metric, es.mode, es.min_delta, Some(es.patience)).map(Some),
+        (None, true) => Monitor::new("validation/loss", Some(MonitorMode::Min), 0.0, None).map(Some),
+        (None, false) => Ok(None),
     }
 }
 

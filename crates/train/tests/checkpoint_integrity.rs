@@ -37,6 +37,7 @@ fn lenet_checkpoint() -> (Checkpoint, VarStore) {
         data: None,
         created: 1_764_000_000.25,
         targets: None,
+        monitor: None,
     };
     (Checkpoint::capture(&store.global_variables(), meta).unwrap(), store)
 }

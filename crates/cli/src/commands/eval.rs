@@ -4,7 +4,7 @@
 use std::io::Write;
 use std::path::PathBuf;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use clap::Args;
 use ferroflow_train::{EvalOptions, Metrics, evaluate_checkpoint};
 
@@ -28,17 +28,19 @@ pub struct EvalArgs {
     /// Examples per batch (default: the run's batch size).
     #[arg(long)]
     pub batch_size: Option<usize>,
-    /// Print one JSON object: step, loss, accuracy, top5, count, confusion, per_class_accuracy, classes.
+    /// Print one JSON object: step, loss, accuracy, top5, count, confusion, per_class_accuracy, classes
+    /// (and regression: mse, mae, rmse, r2 per target).
     #[arg(long)]
     pub json: bool,
+    /// With --train-dir: evaluate the best checkpoint (kept in DIR/best/ by checkpoint.keep_best).
+    #[arg(long, requires = "train_dir")]
+    pub best: bool,
 }
 
 /// Runs the command.
 pub fn run(args: &EvalArgs) -> Result<()> {
     let mut out = std::io::stdout().lock();
-    let Some(checkpoint) = args.checkpoint.clone().or_else(|| args.train_dir.clone()) else {
-        bail!(ferroflow_train::TrainError::config("--train-dir / --checkpoint", "give one of them"));
-    };
+    let checkpoint = super::checkpoint_source(args.checkpoint.as_deref(), args.train_dir.as_deref(), args.best)?;
     let options = EvalOptions {
         checkpoint: checkpoint.clone(),
         data: args.data.clone(),

@@ -27,17 +27,19 @@ pub struct PredictArgs {
     /// Images per forward pass.
     #[arg(long, default_value_t = 64)]
     pub batch_size: usize,
-    /// Print one JSON object per line: {"path", "top": [{"class", "label", "probability"}]}.
+    /// Print one JSON object per line: {"path", "top": [{"class", "label", "probability"}]}
+    /// (a regression model: {"path", "values"}).
     #[arg(long)]
     pub json: bool,
+    /// With --train-dir: use the best checkpoint (kept in DIR/best/ by checkpoint.keep_best).
+    #[arg(long, requires = "train_dir")]
+    pub best: bool,
 }
 
 /// Runs the command.
 pub fn run(args: &PredictArgs) -> Result<()> {
     let mut out = std::io::stdout().lock();
-    let Some(checkpoint) = args.checkpoint.clone().or_else(|| args.train_dir.clone()) else {
-        bail!(TrainError::config("--checkpoint / --train-dir", "give one of them"));
-    };
+    let checkpoint = super::checkpoint_source(args.checkpoint.as_deref(), args.train_dir.as_deref(), args.best)?;
     if args.top_k == 0 {
         bail!(TrainError::config("--top-k", "must be at least 1"));
     }

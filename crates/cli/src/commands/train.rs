@@ -240,8 +240,17 @@ pub fn run(args: &TrainArgs) -> Result<()> {
         println!("validation top-5 accuracy: {:.4}", v.top5);
         println!("validation accuracy: {:.4}", v.accuracy);
     }
+    if let Some(step) = report.stopped_early_at {
+        println!("stopped early at step {step} (train.early_stopping)");
+    }
+    if let Some((metric, value, step)) = &report.best {
+        println!("best {metric}: {value:.6} at step {step}");
+    }
     if let Some(ck) = &report.checkpoint {
         println!("checkpoint: {}", ck.display());
+    }
+    if let Some(best) = &report.best_checkpoint {
+        println!("best checkpoint: {} (eval --best, predict --best)", best.display());
     }
     println!("TensorBoard: tensorboard --logdir {}", report.train_dir.display());
     Ok(())

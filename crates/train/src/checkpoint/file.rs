@@ -200,6 +200,8 @@ pub struct CheckpointMeta {
     /// A regression model's target statistics (`ferroflow.targets`): its
     /// outputs are `(value - mean) / std`.
     pub targets: Option<crate::regression::TargetStats>,
+    /// The validation monitor's state (`ferroflow.monitor`: early stopping, the best).
+    pub monitor: Option<crate::monitor::MonitorState>,
     /// Unix time of writing (`ferroflow.created`).
     pub created: f64,
 }
@@ -238,6 +240,9 @@ impl CheckpointMeta {
         if let Some(t) = &self.targets {
             put("targets", json(t));
         }
+        if let Some(s) = &self.monitor {
+            put("monitor", json(s));
+        }
         m
     }
 
@@ -264,6 +269,7 @@ impl CheckpointMeta {
             preprocess: parse(path, "preprocess", get("preprocess"))?,
             data: parse(path, "data", get("data"))?,
             targets: parse(path, "targets", get("targets"))?,
+            monitor: parse(path, "monitor", get("monitor"))?,
             created: parse(path, "created", get("created"))?.unwrap_or(0.0),
         })
     }
@@ -449,6 +455,7 @@ mod tests {
             data: Some(DataFingerprint { train_count: 10, classes: vec!["a".into(), "b".into()] }),
             created: 1.5,
             targets: Some(crate::regression::TargetStats { mean: vec![1.5, -2.0], std: vec![0.25, 3.0] }),
+            monitor: Some(crate::monitor::MonitorState { best: Some(0.25), best_step: 30, wait: 2, stopped_at: None }),
         };
         let ck = Checkpoint::capture(&store.global_variables(), meta).unwrap();
         let back = Checkpoint::from_bytes(&ck.to_bytes().unwrap(), "x").unwrap();
