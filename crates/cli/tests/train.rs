@@ -175,3 +175,108 @@ fn bad_settings_fail_before_any_work_with_one_message() {
     assert!(stderr(&out).contains("no class sub-folders"), "{}", stderr(&out));
     assert!(!td.exists(), "nothing written before the settings were checked");
 }
+
+fn train_ok(args: &[&str]) -> String {
+    let out = ferroflow(args);
+    assert!(out.status.success(), "{}", stderr(&out));
+    format!("{}{}", String::from_utf8_lossy(&out.stdout), stderr(&out))
+}
+
+fn load_latest(dir: &Path) -> ferroflow_train::checkpoint::Checkpoint {
+    use ferroflow_train::checkpoint::{Checkpoint, latest_checkpoint};
+    Checkpoint::load(&latest_checkpoint(dir).unwrap().unwrap()).unwrap()
+}
+
+#[test]
+fn gradient_accumulation_equals_the_whole_batch_and_class_weights_steer_the_loss() {
+    use ferroflow_train::checkpoint::Values;
+    let dir = tempfile::tempdir().unwrap();
+    // LeNet has no batch norm or dropout, so 4 micro-batches of 16 give the gradient of
+    // the batch of 64 (summed in another order: equal to float rounding).
+    let mut runs = Vec::new();
+    for k in ["1", "4"] {
+        let td = dir.path().join(format!("acc{k}"));
+        let setting = format!("train.accumulate_steps={k}");
+        let args =
+            ["train", "--data", "testdata/data/mnist5k", "--model", "lenet", "--steps", "20", "--batch-size", "64"];
+        let mut args: Vec<&str> = args.to_vec();
+        args.extend(["--train-dir", td.to_str().unwrap(), "--set", &setting]);
+        train_ok(&args);
+        runs.push(load_latest(&td));
+    }
+    let mut worst = 0f64;
+    for (name, a) in &runs[0].tensors {
+        let (Values::F32(a), Values::F32(b)) = (&a.values, &runs[1].tensors[name].values) else { continue };
+        let scale = a.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-6);
+        let d = a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+        worst = worst.max(f64::from(d / scale));
+    }
+    assert!(worst < 1e-5, "accumulated and whole-batch weights differ by {worst} (relative)");
+    assert!(worst > 0.0 || runs[0].tensors == runs[1].tensors);
+    assert_eq!(runs[0].meta.cursor, runs[1].meta.cursor, "the same examples per step");
+
+    // Only class 0 weighs: the model learns to answer 0.
+    let td = dir.path().join("weighted");
+    let out = train_ok(&[
+        "train",
+        "--data",
+        "testdata/data/mnist5k",
+        "--model",
+        "lenet",
+        "--steps",
+        "60",
+        "--batch-size",
+        "32",
+        "--train-dir",
+        td.to_str().unwrap(),
+        "--set",
+        "train.class_weights=[1, 0, 0, 0, 0, 0, 0, 0, 0, 0]",
+    ]);
+    assert!(out.contains("class weights: 0 1.000, 1 0.000"), "{out}");
+    let e = ferroflow(&["eval", "--train-dir", td.to_str().unwrap(), "--json"]);
+    let json: Json = serde_json::from_slice(&e.stdout).unwrap();
+    let per_class: Vec<f64> =
+        json["per_class_accuracy"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+    assert!(per_class[0] > 0.95 && per_class[1..].iter().all(|&a| a < 0.1), "{per_class:?}");
+
+    // "balanced": n / (classes * count) from the training split's own counts.
+    let td = dir.path().join("balanced");
+    let out = train_ok(&[
+        "train",
+        "--data",
+        "testdata/data/mnist5k",
+        "--model",
+        "lenet",
+        "--steps",
+        "2",
+        "--train-dir",
+        td.to_str().unwrap(),
+        "--set",
+        "train.class_weights=\"balanced\"",
+    ]);
+    let counts: Vec<usize> = (0..10)
+        .map(|c| std::fs::read_dir(repo().join(format!("testdata/data/mnist5k/train/{c}"))).unwrap().count())
+        .collect();
+    let n: usize = counts.iter().sum();
+    let want: Vec<String> =
+        counts.iter().enumerate().map(|(c, &k)| format!("{c} {:.3}", n as f64 / (10.0 * k as f64))).collect();
+    assert!(out.contains(&format!("class weights: {}", want.join(", "))), "{out}");
+
+    for (setting, want) in [
+        ("train.accumulate_steps=3", "must be at least 1 and divide train.batch_size (64)"),
+        ("train.class_weights=[1, 2]", "2 weights for 10 classes"),
+        ("train.class_weights=\"even\"", "expected \"balanced\" or a list of weights, one per class, got \"even\""),
+    ] {
+        let out = ferroflow(&[
+            "train",
+            "--data",
+            "testdata/data/mnist5k",
+            "--train-dir",
+            td.to_str().unwrap(),
+            "--set",
+            setting,
+        ]);
+        assert_eq!(out.status.code(), Some(2), "{setting}: {}", stderr(&out));
+        assert!(stderr(&out).contains(want), "{setting}: {}", stderr(&out));
+    }
+}

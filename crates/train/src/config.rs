@@ -120,6 +120,15 @@ pub struct LoopConfig {
     pub loss: Option<Loss>,
     /// Huber's δ, in standardised target units (default 1, Keras's).
     pub huber_delta: f64,
+    /// Split each step's batch into this many micro-batches of `batch_size /
+    /// accumulate_steps` examples and sum their gradients (gradient
+    /// accumulation: the batch's memory is a micro-batch's). Batch norm sees
+    /// micro-batch statistics. Default 1.
+    pub accumulate_steps: usize,
+    /// Per-class weights of the training loss (Keras's `class_weight`): a list,
+    /// one per class, or `"balanced"` (`n / (classes * count)` from the training
+    /// split). Validation losses are not weighted. Default: none.
+    pub class_weights: Option<ClassWeights>,
     /// Stop when a validation metric stops improving (needs `validate_every`).
     pub early_stopping: Option<crate::monitor::EarlyStoppingConfig>,
     /// Clip gradients by their global norm (`tf.clip_by_global_norm`).
@@ -147,12 +156,71 @@ impl Default for LoopConfig {
             loss: None,
             huber_delta: 1.0,
             early_stopping: None,
+            accumulate_steps: 1,
+            class_weights: None,
             clip_global_norm: None,
             ema_decay: None,
             validate_every: 0,
             log_every: 50,
             device: "cpu".into(),
         }
+    }
+}
+
+/// `train.class_weights`: one weight per class, or `"balanced"`.
+///
+/// ```
+/// use ferroflow_train::ClassWeights;
+/// let w: ClassWeights = serde_json::from_str("[1.0, 0.5]").unwrap();
+/// assert_eq!(w, ClassWeights::List(vec![1.0, 0.5]));
+/// assert_eq!(serde_json::from_str::<ClassWeights>("\"balanced\"").unwrap(), ClassWeights::Balanced);
+/// let e = serde_json::from_str::<ClassWeights>("\"even\"").unwrap_err().to_string();
+/// assert!(e.contains("expected \"balanced\" or a list of weights"), "{e}");
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub enum ClassWeights {
+    /// One weight per class, by label.
+    List(Vec<f64>),
+    /// `n / (classes * count_c)` from the training split's counts.
+    Balanced,
+}
+
+impl Serialize for ClassWeights {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        match self {
+            ClassWeights::List(w) => w.serialize(s),
+            ClassWeights::Balanced => s.serialize_str("balanced"),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for ClassWeights {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = ClassWeights;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("\"balanced\" or a list of weights, one per class")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> std::result::Result<ClassWeights, E> {
+                if v == "balanced" {
+                    Ok(ClassWeights::Balanced)
+                } else {
+                    Err(E::custom(format!("expected \"balanced\" or a list of weights, one per class, got {v:?}")))
+                }
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> std::result::Result<ClassWeights, A::Error> {
+                let mut w = Vec::new();
+                while let Some(v) = seq.next_element::<f64>()? {
+                    w.push(v);
+                }
+                Ok(ClassWeights::List(w))
+            }
+        }
+        d.deserialize_any(Visitor)
     }
 }
 
@@ -418,6 +486,20 @@ impl TrainConfig {
                 "train.label_smoothing",
                 format!("must be in [0, 1), got {}", t.label_smoothing),
             ));
+        }
+        if t.accumulate_steps == 0 || !t.batch_size.is_multiple_of(t.accumulate_steps) {
+            return Err(TrainError::config(
+                "train.accumulate_steps",
+                format!(
+                    "must be at least 1 and divide train.batch_size ({}), got {}",
+                    t.batch_size, t.accumulate_steps
+                ),
+            ));
+        }
+        if let Some(ClassWeights::List(w)) = &t.class_weights
+            && w.iter().any(|v| !(v.is_finite() && *v >= 0.0))
+        {
+            return Err(TrainError::config("train.class_weights", format!("must be finite and >= 0, got {w:?}")));
         }
         if let Some(es) = &t.early_stopping {
             crate::monitor::Monitor::new(&es.metric, es.mode, es.min_delta, Some(es.patience))?;

@@ -5,7 +5,9 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use ferroflow_data::{ChannelStats, Dataset, DecodeOptions, FolderDataset, Source, Task, decode_image, load_folder};
+use ferroflow_data::{
+    ChannelStats, Dataset, DecodeOptions, FolderDataset, Label, Source, Task, decode_image, load_folder,
+};
 
 use crate::error::{Result, TrainError};
 
@@ -22,6 +24,8 @@ pub struct DataSource {
     pub classes: Vec<String>,
     /// Regression targets per example (0 for classification).
     pub target_size: usize,
+    /// Training examples per class, by label (empty for regression).
+    pub class_counts: Vec<usize>,
     /// Per-channel mean of the training split, 0–255.
     pub mean: [f64; 3],
     /// Per-channel std of the training split, 0–255.
@@ -50,6 +54,12 @@ impl DataSource {
                     .transpose()?
                     .map(|files| Source::Records { files }),
                 task: ds.meta.task,
+                class_counts: ds
+                    .meta
+                    .classes
+                    .iter()
+                    .map(|c| ds.meta.splits.get("train").and_then(|s| s.per_class.get(c)).copied().unwrap_or(0))
+                    .collect(),
                 classes: ds.meta.classes.clone(),
                 target_size: ds.meta.target_size,
                 mean: ds.meta.mean,
@@ -74,12 +84,21 @@ impl DataSource {
             }
         }
         let (nt, nv) = (train.len(), validation.len());
+        let mut class_counts = vec![0; classes.len()];
+        for (_, label) in train.iter() {
+            if let Label::Class(l) = label
+                && let Some(c) = usize::try_from(*l).ok().and_then(|l| class_counts.get_mut(l))
+            {
+                *c += 1;
+            }
+        }
         Ok(DataSource {
             train: Source::Memory { entries: Arc::new(train) },
             validation: (nv > 0).then(|| Source::Memory { entries: Arc::new(validation) }),
             task: Task::Classification,
             classes,
             target_size: 0,
+            class_counts,
             mean: stats.mean(),
             std: stats.std(),
             train_count: nt,

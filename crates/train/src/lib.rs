@@ -22,8 +22,8 @@ mod trainer;
 
 pub use bench::{BenchConfig, BenchReport, BenchStep, bench_train, weights_digest};
 pub use config::{
-    CheckpointConfig, CheckpointFormat, DataConfig, LoopConfig, Loss, ModelConfig, Normalize, OnCorrupt, OnSaveError,
-    SummaryConfig, TrainConfig, WarmStartConfig,
+    CheckpointConfig, CheckpointFormat, ClassWeights, DataConfig, LoopConfig, Loss, ModelConfig, Normalize, OnCorrupt,
+    OnSaveError, SummaryConfig, TrainConfig, WarmStartConfig,
 };
 pub use data_source::DataSource;
 pub use error::{Result, TrainError};

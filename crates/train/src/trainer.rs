@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use candle_core::backprop::GradStore;
 use candle_core::{Device, Tensor};
 use ferroflow_data::{Cursor, Mode, Pipeline, PipelineConfig, Preprocess, Source, Task};
 use ferroflow_nn::{Model, ModelSpec, VarStore, zoo_model};
@@ -14,7 +15,7 @@ use crate::checkpoint::{
     self, Checkpoint, CheckpointManager, CheckpointMeta, DataFingerprint, RngStates, apply_trainable_scopes,
     restore_exact, warm_start,
 };
-use crate::config::{Loss, Normalize, OnCorrupt, OnSaveError, TrainConfig};
+use crate::config::{ClassWeights, Loss, Normalize, OnCorrupt, OnSaveError, TrainConfig};
 use crate::data_source::DataSource;
 use crate::error::{Result, TrainError};
 use crate::evaluate::{EvalReport, evaluate};
@@ -273,7 +274,8 @@ fn resume_source(
 fn pipeline_config(config: &TrainConfig, epochs: Option<u64>) -> PipelineConfig {
     let d = &config.data;
     PipelineConfig {
-        batch_size: config.train.batch_size,
+        // With gradient accumulation the pipeline yields micro-batches (validation too).
+        batch_size: config.train.batch_size / config.train.accumulate_steps.max(1),
         shuffle_buffer: d.shuffle_buffer,
         num_workers: d.num_workers,
         prefetch: d.prefetch,
@@ -525,6 +527,12 @@ fn run_loop(run: &Run, progress: &mut dyn FnMut(&Progress)) -> Result<TrainRepor
     }
 
     let trainable = run.store.trainable_variables();
+    let accumulate = cfg.train.accumulate_steps.max(1);
+    let class_weights = class_weights(cfg, &run.data, &run.objective)?;
+    if let Some(w) = &class_weights {
+        let shown: Vec<String> = run.data.classes.iter().zip(w).map(|(c, w)| format!("{c} {w:.3}")).collect();
+        progress(&Progress::Note(format!("class weights: {}", shown.join(", "))));
+    }
     let decayed: Vec<_> = trainable.iter().filter(|v| v.name.ends_with("/weights")).cloned().collect();
 
     progress(&Progress::Start {
@@ -551,26 +559,81 @@ fn run_loop(run: &Run, progress: &mut dyn FnMut(&Progress)) -> Result<TrainRepor
     while (run.store.global_step() as u64) < total_steps
         && monitor.as_ref().is_none_or(|m| m.state.stopped_at.is_none())
     {
-        let Some(batch) = pipeline.next() else { break };
-        let batch = batch?;
         let step = run.store.global_step();
-        let (x, y) = run.tensors(&batch)?;
-        let logits = run.model.forward_t(&x, true)?; // [N, outputs]
-        let losses = run.objective.losses(&logits, &y, true)?; // [N]
-        let mut loss = losses.mean_all().map_err(TrainError::candle("loss"))?;
-        if cfg.train.weight_decay > 0.0 {
-            for v in &decayed {
-                let l2 =
-                    v.var.sqr().and_then(|t| t.sum_all()).and_then(|t| t.affine(cfg.train.weight_decay / 2.0, 0.0));
-                loss = (loss + l2.map_err(TrainError::candle("weight decay"))?)
-                    .map_err(TrainError::candle("weight decay"))?;
+        // One step: `accumulate` micro-batches, their gradients summed (each loss divided
+        // by `accumulate`, so the sum is the gradient of the whole batch's mean loss).
+        let mut grad_store: Option<GradStore> = None;
+        let mut loss_value = 0f32;
+        let mut first_batch = None;
+        for micro in 0..accumulate {
+            let Some(batch) = pipeline.next() else { break };
+            let batch = batch?;
+            let (x, y) = run.tensors(&batch)?;
+            let logits = run.model.forward_t(&x, true)?; // [n, outputs]
+            let losses = run.objective.losses(&logits, &y, true)?; // [n]
+            let losses = match &class_weights {
+                // Keras's class_weight: each example's loss times its class's weight, then the mean.
+                Some(w) => {
+                    let per: Vec<f32> =
+                        batch.labels.iter().map(|&l| w.get(l as usize).copied().unwrap_or(1.0)).collect();
+                    let per =
+                        Tensor::from_vec(per, batch.size, &run.device).map_err(TrainError::candle("class weights"))?;
+                    (losses * per).map_err(TrainError::candle("class weights"))?
+                }
+                None => losses,
+            };
+            let mut loss = losses.mean_all().map_err(TrainError::candle("loss"))?;
+            if cfg.train.weight_decay > 0.0 {
+                for v in &decayed {
+                    let l2 =
+                        v.var.sqr().and_then(|t| t.sum_all()).and_then(|t| t.affine(cfg.train.weight_decay / 2.0, 0.0));
+                    loss = (loss + l2.map_err(TrainError::candle("weight decay"))?)
+                        .map_err(TrainError::candle("weight decay"))?;
+                }
+            }
+            if accumulate > 1 {
+                loss = loss.affine(1.0 / accumulate as f64, 0.0).map_err(TrainError::candle("loss"))?;
+            }
+            let micro_loss = loss.to_scalar::<f32>().map_err(TrainError::candle("loss"))?;
+            if !micro_loss.is_finite() {
+                return Err(TrainError::NonFiniteLoss { step, loss: micro_loss * accumulate as f32 });
+            }
+            loss_value += micro_loss;
+            let grads = loss.backward().map_err(TrainError::candle("backward"))?;
+            grad_store = Some(match grad_store.take() {
+                None => grads,
+                Some(mut sum) => {
+                    for v in &trainable {
+                        if let Some(g) = grads.get(&v.var) {
+                            let total = match sum.get(&v.var) {
+                                Some(s) => (s + g).map_err(TrainError::candle("gradient accumulation"))?,
+                                None => g.clone(),
+                            };
+                            sum.insert(&v.var, total);
+                        }
+                    }
+                    sum
+                }
+            });
+            images += batch.size as u64;
+            cursor = batch.cursor;
+            // Training metrics over the last summary window.
+            if let Objective::Classification { classes, .. } = run.objective {
+                let logits_v =
+                    logits.flatten_all().and_then(|t| t.to_vec1::<f32>()).map_err(TrainError::candle("logits"))?;
+                let mut m = Metrics::new(classes);
+                m.add(&logits_v, &batch.labels, &[]);
+                window_correct += m.correct;
+                window_n += m.count;
+            }
+            if micro == 0 {
+                first_batch = Some(batch);
+            } else {
+                pipeline.recycle(batch);
             }
         }
-        let loss_value = loss.to_scalar::<f32>().map_err(TrainError::candle("loss"))?;
-        if !loss_value.is_finite() {
-            return Err(TrainError::NonFiniteLoss { step, loss: loss_value });
-        }
-        let grad_store = loss.backward().map_err(TrainError::candle("backward"))?;
+        // The data ran out (only with `epochs`, mid-accumulation): that partial step is not taken.
+        let (Some(grad_store), Some(batch)) = (grad_store, first_batch) else { break };
         // Variables without a gradient are left alone, as TF's apply_gradients does.
         let mut pairs = trainable_gradients(&run.store, &grad_store);
         let mut global_norm = None;
@@ -588,20 +651,8 @@ fn run_loop(run: &Run, progress: &mut dyn FnMut(&Progress)) -> Result<TrainRepor
         if let Some(ema) = ema.as_mut() {
             ema.update(step)?;
         }
-        images += batch.size as u64;
         final_loss = loss_value;
-        cursor = batch.cursor;
         let rate = images as f64 / start.elapsed().as_secs_f64().max(1e-9);
-
-        // Training metrics over the last summary window.
-        if let Objective::Classification { classes, .. } = run.objective {
-            let logits_v =
-                logits.flatten_all().and_then(|t| t.to_vec1::<f32>()).map_err(TrainError::candle("logits"))?;
-            let mut m = Metrics::new(classes);
-            m.add(&logits_v, &batch.labels, &[]);
-            window_correct += m.correct;
-            window_n += m.count;
-        }
         window_loss += f64::from(loss_value);
         let s = &cfg.summary;
         if s.scalars_every > 0 && (step as u64).is_multiple_of(s.scalars_every) {
@@ -735,6 +786,39 @@ impl Saver {
             Err(e) => Err(e),
         }
     }
+}
+
+/// The per-class loss weights of `train.class_weights`: the given list, or for
+/// `"balanced"` `n / (classes * count_c)` from the training split's counts
+/// (scikit-learn's `compute_class_weight("balanced")`, what Keras users pass
+/// as `class_weight`); `None` when unset.
+fn class_weights(config: &TrainConfig, data: &DataSource, objective: &Objective) -> Result<Option<Vec<f32>>> {
+    let Some(spec) = &config.train.class_weights else { return Ok(None) };
+    let Objective::Classification { classes, .. } = objective else {
+        return Err(TrainError::config("train.class_weights", "applies to class labels, not regression targets"));
+    };
+    let weights = match spec {
+        ClassWeights::List(w) => {
+            if w.len() != *classes {
+                return Err(TrainError::config(
+                    "train.class_weights",
+                    format!("{} weights for {classes} classes", w.len()),
+                ));
+            }
+            w.iter().map(|&v| v as f32).collect()
+        }
+        ClassWeights::Balanced => {
+            let total: usize = data.class_counts.iter().sum();
+            if data.class_counts.len() != *classes || data.class_counts.contains(&0) {
+                return Err(TrainError::config(
+                    "train.class_weights",
+                    format!("\"balanced\" needs every class in the training split, got counts {:?}", data.class_counts),
+                ));
+            }
+            data.class_counts.iter().map(|&c| (total as f64 / (*classes as f64 * c as f64)) as f32).collect()
+        }
+    };
+    Ok(Some(weights))
 }
 
 /// The run's validation monitor: early stopping's metric, or for `keep_best` alone the
