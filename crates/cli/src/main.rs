@@ -19,12 +19,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Train image models the TensorFlow way, in Rust.
 #[derive(Debug, Parser)]
-#[command(
-    name = "ferroflow",
-    version,
-    about,
-    after_help = "Not yet built: image-to-image training (encoder_decoder), streaming image folders."
-)]
+#[command(name = "ferroflow", version, about, after_help = "Not yet built: image-to-image training (encoder_decoder).")]
 struct Cli {
     #[command(subcommand)]
     command: Command,

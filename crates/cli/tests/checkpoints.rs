@@ -247,6 +247,11 @@ fn kill_nine_at_random_moments_then_resume_ends_identical_with_tf_bundles() {
 }
 
 #[test]
+fn kill_nine_at_random_moments_then_resume_ends_identical_streaming_a_folder() {
+    kill_nine_and_resume("safetensors", None, &["--set", "data.in_memory=false"]);
+}
+
+#[test]
 fn kill_nine_at_random_moments_then_resume_ends_identical_for_regression() {
     let dir = tempfile::tempdir().unwrap();
     let data = common::mnist_regression_dataset(dir.path());

@@ -1,7 +1,8 @@
-//! An image folder loaded into memory for training without a `prepare`
-//! step: the files' encoded bytes, split like `prepare` splits them.
+//! An image folder for training without a `prepare` step, split like
+//! `prepare` splits it: its files' paths (read per batch, in bounded
+//! memory) or their encoded bytes loaded into memory.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::discover::{DiscoverError, Discovered, discover};
 use crate::pipeline::Label;
@@ -37,23 +38,46 @@ pub enum FolderError {
     },
 }
 
-/// Loads `root`'s images (class folders, optionally under `train/` and
+/// A classification folder's files, split, not read.
+#[derive(Debug, Clone)]
+pub struct FolderFiles {
+    /// Class names; label `i` is `classes[i]`.
+    pub classes: Vec<String>,
+    /// `(path, label)` of the training images.
+    pub train: Vec<(PathBuf, Label)>,
+    /// `(path, label)` of the validation images.
+    pub validation: Vec<(PathBuf, Label)>,
+    /// The files' total size in bytes.
+    pub bytes: u64,
+}
+
+/// Lists `root`'s images (class folders, optionally under `train/` and
 /// `val/`), splitting off `val_fraction` per class with `seed` when the
-/// folder has no split of its own. Undecodable files are kept here and
-/// skipped (and counted) by the pipeline.
-pub fn load_folder(root: &Path, val_fraction: f64, seed: u64) -> Result<FolderDataset, FolderError> {
+/// folder has no split of its own, in the order [`load_folder`] loads them.
+pub fn list_folder(root: &Path, val_fraction: f64, seed: u64) -> Result<FolderFiles, FolderError> {
     let Discovered { classes, images, .. } = discover(root)?;
     if classes.is_empty() {
         return Err(FolderError::NoClasses(root.display().to_string()));
     }
+    let bytes = images.iter().map(|e| std::fs::metadata(&e.path).map_or(0, |m| m.len())).sum();
     let (train, validation) = split_items(images, |e| e.split, |e| e.label.unwrap_or(0), val_fraction, seed);
-    let load = |entries: Vec<crate::ImageEntry>| -> Result<Vec<(Vec<u8>, Label)>, FolderError> {
+    let pairs = |entries: Vec<crate::ImageEntry>| -> Vec<(PathBuf, Label)> {
+        entries.into_iter().map(|e| (e.path, Label::Class(e.label.unwrap_or(0) as i64))).collect()
+    };
+    Ok(FolderFiles { classes, train: pairs(train), validation: pairs(validation), bytes })
+}
+
+/// Loads `root`'s images into memory: [`list_folder`]'s files, read.
+/// Undecodable files are kept here and skipped (and counted) by the pipeline.
+pub fn load_folder(root: &Path, val_fraction: f64, seed: u64) -> Result<FolderDataset, FolderError> {
+    let FolderFiles { classes, train, validation, .. } = list_folder(root, val_fraction, seed)?;
+    let load = |entries: Vec<(PathBuf, Label)>| -> Result<Vec<(Vec<u8>, Label)>, FolderError> {
         entries
             .into_iter()
-            .map(|e| {
-                let bytes = std::fs::read(&e.path)
-                    .map_err(|cause| FolderError::Read { path: e.path.display().to_string(), cause })?;
-                Ok((bytes, Label::Class(e.label.unwrap_or(0) as i64)))
+            .map(|(path, label)| {
+                let bytes = std::fs::read(&path)
+                    .map_err(|cause| FolderError::Read { path: path.display().to_string(), cause })?;
+                Ok((bytes, label))
             })
             .collect()
     };

@@ -35,8 +35,8 @@ pub enum Source {
     },
     /// Image files read from disk per batch, with their labels.
     Files {
-        /// `(path, label)` pairs.
-        entries: Vec<(PathBuf, Label)>,
+        /// `(path, label)` pairs (shared: a pipeline per validation does not copy the list).
+        entries: Arc<Vec<(PathBuf, Label)>>,
     },
     /// Encoded images preloaded in memory, with their labels.
     Memory {
@@ -274,9 +274,14 @@ pub struct Pipeline {
     receiver: Receiver<Result<Batch, PipelineError>>,
     worker: Option<JoinHandle<()>>,
     skipped: Arc<AtomicU64>,
+    skipped_files: SkippedFiles,
     len: usize,
     buffers: BufferPool,
 }
+
+/// Files of a [`Source::Files`] that could not be read or decoded, with why,
+/// not yet taken by [`Pipeline::take_skipped_files`].
+type SkippedFiles = Arc<Mutex<Vec<String>>>;
 
 /// Image buffers handed back by the consumer for reuse: a batch at 224x224
 /// is ~38 MB, and a fresh allocation of that size is page-faulted in (and
@@ -309,6 +314,7 @@ struct Shared {
     config: PipelineConfig,
     preprocess: Preprocess,
     skipped: Arc<AtomicU64>,
+    skipped_files: SkippedFiles,
 }
 
 /// A decoded batch: its buffer and each example's label (`None`: skipped).
@@ -343,15 +349,24 @@ impl Pipeline {
             return Err(PipelineError::Empty);
         }
         let skipped = Arc::new(AtomicU64::new(0));
+        let skipped_files = SkippedFiles::default();
         let (sender, receiver) = sync_channel(config.prefetch);
         let buffers: BufferPool = Arc::default();
-        let shared = Shared { source, n, mode, config, preprocess, skipped: Arc::clone(&skipped) };
+        let shared = Shared {
+            source,
+            n,
+            mode,
+            config,
+            preprocess,
+            skipped: Arc::clone(&skipped),
+            skipped_files: Arc::clone(&skipped_files),
+        };
         let producer = Producer { shared: Arc::new(shared), buffers: Arc::clone(&buffers), target_width: 0 };
         let worker = std::thread::Builder::new()
             .name("ferroflow-input".into())
             .spawn(move || producer.run(start, sender))
             .map_err(|e| PipelineError::Changed(format!("cannot start the input thread: {e}")))?;
-        Ok(Pipeline { receiver, worker: Some(worker), skipped, len: n, buffers })
+        Ok(Pipeline { receiver, worker: Some(worker), skipped, skipped_files, len: n, buffers })
     }
 
     /// Hands a consumed batch's buffer back for reuse (optional; it saves
@@ -372,6 +387,13 @@ impl Pipeline {
     /// Examples skipped so far because they failed to decode.
     pub fn skipped(&self) -> u64 {
         self.skipped.load(Ordering::Relaxed)
+    }
+
+    /// The files of a [`Source::Files`] skipped since the last call, each as
+    /// `path: why` (a file deleted or damaged after the run started): the
+    /// example is left out of its batch, never a crash.
+    pub fn take_skipped_files(&self) -> Vec<String> {
+        self.skipped_files.lock().map(|mut v| std::mem::take(&mut *v)).unwrap_or_default()
     }
 }
 
@@ -602,7 +624,18 @@ impl Shared {
                 })
             }
             Raw::Encoded(entries, i) => decode(&entries[i].0).ok().map(|img| (img, entries[i].1.clone())),
-            Raw::File(path, label) => std::fs::read(&path).ok().and_then(|b| decode(&b).ok()).map(|img| (img, label)),
+            Raw::File(path, label) => {
+                let read = std::fs::read(&path).map_err(|e| format!("cannot read: {e}"));
+                match read.and_then(|b| decode(&b).map_err(|e| e.to_string())) {
+                    Ok(img) => Some((img, label)),
+                    Err(why) => {
+                        if let Ok(mut files) = self.skipped_files.lock() {
+                            files.push(format!("{}: {why}", path.display()));
+                        }
+                        None
+                    }
+                }
+            }
         };
         let Some((image, label)) = decoded else {
             self.skipped.fetch_add(1, Ordering::Relaxed);

@@ -170,7 +170,7 @@ fn fast_pipeline_makes_the_same_choices_close_to_the_exact_one() {
     for mode in [Mode::Train, Mode::Eval] {
         let run = |fast_jpeg| {
             let config = PipelineConfig { batch_size: 20, shuffle_buffer: 60, fast_jpeg, ..Default::default() };
-            let source = Source::Files { entries: entries.clone() };
+            let source = Source::Files { entries: std::sync::Arc::new(entries.clone()) };
             let p = Pipeline::new(source, mode, config, pre.clone(), Default::default()).unwrap();
             p.take(3).map(|b| b.unwrap()).collect::<Vec<_>>()
         };

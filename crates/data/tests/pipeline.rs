@@ -121,7 +121,7 @@ fn worker_count_does_not_change_batches() {
         // 60 images, batch 16: batch 4 crosses the epoch boundary.
         take(
             Pipeline::new(
-                Source::Files { entries: entries.clone() },
+                Source::Files { entries: std::sync::Arc::new(entries.clone()) },
                 Mode::Train,
                 config,
                 pre.clone(),

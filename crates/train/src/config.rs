@@ -32,8 +32,13 @@ pub enum Normalize {
 #[serde(default, deny_unknown_fields)]
 pub struct DataConfig {
     /// A dataset directory from `ferroflow prepare`, or an image folder
-    /// (class sub-folders, optionally under train/ and val/), loaded in memory.
+    /// (class sub-folders, optionally under train/ and val/).
     pub path: Option<PathBuf>,
+    /// An image folder's files: loaded into memory (`true`) or read and
+    /// decoded per batch from disk (`false`, memory independent of the
+    /// folder's size). Default: in memory when its files total at most
+    /// 512 MiB ([`crate::IN_MEMORY_LIMIT`]), streamed above.
+    pub in_memory: Option<bool>,
     /// Validation fraction for image folders without their own split.
     pub val_fraction: f64,
     /// Normalisation.
@@ -63,6 +68,7 @@ impl Default for DataConfig {
     fn default() -> Self {
         DataConfig {
             path: None,
+            in_memory: None,
             val_fraction: 0.1,
             normalize: Normalize::MeanStd,
             augment: Augment::default(),

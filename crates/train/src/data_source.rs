@@ -6,10 +6,14 @@ use std::path::Path;
 use std::sync::Arc;
 
 use ferroflow_data::{
-    ChannelStats, Dataset, DecodeOptions, FolderDataset, Label, Source, Task, decode_image, load_folder,
+    ChannelStats, Dataset, DecodeOptions, FolderFiles, Label, Source, Task, decode_image, list_folder,
 };
 
 use crate::error::{Result, TrainError};
+
+/// The size up to which an image folder is loaded into memory by default
+/// (`data.in_memory` unset): 512 MiB of files.
+pub const IN_MEMORY_LIMIT: u64 = 512 << 20;
 
 /// The train and validation sources, with what the model needs to know.
 #[derive(Debug, Clone)]
@@ -37,8 +41,9 @@ pub struct DataSource {
 }
 
 impl DataSource {
-    /// Opens `path`: a directory with dataset.json, or an image folder.
-    pub fn open(path: &Path, val_fraction: f64, seed: u64) -> Result<DataSource> {
+    /// Opens `path`: a directory with dataset.json, or an image folder (in
+    /// memory or streamed from disk: `in_memory`, default by its size).
+    pub fn open(path: &Path, val_fraction: f64, seed: u64, in_memory: Option<bool>) -> Result<DataSource> {
         if !path.exists() {
             return Err(TrainError::config("data.path", format!("{}: no such file or directory", path.display())));
         }
@@ -74,13 +79,24 @@ impl DataSource {
                 format!("{}: expected a dataset directory (with dataset.json) or an image folder", path.display()),
             ));
         }
-        let FolderDataset { classes, train, validation } =
-            load_folder(path, val_fraction, seed).map_err(|e| TrainError::config("data.path", e.to_string()))?;
-        // Statistics of the training split, as prepare computes them.
+        let FolderFiles { classes, train, validation, bytes } =
+            list_folder(path, val_fraction, seed).map_err(|e| TrainError::config("data.path", e.to_string()))?;
+        let in_memory = in_memory.unwrap_or(bytes <= IN_MEMORY_LIMIT);
+        let read = |file: &Path| {
+            std::fs::read(file)
+                .map_err(|cause| TrainError::config("data.path", format!("{}: cannot read: {cause}", file.display())))
+        };
+        // Statistics of the training split, as prepare computes them (streamed: one
+        // file at a time, so memory does not grow with the folder).
         let mut stats = ChannelStats::default();
-        for (bytes, _) in &train {
-            if let Ok(img) = decode_image(bytes, &DecodeOptions::default()) {
+        let mut loaded = Vec::new();
+        for (file, label) in &train {
+            let bytes = read(file)?;
+            if let Ok(img) = decode_image(&bytes, &DecodeOptions::default()) {
                 stats.merge(&ChannelStats::of_image(&img));
+            }
+            if in_memory {
+                loaded.push((bytes, label.clone()));
             }
         }
         let (nt, nv) = (train.len(), validation.len());
@@ -92,9 +108,26 @@ impl DataSource {
                 *c += 1;
             }
         }
+        let (train, validation, how) = if in_memory {
+            let validation = validation
+                .iter()
+                .map(|(file, label)| read(file).map(|b| (b, label.clone())))
+                .collect::<Result<Vec<_>>>()?;
+            (
+                Source::Memory { entries: Arc::new(loaded) },
+                Source::Memory { entries: Arc::new(validation) },
+                "image folder in memory",
+            )
+        } else {
+            (
+                Source::Files { entries: Arc::new(train) },
+                Source::Files { entries: Arc::new(validation) },
+                "image folder read from disk per batch",
+            )
+        };
         Ok(DataSource {
-            train: Source::Memory { entries: Arc::new(train) },
-            validation: (nv > 0).then(|| Source::Memory { entries: Arc::new(validation) }),
+            train,
+            validation: (nv > 0).then_some(validation),
             task: Task::Classification,
             classes,
             target_size: 0,
@@ -102,7 +135,11 @@ impl DataSource {
             mean: stats.mean(),
             std: stats.std(),
             train_count: nt,
-            description: format!("{} (image folder in memory: {nt} train / {nv} validation)", path.display()),
+            description: format!(
+                "{} ({how}: {nt} train / {nv} validation, {:.1} MB)",
+                path.display(),
+                bytes as f64 / 1e6
+            ),
         })
     }
 }

@@ -25,7 +25,7 @@ pub use config::{
     CheckpointConfig, CheckpointFormat, ClassWeights, DataConfig, LoopConfig, Loss, ModelConfig, Normalize, OnCorrupt,
     OnSaveError, SummaryConfig, TrainConfig, WarmStartConfig,
 };
-pub use data_source::DataSource;
+pub use data_source::{DataSource, IN_MEMORY_LIMIT};
 pub use error::{Result, TrainError};
 pub use evaluate::{CheckpointEval, EvalOptions, EvalReport, evaluate, evaluate_checkpoint};
 pub use metrics::Metrics;

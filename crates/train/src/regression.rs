@@ -136,14 +136,17 @@ pub fn target_stats(files: &[PathBuf], n: usize) -> Result<TargetStats> {
 pub fn regression_losses(pred: &Tensor, target: &Tensor, loss: RegressionLoss, delta: f64) -> Result<Tensor> {
     let run = || -> candle_core::Result<Tensor> {
         let e = (pred - target)?; // [N, T]
+        // |e| as e·sign(e) with the sign a constant: its gradient is sign(e), 0 at e = 0, as
+        // TF's Abs gradient (candle's abs has 1 there).
+        let abs = (&e * e.sign()?.detach())?;
         let per = match loss {
             RegressionLoss::Mse => e.sqr()?,
-            RegressionLoss::Mae => e.abs()?,
+            RegressionLoss::Mae => abs,
             RegressionLoss::Huber => {
-                // q = min(|e|, δ): 0.5 q² + δ (|e| - q) is TF's piecewise Huber without a branch.
-                let a = e.abs()?;
-                let q = a.clamp(0.0, delta)?;
-                ((q.sqr()? * 0.5)? + ((a - &q)? * delta)?)?
+                // Keras's Huber: where(|e| <= δ, 0.5 e², δ |e| - 0.5 δ²).
+                let quadratic = (e.sqr()? * 0.5)?;
+                let linear = ((&abs * delta)? - 0.5 * delta * delta)?;
+                abs.le(delta)?.where_cond(&quadratic, &linear)?
             }
         };
         per.mean(1) // [N]
@@ -284,8 +287,11 @@ mod tests {
         let p = candle_core::Var::from_tensor(&pred).unwrap();
         let l = regression_losses(p.as_tensor(), &target, RegressionLoss::Huber, 1.0).unwrap().sum_all().unwrap();
         let g = l.backward().unwrap().get(p.as_tensor()).unwrap().to_vec2::<f32>().unwrap();
-        // dL/dp = e (|e| <= δ) or δ·sign(e), over T = 2.
+        // dL/dp = e (|e| <= δ) or δ·sign(e), over T = 2; 0 at e = 0, as TF.
         assert_eq!(g, [[-0.25, 0.5], [0.0, -0.5]]);
+        let l = regression_losses(p.as_tensor(), &target, RegressionLoss::Mae, 1.0).unwrap().sum_all().unwrap();
+        let g = l.backward().unwrap().get(p.as_tensor()).unwrap().to_vec2::<f32>().unwrap();
+        assert_eq!(g, [[-0.5, 0.5], [0.0, -0.5]]);
     }
 
     #[test]

@@ -89,6 +89,8 @@ pub struct TrainReport {
     pub best: Option<(String, f64, i64)>,
     /// The best checkpoint (`checkpoint.keep_best`).
     pub best_checkpoint: Option<PathBuf>,
+    /// Training examples left out because they could not be read or decoded.
+    pub skipped: u64,
 }
 
 /// Parses `cpu` / `cuda[:N]`.
@@ -375,7 +377,7 @@ pub fn train(config: &TrainConfig, progress: &mut dyn FnMut(&Progress)) -> Resul
     let device = device(&config.train.device)?;
     let path =
         config.data.path.clone().ok_or_else(|| TrainError::config("data.path", "no data given (use --data DIR)"))?;
-    let data = DataSource::open(&path, config.data.val_fraction, config.train.seed)?;
+    let data = DataSource::open(&path, config.data.val_fraction, config.train.seed, config.data.in_memory)?;
     let objective = objective_for(config, &data)?;
     let outputs = objective.outputs();
     let mut spec = model_spec(&config.model.name, outputs)?;
@@ -632,6 +634,9 @@ fn run_loop(run: &Run, progress: &mut dyn FnMut(&Progress)) -> Result<TrainRepor
                 pipeline.recycle(batch);
             }
         }
+        for file in pipeline.take_skipped_files() {
+            progress(&Progress::Note(format!("warning: skipped {file}; training goes on without it")));
+        }
         // The data ran out (only with `epochs`, mid-accumulation): that partial step is not taken.
         let (Some(grad_store), Some(batch)) = (grad_store, first_batch) else { break };
         // Variables without a gradient are left alone, as TF's apply_gradients does.
@@ -743,6 +748,7 @@ fn run_loop(run: &Run, progress: &mut dyn FnMut(&Progress)) -> Result<TrainRepor
         stopped_early_at: monitor.as_ref().and_then(|m| m.state.stopped_at),
         best: monitor.as_ref().and_then(|m| m.state.best.map(|b| (m.metric.clone(), b, m.state.best_step))),
         best_checkpoint: if ck_cfg.keep_best { checkpoint::latest_checkpoint(&best_dir).ok().flatten() } else { None },
+        skipped: pipeline.skipped(),
     })
 }
 

@@ -238,7 +238,7 @@ fn train(args: &TrainArgs) -> Result<()> {
         eprintln!();
     }
     let [h, w, c] = report.input;
-    let rss = peak_rss_mib().map_or_else(|| "n/a".to_string(), |m| format!("{m:.0} MiB"));
+    let rss = crate::runtime::peak_rss_mib().map_or_else(|| "n/a".to_string(), |m| format!("{m:.0} MiB"));
     let mut out = std::io::stdout().lock();
     writeln!(
         out,
@@ -260,12 +260,4 @@ fn train(args: &TrainArgs) -> Result<()> {
     )?;
     writeln!(out, "images/s: {:.1}", report.images_per_sec)?;
     Ok(())
-}
-
-/// The process's peak resident set (`VmHWM` of /proc/self/status), in MiB; None off Linux.
-fn peak_rss_mib() -> Option<f64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find_map(|l| l.strip_prefix("VmHWM:"))?;
-    let kib: f64 = line.trim().trim_end_matches("kB").trim().parse().ok()?;
-    Some(kib / 1024.0)
 }

@@ -240,6 +240,12 @@ pub fn run(args: &TrainArgs) -> Result<()> {
         println!("validation top-5 accuracy: {:.4}", v.top5);
         println!("validation accuracy: {:.4}", v.accuracy);
     }
+    if report.skipped > 0 {
+        println!("skipped {} training example(s) that could not be read or decoded", report.skipped);
+    }
+    if let Some(mib) = crate::runtime::peak_rss_mib() {
+        println!("peak memory: {mib:.0} MiB");
+    }
     if let Some(step) = report.stopped_early_at {
         println!("stopped early at step {step} (train.early_stopping)");
     }
