@@ -19,7 +19,12 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Train image models the TensorFlow way, in Rust.
 #[derive(Debug, Parser)]
-#[command(name = "ferroflow", version, about, after_help = "Not yet built: image-to-image training (encoder_decoder).")]
+#[command(
+    name = "ferroflow",
+    version,
+    about,
+    after_help = "Not yet built: image-to-image targets other than the input itself (paired folders, image/target/encoded)."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

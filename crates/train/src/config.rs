@@ -62,6 +62,25 @@ pub struct DataConfig {
     /// Regression: standardise each target with the training split's mean and
     /// std (stored in the checkpoint, undone in predictions). Default true.
     pub normalize_targets: bool,
+    /// What the model learns to output: the data's `labels` (classes or
+    /// regression targets; default) or the `input` image itself (image-to-image:
+    /// an autoencoder, a denoiser with `noise_stddev`).
+    pub targets: Targets,
+    /// With `targets = "input"`: Gaussian noise of this standard deviation, in
+    /// 0–255 pixel units, added to what the model sees (training and
+    /// validation), so it learns to denoise. Default 0.
+    pub noise_stddev: f64,
+}
+
+/// `data.targets`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Targets {
+    /// The labels or regression targets of the data.
+    #[default]
+    Labels,
+    /// The (clean) input image: image-to-image training.
+    Input,
 }
 
 impl Default for DataConfig {
@@ -79,6 +98,8 @@ impl Default for DataConfig {
             resize_method: "bilinear".into(),
             eval_central_fraction: None,
             normalize_targets: true,
+            targets: Targets::Labels,
+            noise_stddev: 0.0,
         }
     }
 }
@@ -520,6 +541,18 @@ impl TrainConfig {
             return Err(TrainError::config(
                 "checkpoint.keep_best",
                 "needs validations during training: set train.validate_every (steps between validations)",
+            ));
+        }
+        if !(self.data.noise_stddev >= 0.0 && self.data.noise_stddev.is_finite()) {
+            return Err(TrainError::config(
+                "data.noise_stddev",
+                format!("must be >= 0, got {}", self.data.noise_stddev),
+            ));
+        }
+        if self.data.noise_stddev > 0.0 && self.data.targets != Targets::Input {
+            return Err(TrainError::config(
+                "data.noise_stddev",
+                "applies to image-to-image training (data.targets = \"input\")",
             ));
         }
         if !(t.huber_delta > 0.0 && t.huber_delta.is_finite()) {

@@ -15,9 +15,9 @@ use crate::data_source::DataSource;
 use crate::error::{Result, TrainError};
 use crate::metrics::Metrics;
 use crate::objective::Objective;
+use crate::reconstruction::{ReconstructionMetrics, ReconstructionReport};
 use crate::regression::{RegressionMetrics, RegressionReport};
 use crate::restored::RestoredModel;
-use crate::trainer::batch_input;
 
 /// Results of an evaluation pass.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -35,6 +35,25 @@ pub struct EvalReport {
     /// Regression metrics, in the targets' units.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub regression: Option<RegressionReport>,
+    /// Image-to-image metrics, in pixel units.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reconstruction: Option<ReconstructionReport>,
+    /// Image-to-image: the first batch's input, target and output, for TensorBoard.
+    #[serde(skip)]
+    pub samples: Option<ImageSamples>,
+}
+
+/// Images of one batch, model values, `[N, C, H, W]` row-major each.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ImageSamples {
+    /// What the model saw (noisy, for a denoiser).
+    pub input: Vec<f32>,
+    /// The target.
+    pub target: Vec<f32>,
+    /// The model's output.
+    pub output: Vec<f32>,
+    /// `[N, C, H, W]`.
+    pub shape: [usize; 4],
 }
 
 impl EvalReport {
@@ -44,6 +63,7 @@ impl EvalReport {
     /// let r = ferroflow_train::EvalReport {
     ///     count: 4, loss: 0.0, accuracy: 0.75, top5: 1.0,
     ///     confusion: vec![vec![2, 0, 0], vec![1, 1, 0], vec![0, 0, 0]], regression: None,
+    ///     reconstruction: None, samples: None,
     /// };
     /// assert_eq!(r.per_class_accuracy(), [Some(1.0), Some(0.5), None]);
     /// ```
@@ -63,6 +83,18 @@ impl EvalReport {
     /// targets) and, with several targets, `r2/<target>` and `rmse/<target>`.
     pub fn write_scalars(&self, w: &mut EventWriter, step: i64) -> Result<()> {
         w.add_scalar("loss", self.loss as f32, step)?;
+        if let Some(r) = &self.reconstruction {
+            for (name, v) in [
+                ("mse", r.mse),
+                ("mae", r.mae),
+                ("psnr", r.psnr),
+                ("input_mse", r.input_mse),
+                ("input_psnr", r.input_psnr),
+            ] {
+                w.add_scalar(name, v as f32, step)?;
+            }
+            return Ok(());
+        }
         match &self.regression {
             None => {
                 w.add_scalar("accuracy", self.accuracy as f32, step)?;
@@ -100,44 +132,74 @@ pub fn evaluate(
     config.drop_remainder = false;
     let mut pipeline = Pipeline::new(source.clone(), Mode::Eval, config, preprocess.clone(), Cursor::default())?;
     let total = pipeline.examples_per_epoch();
-    let mut metrics = Metrics::new(if objective.is_regression() { 0 } else { objective.outputs() });
+    let classes = match objective {
+        Objective::Classification { classes, .. } => *classes,
+        _ => 0,
+    };
+    let mut metrics = Metrics::new(classes);
     let mut regression = match objective {
         Objective::Regression { stats, .. } => Some(RegressionMetrics::new(stats.len())),
-        Objective::Classification { .. } => None,
+        _ => None,
     };
+    let mut reconstruction = objective.is_reconstruction().then(ReconstructionMetrics::default);
+    let mut samples = None;
+    let mut index = 0u64;
     while let Some(batch) = pipeline.next() {
         let batch = batch?;
-        let x = batch_input(&batch, device)?;
+        // Validation noise is keyed by the batch's place, the same at every validation.
+        let x = objective.inputs(&batch, device, [2, index])?;
+        index += 1;
         let y = objective.targets(&batch, device)?;
-        let outputs = model.forward_t(&x, false)?; // [N, outputs]
+        let outputs = model.forward_t(&x, false)?; // [N, outputs] or [N, C, H, W]
         let losses = objective.losses(&outputs, &y, false)?; // [N]
         let out_v = outputs.flatten_all().and_then(|t| t.to_vec1::<f32>()).map_err(TrainError::candle("eval"))?;
         let losses_v = losses.to_vec1::<f32>().map_err(TrainError::candle("eval"))?;
-        match (&mut regression, objective) {
-            (Some(r), Objective::Regression { stats, .. }) => {
+        let count_loss = |metrics: &mut Metrics| {
+            metrics.loss_sum += losses_v.iter().map(|&l| f64::from(l)).sum::<f64>();
+            metrics.count += batch.size;
+        };
+        match objective {
+            Objective::Regression { stats, .. } => {
                 // Metrics in the targets' own units.
                 let mut predicted = out_v;
                 stats.denormalize(&mut predicted);
-                r.add(&predicted, &batch.targets);
-                metrics.loss_sum += losses_v.iter().map(|&l| f64::from(l)).sum::<f64>();
-                metrics.count += batch.size;
+                if let Some(r) = regression.as_mut() {
+                    r.add(&predicted, &batch.targets);
+                }
+                count_loss(&mut metrics);
             }
-            _ => metrics.add(&out_v, &batch.labels, &losses_v),
+            Objective::Reconstruction { scale, .. } => {
+                let flat = |t: &candle_core::Tensor| t.flatten_all().and_then(|t| t.to_vec1::<f32>());
+                let (x_v, y_v) = (flat(&x), flat(&y));
+                let (x_v, y_v) = (x_v.map_err(TrainError::candle("eval"))?, y_v.map_err(TrainError::candle("eval"))?);
+                let [c, h, w] = batch.shape;
+                if let Some(r) = reconstruction.as_mut() {
+                    r.add(&out_v, &x_v, &y_v, c, h * w, scale);
+                }
+                if samples.is_none() {
+                    samples =
+                        Some(ImageSamples { input: x_v, target: y_v, output: out_v, shape: [batch.size, c, h, w] });
+                }
+                count_loss(&mut metrics);
+            }
+            Objective::Classification { .. } => metrics.add(&out_v, &batch.labels, &losses_v),
         }
         pipeline.recycle(batch);
         progress(metrics.count, total);
     }
     let names = match objective {
         Objective::Regression { names, .. } => names.as_slice(),
-        Objective::Classification { .. } => &[],
+        _ => &[],
     };
-    let is_regression = regression.is_some();
+    let classification = classes > 0;
     Ok(EvalReport {
         count: metrics.count,
         loss: metrics.loss(),
-        accuracy: if is_regression { 0.0 } else { metrics.accuracy() },
-        top5: if is_regression { 0.0 } else { metrics.top5() },
+        accuracy: if classification { metrics.accuracy() } else { 0.0 },
+        top5: if classification { metrics.top5() } else { 0.0 },
         regression: regression.map(|r| r.report(names)),
+        reconstruction: reconstruction.map(|r| r.report()),
+        samples,
         confusion: metrics.confusion,
     })
 }
@@ -203,7 +265,7 @@ pub fn evaluate_checkpoint(options: &EvalOptions, progress: &mut dyn FnMut(usize
             ),
         ));
     }
-    if !regression && data.classes != restored.classes {
+    if !regression && !restored.objective.is_reconstruction() && data.classes != restored.classes {
         return Err(TrainError::config(
             "--data",
             format!(

@@ -14,6 +14,7 @@ pub mod monitor;
 mod objective;
 pub mod optimizer;
 mod predict;
+pub mod reconstruction;
 pub mod regression;
 mod restored;
 pub mod schedule;
@@ -23,7 +24,7 @@ mod trainer;
 pub use bench::{BenchConfig, BenchReport, BenchStep, bench_train, weights_digest};
 pub use config::{
     CheckpointConfig, CheckpointFormat, ClassWeights, DataConfig, LoopConfig, Loss, ModelConfig, Normalize, OnCorrupt,
-    OnSaveError, SummaryConfig, TrainConfig, WarmStartConfig,
+    OnSaveError, SummaryConfig, Targets, TrainConfig, WarmStartConfig,
 };
 pub use data_source::{DataSource, IN_MEMORY_LIMIT};
 pub use error::{Result, TrainError};

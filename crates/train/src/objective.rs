@@ -1,6 +1,6 @@
 //! What a run trains its model to output, and how a batch is scored:
-//! class labels with the cross-entropy, or float targets (standardised)
-//! with a regression loss.
+//! class labels with the cross-entropy, float targets (standardised) with a
+//! regression loss, or the input image itself (image-to-image) per pixel.
 
 use candle_core::{Device, Tensor};
 use ferroflow_data::Batch;
@@ -8,7 +8,9 @@ use ferroflow_nn::ops;
 
 use crate::data_source::class_labels;
 use crate::error::{Result, TrainError};
+use crate::reconstruction::{PixelScale, add_noise};
 use crate::regression::{RegressionLoss, TargetStats, regression_losses};
+use crate::trainer::batch_input;
 
 /// A run's task.
 #[derive(Debug, Clone, PartialEq)]
@@ -31,6 +33,17 @@ pub enum Objective {
         /// The targets' names, for reports.
         names: Vec<String>,
     },
+    /// The input image as the target; the model sees it with noise.
+    Reconstruction {
+        /// The per-pixel loss (`mse` or `mae`, in model units).
+        loss: RegressionLoss,
+        /// Input noise, 0–255 pixel units.
+        noise_stddev: f64,
+        /// Model values ↔ pixels.
+        scale: PixelScale,
+        /// Seeds the noise.
+        seed: u64,
+    },
 }
 
 impl Objective {
@@ -39,6 +52,27 @@ impl Objective {
         match self {
             Objective::Classification { classes, .. } => *classes,
             Objective::Regression { stats, .. } => stats.len(),
+            Objective::Reconstruction { .. } => 0,
+        }
+    }
+
+    /// True for image-to-image training.
+    pub fn is_reconstruction(&self) -> bool {
+        matches!(self, Objective::Reconstruction { .. })
+    }
+
+    /// The model's input for `batch`: its images, plus noise keyed by `key` for a
+    /// denoiser.
+    ///
+    /// # Shapes
+    /// `[N, C, H, W]`.
+    pub fn inputs(&self, batch: &Batch, device: &Device, key: [u64; 2]) -> Result<Tensor> {
+        let x = batch_input(batch, device)?;
+        match self {
+            Objective::Reconstruction { noise_stddev, scale, seed, .. } => {
+                add_noise(&x, *noise_stddev, scale, *seed, key)
+            }
+            _ => Ok(x),
         }
     }
 
@@ -47,9 +81,11 @@ impl Objective {
         matches!(self, Objective::Regression { .. })
     }
 
-    /// The batch's labels `[N]` (u32), or its standardised targets `[N, T]`.
+    /// The batch's labels `[N]` (u32), its standardised targets `[N, T]`, or its
+    /// images `[N, C, H, W]` (image-to-image).
     pub fn targets(&self, batch: &Batch, device: &Device) -> Result<Tensor> {
         match self {
+            Objective::Reconstruction { .. } => batch_input(batch, device),
             Objective::Classification { classes, .. } => {
                 let labels = class_labels(&batch.labels, *classes)?;
                 Tensor::from_vec(labels, batch.size, device).map_err(TrainError::candle("labels"))
@@ -87,6 +123,10 @@ impl Objective {
                 ops::sparse_softmax_cross_entropy(outputs, targets)?
             }),
             Objective::Regression { loss, huber_delta, .. } => regression_losses(outputs, targets, *loss, *huber_delta),
+            Objective::Reconstruction { loss, .. } => {
+                let flat = |t: &Tensor| t.flatten_from(1).map_err(TrainError::candle("reconstruction loss"));
+                regression_losses(&flat(outputs)?, &flat(targets)?, *loss, 1.0)
+            }
         }
     }
 }

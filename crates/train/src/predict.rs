@@ -22,6 +22,8 @@ pub struct Prediction {
     pub top: Vec<(String, usize, f32)>,
     /// A regression model's predicted targets, in their own units (empty for classifiers).
     pub values: Vec<f32>,
+    /// An image-to-image model's output image, written as PNG.
+    pub output: Option<PathBuf>,
 }
 
 /// Image files under `inputs`: files as given, directories walked (sorted)
@@ -69,7 +71,19 @@ pub fn predict(
     images: &[PathBuf],
     top_k: usize,
     batch_size: usize,
+    out_dir: Option<&Path>,
 ) -> Result<Vec<Prediction>> {
+    let out_dir = match (&restored.objective, out_dir) {
+        (Objective::Reconstruction { .. }, None) => {
+            return Err(TrainError::config("--out", "an image-to-image model writes images: give --out DIR"));
+        }
+        (Objective::Reconstruction { .. }, Some(dir)) => {
+            std::fs::create_dir_all(dir).map_err(|cause| TrainError::Io { path: dir.display().to_string(), cause })?;
+            Some(dir)
+        }
+        _ => None,
+    };
+    let mut written = std::collections::HashSet::new();
     let p = &restored.preprocess;
     let [h, w] = p.image_size;
     let c = p.channels;
@@ -86,13 +100,40 @@ pub fn predict(
             p.eval_into(&image, slot);
         }
         let x = Tensor::from_vec(input, (chunk.len(), c, h, w), device).map_err(TrainError::candle("predict input"))?;
-        let logits = restored.model.forward_t(&x, false)?; // [N, outputs]
+        let logits = restored.model.forward_t(&x, false)?; // [N, outputs] or [N, C, H, W]
+        if let (Objective::Reconstruction { scale, .. }, Some(dir)) = (&restored.objective, out_dir) {
+            let (_, oc, oh, ow) = logits.dims4().map_err(TrainError::candle("predict"))?;
+            let values =
+                logits.flatten_all().and_then(|t| t.to_vec1::<f32>()).map_err(TrainError::candle("predict"))?;
+            for (path, chw) in chunk.iter().zip(values.chunks_exact(oc * oh * ow)) {
+                let mut hwc = vec![0u8; chw.len()];
+                for (i, v) in chw.iter().enumerate() {
+                    let (ch, p) = (i / (oh * ow), i % (oh * ow));
+                    hwc[p * oc + ch] = scale.pixel(*v, ch.min(2)).round().clamp(0.0, 255.0) as u8;
+                }
+                let png = tfrecord::Image { height: oh as u32, width: ow as u32, channels: oc as u32, pixels: &hwc }
+                    .to_png("predict")
+                    .map_err(|e| TrainError::config("--out", e.to_string()))?;
+                let stem = path.file_stem().map_or_else(|| "image".into(), |s| s.to_string_lossy().into_owned());
+                let mut name = format!("{stem}.png");
+                let mut n = 1;
+                while !written.insert(name.clone()) {
+                    name = format!("{stem}_{n}.png");
+                    n += 1;
+                }
+                let file = dir.join(name);
+                std::fs::write(&file, png)
+                    .map_err(|cause| TrainError::Io { path: file.display().to_string(), cause })?;
+                out.push(Prediction { path: path.clone(), top: Vec::new(), values: Vec::new(), output: Some(file) });
+            }
+            continue;
+        }
         if let Objective::Regression { stats, .. } = &restored.objective {
             let mut values =
                 logits.flatten_all().and_then(|t| t.to_vec1::<f32>()).map_err(TrainError::candle("predict"))?;
             stats.denormalize(&mut values); // back to the targets' units
             for (path, row) in chunk.iter().zip(values.chunks_exact(stats.len().max(1))) {
-                out.push(Prediction { path: path.clone(), top: Vec::new(), values: row.to_vec() });
+                out.push(Prediction { path: path.clone(), top: Vec::new(), values: row.to_vec(), output: None });
             }
             continue;
         }
@@ -107,7 +148,7 @@ pub fn predict(
                 .take(top_k.max(1))
                 .map(|i| (restored.classes.get(i).cloned().unwrap_or_else(|| i.to_string()), i, row[i]))
                 .collect();
-            out.push(Prediction { path: path.clone(), top, values: Vec::new() });
+            out.push(Prediction { path: path.clone(), top, values: Vec::new(), output: None });
         }
     }
     Ok(out)

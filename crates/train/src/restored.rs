@@ -119,6 +119,18 @@ impl RestoredModel {
         store.set_global_step(step);
         let outputs = model.output_shape().iter().product::<usize>();
         let (classes, objective) = match &ck.meta.targets {
+            _ if config.data.targets == crate::config::Targets::Input => (
+                ck.meta.classes.clone(),
+                Objective::Reconstruction {
+                    loss: match config.train.loss {
+                        Some(crate::config::Loss::Mae) => RegressionLoss::Mae,
+                        _ => RegressionLoss::Mse,
+                    },
+                    noise_stddev: config.data.noise_stddev,
+                    scale: crate::reconstruction::PixelScale::of(&preprocess),
+                    seed: config.train.seed,
+                },
+            ),
             Some(stats) => {
                 let names: Vec<String> = (0..stats.len()).map(|i| format!("target_{i}")).collect();
                 let loss = match config.train.loss {

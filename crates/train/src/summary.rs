@@ -105,6 +105,40 @@ impl Summaries {
         Ok(())
     }
 
+    /// Image-to-image validation samples as one picture each, side by side:
+    /// the model's input, the target, the output (`validation/reconstruction`).
+    pub fn reconstructions(
+        &mut self,
+        samples: &crate::evaluate::ImageSamples,
+        scale: &crate::reconstruction::PixelScale,
+        max: usize,
+        step: i64,
+    ) -> Result<()> {
+        let [n, c, h, w] = samples.shape;
+        let mut pixels: Vec<Vec<u8>> = Vec::new();
+        for i in 0..n.min(max) {
+            let mut hwc = vec![0u8; h * 3 * w * c];
+            for (panel, values) in [&samples.input, &samples.target, &samples.output].into_iter().enumerate() {
+                let chw = &values[i * c * h * w..(i + 1) * c * h * w];
+                for ch in 0..c {
+                    for y in 0..h {
+                        for x in 0..w {
+                            let v = scale.pixel(chw[(ch * h + y) * w + x], ch.min(2));
+                            hwc[(y * 3 * w + panel * w + x) * c + ch] = v.round().clamp(0.0, 255.0) as u8;
+                        }
+                    }
+                }
+            }
+            pixels.push(hwc);
+        }
+        let images: Vec<Image<'_>> = pixels
+            .iter()
+            .map(|p| Image { height: h as u32, width: 3 * w as u32, channels: c as u32, pixels: p })
+            .collect();
+        self.validation.add_images("reconstruction", &images, step)?;
+        Ok(())
+    }
+
     /// Flushes both writers.
     pub fn flush(&mut self) -> Result<()> {
         self.train.flush()?;

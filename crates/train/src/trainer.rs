@@ -15,7 +15,7 @@ use crate::checkpoint::{
     self, Checkpoint, CheckpointManager, CheckpointMeta, DataFingerprint, RngStates, apply_trainable_scopes,
     restore_exact, warm_start,
 };
-use crate::config::{ClassWeights, Loss, Normalize, OnCorrupt, OnSaveError, TrainConfig};
+use crate::config::{ClassWeights, Loss, Normalize, OnCorrupt, OnSaveError, Targets, TrainConfig};
 use crate::data_source::DataSource;
 use crate::error::{Result, TrainError};
 use crate::evaluate::{EvalReport, evaluate};
@@ -23,6 +23,7 @@ use crate::metrics::Metrics;
 use crate::monitor::{Mode as MonitorMode, Monitor, MonitorState};
 use crate::objective::Objective;
 use crate::optimizer::{ExponentialMovingAverage, Optimizer, clip_by_global_norm, trainable_gradients};
+use crate::reconstruction::PixelScale;
 use crate::regression::{RegressionLoss, TargetStats, target_stats};
 use crate::summary::Summaries;
 
@@ -50,7 +51,7 @@ pub enum Progress {
         /// The global step.
         step: i64,
         /// Its results.
-        report: EvalReport,
+        report: Box<EvalReport>,
     },
     /// A checkpoint was saved.
     Saved {
@@ -149,9 +150,10 @@ impl Run {
         pipeline_config(&self.config, epochs)
     }
 
-    /// The batch's input `[N, C, H, W]` and targets (labels `[N]` or targets `[N, T]`).
-    fn tensors(&self, batch: &ferroflow_data::Batch) -> Result<(Tensor, Tensor)> {
-        Ok((batch_input(batch, &self.device)?, self.objective.targets(batch, &self.device)?))
+    /// The batch's input `[N, C, H, W]` (noise keyed by `key` for a denoiser) and
+    /// targets (labels `[N]`, targets `[N, T]` or images `[N, C, H, W]`).
+    fn tensors(&self, batch: &ferroflow_data::Batch, key: [u64; 2]) -> Result<(Tensor, Tensor)> {
+        Ok((self.objective.inputs(batch, &self.device, key)?, self.objective.targets(batch, &self.device)?))
     }
 
     fn evaluate(&self, source: &Source) -> Result<EvalReport> {
@@ -188,7 +190,7 @@ impl Run {
             created: checkpoint::now(),
             targets: match &self.objective {
                 Objective::Regression { stats, .. } => Some(stats.clone()),
-                Objective::Classification { .. } => None,
+                _ => None,
             },
             monitor: monitor.cloned(),
         };
@@ -299,6 +301,25 @@ pub(crate) fn batch_input(batch: &ferroflow_data::Batch, device: &Device) -> Res
 /// split's statistics unless `data.normalize_targets = false`).
 fn objective_for(config: &TrainConfig, data: &DataSource) -> Result<Objective> {
     let t = &config.train;
+    if config.data.targets == Targets::Input {
+        let loss = match t.loss {
+            None | Some(Loss::Mse) => RegressionLoss::Mse,
+            Some(Loss::Mae) => RegressionLoss::Mae,
+            Some(other) => {
+                return Err(TrainError::config(
+                    "train.loss",
+                    format!("{other:?} does not apply to image-to-image training; use mse or mae"),
+                ));
+            }
+        };
+        return Ok(Objective::Reconstruction {
+            loss,
+            noise_stddev: config.data.noise_stddev,
+            // Set from the run's preprocessing once the model's input size is known.
+            scale: PixelScale { mean: [0.0; 3], k: [1.0; 3] },
+            seed: t.seed,
+        });
+    }
     match data.task {
         Task::Classification => {
             if let Some(loss) = t.loss.filter(|l| *l != Loss::CrossEntropy) {
@@ -378,16 +399,27 @@ pub fn train(config: &TrainConfig, progress: &mut dyn FnMut(&Progress)) -> Resul
     let path =
         config.data.path.clone().ok_or_else(|| TrainError::config("data.path", "no data given (use --data DIR)"))?;
     let data = DataSource::open(&path, config.data.val_fraction, config.train.seed, config.data.in_memory)?;
-    let objective = objective_for(config, &data)?;
+    let mut objective = objective_for(config, &data)?;
     let outputs = objective.outputs();
-    let mut spec = model_spec(&config.model.name, outputs)?;
+    let mut spec = model_spec(&config.model.name, outputs.max(1))?;
     if let Some(input) = config.model.input {
         spec.input = input;
     }
     let store = VarStore::new(device.clone(), config.train.seed);
     let model = spec.build(&store, config.train.seed)?;
     let out = model.output_shape();
-    if out != [outputs] {
+    let [h, w, c] = spec.input;
+    if objective.is_reconstruction() && out != [c, h, w] {
+        return Err(TrainError::config(
+            "model.name",
+            format!(
+                "model {:?} outputs {out:?}; image-to-image training needs its input's shape [{c}, {h}, {w}] (e.g. \
+                 encoder_decoder)",
+                spec.name
+            ),
+        ));
+    }
+    if !objective.is_reconstruction() && out != [outputs] {
         let what = if objective.is_regression() {
             format!("{outputs} regression target(s) per example (a regressor ends in a dense layer of that width)")
         } else {
@@ -399,6 +431,9 @@ pub fn train(config: &TrainConfig, progress: &mut dyn FnMut(&Progress)) -> Resul
         ));
     }
     let preprocess = preprocess_for(config, spec.input, data.mean, data.std)?;
+    if let Objective::Reconstruction { scale, .. } = &mut objective {
+        *scale = PixelScale::of(&preprocess);
+    }
     let run = Run { config: config.clone(), data, spec, model, store, preprocess, device, objective };
     run_loop(&run, progress)
 }
@@ -549,6 +584,11 @@ fn run_loop(run: &Run, progress: &mut dyn FnMut(&Progress)) -> Result<TrainRepor
                 run.data.description,
                 stats.len()
             ),
+            Objective::Reconstruction { loss, noise_stddev, .. } => format!(
+                "{} on {}, image-to-image (the input as target, input noise stddev {noise_stddev}), {loss:?} loss",
+                run.model.name(),
+                run.data.description
+            ),
         },
     });
     let mut pipeline =
@@ -570,7 +610,7 @@ fn run_loop(run: &Run, progress: &mut dyn FnMut(&Progress)) -> Result<TrainRepor
         for micro in 0..accumulate {
             let Some(batch) = pipeline.next() else { break };
             let batch = batch?;
-            let (x, y) = run.tensors(&batch)?;
+            let (x, y) = run.tensors(&batch, [1, step as u64 * accumulate as u64 + micro as u64])?;
             let logits = run.model.forward_t(&x, true)?; // [n, outputs]
             let losses = run.objective.losses(&logits, &y, true)?; // [n]
             let losses = match &class_weights {
@@ -693,8 +733,11 @@ fn run_loop(run: &Run, progress: &mut dyn FnMut(&Progress)) -> Result<TrainRepor
         if let (true, Some(source)) = (last || due, &run.data.validation) {
             let report = with_ema(ema.as_ref(), || run.evaluate(source))?;
             report.write_scalars(&mut summaries.validation, step)?;
+            if let (Some(samples), Objective::Reconstruction { scale, .. }) = (&report.samples, &run.objective) {
+                summaries.reconstructions(samples, scale, cfg.summary.max_images, step)?;
+            }
             summaries.validation.flush()?;
-            progress(&Progress::Validation { step, report: report.clone() });
+            progress(&Progress::Validation { step, report: Box::new(report.clone()) });
             if let Some(m) = monitor.as_mut() {
                 let seen = m.observe(&report, step)?;
                 if seen.improved

@@ -74,6 +74,7 @@ pub fn run(args: &EvalArgs) -> Result<()> {
             "per_class_accuracy": r.per_class_accuracy(),
             "confusion": r.confusion,
             "regression": r.regression,
+            "reconstruction": r.reconstruction,
         });
         writeln!(out, "{json}")?;
         return Ok(());
@@ -87,6 +88,12 @@ pub fn run(args: &EvalArgs) -> Result<()> {
         result.split,
         r.count
     )?;
+    if let Some(rec) = &r.reconstruction {
+        writeln!(out, "mse (0-255 pixels): {:.2}; the model's input: {:.2}", rec.mse, rec.input_mse)?;
+        writeln!(out, "psnr: {:.2} dB; the model's input: {:.2} dB", rec.psnr, rec.input_psnr)?;
+        writeln!(out, "loss: {:.4}", r.loss)?;
+        return Ok(());
+    }
     if let Some(reg) = &r.regression {
         writeln!(out, "{}", crate::report::regression_table(reg))?;
         writeln!(out, "loss: {:.4}", r.loss)?;

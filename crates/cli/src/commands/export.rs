@@ -109,7 +109,7 @@ mod onnx {
         ];
         let target_stats = match &restored.objective {
             Objective::Regression { stats, .. } => Some((stats.mean.clone(), stats.std.clone())),
-            Objective::Classification { .. } => None,
+            _ => None,
         };
         let options = ExportOptions {
             producer_version: env!("CARGO_PKG_VERSION").to_string(),

@@ -34,6 +34,9 @@ pub struct PredictArgs {
     /// With --train-dir: use the best checkpoint (kept in DIR/best/ by checkpoint.keep_best).
     #[arg(long, requires = "train_dir")]
     pub best: bool,
+    /// An image-to-image model (data.targets = "input"): write its output images here, as PNG.
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
 }
 
 /// Runs the command.
@@ -52,8 +55,16 @@ pub fn run(args: &PredictArgs) -> Result<()> {
     if images.is_empty() {
         bail!(TrainError::config("IMAGE_OR_DIR", "no image files found"));
     }
-    let predictions = predict(&restored, &images, args.top_k, args.batch_size)?;
+    let predictions = predict(&restored, &images, args.top_k, args.batch_size, args.out.as_deref())?;
     for p in &predictions {
+        if let Some(file) = &p.output {
+            if args.json {
+                writeln!(out, "{}", serde_json::json!({"path": p.path, "output": file}))?;
+            } else {
+                writeln!(out, "{} -> {}", p.path.display(), file.display())?;
+            }
+            continue;
+        }
         if !p.values.is_empty() {
             // A regression model: its predicted targets.
             if args.json {

@@ -194,12 +194,16 @@ pub fn run(args: &TrainArgs) -> Result<()> {
             None => eprintln!("{note}"),
         },
         Progress::Validation { step, report } => {
-            let line = match &report.regression {
-                None => format!(
+            let line = match (&report.regression, &report.reconstruction) {
+                (_, Some(r)) => format!(
+                    "validation at step {step}: loss {:.4}, mse {:.2} (input {:.2}), psnr {:.2} dB (input {:.2} dB) ({} examples)",
+                    report.loss, r.mse, r.input_mse, r.psnr, r.input_psnr, report.count
+                ),
+                (None, None) => format!(
                     "validation at step {step}: loss {:.4}, accuracy {:.4}, top-5 {:.4} ({} examples)",
                     report.loss, report.accuracy, report.top5, report.count
                 ),
-                Some(r) => format!(
+                (Some(r), None) => format!(
                     "validation at step {step}: loss {:.4}, mse {:.6}, mae {:.6}, r2 {:.4} ({} examples)",
                     report.loss, r.mse, r.mae, r.r2, report.count
                 ),
@@ -222,6 +226,11 @@ pub fn run(args: &TrainArgs) -> Result<()> {
         report.final_loss
     );
     if let Some(v) = &report.validation
+        && let Some(r) = &v.reconstruction
+    {
+        println!("validation mse (0-255 pixels): {:.2}; the model's input: {:.2}", r.mse, r.input_mse);
+        println!("validation psnr: {:.2} dB; the model's input: {:.2} dB", r.psnr, r.input_psnr);
+    } else if let Some(v) = &report.validation
         && let Some(r) = &v.regression
     {
         println!("validation (in the targets' units):\n{}", crate::report::regression_table(r));
