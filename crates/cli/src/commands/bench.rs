@@ -34,8 +34,9 @@ pub enum BenchCommand {
 /// Arguments of `ferroflow bench input`.
 #[derive(Debug, Args)]
 pub struct InputArgs {
-    /// A dataset directory (`prepare`'s output; `--split` picks the split) or TFRecord files
-    /// of tf.train.Examples.
+    /// A dataset directory (`prepare`'s output; `--split` picks the split), TFRecord files
+    /// of tf.train.Examples, or an image folder (class sub-folders, read from disk per batch,
+    /// as `train` streams a folder with data.in_memory = false).
     #[arg(value_name = "DATA", required_unless_present = "data")]
     pub paths: Vec<PathBuf>,
     /// The same as DATA, as a flag (`--data DATASET_DIR`).
@@ -144,13 +145,20 @@ fn input(args: &InputArgs) -> Result<()> {
         bail!("--batch, --batches and --epochs must be at least 1");
     }
     let paths: Vec<PathBuf> = args.paths.iter().chain(&args.data).cloned().collect();
-    let (files, mean) = match paths.as_slice() {
-        [] => bail!("no data: give a dataset directory or TFRecord files (DATA or --data)"),
+    // ImageNet means, as TF-slim's vgg_preprocessing.
+    const IMAGENET_MEAN: [f32; 3] = [123.68, 116.78, 103.94];
+    let (source, mean) = match paths.as_slice() {
+        [] => bail!("no data: give a dataset directory, TFRecord files or an image folder (DATA or --data)"),
+        [dir] if dir.is_dir() && !dir.join(ferroflow_data::DATASET_JSON).exists() => {
+            let folder = ferroflow_data::list_folder(dir, 0.0, 0)?;
+            let entries = if args.split == "train" { folder.train } else { folder.validation };
+            (Source::Files { entries: std::sync::Arc::new(entries) }, IMAGENET_MEAN)
+        }
         [dir] if dir.is_dir() => {
             let ds = Dataset::open(dir)?;
-            (ds.files(&args.split)?, ds.meta.mean.map(|v| v as f32))
+            (Source::Records { files: ds.files(&args.split)? }, ds.meta.mean.map(|v| v as f32))
         }
-        files => (files.to_vec(), [123.68, 116.78, 103.94]), // ImageNet means, as TF-slim's vgg_preprocessing
+        files => (Source::Records { files: files.to_vec() }, IMAGENET_MEAN),
     };
     let config = PipelineConfig {
         batch_size: args.batch,
@@ -168,7 +176,7 @@ fn input(args: &InputArgs) -> Result<()> {
         mean: Some(mean),
         ..Default::default()
     };
-    let mut pipeline = Pipeline::new(Source::Records { files }, Mode::Train, config, preprocess, Cursor::default())?;
+    let mut pipeline = Pipeline::new(source, Mode::Train, config, preprocess, Cursor::default())?;
     let mut checksum = 0.0f64;
     for _ in 0..args.warmup {
         if let Some(b) = pipeline.next() {
