@@ -23,7 +23,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
     name = "ferroflow",
     version,
     about,
-    after_help = "Not yet built: image-to-image targets other than the input itself (paired folders, image/target/encoded)."
+    after_help = "Not yet built: image-to-image targets in TFRecords (image/target/encoded); running ONNX files."
 )]
 struct Cli {
     #[command(subcommand)]

@@ -105,3 +105,99 @@ fn encoder_decoder_denoises_real_photos_and_resumes_exactly() {
     let without = ferroflow(&["predict", "--train-dir", whole.to_str().unwrap(), photo]);
     assert!(!without.status.success() && text(&without).contains("give --out DIR"), "{}", text(&without));
 }
+
+/// `root/inputs/<class>/<photo>` and `root/targets/<class>/<photo>`: the bundled
+/// photos and their grey versions (RGB, PNG bytes under the photo's name).
+fn colour_to_grey_folder(root: &Path) {
+    let src = repo().join("testdata/data/photos-mini");
+    for class in std::fs::read_dir(&src).unwrap() {
+        let class = class.unwrap().path();
+        let name = class.file_name().unwrap();
+        for d in ["inputs", "targets"] {
+            std::fs::create_dir_all(root.join(d).join(name)).unwrap();
+        }
+        for photo in std::fs::read_dir(&class).unwrap() {
+            let photo = photo.unwrap().path();
+            let file = photo.file_name().unwrap();
+            std::fs::copy(&photo, root.join("inputs").join(name).join(file)).unwrap();
+            let options = ferroflow_data::DecodeOptions { channels: Some(3), ..Default::default() };
+            let image = ferroflow_data::decode_image(&std::fs::read(&photo).unwrap(), &options).unwrap();
+            let grey: Vec<u8> = image
+                .data
+                .chunks_exact(3)
+                .flat_map(|p| {
+                    let y = (0.299 * f32::from(p[0]) + 0.587 * f32::from(p[1]) + 0.114 * f32::from(p[2])).round() as u8;
+                    [y, y, y]
+                })
+                .collect();
+            let png =
+                tfrecord::Image { height: image.height as u32, width: image.width as u32, channels: 3, pixels: &grey }
+                    .to_png("test")
+                    .unwrap();
+            std::fs::write(root.join("targets").join(name).join(file), png).unwrap();
+        }
+    }
+}
+
+#[test]
+fn paired_inputs_and_targets_train_an_image_to_image_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("colour-to-grey");
+    colour_to_grey_folder(&data);
+    let run = dir.path().join("run");
+    let out = ferroflow(&[
+        "train",
+        "--data",
+        data.to_str().unwrap(),
+        "--model",
+        "encoder_decoder",
+        "--steps",
+        "200",
+        "--batch-size",
+        "16",
+        "--optimizer",
+        "adam",
+        "--learning-rate",
+        "0.001",
+        "--train-dir",
+        run.to_str().unwrap(),
+        "--set",
+        "data.targets=\"paired\"",
+        "--set",
+        "data.augment.flip_left_right=true",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("image-to-image folder read from disk per batch"), "{}", text(&out));
+    let e = ferroflow(&["eval", "--train-dir", run.to_str().unwrap(), "--json"]);
+    assert!(e.status.success(), "{}", text(&e));
+    let json: Json = serde_json::from_slice(&e.stdout).unwrap();
+    let (mse, input_mse) =
+        (json["reconstruction"]["mse"].as_f64().unwrap(), json["reconstruction"]["input_mse"].as_f64().unwrap());
+    assert!(mse < 0.3 * input_mse, "colour-to-grey MSE {mse}, the colour input's {input_mse}");
+
+    // Without data.targets = "paired", inputs/ and targets/ are not taken for classes.
+    let out =
+        ferroflow(&["train", "--data", data.to_str().unwrap(), "--train-dir", dir.path().join("x").to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out).contains("set data.targets = \"paired\""), "{}", text(&out));
+    // A missing target is one error naming both files.
+    let lost = data.join("targets/coffee").read_dir().unwrap().next().unwrap().unwrap().path();
+    std::fs::remove_file(&lost).unwrap();
+    let out = ferroflow(&[
+        "train",
+        "--data",
+        data.to_str().unwrap(),
+        "--model",
+        "encoder_decoder",
+        "--train-dir",
+        dir.path().join("y").to_str().unwrap(),
+        "--set",
+        "data.targets=\"paired\"",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out).contains("has no target: expected") && text(&out).contains(lost.to_str().unwrap()),
+        "{}",
+        text(&out)
+    );
+}

@@ -28,6 +28,17 @@ pub enum FolderError {
     /// The folder has no class sub-folders.
     #[error("{0}: no class sub-folders (each class's images go in a folder named after it)")]
     NoClasses(String),
+    /// Not an image-to-image folder.
+    #[error("{0}: an image-to-image folder needs inputs/ and targets/ sub-folders with the same file names")]
+    NotPaired(String),
+    /// An input without its target.
+    #[error("{input} has no target: expected {target}")]
+    MissingTarget {
+        /// The input image.
+        input: String,
+        /// Where its target should be.
+        target: String,
+    },
     /// A file could not be read.
     #[error("{path}: cannot read: {cause}")]
     Read {
@@ -65,6 +76,35 @@ pub fn list_folder(root: &Path, val_fraction: f64, seed: u64) -> Result<FolderFi
         entries.into_iter().map(|e| (e.path, Label::Class(e.label.unwrap_or(0) as i64))).collect()
     };
     Ok(FolderFiles { classes, train: pairs(train), validation: pairs(validation), bytes })
+}
+
+/// Lists an image-to-image folder: `root/inputs/…` and `root/targets/…`
+/// with the same relative names (sub-folders allowed), paired; each input's
+/// label is its [`Label::TargetImage`]. `val_fraction` of the pairs (drawn
+/// with `seed`) are the validation split. A missing target is an error
+/// naming both files.
+pub fn list_paired_folder(root: &Path, val_fraction: f64, seed: u64) -> Result<FolderFiles, FolderError> {
+    let inputs = root.join("inputs");
+    let targets = root.join("targets");
+    if !inputs.is_dir() || !targets.is_dir() {
+        return Err(FolderError::NotPaired(root.display().to_string()));
+    }
+    let found = discover(&inputs)?;
+    let mut pairs = Vec::new();
+    let mut bytes = 0;
+    for e in found.images {
+        let target = targets.join(e.path.strip_prefix(&inputs).unwrap_or(&e.path));
+        if !target.is_file() {
+            return Err(FolderError::MissingTarget {
+                input: e.path.display().to_string(),
+                target: target.display().to_string(),
+            });
+        }
+        bytes += std::fs::metadata(&e.path).map_or(0, |m| m.len()) + std::fs::metadata(&target).map_or(0, |m| m.len());
+        pairs.push((e.path, Label::TargetImage(target)));
+    }
+    let (train, validation) = split_items(pairs, |_| None, |_| 0, val_fraction, seed);
+    Ok(FolderFiles { classes: Vec::new(), train, validation, bytes })
 }
 
 /// Loads `root`'s images into memory: [`list_folder`]'s files, read.

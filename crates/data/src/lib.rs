@@ -31,7 +31,7 @@ pub use discover::{DiscoverError, Discovered, IMAGE_EXTENSIONS, ImageEntry, Spli
 pub use dump::{DumpError, dump};
 pub use example_codec::{DecodedExample, ExampleError, decode_example, decode_example_planar, detect_encoding};
 pub use ferroflow_rng::Rng;
-pub use folder::{FolderDataset, FolderError, FolderFiles, list_folder, load_folder};
+pub use folder::{FolderDataset, FolderError, FolderFiles, list_folder, list_paired_folder, load_folder};
 pub use image::{Image, ImageF32, ImageU8};
 pub use image_ops::{
     adjust_brightness, adjust_contrast, adjust_hue, adjust_saturation, central_crop, crop, flip_left_right,

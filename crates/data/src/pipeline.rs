@@ -50,8 +50,13 @@ pub enum Source {
 pub enum Label {
     /// A class index.
     Class(i64),
-    /// Regression targets.
+    /// Regression targets (for a [`TargetImage`](Label::TargetImage): the target
+    /// image, preprocessed as its input, `[C, H, W]` values).
     Target(Vec<f32>),
+    /// A [`Source::Files`] example's target image (image-to-image data): read,
+    /// decoded and preprocessed with its input's random draws (the same flip
+    /// and crop), it arrives in [`Batch::targets`] as a [`Label::Target`].
+    TargetImage(PathBuf),
 }
 
 /// Training (shuffled, augmented, repeated) or evaluation (in order, once).
@@ -641,13 +646,35 @@ impl Shared {
             self.skipped.fetch_add(1, Ordering::Relaxed);
             return None;
         };
-        if train {
-            let mut rng = Rng::derive(self.config.seed, &[5, epoch, position as u64]);
-            self.preprocess.train_decoded_into(&image, &mut rng, out);
-        } else {
-            self.preprocess.eval_decoded_into(&image, out);
-        }
+        let rng = Rng::derive(self.config.seed, &[5, epoch, position as u64]);
+        let preprocess = |image: &Decoded, out: &mut [f32]| {
+            if train {
+                self.preprocess.train_decoded_into(image, &mut rng.clone(), out);
+            } else {
+                self.preprocess.eval_decoded_into(image, out);
+            }
+        };
+        preprocess(&image, out);
         recycle_planar(image);
+        if let Label::TargetImage(path) = &label {
+            // The target with the input's random draws (the same stream, cloned).
+            let read = std::fs::read(path).map_err(|e| format!("cannot read: {e}"));
+            let target = read.and_then(|b| decode_image(&b, &options).map_err(|e| e.to_string()));
+            return match target {
+                Ok(target) => {
+                    let mut values = vec![0.0; out.len()];
+                    preprocess(&Decoded::Pixels(target), &mut values);
+                    Some(Label::Target(values))
+                }
+                Err(why) => {
+                    if let Ok(mut files) = self.skipped_files.lock() {
+                        files.push(format!("{}: {why}", path.display()));
+                    }
+                    self.skipped.fetch_add(1, Ordering::Relaxed);
+                    None
+                }
+            };
+        }
         Some(label)
     }
 }
@@ -676,6 +703,8 @@ impl Producer {
                     self.target_width = t.len();
                     batch.targets.extend(t);
                 }
+                // `process` turns every target image into its values.
+                Label::TargetImage(_) => continue,
             }
             batch.size += 1;
         }

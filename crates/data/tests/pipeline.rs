@@ -195,3 +195,41 @@ fn a_read_error_arrives_after_the_batches_before_it() {
         assert_eq!(b.cursor.offset, 256 * (i as u64 + 1), "batch {i}");
     }
 }
+
+#[test]
+fn a_target_image_gets_its_inputs_random_draws() {
+    // Each photo as its own target: with random crops, flips and colour changes, the
+    // target must come out exactly as its input (the same draws, applied to both).
+    let found = discover(&testdata("data/photos-mini")).unwrap();
+    let entries: Vec<(PathBuf, Label)> =
+        found.images.iter().map(|e| (e.path.clone(), Label::TargetImage(e.path.clone()))).collect();
+    let pre = Preprocess {
+        image_size: [40, 40],
+        channels: 3,
+        train: Augment {
+            crop: Crop::RandomResized { scale: [0.3, 1.0], ratio: [0.75, 1.333] },
+            flip_left_right: true,
+            brightness: 0.2,
+            ..Default::default()
+        },
+        mean: Some([120.0, 110.0, 100.0]),
+        ..Default::default()
+    };
+    for mode in [Mode::Train, Mode::Eval] {
+        let config = PipelineConfig { batch_size: 16, shuffle_buffer: 60, ..Default::default() };
+        let source = Source::Files { entries: Arc::new(entries.clone()) };
+        for batch in take(Pipeline::new(source, mode, config, pre.clone(), Cursor::default()).unwrap(), 3) {
+            assert!(batch.labels.is_empty());
+            assert_eq!(batch.targets.len(), batch.images.len());
+            assert!(batch.targets == batch.images, "{mode:?}: a target differs from its input");
+        }
+    }
+    // A missing target skips its example (named), the rest go on.
+    let mut broken = entries.clone();
+    broken[0].1 = Label::TargetImage(testdata("data/photos-mini/none.png"));
+    let config = PipelineConfig { batch_size: 60, ..Default::default() };
+    let p =
+        Pipeline::new(Source::Files { entries: Arc::new(broken) }, Mode::Eval, config, pre, Cursor::default()).unwrap();
+    let batch = take(p, 1).remove(0);
+    assert_eq!(batch.size, 59);
+}

@@ -63,8 +63,9 @@ pub struct DataConfig {
     /// std (stored in the checkpoint, undone in predictions). Default true.
     pub normalize_targets: bool,
     /// What the model learns to output: the data's `labels` (classes or
-    /// regression targets; default) or the `input` image itself (image-to-image:
-    /// an autoencoder, a denoiser with `noise_stddev`).
+    /// regression targets; default), the `input` image itself (image-to-image:
+    /// an autoencoder, a denoiser with `noise_stddev`), or for a folder of
+    /// `inputs/` + `targets/` the `paired` target image of each input.
     pub targets: Targets,
     /// With `targets = "input"`: Gaussian noise of this standard deviation, in
     /// 0–255 pixel units, added to what the model sees (training and
@@ -81,6 +82,9 @@ pub enum Targets {
     Labels,
     /// The (clean) input image: image-to-image training.
     Input,
+    /// The same-named image under `targets/` of an `inputs/` + `targets/`
+    /// folder (read per batch, preprocessed with the input's random draws).
+    Paired,
 }
 
 impl Default for DataConfig {
@@ -549,10 +553,10 @@ impl TrainConfig {
                 format!("must be >= 0, got {}", self.data.noise_stddev),
             ));
         }
-        if self.data.noise_stddev > 0.0 && self.data.targets != Targets::Input {
+        if self.data.noise_stddev > 0.0 && self.data.targets == Targets::Labels {
             return Err(TrainError::config(
                 "data.noise_stddev",
-                "applies to image-to-image training (data.targets = \"input\")",
+                "applies to image-to-image training (data.targets = \"input\" or \"paired\")",
             ));
         }
         if !(t.huber_delta > 0.0 && t.huber_delta.is_finite()) {

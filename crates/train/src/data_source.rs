@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use ferroflow_data::{
     ChannelStats, Dataset, DecodeOptions, FolderFiles, Label, Source, Task, decode_image, list_folder,
+    list_paired_folder,
 };
 
 use crate::error::{Result, TrainError};
@@ -38,12 +39,22 @@ pub struct DataSource {
     pub train_count: usize,
     /// A short description for logs.
     pub description: String,
+    /// An `inputs/` + `targets/` folder: each example's target is an image
+    /// (in the batch's `targets`, preprocessed like the input).
+    pub paired: bool,
 }
 
 impl DataSource {
-    /// Opens `path`: a directory with dataset.json, or an image folder (in
-    /// memory or streamed from disk: `in_memory`, default by its size).
-    pub fn open(path: &Path, val_fraction: f64, seed: u64, in_memory: Option<bool>) -> Result<DataSource> {
+    /// Opens `path`: a directory with dataset.json, an image folder (in
+    /// memory or streamed from disk: `in_memory`, default by its size), or with
+    /// `paired` an `inputs/` + `targets/` folder (streamed).
+    pub fn open(
+        path: &Path,
+        val_fraction: f64,
+        seed: u64,
+        in_memory: Option<bool>,
+        paired: bool,
+    ) -> Result<DataSource> {
         if !path.exists() {
             return Err(TrainError::config("data.path", format!("{}: no such file or directory", path.display())));
         }
@@ -71,6 +82,7 @@ impl DataSource {
                 std: ds.meta.std,
                 train_count,
                 description: format!("{} (prepared: {train_count} train / {val_count} validation)", path.display()),
+                paired: false,
             });
         }
         if !path.is_dir() {
@@ -79,9 +91,30 @@ impl DataSource {
                 format!("{}: expected a dataset directory (with dataset.json) or an image folder", path.display()),
             ));
         }
+        let subdirs: Vec<String> = std::fs::read_dir(path)
+            .map(|d| {
+                d.flatten()
+                    .filter(|e| e.path().is_dir())
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let looks_paired = subdirs.iter().any(|d| d == "inputs") && subdirs.iter().any(|d| d == "targets");
+        if looks_paired && !paired {
+            return Err(TrainError::config(
+                "data.targets",
+                format!(
+                    "{} has inputs/ and targets/: set data.targets = \"paired\" to train image-to-image on it \
+                     (as it is, they would be two classes)",
+                    path.display()
+                ),
+            ));
+        }
         let FolderFiles { classes, train, validation, bytes } =
-            list_folder(path, val_fraction, seed).map_err(|e| TrainError::config("data.path", e.to_string()))?;
-        let in_memory = in_memory.unwrap_or(bytes <= IN_MEMORY_LIMIT);
+            if paired { list_paired_folder(path, val_fraction, seed) } else { list_folder(path, val_fraction, seed) }
+                .map_err(|e| TrainError::config("data.path", e.to_string()))?;
+        // Paired folders are always read per batch (the targets are files too).
+        let in_memory = !paired && in_memory.unwrap_or(bytes <= IN_MEMORY_LIMIT);
         let read = |file: &Path| {
             std::fs::read(file)
                 .map_err(|cause| TrainError::config("data.path", format!("{}: cannot read: {cause}", file.display())))
@@ -122,7 +155,11 @@ impl DataSource {
             (
                 Source::Files { entries: Arc::new(train) },
                 Source::Files { entries: Arc::new(validation) },
-                "image folder read from disk per batch",
+                if paired {
+                    "image-to-image folder read from disk per batch"
+                } else {
+                    "image folder read from disk per batch"
+                },
             )
         };
         Ok(DataSource {
@@ -132,6 +169,7 @@ impl DataSource {
             classes,
             target_size: 0,
             class_counts,
+            paired,
             mean: stats.mean(),
             std: stats.std(),
             train_count: nt,

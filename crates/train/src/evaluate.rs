@@ -248,7 +248,9 @@ pub fn evaluate_checkpoint(options: &EvalOptions, progress: &mut dyn FnMut(usize
     let data_path = options.data.clone().or_else(|| config.data.path.clone()).ok_or_else(|| {
         TrainError::config("--data", "the checkpoint records no data path; give the dataset with --data DIR")
     })?;
-    let data = DataSource::open(&data_path, config.data.val_fraction, config.train.seed, config.data.in_memory)?;
+    let paired = config.data.targets == crate::config::Targets::Paired;
+    let data =
+        DataSource::open(&data_path, config.data.val_fraction, config.train.seed, config.data.in_memory, paired)?;
     let regression = restored.objective.is_regression();
     if regression && (data.task != Task::Regression || data.target_size != restored.objective.outputs()) {
         return Err(TrainError::config(

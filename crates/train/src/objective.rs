@@ -39,6 +39,8 @@ pub enum Objective {
         loss: RegressionLoss,
         /// Input noise, 0–255 pixel units.
         noise_stddev: f64,
+        /// The targets are the batch's paired images (else the input itself).
+        paired: bool,
         /// Model values ↔ pixels.
         scale: PixelScale,
         /// Seeds the noise.
@@ -85,6 +87,20 @@ impl Objective {
     /// images `[N, C, H, W]` (image-to-image).
     pub fn targets(&self, batch: &Batch, device: &Device) -> Result<Tensor> {
         match self {
+            Objective::Reconstruction { paired: true, .. } => {
+                let [c, h, w] = batch.shape;
+                if batch.targets.len() != batch.size * c * h * w {
+                    return Err(TrainError::config(
+                        "data",
+                        format!(
+                            "a batch of {} examples has {} target values, not [{c}, {h}, {w}] images",
+                            batch.size,
+                            batch.targets.len()
+                        ),
+                    ));
+                }
+                Tensor::from_slice(&batch.targets, (batch.size, c, h, w), device).map_err(TrainError::candle("targets"))
+            }
             Objective::Reconstruction { .. } => batch_input(batch, device),
             Objective::Classification { classes, .. } => {
                 let labels = class_labels(&batch.labels, *classes)?;

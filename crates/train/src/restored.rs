@@ -119,7 +119,7 @@ impl RestoredModel {
         store.set_global_step(step);
         let outputs = model.output_shape().iter().product::<usize>();
         let (classes, objective) = match &ck.meta.targets {
-            _ if config.data.targets == crate::config::Targets::Input => (
+            _ if config.data.targets != crate::config::Targets::Labels => (
                 ck.meta.classes.clone(),
                 Objective::Reconstruction {
                     loss: match config.train.loss {
@@ -127,6 +127,7 @@ impl RestoredModel {
                         _ => RegressionLoss::Mse,
                     },
                     noise_stddev: config.data.noise_stddev,
+                    paired: config.data.targets == crate::config::Targets::Paired,
                     scale: crate::reconstruction::PixelScale::of(&preprocess),
                     seed: config.train.seed,
                 },

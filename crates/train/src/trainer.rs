@@ -301,7 +301,7 @@ pub(crate) fn batch_input(batch: &ferroflow_data::Batch, device: &Device) -> Res
 /// split's statistics unless `data.normalize_targets = false`).
 fn objective_for(config: &TrainConfig, data: &DataSource) -> Result<Objective> {
     let t = &config.train;
-    if config.data.targets == Targets::Input {
+    if config.data.targets != Targets::Labels {
         let loss = match t.loss {
             None | Some(Loss::Mse) => RegressionLoss::Mse,
             Some(Loss::Mae) => RegressionLoss::Mae,
@@ -315,6 +315,7 @@ fn objective_for(config: &TrainConfig, data: &DataSource) -> Result<Objective> {
         return Ok(Objective::Reconstruction {
             loss,
             noise_stddev: config.data.noise_stddev,
+            paired: config.data.targets == Targets::Paired,
             // Set from the run's preprocessing once the model's input size is known.
             scale: PixelScale { mean: [0.0; 3], k: [1.0; 3] },
             seed: t.seed,
@@ -398,7 +399,8 @@ pub fn train(config: &TrainConfig, progress: &mut dyn FnMut(&Progress)) -> Resul
     let device = device(&config.train.device)?;
     let path =
         config.data.path.clone().ok_or_else(|| TrainError::config("data.path", "no data given (use --data DIR)"))?;
-    let data = DataSource::open(&path, config.data.val_fraction, config.train.seed, config.data.in_memory)?;
+    let paired = config.data.targets == Targets::Paired;
+    let data = DataSource::open(&path, config.data.val_fraction, config.train.seed, config.data.in_memory, paired)?;
     let mut objective = objective_for(config, &data)?;
     let outputs = objective.outputs();
     let mut spec = model_spec(&config.model.name, outputs.max(1))?;
