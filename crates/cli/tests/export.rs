@@ -63,10 +63,17 @@ fn tensorflow_restores_an_exported_bundle_and_computes_the_same_probabilities() 
     assert!(out.status.success(), "{}", text(&out));
     assert!(text(&out).contains("21 tensors"), "{}", text(&out));
 
-    // ferroflow reads what it wrote: the same variables, step 40.
+    // ferroflow reads what it wrote: the same variables, step 40; and fine-tunes from it.
     let inspect = ferroflow(&["inspect", path(&prefix)]);
     assert!(inspect.status.success(), "{}", text(&inspect));
     assert!(text(&inspect).contains("21 variables"), "{}", text(&inspect));
+    let tuned = dir.path().join("tuned");
+    let out = ferroflow(&[
+        "train", "--data", "testdata/data/mnist5k", "--model", "lenet", "--steps", "1", "--train-dir", path(&tuned),
+        "--checkpoint-path", path(&prefix),
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains(&format!("warm start from {}: restored 10 variable(s)", path(&prefix))), "{}", text(&out));
 
     // ferroflow's probabilities of every class (batch 7).
     let images = digits();
