@@ -163,6 +163,23 @@ fn early_stopping_settings_that_cannot_work_are_one_error() {
         assert_eq!(out.status.code(), Some(2), "{extra:?}: {}", text(&out));
         assert!(text(&out).contains(want), "{extra:?}: {}", text(&out));
     }
+    let out = ferroflow(&[
+        "train",
+        "--data",
+        "testdata/data/photos-mini",
+        "--steps",
+        "10",
+        "--train-dir",
+        td.to_str().unwrap(),
+        "--set",
+        "data.val_fraction=0",
+        "--set",
+        "train.validate_every=5",
+        "--set",
+        "checkpoint.keep_best=true",
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("needs a validation split"), "{}", text(&out));
     let out = ferroflow(&["eval", "--train-dir", td.to_str().unwrap(), "--best"]);
     assert!(!out.status.success());
     assert!(text(&out).contains("holds no best checkpoint"), "{}", text(&out));

@@ -69,11 +69,24 @@ fn tensorflow_restores_an_exported_bundle_and_computes_the_same_probabilities() 
     assert!(text(&inspect).contains("21 variables"), "{}", text(&inspect));
     let tuned = dir.path().join("tuned");
     let out = ferroflow(&[
-        "train", "--data", "testdata/data/mnist5k", "--model", "lenet", "--steps", "1", "--train-dir", path(&tuned),
-        "--checkpoint-path", path(&prefix),
+        "train",
+        "--data",
+        "testdata/data/mnist5k",
+        "--model",
+        "lenet",
+        "--steps",
+        "1",
+        "--train-dir",
+        path(&tuned),
+        "--checkpoint-path",
+        path(&prefix),
     ]);
     assert!(out.status.success(), "{}", text(&out));
-    assert!(text(&out).contains(&format!("warm start from {}: restored 10 variable(s)", path(&prefix))), "{}", text(&out));
+    assert!(
+        text(&out).contains(&format!("warm start from {}: restored 10 variable(s)", path(&prefix))),
+        "{}",
+        text(&out)
+    );
 
     // ferroflow's probabilities of every class (batch 7).
     let images = digits();

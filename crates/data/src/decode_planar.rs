@@ -27,6 +27,14 @@ pub enum Decoded {
 }
 
 impl Decoded {
+    /// `(height, width)` of the decoded image.
+    pub fn size(&self) -> (usize, usize) {
+        match self {
+            Decoded::Pixels(image) => (image.height, image.width),
+            Decoded::Ycc(ycc) => (ycc.height, ycc.width),
+        }
+    }
+
     /// The RGB (or grey) pixels, converting planes with [`YccImage::to_rgb`].
     pub fn into_pixels(self) -> ImageU8 {
         match self {

@@ -114,7 +114,7 @@ fn list(dir: &Path) -> Result<(Vec<PathBuf>, Vec<PathBuf>), DiscoverError> {
 }
 
 /// Image files under `dir`, recursively, sorted.
-fn images_under(dir: &Path) -> Result<Vec<PathBuf>, DiscoverError> {
+pub(crate) fn images_under(dir: &Path) -> Result<Vec<PathBuf>, DiscoverError> {
     let (dirs, mut files) = list(dir)?;
     for d in dirs {
         files.extend(images_under(&d)?);

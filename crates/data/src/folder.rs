@@ -89,19 +89,19 @@ pub fn list_paired_folder(root: &Path, val_fraction: f64, seed: u64) -> Result<F
     if !inputs.is_dir() || !targets.is_dir() {
         return Err(FolderError::NotPaired(root.display().to_string()));
     }
-    let found = discover(&inputs)?;
+    // Every image under inputs/, at any depth (sub-folders only organise the pairs).
     let mut pairs = Vec::new();
     let mut bytes = 0;
-    for e in found.images {
-        let target = targets.join(e.path.strip_prefix(&inputs).unwrap_or(&e.path));
+    for input in crate::discover::images_under(&inputs)? {
+        let target = targets.join(input.strip_prefix(&inputs).unwrap_or(&input));
         if !target.is_file() {
             return Err(FolderError::MissingTarget {
-                input: e.path.display().to_string(),
+                input: input.display().to_string(),
                 target: target.display().to_string(),
             });
         }
-        bytes += std::fs::metadata(&e.path).map_or(0, |m| m.len()) + std::fs::metadata(&target).map_or(0, |m| m.len());
-        pairs.push((e.path, Label::TargetImage(target)));
+        bytes += std::fs::metadata(&input).map_or(0, |m| m.len()) + std::fs::metadata(&target).map_or(0, |m| m.len());
+        pairs.push((input, Label::TargetImage(target)));
     }
     let (train, validation) = split_items(pairs, |_| None, |_| 0, val_fraction, seed);
     Ok(FolderFiles { classes: Vec::new(), train, validation, bytes })

@@ -655,15 +655,24 @@ impl Shared {
             }
         };
         preprocess(&image, out);
+        let size = image.size();
         recycle_planar(image);
         if let Label::TargetImage(path) = &label {
-            // The target with the input's random draws (the same stream, cloned).
+            // The target with the input's random draws (the same stream, cloned), decoded the
+            // same way; crops are drawn in pixels, so the two must be the same size.
             let read = std::fs::read(path).map_err(|e| format!("cannot read: {e}"));
-            let target = read.and_then(|b| decode_image(&b, &options).map_err(|e| e.to_string()));
+            let target = read.and_then(|b| decode(&b).map_err(|e| e.to_string())).and_then(|t| {
+                if t.size() == size {
+                    Ok(t)
+                } else {
+                    Err(format!("decoded {:?} (height, width), but its input decoded {size:?}", t.size()))
+                }
+            });
             return match target {
                 Ok(target) => {
                     let mut values = vec![0.0; out.len()];
-                    preprocess(&Decoded::Pixels(target), &mut values);
+                    preprocess(&target, &mut values);
+                    recycle_planar(target);
                     Some(Label::Target(values))
                 }
                 Err(why) => {

@@ -224,12 +224,17 @@ fn a_target_image_gets_its_inputs_random_draws() {
             assert!(batch.targets == batch.images, "{mode:?}: a target differs from its input");
         }
     }
-    // A missing target skips its example (named), the rest go on.
+    // A missing target, or one of another size (crops are drawn in pixels), skips its
+    // example with its name; the rest go on.
     let mut broken = entries.clone();
     broken[0].1 = Label::TargetImage(testdata("data/photos-mini/none.png"));
+    broken[1].1 = Label::TargetImage(testdata("data/mnist5k/val/3/01502.png"));
     let config = PipelineConfig { batch_size: 60, ..Default::default() };
-    let p =
+    let mut p =
         Pipeline::new(Source::Files { entries: Arc::new(broken) }, Mode::Eval, config, pre, Cursor::default()).unwrap();
-    let batch = take(p, 1).remove(0);
-    assert_eq!(batch.size, 59);
+    let batch = p.next().unwrap().unwrap();
+    assert_eq!(batch.size, 58);
+    let skipped = p.take_skipped_files();
+    assert!(skipped.iter().any(|s| s.contains("none.png: cannot read")), "{skipped:?}");
+    assert!(skipped.iter().any(|s| s.contains("01502.png: decoded (28, 28)")), "{skipped:?}");
 }

@@ -60,6 +60,16 @@ impl DataSource {
         }
         if path.join(ferroflow_data::DATASET_JSON).exists() {
             let ds = Dataset::open(path).map_err(|e| TrainError::config("data.path", e.to_string()))?;
+            if paired {
+                return Err(TrainError::config(
+                    "data.targets",
+                    format!(
+                        "\"paired\" reads an inputs/ + targets/ image folder; {} is a prepared dataset (image targets \
+                         in TFRecords are not supported yet)",
+                        path.display()
+                    ),
+                ));
+            }
             let files = |split: &str| ds.files(split).map_err(|e| TrainError::config("data.path", e.to_string()));
             let train_count = ds.meta.splits.get("train").map_or(0, |s| s.count);
             let val_count = ds.meta.splits.get("validation").map_or(0, |s| s.count);

@@ -286,7 +286,8 @@ pub fn evaluate_checkpoint(options: &EvalOptions, progress: &mut dyn FnMut(usize
         other => return Err(TrainError::config("--split", format!("{other:?}: expected validation or train"))),
     };
     let mut pipeline = PipelineConfig {
-        batch_size: options.batch_size.unwrap_or(config.train.batch_size),
+        // With gradient accumulation the run's batches were micro-batches: evaluate at that size.
+        batch_size: options.batch_size.unwrap_or(config.train.batch_size / config.train.accumulate_steps.max(1)),
         num_workers: config.data.num_workers,
         prefetch: config.data.prefetch,
         fast_jpeg: config.data.fast_jpeg,

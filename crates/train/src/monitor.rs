@@ -7,9 +7,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, TrainError};
 use crate::evaluate::EvalReport;
+use crate::objective::Objective;
 
 /// The metrics a monitor can watch: `validation/<name>`.
-pub const METRICS: &[&str] = &["loss", "accuracy", "top5", "mse", "mae", "rmse", "r2"];
+pub const METRICS: &[&str] = &["loss", "accuracy", "top5", "mse", "mae", "rmse", "r2", "psnr"];
 
 /// Whether lower or higher is better.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -28,10 +29,11 @@ pub enum Mode {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct EarlyStoppingConfig {
-    /// `validation/loss` (default), `validation/accuracy`, `validation/top5`,
-    /// `validation/mse`, `validation/mae`, `validation/rmse` or `validation/r2`.
+    /// `validation/loss` (default); `validation/accuracy` or `top5` (classifiers);
+    /// `validation/mse`, `mae`, `rmse`, `r2` (regression); `validation/mse`, `mae`,
+    /// `psnr` (image-to-image, in pixel units).
     pub metric: String,
-    /// `min` or `max`; default: by the metric (`max` for accuracy, top5 and r2).
+    /// `min` or `max`; default: by the metric (`max` for accuracy, top5, r2 and psnr).
     pub mode: Option<Mode>,
     /// Validations without improvement before stopping (default 5).
     pub patience: u64,
@@ -48,6 +50,13 @@ impl Default for EarlyStoppingConfig {
 /// The monitor's state, checkpointed as `ferroflow.monitor`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 pub struct MonitorState {
+    /// The metric watched (`validation/loss`, …); a resume watching another
+    /// one starts over.
+    #[serde(default)]
+    pub metric: String,
+    /// Its mode.
+    #[serde(default)]
+    pub mode: Option<Mode>,
     /// The best value so far.
     pub best: Option<f64>,
     /// The step of the best value.
@@ -97,23 +106,46 @@ impl Monitor {
         if !(min_delta >= 0.0 && min_delta.is_finite()) {
             return Err(TrainError::config("train.early_stopping.min_delta", format!("must be >= 0, got {min_delta}")));
         }
-        let mode = mode.unwrap_or(if ["accuracy", "top5", "r2"].contains(&name) { Mode::Max } else { Mode::Min });
+        let mode =
+            mode.unwrap_or(if ["accuracy", "top5", "r2", "psnr"].contains(&name) { Mode::Max } else { Mode::Min });
         Ok(Monitor {
             metric: metric.to_string(),
             name: name.to_string(),
             mode,
             min_delta,
             patience,
-            state: MonitorState::default(),
+            state: MonitorState { metric: metric.to_string(), mode: Some(mode), ..Default::default() },
         })
     }
 
+    /// Continues from a checkpoint's state: adopted when it watched the same metric in
+    /// the same mode (without early stopping now, a stop it recorded is lifted);
+    /// otherwise the monitor starts over, and the returned note says so.
+    pub fn restore(&mut self, state: &MonitorState) -> Option<String> {
+        if state.metric != self.metric || state.mode != Some(self.mode) {
+            return Some(format!(
+                "the checkpoint's validation monitor watched {} ({:?}); watching {} ({:?}) from here on, from scratch",
+                if state.metric.is_empty() { "another metric" } else { &state.metric },
+                state.mode,
+                self.metric,
+                self.mode
+            ));
+        }
+        self.state = state.clone();
+        if self.patience.is_none() {
+            self.state.stopped_at = None;
+        }
+        None
+    }
+
     /// Checks before training that the metric is one a model of this kind reports.
-    pub fn check_task(&self, regression: bool) -> Result<()> {
-        let classification_only = ["accuracy", "top5"].contains(&self.name.as_str());
-        let regression_only = ["mse", "mae", "rmse", "r2"].contains(&self.name.as_str());
-        if (regression && classification_only) || (!regression && regression_only) {
-            let kind = if regression { "a regression model" } else { "a classifier" };
+    pub fn check_task(&self, objective: &Objective) -> Result<()> {
+        let (kind, reported): (&str, &[&str]) = match objective {
+            Objective::Classification { .. } => ("a classifier", &["loss", "accuracy", "top5"]),
+            Objective::Regression { .. } => ("a regression model", &["loss", "mse", "mae", "rmse", "r2"]),
+            Objective::Reconstruction { .. } => ("an image-to-image model", &["loss", "mse", "mae", "psnr"]),
+        };
+        if !reported.contains(&self.name.as_str()) {
             return Err(TrainError::config(
                 "train.early_stopping.metric",
                 format!("{} is not reported for {kind} (validation/loss always is)", self.metric),
@@ -125,22 +157,24 @@ impl Monitor {
     /// The monitored value of `report`; an error when the report has no such
     /// metric (e.g. `validation/r2` of a classifier).
     pub fn value(&self, report: &EvalReport) -> Result<f64> {
-        let regression = report.regression.as_ref();
-        let v = match (self.name.as_str(), regression) {
-            ("loss", _) => Some(report.loss),
-            ("accuracy", None) => Some(report.accuracy),
-            ("top5", None) => Some(report.top5),
-            ("mse", Some(r)) => Some(r.mse),
-            ("mae", Some(r)) => Some(r.mae),
-            ("rmse", Some(r)) => Some(r.rmse),
-            ("r2", Some(r)) => Some(r.r2),
+        let (regression, images) = (report.regression.as_ref(), report.reconstruction.as_ref());
+        let v = match (self.name.as_str(), regression, images) {
+            ("loss", _, _) => Some(report.loss),
+            ("accuracy", None, None) => Some(report.accuracy),
+            ("top5", None, None) => Some(report.top5),
+            ("mse", Some(r), _) => Some(r.mse),
+            ("mae", Some(r), _) => Some(r.mae),
+            ("rmse", Some(r), _) => Some(r.rmse),
+            ("r2", Some(r), _) => Some(r.r2),
+            ("mse", _, Some(r)) => Some(r.mse),
+            ("mae", _, Some(r)) => Some(r.mae),
+            ("psnr", _, Some(r)) => Some(r.psnr),
             _ => None,
         };
         v.ok_or_else(|| {
-            let kind = if regression.is_some() { "a regression model" } else { "a classifier" };
             TrainError::config(
                 "train.early_stopping.metric",
-                format!("{} is not reported for {kind} (loss is always)", self.metric),
+                format!("{} is not in this validation report", self.metric),
             )
         })
     }
@@ -158,6 +192,10 @@ impl Monitor {
     /// assert!(m.improves(0.6) && !m.improves(0.5)); // max, by the metric
     /// ```
     pub fn improves(&self, value: f64) -> bool {
+        // A NaN is never an improvement (Keras starts from ±inf and compares).
+        if !value.is_finite() {
+            return false;
+        }
         match self.state.best {
             None => true,
             Some(best) => match self.mode {
@@ -183,5 +221,53 @@ impl Monitor {
             self.state.stopped_at = Some(step);
         }
         Ok(Observation { improved, stop })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::reconstruction::PixelScale;
+    use crate::regression::RegressionLoss;
+
+    #[test]
+    fn restores_only_the_same_metric_and_lifts_a_stop_without_early_stopping() {
+        let mut es = Monitor::new("validation/loss", None, 0.0, Some(1)).unwrap();
+        es.state.best = Some(0.5);
+        es.state.stopped_at = Some(40);
+        let saved = es.state.clone();
+        // The same metric and mode: adopted, stop included.
+        let mut again = Monitor::new("validation/loss", None, 0.0, Some(1)).unwrap();
+        assert!(again.restore(&saved).is_none());
+        assert_eq!(again.state.stopped_at, Some(40));
+        // keep_best alone (no patience): the stop is lifted, the best kept.
+        let mut best_only = Monitor::new("validation/loss", Some(Mode::Min), 0.0, None).unwrap();
+        assert!(best_only.restore(&saved).is_none());
+        assert_eq!((best_only.state.stopped_at, best_only.state.best), (None, Some(0.5)));
+        // Another metric: from scratch, with a note.
+        let mut acc = Monitor::new("validation/accuracy", None, 0.0, Some(1)).unwrap();
+        let note = acc.restore(&saved).unwrap();
+        assert!(note.contains("validation/loss") && note.contains("validation/accuracy"), "{note}");
+        assert_eq!(acc.state.best, None);
+        // NaN never improves.
+        assert!(!acc.improves(f64::NAN));
+    }
+
+    #[test]
+    fn metrics_are_checked_against_the_task() {
+        let images = Objective::Reconstruction {
+            loss: RegressionLoss::Mse,
+            noise_stddev: 0.0,
+            paired: false,
+            scale: PixelScale { mean: [0.0; 3], k: [1.0; 3] },
+            seed: 0,
+        };
+        let classes = Objective::Classification { classes: 3, label_smoothing: 0.0 };
+        let psnr = Monitor::new("validation/psnr", None, 0.0, Some(1)).unwrap();
+        assert!(psnr.check_task(&images).is_ok() && psnr.check_task(&classes).is_err());
+        let acc = Monitor::new("validation/accuracy", None, 0.0, Some(1)).unwrap();
+        let e = acc.check_task(&images).unwrap_err().to_string();
+        assert!(e.contains("not reported for an image-to-image model"), "{e}");
+        assert_eq!(psnr.mode, Mode::Max);
     }
 }

@@ -246,7 +246,12 @@ impl RegressionMetrics {
             .map(|i| {
                 let mse = self.sq[i] / c;
                 let ss_tot = self.sum_y2[i] - self.sum_y[i] * self.sum_y[i] / c;
-                let r2 = if ss_tot > 0.0 { 1.0 - self.sq[i] / ss_tot } else { 0.0 };
+                // A constant target's SS_tot is rounding noise: R² 0 rather than ±1e12.
+                let r2 = if ss_tot > 1e-12 * self.sum_y2[i].max(f64::MIN_POSITIVE) {
+                    1.0 - self.sq[i] / ss_tot
+                } else {
+                    0.0
+                };
                 TargetMetrics {
                     name: names.get(i).cloned().unwrap_or_else(|| format!("target_{i}")),
                     mse,

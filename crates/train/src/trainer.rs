@@ -508,12 +508,19 @@ fn run_loop(run: &Run, progress: &mut dyn FnMut(&Progress)) -> Result<TrainRepor
     // The validation monitor (early stopping, the best checkpoint), continued from the checkpoint.
     let mut monitor = monitor_for(cfg)?;
     if let Some(m) = &monitor {
-        m.check_task(run.objective.is_regression())?;
+        m.check_task(&run.objective)?;
+        if run.data.validation.is_none() {
+            return Err(TrainError::config(
+                if cfg.train.early_stopping.is_some() { "train.early_stopping" } else { "checkpoint.keep_best" },
+                "needs a validation split, and the data has none (data.val_fraction, or a dataset with validation records)",
+            ));
+        }
     }
     if let (Some(m), Some((_, ck))) = (monitor.as_mut(), &resume_from)
         && let Some(state) = &ck.meta.monitor
+        && let Some(note) = m.restore(state)
     {
-        m.state = state.clone();
+        progress(&Progress::Note(note));
     }
     // The checkpoint's values are in the store now; only its path is kept.
     let resume_from = resume_from.map(|(path, ck)| run.resume(&path, &ck).map(|c| (path, c))).transpose()?;
@@ -547,6 +554,11 @@ fn run_loop(run: &Run, progress: &mut dyn FnMut(&Progress)) -> Result<TrainRepor
         Saver { manager, on_error: ck_cfg.on_error, last_saved: None, last_save_time: Instant::now(), announce: true };
     // The best checkpoint, in its own directory with its own state file (TF's `BestExporter` layout).
     let best_dir = train_dir.join("best");
+    if ck_cfg.keep_best && best_dir.is_dir() {
+        // As for the run's own checkpoints: leftovers of a best save cut short.
+        checkpoint::remove_stale_temps(&best_dir);
+        checkpoint::remove_unlisted_newer(&best_dir)?;
+    }
     let mut best_saver = Saver {
         manager: if ck_cfg.enabled && ck_cfg.keep_best {
             Some(CheckpointManager::open(&best_dir, 1, None)?.with_format(ck_cfg.format))
@@ -705,7 +717,7 @@ fn run_loop(run: &Run, progress: &mut dyn FnMut(&Progress)) -> Result<TrainRepor
         if s.scalars_every > 0 && (step as u64).is_multiple_of(s.scalars_every) {
             let steps_in_window = s.scalars_every.min(step as u64).max(1) as f64;
             summaries.train.add_scalar("loss", (window_loss / steps_in_window) as f32, step)?;
-            if !run.objective.is_regression() {
+            if matches!(run.objective, Objective::Classification { .. }) {
                 summaries.train.add_scalar(
                     "accuracy",
                     (window_correct as f64 / window_n.max(1) as f64) as f32,
@@ -846,7 +858,7 @@ impl Saver {
 fn class_weights(config: &TrainConfig, data: &DataSource, objective: &Objective) -> Result<Option<Vec<f32>>> {
     let Some(spec) = &config.train.class_weights else { return Ok(None) };
     let Objective::Classification { classes, .. } = objective else {
-        return Err(TrainError::config("train.class_weights", "applies to class labels, not regression targets"));
+        return Err(TrainError::config("train.class_weights", "applies to class labels only"));
     };
     let weights = match spec {
         ClassWeights::List(w) => {

@@ -90,6 +90,7 @@ pub fn run(args: &EvalArgs) -> Result<()> {
     )?;
     if let Some(rec) = &r.reconstruction {
         writeln!(out, "mse (0-255 pixels): {:.2}; the model's input: {:.2}", rec.mse, rec.input_mse)?;
+        writeln!(out, "mae (0-255 pixels): {:.2}", rec.mae)?;
         writeln!(out, "psnr: {:.2} dB; the model's input: {:.2} dB", rec.psnr, rec.input_psnr)?;
         writeln!(out, "loss: {:.4}", r.loss)?;
         return Ok(());

@@ -455,7 +455,14 @@ mod tests {
             data: Some(DataFingerprint { train_count: 10, classes: vec!["a".into(), "b".into()] }),
             created: 1.5,
             targets: Some(crate::regression::TargetStats { mean: vec![1.5, -2.0], std: vec![0.25, 3.0] }),
-            monitor: Some(crate::monitor::MonitorState { best: Some(0.25), best_step: 30, wait: 2, stopped_at: None }),
+            monitor: Some(crate::monitor::MonitorState {
+                metric: "validation/loss".into(),
+                mode: Some(crate::monitor::Mode::Min),
+                best: Some(0.25),
+                best_step: 30,
+                wait: 2,
+                stopped_at: None,
+            }),
         };
         let ck = Checkpoint::capture(&store.global_variables(), meta).unwrap();
         let back = Checkpoint::from_bytes(&ck.to_bytes().unwrap(), "x").unwrap();
