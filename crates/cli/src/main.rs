@@ -23,7 +23,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
     name = "ferroflow",
     version,
     about,
-    after_help = "Not yet built: image-to-image targets in TFRecords (image/target/encoded); running ONNX files."
+    after_help = "Not yet built: running ONNX files (ferroflow exports them; run them with ONNX Runtime)."
 )]
 struct Cli {
     #[command(subcommand)]

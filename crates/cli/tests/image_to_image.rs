@@ -175,6 +175,49 @@ fn paired_inputs_and_targets_train_an_image_to_image_model() {
         (json["reconstruction"]["mse"].as_f64().unwrap(), json["reconstruction"]["input_mse"].as_f64().unwrap());
     assert!(mse < 0.3 * input_mse, "colour-to-grey MSE {mse}, the colour input's {input_mse}");
 
+    // The same pairs as TFRecords (`prepare --paired`: image/target/encoded) train the same way.
+    let prepared = dir.path().join("prepared");
+    let out = ferroflow(&["prepare", data.to_str().unwrap(), "--out", prepared.to_str().unwrap(), "--paired"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let meta: Json = serde_json::from_str(&std::fs::read_to_string(prepared.join("dataset.json")).unwrap()).unwrap();
+    assert_eq!(meta["task"], "image_to_image");
+    assert_eq!(meta["features"]["image/target/encoded"], "bytes");
+    let run = dir.path().join("run-records");
+    let out = ferroflow(&[
+        "train",
+        "--data",
+        prepared.to_str().unwrap(),
+        "--model",
+        "encoder_decoder",
+        "--steps",
+        "200",
+        "--batch-size",
+        "16",
+        "--optimizer",
+        "adam",
+        "--learning-rate",
+        "0.001",
+        "--train-dir",
+        run.to_str().unwrap(),
+        "--set",
+        "data.targets=\"paired\"",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let e = ferroflow(&["eval", "--train-dir", run.to_str().unwrap(), "--json"]);
+    let json: Json = serde_json::from_slice(&e.stdout).unwrap();
+    let (mse, input_mse) =
+        (json["reconstruction"]["mse"].as_f64().unwrap(), json["reconstruction"]["input_mse"].as_f64().unwrap());
+    assert!(mse < 0.3 * input_mse, "from TFRecords: colour-to-grey MSE {mse}, the colour input's {input_mse}");
+    let out = ferroflow(&[
+        "train",
+        "--data",
+        prepared.to_str().unwrap(),
+        "--train-dir",
+        dir.path().join("z").to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out).contains("holds target images: set data.targets = \"paired\""), "{}", text(&out));
+
     // Without data.targets = "paired", inputs/ and targets/ are not taken for classes.
     let out =
         ferroflow(&["train", "--data", data.to_str().unwrap(), "--train-dir", dir.path().join("x").to_str().unwrap()]);

@@ -35,6 +35,10 @@ pub enum Task {
     Classification,
     /// Float targets from a CSV.
     Regression,
+    /// A target image per input (`image/target/encoded`), from an `inputs/` +
+    /// `targets/` folder.
+    #[serde(rename = "image_to_image")]
+    ImageToImage,
 }
 
 /// One split of a prepared dataset.

@@ -609,9 +609,13 @@ impl Shared {
                 decode_image(bytes, &options).map(Decoded::Pixels)
             }
         };
+        // An image-to-image record's target image (`image/target/encoded`).
+        let mut target_bytes: Option<Vec<u8>> = None;
         let decoded = match raw {
             Raw::Record(bytes) => {
                 let example = Example::from_bytes(&bytes).ok();
+                target_bytes =
+                    example.as_ref().and_then(|ex| ex.bytes("image/target/encoded").ok()).map(<[u8]>::to_vec);
                 let decoded = example.and_then(|ex| {
                     if planar {
                         decode_example_planar(&ex, &options)
@@ -657,10 +661,16 @@ impl Shared {
         preprocess(&image, out);
         let size = image.size();
         recycle_planar(image);
-        if let Label::TargetImage(path) = &label {
+        let target = match (&label, target_bytes) {
+            (Label::TargetImage(path), _) => {
+                Some((path.display().to_string(), std::fs::read(path).map_err(|e| format!("cannot read: {e}"))))
+            }
+            (_, Some(bytes)) => Some((format!("record {position} of epoch {epoch}'s target"), Ok(bytes))),
+            _ => None,
+        };
+        if let Some((name, read)) = target {
             // The target with the input's random draws (the same stream, cloned), decoded the
             // same way; crops are drawn in pixels, so the two must be the same size.
-            let read = std::fs::read(path).map_err(|e| format!("cannot read: {e}"));
             let target = read.and_then(|b| decode(&b).map_err(|e| e.to_string())).and_then(|t| {
                 if t.size() == size {
                     Ok(t)
@@ -677,7 +687,7 @@ impl Shared {
                 }
                 Err(why) => {
                     if let Ok(mut files) = self.skipped_files.lock() {
-                        files.push(format!("{}: {why}", path.display()));
+                        files.push(format!("{name}: {why}"));
                     }
                     self.skipped.fetch_add(1, Ordering::Relaxed);
                     None

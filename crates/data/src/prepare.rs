@@ -13,8 +13,9 @@ use tfrecord::{Compression, Example, RecordError, RecordWriter};
 
 use crate::dataset::{DATASET_JSON, DatasetMeta, Encoding, LABELS_TXT, Skipped, SplitMeta, Task, shard_name};
 use crate::decode::{DEFAULT_MAX_PIXELS, DecodeOptions, ImageFormat, decode_image, image_info};
-use crate::discover::{DiscoverError, ImageEntry, Split, discover};
+use crate::discover::{DiscoverError, Discovered, ImageEntry, Split, discover};
 use crate::image::ImageU8;
+use crate::pipeline::Label as PipelineLabel;
 use crate::resize::resize_bilinear_u8;
 use crate::split::split_items;
 use crate::stats::{ChannelStats, Summary};
@@ -45,6 +46,9 @@ pub struct PrepareOptions {
     pub channels: Option<usize>,
     /// A CSV of `filename,target[,target…]` rows: a regression dataset.
     pub labels_csv: Option<PathBuf>,
+    /// The folder holds `inputs/` and `targets/` with the same file names: an
+    /// image-to-image dataset (`image/target/encoded`; `original` encoding).
+    pub paired: bool,
     /// Write GZIP-compressed shards (`.tfrecord.gz`).
     pub gzip: bool,
     /// Seed of the split and of the shuffle.
@@ -64,6 +68,7 @@ impl Default for PrepareOptions {
             resize: None,
             channels: None,
             labels_csv: None,
+            paired: false,
             gzip: false,
             seed: 0,
             slice: None,
@@ -131,6 +136,8 @@ struct Item {
 enum Label {
     Class(usize),
     Target(Vec<f32>),
+    /// The target image's file.
+    Image(PathBuf),
 }
 
 /// Statistics one shard (or a slice of shards) contributes; merged in order.
@@ -205,11 +212,42 @@ pub fn prepare(
     {
         return Err(PrepareError::Invalid(format!("resize must be positive, got {h}x{w}")));
     }
-    let found = discover(src)?;
+    if options.paired && (options.labels_csv.is_some() || options.encoding == Encoding::Raw) {
+        return Err(PrepareError::Invalid(
+            "--paired stores image files (--encoding original) and takes no --labels-csv".into(),
+        ));
+    }
+    let found = if options.paired {
+        Discovered { classes: Vec::new(), images: Vec::new(), presplit: false }
+    } else {
+        discover(src)?
+    };
     let mut skipped = Vec::new();
 
     // Labels.
     let (task, classes, target_size, mut items) = match &options.labels_csv {
+        _ if options.paired => {
+            let files =
+                crate::folder::list_paired_folder(src, 0.0, 0).map_err(|e| PrepareError::Invalid(e.to_string()))?;
+            let inputs = src.join("inputs");
+            let items = files
+                .train
+                .into_iter()
+                .filter_map(|(path, label)| match label {
+                    PipelineLabel::TargetImage(target) => Some(Item {
+                        entry: ImageEntry {
+                            relative: path.strip_prefix(&inputs).unwrap_or(&path).to_string_lossy().replace('\\', "/"),
+                            path,
+                            label: None,
+                            split: None,
+                        },
+                        label: Label::Image(target),
+                    }),
+                    _ => None,
+                })
+                .collect();
+            (Task::ImageToImage, Vec::new(), 0, items)
+        }
         Some(csv) => {
             let (targets, width) = read_csv(csv, src)?;
             let mut items = Vec::new();
@@ -247,7 +285,7 @@ pub fn prepare(
         |i| i.entry.split,
         |i| match i.label {
             Label::Class(c) => c,
-            Label::Target(_) => 0,
+            Label::Target(_) | Label::Image(_) => 0,
         },
         options.val_fraction,
         options.seed,
@@ -434,6 +472,16 @@ fn feature_kinds(encoding: Encoding, task: Task) -> BTreeMap<String, String> {
             ("image/width", "int64"),
             ("image/filename", "bytes"),
         ],
+        (Encoding::Original, Task::ImageToImage) => &[
+            ("image/encoded", "bytes"),
+            ("image/format", "bytes"),
+            ("image/target/encoded", "bytes"),
+            ("image/target/format", "bytes"),
+            ("image/height", "int64"),
+            ("image/width", "int64"),
+            ("image/filename", "bytes"),
+        ],
+        (Encoding::Raw, Task::ImageToImage) => &[],
         (Encoding::Raw, Task::Classification) => {
             &[("img_raw", "bytes"), ("label", "int64"), ("height", "int64"), ("width", "int64"), ("channels", "int64")]
         }
@@ -465,6 +513,7 @@ fn convert(ctx: &Ctx<'_>, item: &Item) -> Result<Converted, String> {
         DecodeOptions { channels: Some(ctx.channels), max_pixels: ctx.options.max_pixels, jpeg_min_size: None };
     let decoded = decode_image(&bytes, &decode).map_err(|e| e.to_string())?;
     let (src_w, src_h) = (decoded.width as u32, decoded.height as u32);
+    let (decoded_h, decoded_w) = (decoded.height, decoded.width);
     let stored: ImageU8 = match ctx.image_size {
         Some([h, w]) if (h, w) != (decoded.height, decoded.width) => resize_bilinear_u8(&decoded, h, w).to_u8(),
         _ => decoded,
@@ -495,6 +544,44 @@ fn convert(ctx: &Ctx<'_>, item: &Item) -> Result<Converted, String> {
             b = match &item.label {
                 Label::Class(c) => b.int64("image/class/label", *c as i64),
                 Label::Target(t) => b.floats("image/target", t.iter().copied()),
+                Label::Image(target) => {
+                    // The target as the input: its own bytes, or resized to the same size as PNG.
+                    let bytes = std::fs::read(target)
+                        .map_err(|e| format!("its target {}: cannot read: {e}", target.display()))?;
+                    let image =
+                        decode_image(&bytes, &decode).map_err(|e| format!("its target {}: {e}", target.display()))?;
+                    if (image.height, image.width) != (decoded_h, decoded_w) {
+                        return Err(format!(
+                            "its target {} is {}x{}, the input {decoded_h}x{decoded_w} (they must be the same size)",
+                            target.display(),
+                            image.height,
+                            image.width
+                        ));
+                    }
+                    let (encoded, format_name) = match ctx.image_size {
+                        Some([h, w]) => {
+                            let resized = if (h, w) != (image.height, image.width) {
+                                resize_bilinear_u8(&image, h, w).to_u8()
+                            } else {
+                                image
+                            };
+                            let png = tfrecord::Image {
+                                height: resized.height as u32,
+                                width: resized.width as u32,
+                                channels: resized.channels as u32,
+                                pixels: &resized.data,
+                            }
+                            .to_png("prepare")
+                            .map_err(|e| e.to_string())?;
+                            (png, "png")
+                        }
+                        None => {
+                            let name = ImageFormat::sniff(&bytes).map_or("unknown", ImageFormat::name);
+                            (bytes, name)
+                        }
+                    };
+                    b.bytes("image/target/encoded", encoded).bytes("image/target/format", format_name)
+                }
             };
         }
         Encoding::Raw => {
@@ -505,6 +592,8 @@ fn convert(ctx: &Ctx<'_>, item: &Item) -> Result<Converted, String> {
             b = match &item.label {
                 Label::Class(c) => b.int64("label", *c as i64),
                 Label::Target(t) => b.floats("target", t.iter().copied()),
+                // Refused before any work (--paired stores image files).
+                Label::Image(_) => return Err("an image target needs --encoding original".into()),
             };
             b = b.bytes("img_raw", stored.data);
         }

@@ -60,14 +60,18 @@ impl DataSource {
         }
         if path.join(ferroflow_data::DATASET_JSON).exists() {
             let ds = Dataset::open(path).map_err(|e| TrainError::config("data.path", e.to_string()))?;
-            if paired {
+            let image_targets = ds.meta.task == Task::ImageToImage;
+            if paired != image_targets {
                 return Err(TrainError::config(
                     "data.targets",
-                    format!(
-                        "\"paired\" reads an inputs/ + targets/ image folder; {} is a prepared dataset (image targets \
-                         in TFRecords are not supported yet)",
-                        path.display()
-                    ),
+                    if paired {
+                        format!(
+                            "\"paired\" needs target images, and {} has none (prepare it with --paired)",
+                            path.display()
+                        )
+                    } else {
+                        format!("{} holds target images: set data.targets = \"paired\"", path.display())
+                    },
                 ));
             }
             let files = |split: &str| ds.files(split).map_err(|e| TrainError::config("data.path", e.to_string()));
@@ -92,7 +96,7 @@ impl DataSource {
                 std: ds.meta.std,
                 train_count,
                 description: format!("{} (prepared: {train_count} train / {val_count} validation)", path.display()),
-                paired: false,
+                paired: image_targets,
             });
         }
         if !path.is_dir() {

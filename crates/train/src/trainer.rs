@@ -332,6 +332,9 @@ fn objective_for(config: &TrainConfig, data: &DataSource) -> Result<Objective> {
             let classes = config.model.num_classes.unwrap_or(data.classes.len());
             Ok(Objective::Classification { classes, label_smoothing: t.label_smoothing })
         }
+        Task::ImageToImage => {
+            Err(TrainError::config("data.targets", "the data holds target images: set data.targets = \"paired\""))
+        }
         Task::Regression => {
             let loss = match t.loss {
                 None | Some(Loss::Mse) => RegressionLoss::Mse,

@@ -52,6 +52,10 @@ pub struct PrepareArgs {
     /// CSV of `filename,target[,target…]`: makes a regression dataset with float targets.
     #[arg(long, value_name = "FILE")]
     pub labels_csv: Option<PathBuf>,
+    /// DIR holds inputs/ and targets/ with the same file names: an image-to-image dataset
+    /// (each record's image/target/encoded; train it with data.targets = "paired").
+    #[arg(long, conflicts_with = "labels_csv")]
+    pub paired: bool,
     /// Shard compression.
     #[arg(long, value_enum, default_value_t = CompressionArg::None)]
     pub compression: CompressionArg,
@@ -100,6 +104,7 @@ pub fn run(args: &PrepareArgs) -> Result<()> {
         resize: args.resize,
         channels: args.channels,
         labels_csv: args.labels_csv.clone(),
+        paired: args.paired,
         gzip: args.compression == CompressionArg::Gzip,
         seed: args.seed,
         slice: args.shard_index.zip(args.num_shards),
