@@ -139,13 +139,10 @@ fn colour_to_grey_folder(root: &Path) {
     }
 }
 
-#[test]
-fn paired_inputs_and_targets_train_an_image_to_image_model() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("colour-to-grey");
-    colour_to_grey_folder(&data);
-    let run = dir.path().join("run");
-    let out = ferroflow(&[
+/// Trains encoder_decoder 200 steps on paired `data` into `run`; returns the
+/// output and `eval`'s validation MSE and the input's.
+fn train_paired(data: &Path, run: &Path, extra: &[&str]) -> (String, f64, f64) {
+    let mut args = vec![
         "train",
         "--data",
         data.to_str().unwrap(),
@@ -163,16 +160,25 @@ fn paired_inputs_and_targets_train_an_image_to_image_model() {
         run.to_str().unwrap(),
         "--set",
         "data.targets=\"paired\"",
-        "--set",
-        "data.augment.flip_left_right=true",
-    ]);
+    ];
+    args.extend(extra);
+    let out = ferroflow(&args);
     assert!(out.status.success(), "{}", text(&out));
-    assert!(text(&out).contains("image-to-image folder read from disk per batch"), "{}", text(&out));
     let e = ferroflow(&["eval", "--train-dir", run.to_str().unwrap(), "--json"]);
     assert!(e.status.success(), "{}", text(&e));
     let json: Json = serde_json::from_slice(&e.stdout).unwrap();
-    let (mse, input_mse) =
-        (json["reconstruction"]["mse"].as_f64().unwrap(), json["reconstruction"]["input_mse"].as_f64().unwrap());
+    let r = &json["reconstruction"];
+    (text(&out), r["mse"].as_f64().unwrap(), r["input_mse"].as_f64().unwrap())
+}
+
+#[test]
+fn paired_inputs_and_targets_train_an_image_to_image_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("colour-to-grey");
+    colour_to_grey_folder(&data);
+    let (out, mse, input_mse) =
+        train_paired(&data, &dir.path().join("run"), &["--set", "data.augment.flip_left_right=true"]);
+    assert!(out.contains("image-to-image folder read from disk per batch"), "{out}");
     assert!(mse < 0.3 * input_mse, "colour-to-grey MSE {mse}, the colour input's {input_mse}");
 
     // The same pairs as TFRecords (`prepare --paired`: image/target/encoded) train the same way.
@@ -182,31 +188,7 @@ fn paired_inputs_and_targets_train_an_image_to_image_model() {
     let meta: Json = serde_json::from_str(&std::fs::read_to_string(prepared.join("dataset.json")).unwrap()).unwrap();
     assert_eq!(meta["task"], "image_to_image");
     assert_eq!(meta["features"]["image/target/encoded"], "bytes");
-    let run = dir.path().join("run-records");
-    let out = ferroflow(&[
-        "train",
-        "--data",
-        prepared.to_str().unwrap(),
-        "--model",
-        "encoder_decoder",
-        "--steps",
-        "200",
-        "--batch-size",
-        "16",
-        "--optimizer",
-        "adam",
-        "--learning-rate",
-        "0.001",
-        "--train-dir",
-        run.to_str().unwrap(),
-        "--set",
-        "data.targets=\"paired\"",
-    ]);
-    assert!(out.status.success(), "{}", text(&out));
-    let e = ferroflow(&["eval", "--train-dir", run.to_str().unwrap(), "--json"]);
-    let json: Json = serde_json::from_slice(&e.stdout).unwrap();
-    let (mse, input_mse) =
-        (json["reconstruction"]["mse"].as_f64().unwrap(), json["reconstruction"]["input_mse"].as_f64().unwrap());
+    let (_, mse, input_mse) = train_paired(&prepared, &dir.path().join("run-records"), &[]);
     assert!(mse < 0.3 * input_mse, "from TFRecords: colour-to-grey MSE {mse}, the colour input's {input_mse}");
     let out = ferroflow(&[
         "train",

@@ -81,15 +81,7 @@ pub fn dump(input: &Path, out: &Path, limit: Option<usize>) -> Result<usize, Dum
                     }
                 };
                 let path = dir.join(name);
-                let image = &decoded.image;
-                let png = tfrecord::Image {
-                    height: image.height as u32,
-                    width: image.width as u32,
-                    channels: image.channels as u32,
-                    pixels: &image.data,
-                }
-                .to_png("dump")
-                .map_err(|e| err(e.to_string()))?;
+                let png = decoded.image.to_png("dump").map_err(err)?;
                 std::fs::write(&path, png)
                     .map_err(|e| DumpError::Write { path: path.display().to_string(), cause: e.to_string() })?;
                 i += 1;

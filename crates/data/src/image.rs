@@ -60,6 +60,18 @@ impl ImageU8 {
     pub fn to_f32(&self) -> ImageF32 {
         self.map(f32::from)
     }
+
+    /// The image as PNG bytes; `tag` names it in an error.
+    pub fn to_png(&self, tag: &str) -> Result<Vec<u8>, String> {
+        tfrecord::Image {
+            height: self.height as u32,
+            width: self.width as u32,
+            channels: self.channels as u32,
+            pixels: &self.data,
+        }
+        .to_png(tag)
+        .map_err(|e| e.to_string())
+    }
 }
 
 impl ImageF32 {

@@ -523,15 +523,7 @@ fn convert(ctx: &Ctx<'_>, item: &Item) -> Result<Converted, String> {
     match ctx.options.encoding {
         Encoding::Original => {
             let (encoded, format_name) = if ctx.image_size.is_some() {
-                let png = tfrecord::Image {
-                    height: stored.height as u32,
-                    width: stored.width as u32,
-                    channels: stored.channels as u32,
-                    pixels: &stored.data,
-                }
-                .to_png("prepare")
-                .map_err(|e| e.to_string())?;
-                (png, "png")
+                (stored.to_png("prepare")?, "png")
             } else {
                 (bytes, format.map_or("unknown", ImageFormat::name))
             };
@@ -565,15 +557,7 @@ fn convert(ctx: &Ctx<'_>, item: &Item) -> Result<Converted, String> {
                             } else {
                                 image
                             };
-                            let png = tfrecord::Image {
-                                height: resized.height as u32,
-                                width: resized.width as u32,
-                                channels: resized.channels as u32,
-                                pixels: &resized.data,
-                            }
-                            .to_png("prepare")
-                            .map_err(|e| e.to_string())?;
-                            (png, "png")
+                            (resized.to_png("prepare")?, "png")
                         }
                         None => {
                             let name = ImageFormat::sniff(&bytes).map_or("unknown", ImageFormat::name);

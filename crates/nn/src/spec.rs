@@ -73,7 +73,8 @@ pub enum BatchNormSpec {
 }
 
 impl BatchNormSpec {
-    fn config(self) -> Option<BatchNormConfig> {
+    /// The batch-norm settings, or `None` for no batch norm.
+    pub fn config(self) -> Option<BatchNormConfig> {
         match self {
             BatchNormSpec::Flag(true) => Some(BatchNormConfig::default()),
             BatchNormSpec::Flag(false) => None,

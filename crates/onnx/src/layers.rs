@@ -10,6 +10,7 @@ use std::collections::HashMap;
 
 use candle_core::DType;
 use ferroflow_nn::layers::batch_norm::BatchNormConfig;
+use ferroflow_nn::layers::conv2d::Conv2dConfig;
 use ferroflow_nn::ops::{Padding, window};
 use ferroflow_nn::{Activation, VarStore};
 
@@ -24,19 +25,6 @@ pub(crate) struct Exporter<'a> {
     store: &'a VarStore,
     /// Variable name → its initializer's name.
     added: HashMap<String, String>,
-}
-
-/// A convolution's settings, as [`Exporter::conv`] needs them.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct ConvAttrs {
-    pub filters: usize,
-    pub kernel: [usize; 2],
-    pub stride: [usize; 2],
-    pub dilation: [usize; 2],
-    pub padding: Padding,
-    pub use_bias: bool,
-    pub batch_norm: Option<BatchNormConfig>,
-    pub activation: Activation,
 }
 
 impl<'a> Exporter<'a> {
@@ -134,7 +122,7 @@ impl<'a> Exporter<'a> {
         scope: &str,
         x: &str,
         in_shape: &[usize],
-        c: ConvAttrs,
+        c: Conv2dConfig,
     ) -> Result<(String, Vec<usize>)> {
         let &[ch, h, w] = in_shape else {
             return Err(OnnxError::Unsupported { layer: scope.into(), reason: format!("conv input {in_shape:?}") });

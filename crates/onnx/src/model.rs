@@ -5,12 +5,13 @@
 
 use candle_onnx::onnx::{ModelProto, OperatorSetIdProto, StringStringEntryProto};
 use ferroflow_nn::layers::batch_norm::BatchNormConfig;
+use ferroflow_nn::layers::conv2d::Conv2dConfig;
 use ferroflow_nn::{LayerSpec, Model, ModelSpec};
 use prost::Message;
 
 use crate::error::{OnnxError, Result};
 use crate::graph::{Attr, Dim};
-use crate::layers::{ConvAttrs, Exporter};
+use crate::layers::Exporter;
 
 /// The ONNX opset the graph is written for. 17 has every op used here in its
 /// current form (Clip with input bounds since 11, Softmax over one axis since
@@ -120,15 +121,16 @@ fn export_layer(
 ) -> Result<String> {
     let y = match spec {
         LayerSpec::Conv2d { filters, kernel, stride, dilation, padding, use_bias, batch_norm, activation, .. } => {
-            let attrs = ConvAttrs {
+            let attrs = Conv2dConfig {
                 filters: *filters,
                 kernel: kernel.pair(),
                 stride: stride.pair(),
                 dilation: dilation.pair(),
                 padding: *padding,
                 use_bias: *use_bias,
-                batch_norm: batch_norm_config(*batch_norm),
+                batch_norm: batch_norm.config(),
                 activation: *activation,
+                ..Default::default()
             };
             ex.conv(scope, x, in_shape, attrs)?.0
         }
@@ -164,15 +166,14 @@ fn export_layer(
         LayerSpec::Residual { filters, stride, .. } => {
             // As ferroflow_nn's Residual: conv1 (ReLU), conv2, a projection when it has one.
             let bn = Some(BatchNormConfig::default());
-            let conv = |filters, kernel, stride, activation| ConvAttrs {
+            let conv = |filters, kernel, stride, activation| Conv2dConfig {
                 filters,
                 kernel: [kernel, kernel],
                 stride: [stride, stride],
-                dilation: [1, 1],
-                padding: ferroflow_nn::ops::Padding::Same,
                 use_bias: false,
                 batch_norm: bn,
                 activation,
+                ..Default::default()
             };
             let relu = ferroflow_nn::Activation::Relu;
             let linear = ferroflow_nn::Activation::Linear;
@@ -188,12 +189,4 @@ fn export_layer(
         }
     };
     Ok(y)
-}
-
-fn batch_norm_config(spec: ferroflow_nn::BatchNormSpec) -> Option<BatchNormConfig> {
-    match spec {
-        ferroflow_nn::BatchNormSpec::Flag(true) => Some(BatchNormConfig::default()),
-        ferroflow_nn::BatchNormSpec::Flag(false) => None,
-        ferroflow_nn::BatchNormSpec::Config(c) => Some(c),
-    }
 }
