@@ -239,6 +239,27 @@ const LAYER_TYPES: &str =
     "conv2d, conv2d_transpose, max_pool, avg_pool, batch_norm, activation, dropout, flatten, dense, residual";
 
 impl LayerSpec {
+    /// A `conv2d` layer's settings (`None` for other layers): what the layer is
+    /// built with, and what exporters read.
+    pub fn conv2d_config(&self) -> Option<Conv2dConfig> {
+        let LayerSpec::Conv2d { filters, kernel, stride, dilation, padding, use_bias, batch_norm, activation, .. } =
+            self
+        else {
+            return None;
+        };
+        Some(Conv2dConfig {
+            filters: *filters,
+            kernel: kernel.pair(),
+            stride: stride.pair(),
+            dilation: dilation.pair(),
+            padding: *padding,
+            use_bias: *use_bias,
+            batch_norm: batch_norm.config(),
+            activation: *activation,
+            ..Default::default()
+        })
+    }
+
     fn kind(&self) -> &'static str {
         match self {
             LayerSpec::Conv2d { .. } => "conv2d",
@@ -377,18 +398,8 @@ fn build_layer(
     seed: u64,
 ) -> Result<Box<dyn Layer>> {
     Ok(match spec {
-        LayerSpec::Conv2d { filters, kernel, stride, dilation, padding, use_bias, batch_norm, activation, .. } => {
-            let config = Conv2dConfig {
-                filters: *filters,
-                kernel: kernel.pair(),
-                stride: stride.pair(),
-                dilation: dilation.pair(),
-                padding: *padding,
-                use_bias: *use_bias,
-                batch_norm: batch_norm.config(),
-                activation: *activation,
-                ..Default::default()
-            };
+        LayerSpec::Conv2d { .. } => {
+            let config = spec.conv2d_config().unwrap_or_default();
             Box::new(Conv2d::new(scope, name, shape, config)?)
         }
         LayerSpec::Conv2dTranspose { filters, kernel, stride, padding, output_size, use_bias, activation, .. } => {

@@ -120,20 +120,7 @@ fn export_layer(
     out_shape: &[usize],
 ) -> Result<String> {
     let y = match spec {
-        LayerSpec::Conv2d { filters, kernel, stride, dilation, padding, use_bias, batch_norm, activation, .. } => {
-            let attrs = Conv2dConfig {
-                filters: *filters,
-                kernel: kernel.pair(),
-                stride: stride.pair(),
-                dilation: dilation.pair(),
-                padding: *padding,
-                use_bias: *use_bias,
-                batch_norm: batch_norm.config(),
-                activation: *activation,
-                ..Default::default()
-            };
-            ex.conv(scope, x, in_shape, attrs)?.0
-        }
+        LayerSpec::Conv2d { .. } => ex.conv(scope, x, in_shape, spec.conv2d_config().unwrap_or_default())?.0,
         LayerSpec::Conv2dTranspose { kernel, stride, padding, use_bias, activation, .. } => ex.conv_transpose(
             scope,
             x,
