@@ -4,6 +4,7 @@
 mod commands;
 mod plot;
 mod progress;
+mod ranks;
 mod report;
 mod runtime;
 

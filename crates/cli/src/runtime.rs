@@ -11,7 +11,29 @@ const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 /// Applies both settings below.
 pub fn configure() {
     candle_threads();
+    rank_threads();
     allocator();
+}
+
+/// Shares the cores among the ranks a launcher started on this machine:
+/// `mpirun -np 2` on 2 cores gives each rank one rayon thread, not two
+/// (two ranks of two threads each on two cores spin against each other).
+/// From the launcher's count of ranks on this node: OpenMPI's
+/// `OMPI_COMM_WORLD_LOCAL_SIZE`, Hydra's `MPI_LOCALNRANKS`, Slurm's
+/// `SLURM_STEP_TASKS_PER_NODE` (`2(x3)`: the count before the parenthesis).
+#[allow(unsafe_code)]
+fn rank_threads() {
+    if std::env::var_os("RAYON_NUM_THREADS").is_some() {
+        return;
+    }
+    let local = ["OMPI_COMM_WORLD_LOCAL_SIZE", "MPI_LOCALNRANKS", "SLURM_STEP_TASKS_PER_NODE"].iter().find_map(|k| {
+        let v = std::env::var(k).ok()?;
+        v.split(|c: char| !c.is_ascii_digit()).next()?.parse::<usize>().ok()
+    });
+    let Some(local) = local.filter(|&n| n > 1) else { return };
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    // SAFETY: as in `candle_threads`: first in `main`, before any thread exists.
+    unsafe { std::env::set_var("RAYON_NUM_THREADS", (cores / local).max(1).to_string()) };
 }
 
 /// Leaves candle's element-wise work on the calling thread. candle keeps its

@@ -37,7 +37,7 @@ pub use image_ops::{
     adjust_brightness, adjust_contrast, adjust_hue, adjust_saturation, central_crop, crop, flip_left_right,
     flip_up_down, pad_to_bounding_box, per_image_standardization, resize_with_crop_or_pad, rgb_to_grayscale,
 };
-pub use pipeline::{Batch, Cursor, Label, Mode, Pipeline, PipelineConfig, PipelineError, Source, shuffle_order};
+pub use pipeline::{Batch, Cursor, Label, Mode, Pipeline, PipelineConfig, PipelineError, Shard, Source, shuffle_order};
 pub use prepare::{IMAGES_PER_SHARD, PrepareError, PrepareOptions, PrepareReport, prepare};
 pub use preprocess::{Augment, Crop, Order, Preprocess, PreprocessError};
 pub use resize::{

@@ -103,6 +103,36 @@ pub struct PipelineConfig {
     /// and tests/decode_planar.rs (mean |difference| 0.39 on the 0–255 scale
     /// for the planes).
     pub fast_jpeg: bool,
+    /// This rank's part of each batch in data-parallel training: the
+    /// stream (order, augmentation draws, cursor) is the whole job's, and
+    /// of each batch of `batch_size` examples this rank keeps its
+    /// contiguous share, so the ranks' parts of a step together are what
+    /// one process would batch. `None`: the whole batch.
+    #[serde(skip)]
+    pub shard: Option<Shard>,
+}
+
+/// One rank's share of every batch: part `index` of `count` equal parts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shard {
+    /// This rank.
+    pub index: usize,
+    /// Ranks in all.
+    pub count: usize,
+}
+
+impl Shard {
+    /// The range of a batch of `len` examples that part `index` keeps:
+    /// contiguous, sizes differing by at most one.
+    ///
+    /// ```
+    /// use ferroflow_data::Shard;
+    /// let parts: Vec<_> = (0..3).map(|index| Shard { index, count: 3 }.range(8)).collect();
+    /// assert_eq!(parts, vec![0..2, 2..5, 5..8]);
+    /// ```
+    pub fn range(self, len: usize) -> std::ops::Range<usize> {
+        len * self.index / self.count..len * (self.index + 1) / self.count
+    }
 }
 
 impl Default for PipelineConfig {
@@ -118,6 +148,7 @@ impl Default for PipelineConfig {
             seed: 0,
             max_pixels: DEFAULT_MAX_PIXELS,
             fast_jpeg: false,
+            shard: None,
         }
     }
 }
@@ -340,6 +371,17 @@ impl Pipeline {
     ) -> Result<Pipeline, PipelineError> {
         if config.batch_size == 0 {
             return Err(PipelineError::Config { key: "batch_size", reason: "must be at least 1".into() });
+        }
+        if let Some(shard) = config.shard
+            && (shard.index >= shard.count || shard.count > config.batch_size)
+        {
+            return Err(PipelineError::Config {
+                key: "shard",
+                reason: format!(
+                    "part {} of {} of batches of {}: expected a part below the count, and at most one part per example",
+                    shard.index, shard.count, config.batch_size
+                ),
+            });
         }
         if config.prefetch == 0 {
             return Err(PipelineError::Config { key: "prefetch", reason: "must be at least 1".into() });
@@ -580,6 +622,15 @@ impl Shared {
         } else {
             Cursor { epoch: reader.epoch, offset: reader.offset as u64 }
         };
+        if let Some(shard) = self.config.shard {
+            // This rank's share; the others' raw examples are dropped undecoded.
+            let range = shard.range(items.len());
+            items.truncate(range.end);
+            items.drain(..range.start);
+            if items.is_empty() {
+                return Ok(None);
+            }
+        }
         Ok(Some((items, cursor)))
     }
 

@@ -172,6 +172,29 @@ pub struct LoopConfig {
     pub log_every: u64,
     /// `cpu`, or `cuda[:N]` in a build with the `cuda` feature.
     pub device: String,
+    /// Data-parallel ranks: `auto` (default: join the ranks when a launcher
+    /// such as `mpirun` or `srun` started several), `mpi` (require them),
+    /// `off` (train alone even under a launcher). `batch_size` is the
+    /// global batch: each of N ranks takes `batch_size / N` of every step.
+    pub distributed: Distributed,
+    /// Seconds a rank waits for the others at a step's synchronisation
+    /// before ending the job with an error naming the missing ranks
+    /// (default 300: more than a checkpoint save or a validation pass
+    /// takes rank 0).
+    pub collective_timeout_secs: f64,
+}
+
+/// `train.distributed`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Distributed {
+    /// Join MPI ranks when a launcher started several; alone otherwise.
+    #[default]
+    Auto,
+    /// Join MPI ranks; an error without a launcher or without MPI in the build.
+    Mpi,
+    /// Train alone, even under a launcher.
+    Off,
 }
 
 impl Default for LoopConfig {
@@ -194,6 +217,8 @@ impl Default for LoopConfig {
             validate_every: 0,
             log_every: 50,
             device: "cpu".into(),
+            distributed: Distributed::Auto,
+            collective_timeout_secs: 300.0,
         }
     }
 }
@@ -516,6 +541,12 @@ impl TrainConfig {
             return Err(TrainError::config(
                 "train.label_smoothing",
                 format!("must be in [0, 1), got {}", t.label_smoothing),
+            ));
+        }
+        if !(t.collective_timeout_secs > 0.0 && t.collective_timeout_secs.is_finite()) {
+            return Err(TrainError::config(
+                "train.collective_timeout_secs",
+                format!("must be a positive number of seconds, got {}", t.collective_timeout_secs),
             ));
         }
         if t.accumulate_steps == 0 || !t.batch_size.is_multiple_of(t.accumulate_steps) {

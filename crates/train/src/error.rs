@@ -24,6 +24,9 @@ pub enum TrainError {
         /// The loss value.
         loss: f32,
     },
+    /// Between data-parallel ranks (a rank missing at a synchronisation, …).
+    #[error(transparent)]
+    Distributed(#[from] ferroflow_dist::DistError),
     /// The input pipeline failed.
     #[error(transparent)]
     Data(#[from] ferroflow_data::PipelineError),

@@ -122,10 +122,26 @@ pub fn evaluate(
     model: &Model,
     source: &Source,
     preprocess: &Preprocess,
+    config: PipelineConfig,
+    objective: &Objective,
+    device: &Device,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<EvalReport> {
+    evaluate_with(model, source, preprocess, config, objective, device, progress, &mut |_| Ok(()))
+}
+
+/// [`evaluate`], with `finish` given the metrics before the report is made
+/// of them (data-parallel validation sums the ranks' metrics there).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn evaluate_with(
+    model: &Model,
+    source: &Source,
+    preprocess: &Preprocess,
     mut config: PipelineConfig,
     objective: &Objective,
     device: &Device,
     progress: &mut dyn FnMut(usize, usize),
+    finish: &mut dyn FnMut(&mut Metrics) -> Result<()>,
 ) -> Result<EvalReport> {
     config.epochs = Some(1);
     // Every example counts once: no partial batch is dropped.
@@ -187,6 +203,7 @@ pub fn evaluate(
         pipeline.recycle(batch);
         progress(metrics.count, total);
     }
+    finish(&mut metrics)?;
     let names = match objective {
         Objective::Regression { names, .. } => names.as_slice(),
         _ => &[],

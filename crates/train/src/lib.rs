@@ -16,6 +16,7 @@ pub mod optimizer;
 mod predict;
 pub mod reconstruction;
 pub mod regression;
+mod replicas;
 mod restored;
 pub mod schedule;
 mod summary;
@@ -23,8 +24,8 @@ mod trainer;
 
 pub use bench::{BenchConfig, BenchReport, BenchStep, bench_train, weights_digest};
 pub use config::{
-    CheckpointConfig, CheckpointFormat, ClassWeights, DataConfig, LoopConfig, Loss, ModelConfig, Normalize, OnCorrupt,
-    OnSaveError, SummaryConfig, Targets, TrainConfig, WarmStartConfig,
+    CheckpointConfig, CheckpointFormat, ClassWeights, DataConfig, Distributed, LoopConfig, Loss, ModelConfig,
+    Normalize, OnCorrupt, OnSaveError, SummaryConfig, Targets, TrainConfig, WarmStartConfig,
 };
 pub use data_source::{DataSource, IN_MEMORY_LIMIT};
 pub use error::{Result, TrainError};
@@ -34,4 +35,4 @@ pub use objective::Objective;
 pub use predict::{Prediction, collect_images, predict};
 pub use restored::RestoredModel;
 pub use summary::Summaries;
-pub use trainer::{Progress, TrainReport, device, model_spec, train};
+pub use trainer::{Progress, TrainReport, device, model_spec, train, train_on};

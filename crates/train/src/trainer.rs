@@ -7,7 +7,8 @@ use std::time::Instant;
 
 use candle_core::backprop::GradStore;
 use candle_core::{Device, Tensor};
-use ferroflow_data::{Cursor, Mode, Pipeline, PipelineConfig, Preprocess, Source, Task};
+use ferroflow_data::{Cursor, Mode, Pipeline, PipelineConfig, Preprocess, Shard, Source, Task};
+use ferroflow_dist::{BUCKET_BYTES, Collective, Local};
 use ferroflow_nn::{Model, ModelSpec, VarStore, zoo_model};
 use serde::Serialize;
 
@@ -18,13 +19,14 @@ use crate::checkpoint::{
 use crate::config::{ClassWeights, Loss, Normalize, OnCorrupt, OnSaveError, Targets, TrainConfig};
 use crate::data_source::DataSource;
 use crate::error::{Result, TrainError};
-use crate::evaluate::{EvalReport, evaluate};
+use crate::evaluate::{EvalReport, evaluate_with};
 use crate::metrics::Metrics;
 use crate::monitor::{Mode as MonitorMode, Monitor, MonitorState};
 use crate::objective::Objective;
 use crate::optimizer::{ExponentialMovingAverage, Optimizer, clip_by_global_norm, trainable_gradients};
 use crate::reconstruction::PixelScale;
 use crate::regression::{RegressionLoss, TargetStats, target_stats};
+use crate::replicas::{Replicas, StartState, moving_statistics};
 use crate::summary::Summaries;
 
 /// What the loop reports as it goes.
@@ -92,6 +94,9 @@ pub struct TrainReport {
     pub best_checkpoint: Option<PathBuf>,
     /// Training examples left out because they could not be read or decoded.
     pub skipped: u64,
+    /// With several ranks: the digest of this rank's variables at the end
+    /// ([`crate::weights_digest`]), checked equal to rank 0's.
+    pub weights_digest: Option<u64>,
 }
 
 /// Parses `cpu` / `cuda[:N]`.
@@ -143,11 +148,13 @@ struct Run {
     preprocess: Preprocess,
     device: Device,
     objective: Objective,
+    /// This rank's part of every batch, with several ranks.
+    shard: Option<Shard>,
 }
 
 impl Run {
     fn pipeline_config(&self, epochs: Option<u64>) -> PipelineConfig {
-        pipeline_config(&self.config, epochs)
+        PipelineConfig { shard: self.shard, ..pipeline_config(&self.config, epochs) }
     }
 
     /// The batch's input `[N, C, H, W]` (noise keyed by `key` for a denoiser) and
@@ -156,9 +163,27 @@ impl Run {
         Ok((self.objective.inputs(batch, &self.device, key)?, self.objective.targets(batch, &self.device)?))
     }
 
-    fn evaluate(&self, source: &Source) -> Result<EvalReport> {
-        let config = self.pipeline_config(Some(1));
-        evaluate(&self.model, source, &self.preprocess, config, &self.objective, &self.device, &mut |_, _| {})
+    /// Validation: with several ranks, each evaluates its part of every
+    /// batch and the classification metrics are summed over the ranks;
+    /// regression and image-to-image metrics are not sums, so there every
+    /// rank evaluates the whole split.
+    fn evaluate(&self, source: &Source, step: i64, replicas: &mut Replicas<'_>) -> Result<EvalReport> {
+        let mut config = self.pipeline_config(Some(1));
+        let classification = matches!(self.objective, Objective::Classification { .. });
+        if !classification {
+            config.shard = None;
+        }
+        let mut finish = |m: &mut Metrics| if classification { replicas.sum_metrics(step, m) } else { Ok(()) };
+        evaluate_with(
+            &self.model,
+            source,
+            &self.preprocess,
+            config,
+            &self.objective,
+            &self.device,
+            &mut |_, _| {},
+            &mut finish,
+        )
     }
 
     fn fingerprint(&self) -> DataFingerprint {
@@ -398,7 +423,37 @@ fn preprocess_for(config: &TrainConfig, input: [usize; 3], mean: [f64; 3], std: 
 /// moving statistics, optimizer slots, step, data position, random
 /// streams); otherwise `[warm_start]` may initialise from another run.
 pub fn train(config: &TrainConfig, progress: &mut dyn FnMut(&Progress)) -> Result<TrainReport> {
+    train_on(config, &mut Local, progress)
+}
+
+/// [`train`] as one of the data-parallel ranks of `collective`: rank 0's
+/// start is everyone's, each rank takes its part of every batch
+/// (`train.batch_size` is the global batch), gradients and moving
+/// statistics are averaged over the ranks every step, and only rank 0
+/// writes checkpoints, summaries and `config.toml`.
+pub fn train_on(
+    config: &TrainConfig,
+    collective: &mut dyn Collective,
+    progress: &mut dyn FnMut(&Progress),
+) -> Result<TrainReport> {
     config.validate()?;
+    let world = collective.world_size();
+    let t = &config.train;
+    if world > 1 && !t.batch_size.is_multiple_of(world * t.accumulate_steps.max(1)) {
+        return Err(TrainError::config(
+            "train.batch_size",
+            format!(
+                "{} is the global batch of {world} ranks{}: it must be a multiple of {}",
+                t.batch_size,
+                if t.accumulate_steps > 1 {
+                    format!(" of {} micro-batches", t.accumulate_steps)
+                } else {
+                    String::new()
+                },
+                world * t.accumulate_steps.max(1)
+            ),
+        ));
+    }
     let device = device(&config.train.device)?;
     let path =
         config.data.path.clone().ok_or_else(|| TrainError::config("data.path", "no data given (use --data DIR)"))?;
@@ -439,21 +494,29 @@ pub fn train(config: &TrainConfig, progress: &mut dyn FnMut(&Progress)) -> Resul
     if let Objective::Reconstruction { scale, .. } = &mut objective {
         *scale = PixelScale::of(&preprocess);
     }
-    let run = Run { config: config.clone(), data, spec, model, store, preprocess, device, objective };
-    run_loop(&run, progress)
+    let shard = (world > 1).then(|| Shard { index: collective.rank(), count: world });
+    let run = Run { config: config.clone(), data, spec, model, store, preprocess, device, objective, shard };
+    let mut replicas = Replicas { collective, bucket_bytes: BUCKET_BYTES };
+    run_loop(&run, &mut replicas, progress)
 }
 
-fn run_loop(run: &Run, progress: &mut dyn FnMut(&Progress)) -> Result<TrainReport> {
+fn run_loop(run: &Run, replicas: &mut Replicas<'_>, progress: &mut dyn FnMut(&Progress)) -> Result<TrainReport> {
     let cfg = &run.config;
     let batch_size = cfg.train.batch_size as u64;
     let steps_per_epoch = (run.data.train_count as u64 / batch_size).max(1);
     let total_steps = cfg.train.steps.unwrap_or_else(|| cfg.train.epochs.unwrap_or(1) * steps_per_epoch);
     let train_dir = cfg.train.train_dir.clone();
-    std::fs::create_dir_all(&train_dir)
-        .map_err(|cause| TrainError::Io { path: train_dir.display().to_string(), cause })?;
+    // Only rank 0 touches the train dir; the others take its start.
+    let leader = replicas.leader();
+    if leader {
+        std::fs::create_dir_all(&train_dir)
+            .map_err(|cause| TrainError::Io { path: train_dir.display().to_string(), cause })?;
+    }
 
-    let mut removed = checkpoint::remove_stale_temps(&train_dir);
-    removed.extend(checkpoint::remove_unlisted_newer(&train_dir)?);
+    let mut removed = if leader { checkpoint::remove_stale_temps(&train_dir) } else { Vec::new() };
+    if leader {
+        removed.extend(checkpoint::remove_unlisted_newer(&train_dir)?);
+    }
     if !removed.is_empty() {
         progress(&Progress::Note(format!(
             "removed {} leftover file(s) of a save that was interrupted (nothing listed them): {}",
@@ -462,13 +525,14 @@ fn run_loop(run: &Run, progress: &mut dyn FnMut(&Progress)) -> Result<TrainRepor
         )));
     }
     // Resume wins over warm start (TF-slim's train_image_classifier).
-    let resume_from = resume_source(&train_dir, cfg.checkpoint.on_corrupt, progress)?;
+    let resume_from = if leader { resume_source(&train_dir, cfg.checkpoint.on_corrupt, progress)? } else { None };
     if let Some((path, ck)) = &resume_from
         && let Some(notice) = ck.integrity_notice(path)
     {
         progress(&Progress::Note(notice));
     }
-    if resume_from.is_none()
+    if leader
+        && resume_from.is_none()
         && let Some(source) = &cfg.warm_start.checkpoint_path
     {
         let path = checkpoint::resolve_checkpoint(source)?;
@@ -527,8 +591,38 @@ fn run_loop(run: &Run, progress: &mut dyn FnMut(&Progress)) -> Result<TrainRepor
     }
     // The checkpoint's values are in the store now; only its path is kept.
     let resume_from = resume_from.map(|(path, ck)| run.resume(&path, &ck).map(|c| (path, c))).transpose()?;
-    if let Some((path, resumed_cursor)) = &resume_from {
+    if let Some((_, resumed_cursor)) = &resume_from {
         cursor = *resumed_cursor;
+    }
+    let mut resumed = resume_from.is_some();
+    if replicas.world() > 1 {
+        // Rank 0's variables (fresh, warm-started or resumed) and position are everyone's.
+        let mut start = StartState {
+            resumed,
+            global_step: run.store.global_step(),
+            cursor,
+            monitor: monitor.as_ref().map(|m| m.state.clone()),
+            dropout: run.model.rng_states().into_iter().collect(),
+        };
+        replicas.broadcast_start(&run.store, &mut start)?;
+        cursor = start.cursor;
+        resumed = start.resumed;
+        if let (Some(m), Some(state)) = (monitor.as_mut(), &start.monitor) {
+            m.state = state.clone();
+        }
+        for (stream, state) in &start.dropout {
+            run.model.set_rng_state(stream, *state)?;
+        }
+        progress(&Progress::Note(format!(
+            "rank {} of {} ({}): global batch {}, {} per rank",
+            replicas.rank(),
+            replicas.world(),
+            replicas.collective.describe(),
+            cfg.train.batch_size,
+            cfg.train.batch_size / replicas.world()
+        )));
+    }
+    if let Some((path, _)) = &resume_from {
         progress(&Progress::Note(format!(
             "resuming from {} at step {} (epoch {}, example {})",
             path.display(),
@@ -539,13 +633,19 @@ fn run_loop(run: &Run, progress: &mut dyn FnMut(&Progress)) -> Result<TrainRepor
     }
 
     let config_toml = cfg.to_toml();
-    std::fs::write(train_dir.join("config.toml"), &config_toml)
-        .map_err(|cause| TrainError::Io { path: train_dir.join("config.toml").display().to_string(), cause })?;
-    let mut summaries = Summaries::new(&train_dir)?;
-    summaries.session_start(run.store.global_step())?;
-    summaries.start(&run.model.graph_def(), &config_toml, run.store.global_step())?;
+    // One writer: rank 0's event files, config and checkpoints are the run's.
+    let mut summaries = if leader {
+        std::fs::write(train_dir.join("config.toml"), &config_toml)
+            .map_err(|cause| TrainError::Io { path: train_dir.join("config.toml").display().to_string(), cause })?;
+        let mut summaries = Summaries::new(&train_dir)?;
+        summaries.session_start(run.store.global_step())?;
+        summaries.start(&run.model.graph_def(), &config_toml, run.store.global_step())?;
+        Some(summaries)
+    } else {
+        None
+    };
     let ck_cfg = &cfg.checkpoint;
-    let manager = if ck_cfg.enabled {
+    let manager = if ck_cfg.enabled && leader {
         Some(
             CheckpointManager::open(&train_dir, ck_cfg.max_to_keep, ck_cfg.keep_checkpoint_every_n_hours)?
                 .with_format(ck_cfg.format),
@@ -557,13 +657,13 @@ fn run_loop(run: &Run, progress: &mut dyn FnMut(&Progress)) -> Result<TrainRepor
         Saver { manager, on_error: ck_cfg.on_error, last_saved: None, last_save_time: Instant::now(), announce: true };
     // The best checkpoint, in its own directory with its own state file (TF's `BestExporter` layout).
     let best_dir = train_dir.join("best");
-    if ck_cfg.keep_best && best_dir.is_dir() {
+    if leader && ck_cfg.keep_best && best_dir.is_dir() {
         // As for the run's own checkpoints: leftovers of a best save cut short.
         checkpoint::remove_stale_temps(&best_dir);
         checkpoint::remove_unlisted_newer(&best_dir)?;
     }
     let mut best_saver = Saver {
-        manager: if ck_cfg.enabled && ck_cfg.keep_best {
+        manager: if ck_cfg.enabled && ck_cfg.keep_best && leader {
             Some(CheckpointManager::open(&best_dir, 1, None)?.with_format(ck_cfg.format))
         } else {
             None
@@ -588,6 +688,7 @@ fn run_loop(run: &Run, progress: &mut dyn FnMut(&Progress)) -> Result<TrainRepor
         progress(&Progress::Note(format!("class weights: {}", shown.join(", "))));
     }
     let decayed: Vec<_> = trainable.iter().filter(|v| v.name.ends_with("/weights")).cloned().collect();
+    let moving = if replicas.world() > 1 { moving_statistics(&run.store) } else { Vec::new() };
 
     progress(&Progress::Start {
         total_steps,
@@ -623,6 +724,7 @@ fn run_loop(run: &Run, progress: &mut dyn FnMut(&Progress)) -> Result<TrainRepor
         // by `accumulate`, so the sum is the gradient of the whole batch's mean loss).
         let mut grad_store: Option<GradStore> = None;
         let mut loss_value = 0f32;
+        let step_window = (window_correct, window_n);
         let mut first_batch = None;
         for micro in 0..accumulate {
             let Some(batch) = pipeline.next() else { break };
@@ -654,7 +756,8 @@ fn run_loop(run: &Run, progress: &mut dyn FnMut(&Progress)) -> Result<TrainRepor
                 loss = loss.affine(1.0 / accumulate as f64, 0.0).map_err(TrainError::candle("loss"))?;
             }
             let micro_loss = loss.to_scalar::<f32>().map_err(TrainError::candle("loss"))?;
-            if !micro_loss.is_finite() {
+            // With several ranks, after the all-reduce: every rank stops together.
+            if !micro_loss.is_finite() && replicas.world() == 1 {
                 return Err(TrainError::NonFiniteLoss { step, loss: micro_loss * accumulate as f32 });
             }
             loss_value += micro_loss;
@@ -674,7 +777,8 @@ fn run_loop(run: &Run, progress: &mut dyn FnMut(&Progress)) -> Result<TrainRepor
                     sum
                 }
             });
-            images += batch.size as u64;
+            // Every rank's part: the whole step's examples.
+            images += (batch.size * replicas.world()) as u64;
             cursor = batch.cursor;
             // Training metrics over the last summary window.
             if let Objective::Classification { classes, .. } = run.objective {
@@ -695,7 +799,20 @@ fn run_loop(run: &Run, progress: &mut dyn FnMut(&Progress)) -> Result<TrainRepor
             progress(&Progress::Note(format!("warning: skipped {file}; training goes on without it")));
         }
         // The data ran out (only with `epochs`, mid-accumulation): that partial step is not taken.
-        let (Some(grad_store), Some(batch)) = (grad_store, first_batch) else { break };
+        let (Some(mut grad_store), Some(batch)) = (grad_store, first_batch) else { break };
+        if replicas.world() > 1 {
+            // The mean over the ranks of the gradients, moving statistics, loss and window accuracy.
+            let (correct, n) = (window_correct - step_window.0, window_n - step_window.1);
+            let mut scalars = [loss_value, correct as f32, n as f32];
+            replicas.mean_gradients(step, &trainable, &mut grad_store, &moving, &mut scalars)?;
+            let world = replicas.world() as f32;
+            loss_value = scalars[0];
+            window_correct = step_window.0 + (scalars[1] * world).round() as usize;
+            window_n = step_window.1 + (scalars[2] * world).round() as usize;
+            if !loss_value.is_finite() {
+                return Err(TrainError::NonFiniteLoss { step, loss: loss_value });
+            }
+        }
         // Variables without a gradient are left alone, as TF's apply_gradients does.
         let mut pairs = trainable_gradients(&run.store, &grad_store);
         let mut global_norm = None;
@@ -718,29 +835,32 @@ fn run_loop(run: &Run, progress: &mut dyn FnMut(&Progress)) -> Result<TrainRepor
         window_loss += f64::from(loss_value);
         let s = &cfg.summary;
         if s.scalars_every > 0 && (step as u64).is_multiple_of(s.scalars_every) {
-            let steps_in_window = s.scalars_every.min(step as u64).max(1) as f64;
-            summaries.train.add_scalar("loss", (window_loss / steps_in_window) as f32, step)?;
-            if matches!(run.objective, Objective::Classification { .. }) {
-                summaries.train.add_scalar(
-                    "accuracy",
-                    (window_correct as f64 / window_n.max(1) as f64) as f32,
+            if let Some(summaries) = summaries.as_mut() {
+                write_train_scalars(
+                    summaries,
+                    &run.objective,
+                    window_loss,
+                    window_correct,
+                    window_n,
+                    lr,
+                    rate,
+                    global_norm,
+                    s.scalars_every,
                     step,
                 )?;
             }
-            summaries.train.add_scalar("learning_rate", lr as f32, step)?;
-            summaries.train.add_scalar("images_per_sec", rate as f32, step)?;
-            if let Some(n) = global_norm {
-                summaries.train.add_scalar("global_norm", n as f32, step)?;
-            }
             (window_loss, window_correct, window_n) = (0.0, 0, 0);
         }
-        if s.histograms_every > 0 && ((step as u64).is_multiple_of(s.histograms_every) || step == 1) {
-            summaries.histograms(&trainable, &grad_store, step)?;
-        }
-        if s.images_every > 0 && ((step as u64).is_multiple_of(s.images_every) || step == 1) {
-            let mean = run.preprocess.mean.unwrap_or([0.0; 3]);
-            let std = run.preprocess.std.unwrap_or([1.0; 3]);
-            summaries.images(&batch, mean, std, run.preprocess.scale, s.max_images, step)?;
+        let summaries_at = |every: u64| every > 0 && ((step as u64).is_multiple_of(every) || step == 1);
+        if let Some(summaries) = summaries.as_mut() {
+            if summaries_at(s.histograms_every) {
+                summaries.histograms(&trainable, &grad_store, step)?;
+            }
+            if summaries_at(s.images_every) {
+                let mean = run.preprocess.mean.unwrap_or([0.0; 3]);
+                let std = run.preprocess.std.unwrap_or([1.0; 3]);
+                summaries.images(&batch, mean, std, run.preprocess.scale, s.max_images, step)?;
+            }
         }
         pipeline.recycle(batch);
         progress(&Progress::Step { step, loss: loss_value, images_per_sec: rate });
@@ -748,12 +868,14 @@ fn run_loop(run: &Run, progress: &mut dyn FnMut(&Progress)) -> Result<TrainRepor
         let last = step as u64 >= total_steps;
         let due = cfg.train.validate_every > 0 && (step as u64).is_multiple_of(cfg.train.validate_every);
         if let (true, Some(source)) = (last || due, &run.data.validation) {
-            let report = with_ema(ema.as_ref(), || run.evaluate(source))?;
-            report.write_scalars(&mut summaries.validation, step)?;
-            if let (Some(samples), Objective::Reconstruction { scale, .. }) = (&report.samples, &run.objective) {
-                summaries.reconstructions(samples, scale, cfg.summary.max_images, step)?;
+            let report = with_ema(ema.as_ref(), || run.evaluate(source, step, replicas))?;
+            if let Some(summaries) = summaries.as_mut() {
+                report.write_scalars(&mut summaries.validation, step)?;
+                if let (Some(samples), Objective::Reconstruction { scale, .. }) = (&report.samples, &run.objective) {
+                    summaries.reconstructions(samples, scale, cfg.summary.max_images, step)?;
+                }
+                summaries.validation.flush()?;
             }
-            summaries.validation.flush()?;
             progress(&Progress::Validation { step, report: Box::new(report.clone()) });
             if let Some(m) = monitor.as_mut() {
                 let seen = m.observe(&report, step)?;
@@ -783,18 +905,38 @@ fn run_loop(run: &Run, progress: &mut dyn FnMut(&Progress)) -> Result<TrainRepor
         let by_steps = ck_cfg.every_steps > 0 && (step as u64).is_multiple_of(ck_cfg.every_steps);
         let by_time = ck_cfg.every_secs > 0.0 && saver.last_save_time.elapsed().as_secs_f64() >= ck_cfg.every_secs;
         if last || by_steps || by_time || stopping {
-            summaries.flush()?;
+            if let Some(summaries) = summaries.as_mut() {
+                summaries.flush()?;
+            }
             saver.save(run, step, cursor, &config_toml, monitor.as_ref().map(|m| &m.state), progress)?;
         }
     }
-    summaries.flush()?;
+    if let Some(summaries) = summaries.as_mut() {
+        summaries.flush()?;
+    }
     let steps = run.store.global_step();
+    let weights_digest = if replicas.world() > 1 {
+        let digest = crate::bench::weights_digest(&run.store)?;
+        let mut leader_digest = digest.to_le_bytes().to_vec();
+        replicas.collective.sync("the final weights check")?;
+        replicas.collective.broadcast_bytes(&mut leader_digest, 0)?;
+        if leader_digest != digest.to_le_bytes() {
+            progress(&Progress::Note(format!(
+                "warning: rank {}'s variables differ from rank 0's at the end (digest {digest:016x}); the ranks \
+                 diverged (a bug: please report it)",
+                replicas.rank()
+            )));
+        }
+        Some(digest)
+    } else {
+        None
+    };
     if validation.is_none()
         && let Some(source) = &run.data.validation
-        && resume_from.is_some()
+        && resumed
     {
         // Resumed a finished run: report its validation without training.
-        validation = Some(with_ema(ema.as_ref(), || run.evaluate(source))?);
+        validation = Some(with_ema(ema.as_ref(), || run.evaluate(source, steps, replicas))?);
     }
     Ok(TrainReport {
         steps,
@@ -809,7 +951,36 @@ fn run_loop(run: &Run, progress: &mut dyn FnMut(&Progress)) -> Result<TrainRepor
         best: monitor.as_ref().and_then(|m| m.state.best.map(|b| (m.metric.clone(), b, m.state.best_step))),
         best_checkpoint: if ck_cfg.keep_best { checkpoint::latest_checkpoint(&best_dir).ok().flatten() } else { None },
         skipped: pipeline.skipped(),
+        weights_digest,
     })
+}
+
+/// The training scalars of a summary window (`loss`, `accuracy`,
+/// `learning_rate`, `images_per_sec`, `global_norm`) at `step`.
+#[allow(clippy::too_many_arguments)]
+fn write_train_scalars(
+    summaries: &mut Summaries,
+    objective: &Objective,
+    window_loss: f64,
+    window_correct: usize,
+    window_n: usize,
+    lr: f64,
+    rate: f64,
+    global_norm: Option<f64>,
+    every: u64,
+    step: i64,
+) -> Result<()> {
+    let steps_in_window = every.min(step as u64).max(1) as f64;
+    summaries.train.add_scalar("loss", (window_loss / steps_in_window) as f32, step)?;
+    if matches!(objective, Objective::Classification { .. }) {
+        summaries.train.add_scalar("accuracy", (window_correct as f64 / window_n.max(1) as f64) as f32, step)?;
+    }
+    summaries.train.add_scalar("learning_rate", lr as f32, step)?;
+    summaries.train.add_scalar("images_per_sec", rate as f32, step)?;
+    if let Some(n) = global_norm {
+        summaries.train.add_scalar("global_norm", n as f32, step)?;
+    }
+    Ok(())
 }
 
 /// Saves checkpoints of a run through its manager (none when disabled).

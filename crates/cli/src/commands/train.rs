@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use ferroflow_train::{Progress, TrainConfig, train};
+use ferroflow_train::{Progress, TrainConfig, train_on};
 use indicatif::{ProgressBar, ProgressStyle};
 
 /// Arguments of `ferroflow train`. Flags override the config file; `--set`
@@ -143,11 +143,23 @@ pub fn resolve(args: &TrainArgs) -> Result<TrainConfig> {
 pub fn run(args: &TrainArgs) -> Result<()> {
     let started = Instant::now();
     let config = resolve(args)?;
+    let (mut ranks, note) = crate::ranks::collective(&config)?;
+    if let Some(note) = note {
+        eprintln!("{note}");
+    }
+    // Rank 0 reports; the others only say what concerns them (warnings, errors).
+    let rank = ranks.rank();
     let log_every = config.train.log_every.max(1);
     let classes_hint = config.model.name.clone();
     let mut bar: Option<ProgressBar> = None;
     let tty = std::io::stderr().is_terminal();
     let mut on_progress = |p: &Progress| match p {
+        Progress::Note(note) if rank > 0 => {
+            if note.starts_with("warning") {
+                eprintln!("rank {rank}: {note}");
+            }
+        }
+        _ if rank > 0 => {}
         Progress::Start { total_steps, description } => {
             eprintln!("training {description} for {total_steps} steps");
             if tty {
@@ -214,7 +226,21 @@ pub fn run(args: &TrainArgs) -> Result<()> {
             }
         }
     };
-    let report = train(&config, &mut on_progress).with_context(|| format!("training {classes_hint}"))?;
+    let report = match train_on(&config, ranks.as_mut(), &mut on_progress) {
+        Ok(report) => report,
+        Err(e) => {
+            // No MPI_Finalize: it waits for every rank, and one may be gone
+            // (the launcher ends the others when this rank exits).
+            std::mem::forget(ranks);
+            return Err(e).with_context(|| format!("training {classes_hint}"));
+        }
+    };
+    if let Some(digest) = report.weights_digest {
+        eprintln!("rank {rank} of {}: variables digest {digest:016x}", ranks.world_size());
+    }
+    if rank > 0 {
+        return Ok(());
+    }
     if let Some(b) = bar {
         b.finish_and_clear();
     }

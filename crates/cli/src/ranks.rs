@@ -1,0 +1,46 @@
+//! Which ranks `ferroflow train` runs among: alone, or as one of the MPI
+//! ranks a launcher started (`train.distributed`).
+
+use anyhow::{Result, bail};
+use ferroflow_dist::{Collective, Local, detect_launcher};
+use ferroflow_train::{Distributed, TrainConfig};
+
+/// The ranks of this run, and a note for the user when the choice is not
+/// the obvious one.
+pub fn collective(config: &TrainConfig) -> Result<(Box<dyn Collective>, Option<String>)> {
+    let launcher = detect_launcher(|k| std::env::var(k).ok());
+    let timeout = std::time::Duration::from_secs_f64(config.train.collective_timeout_secs);
+    match (config.train.distributed, launcher) {
+        (Distributed::Off, Some(l)) => Ok((
+            Box::new(Local),
+            Some(format!(
+                "warning: started by {} as rank {} of {}, but train.distributed = off: this rank trains alone",
+                l.name, l.rank, l.world
+            )),
+        )),
+        (Distributed::Off, None) | (Distributed::Auto, None) => Ok((Box::new(Local), None)),
+        (Distributed::Auto, Some(l)) if !ferroflow_dist::MPI_BUILT => bail!(
+            "train.distributed: started by {} as rank {} of {}, but this ferroflow was built without MPI; rebuild \
+             with `cargo build --release --features mpi` (needs OpenMPI: apt-get install openmpi-bin \
+             libopenmpi-dev libclang-dev), or set train.distributed = off to train each rank alone",
+            l.name,
+            l.rank,
+            l.world
+        ),
+        (Distributed::Mpi, _) if !ferroflow_dist::MPI_BUILT => bail!(
+            "train.distributed: mpi, but this ferroflow was built without MPI; rebuild with `cargo build --release \
+             --features mpi` (needs OpenMPI: apt-get install openmpi-bin libopenmpi-dev libclang-dev)"
+        ),
+        _ => mpi(timeout),
+    }
+}
+
+#[cfg(feature = "mpi")]
+fn mpi(timeout: std::time::Duration) -> Result<(Box<dyn Collective>, Option<String>)> {
+    Ok((Box::new(ferroflow_dist::Mpi::init(timeout)?), None))
+}
+
+#[cfg(not(feature = "mpi"))]
+fn mpi(_timeout: std::time::Duration) -> Result<(Box<dyn Collective>, Option<String>)> {
+    bail!("this ferroflow was built without MPI")
+}
