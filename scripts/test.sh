@@ -15,20 +15,26 @@ if [ ! -x .venv/bin/python ] || [ "$(cat .venv/.requirements.sha256 2>/dev/null)
 fi
 
 # protoc: candle-onnx generates ONNX's protobuf types at build time (ferroflow-onnx).
-if [ -z "${PROTOC:-}" ] && ! command -v protoc >/dev/null 2>&1; then
+# OpenMPI (mpicc, mpirun) and libclang: rsmpi's bindings and the multi-rank tests (the mpi feature).
+missing=()
+if [ -z "${PROTOC:-}" ] && ! command -v protoc >/dev/null 2>&1; then missing+=(protobuf-compiler); fi
+if ! command -v mpicc >/dev/null 2>&1 || ! command -v mpirun >/dev/null 2>&1; then missing+=(openmpi-bin libopenmpi-dev); fi
+if ! ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1 && [ -z "${LIBCLANG_PATH:-}" ]; then missing+=(libclang-dev); fi
+if [ "${#missing[@]}" -gt 0 ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-        echo "== installing protoc (Debian's protobuf-compiler), which the ONNX exporter's build needs"
-        apt-get update -qq && apt-get install -y -qq protobuf-compiler
+        echo "== installing ${missing[*]} (the ONNX exporter's and MPI's builds need them)"
+        apt-get update -qq && apt-get install -y -qq "${missing[@]}"
     else
-        echo "error: the ONNX exporter's build needs protoc: install protobuf-compiler (apt) or protobuf (brew), or set PROTOC" >&2
+        echo "error: the tests need ${missing[*]}: install them (apt), or set PROTOC / LIBCLANG_PATH" >&2
         exit 1
     fi
 fi
 
-echo "== cargo test (release profile for the numeric code; the CLI with ONNX export)"
-cargo test --workspace --release --locked --features ferroflow-cli/onnx "$@"
+echo "== cargo test (release profile for the numeric code; the CLI with ONNX export and MPI ranks)"
+cargo test --workspace --release --locked --features ferroflow-cli/onnx,ferroflow-cli/mpi "$@"
 
 if [ "$#" -eq 0 ]; then
-    echo "== the default CLI (without the onnx feature) refuses --format onnx with the build command"
+    echo "== the default CLI (without the onnx and mpi features) refuses --format onnx and mpirun's ranks with the build command"
     cargo test --release --locked -p ferroflow-cli --test export onnx_export_without_the_feature
+    cargo test --release --locked -p ferroflow-cli --test distributed
 fi

@@ -83,7 +83,8 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) if commands::is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            // One write: ranks under mpirun share stderr, and pieces would interleave.
+            let _ = std::io::Write::write_all(&mut std::io::stderr(), format!("error: {e:#}\n").as_bytes());
             // A bad setting (config key, flag value) is a usage error.
             ExitCode::from(if commands::is_usage_error(&e) { 2 } else { 1 })
         }

@@ -35,9 +35,27 @@ pub fn collective(config: &TrainConfig) -> Result<(Box<dyn Collective>, Option<S
     }
 }
 
+/// Writes `line` and a newline to stderr in one write: the ranks share a
+/// terminal through the launcher, which forwards each write as it comes
+/// (`eprintln!` writes each formatted piece separately, and the ranks'
+/// pieces interleave).
+pub fn say(line: &str) {
+    use std::io::Write;
+    let _ = std::io::stderr().write_all(format!("{line}\n").as_bytes());
+}
+
 #[cfg(feature = "mpi")]
 fn mpi(timeout: std::time::Duration) -> Result<(Box<dyn Collective>, Option<String>)> {
-    Ok((Box::new(ferroflow_dist::Mpi::init(timeout)?), None))
+    Ok((Box::new(ferroflow_dist::Mpi::init(timeout, end_rank)?), None))
+}
+
+/// Ends this rank after a collective timed out while MPI held its buffers
+/// (it cannot be abandoned and returned from): the one message, and
+/// `main`'s runtime-error code, 1. The launcher then ends the other ranks.
+#[cfg(feature = "mpi")]
+fn end_rank(error: ferroflow_dist::DistError) -> ! {
+    say(&format!("error: training: {error}"));
+    std::process::exit(1)
 }
 
 #[cfg(not(feature = "mpi"))]

@@ -1,20 +1,26 @@
 //! Ranks over MPI (rsmpi on the system's OpenMPI): blocking collectives
 //! for the data, behind a synchronisation with a timeout.
 //!
-//! MPI's blocking collectives wait forever for a rank that died or hangs,
-//! and an immediate collective cannot be abandoned while it holds a
-//! buffer. So every group of collectives starts with [`Collective::sync`]:
-//! each rank sends an empty message to rank 0, which answers each once all
-//! have arrived. Empty messages hold no buffer, so a request that times out
-//! is simply dropped, and rank 0 knows exactly which ranks did not arrive.
-//! When a launcher notices a dead rank first (`mpirun` does, for a rank
-//! killed by a signal), it ends the job itself and names the rank.
+//! MPI's blocking collectives wait forever for a rank that died or hangs.
+//! So every group of collectives starts with [`Collective::sync`]: each
+//! rank sends an empty message to rank 0, which answers each once all have
+//! arrived. Empty messages hold no buffer, so a request that times out is
+//! simply dropped (an error the trainer returns), and rank 0 knows exactly
+//! which ranks did not arrive.
+//!
+//! The collectives with data are immediate (`MPI_Iallreduce`,
+//! `MPI_Ibcast`) and polled until the same timeout. One that times out
+//! cannot be abandoned: MPI may still write into its buffer. So this rank
+//! ends there, through the `fatal` handler its creator gave (the CLI prints
+//! the error and exits); the launcher then ends the others. When a launcher
+//! notices a dead rank first (`mpirun` does, for a rank killed by a
+//! signal), it ends the job itself and names the rank.
 
 use std::time::{Duration, Instant};
 
 use mpi::environment::Universe;
 use mpi::point_to_point::{Destination, Source};
-use mpi::request::{Request, StaticScope};
+use mpi::request::{Request, Scope, StaticScope};
 use mpi::topology::{Communicator, SimpleCommunicator};
 use mpi::traits::{CommunicatorCollectives, Root};
 
@@ -25,6 +31,12 @@ use crate::launcher::detect_launcher;
 /// The tags of the synchronisation's messages.
 const ARRIVE: i32 = 7001;
 const RELEASE: i32 = 7002;
+const ALIVE: i32 = 7003;
+
+/// How long rank 0 waits, after a collective timed out, for the other
+/// ranks' word that they are alive (their own timeouts fire within
+/// milliseconds of its own).
+const ROLL_CALL: Duration = Duration::from_secs(2);
 
 /// MPI ranks: `MPI_COMM_WORLD` of the job.
 pub struct Mpi {
@@ -35,6 +47,10 @@ pub struct Mpi {
     local_rank: usize,
     hosts: usize,
     timeout: Duration,
+    /// Ends this rank when a collective holding buffers times out.
+    fatal: fn(DistError) -> !,
+    /// What the last [`Collective::sync`] was for, to name a timeout after it.
+    phase: String,
     _universe: Universe,
 }
 
@@ -45,9 +61,10 @@ impl std::fmt::Debug for Mpi {
 }
 
 impl Mpi {
-    /// Joins the job's ranks (`MPI_Init`); `timeout` bounds every
-    /// [`Collective::sync`].
-    pub fn init(timeout: Duration) -> Result<Self> {
+    /// Joins the job's ranks (`MPI_Init`). `timeout` bounds every
+    /// collective; `fatal` ends this rank when one that holds buffers times
+    /// out (it must not return: MPI may still write into them).
+    pub fn init(timeout: Duration, fatal: fn(DistError) -> !) -> Result<Self> {
         let universe = mpi::initialize().ok_or_else(|| DistError::Init("MPI was already initialised".into()))?;
         let world = universe.world();
         let (rank, size) = (world.rank() as usize, world.size() as usize);
@@ -58,7 +75,17 @@ impl Mpi {
         let send = [if node.rank() == 0 { 1.0f64 } else { 0.0 }];
         let mut hosts = [0.0f64];
         world.all_reduce_into(&send[..], &mut hosts[..], mpi::collective::SystemOperation::sum());
-        Ok(Mpi { world, rank, size, local_rank, hosts: hosts[0] as usize, timeout, _universe: universe })
+        Ok(Mpi {
+            world,
+            rank,
+            size,
+            local_rank,
+            hosts: hosts[0] as usize,
+            timeout,
+            fatal,
+            phase: "the start".to_string(),
+            _universe: universe,
+        })
     }
 
     fn timeout_error(&self, what: &str, missing: String) -> DistError {
@@ -78,6 +105,7 @@ impl Mpi {
         &self,
         mut requests: Vec<(usize, Request<'static, [u8; 0], StaticScope>)>,
         start: Instant,
+        limit: Duration,
     ) -> Vec<usize> {
         let mut spins = 0u32;
         loop {
@@ -85,7 +113,7 @@ impl Mpi {
             if requests.is_empty() {
                 return Vec::new();
             }
-            if start.elapsed() >= self.timeout {
+            if start.elapsed() >= limit {
                 let pending = requests.iter().map(|(i, _)| *i).collect();
                 // Empty messages: nothing for MPI to write into later.
                 requests.into_iter().for_each(|(_, r)| std::mem::forget(r));
@@ -97,6 +125,55 @@ impl Mpi {
                 std::thread::sleep(Duration::from_micros(200));
             }
         }
+    }
+}
+
+impl Mpi {
+    /// Polls `request` (a collective over buffers) until it completes; past
+    /// the timeout, ends this rank through `fatal`.
+    fn finish<'a, D: ?Sized, S: Scope<'a>>(&self, mut request: Request<'a, D, S>, what: &str) {
+        let start = Instant::now();
+        let mut polls = 0u64;
+        loop {
+            match request.test() {
+                Ok(_) => return,
+                Err(pending) => request = pending,
+            }
+            if start.elapsed() >= self.timeout {
+                let missing = self.roll_call();
+                (self.fatal)(self.timeout_error(&format!("the {what} after {}", self.phase), missing));
+            }
+            // Immediate collectives progress only inside MPI calls: poll
+            // without pause for the first second, then every millisecond.
+            polls += 1;
+            if polls.is_multiple_of(1024) && start.elapsed() > Duration::from_secs(1) {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+    }
+}
+
+impl Mpi {
+    /// After a collective over buffers timed out: which rank stopped or
+    /// died in it. Every rank that is still alive times out too and sends
+    /// rank 0 an empty message; rank 0 names the ranks it did not hear from.
+    fn roll_call(&self) -> String {
+        if self.rank != 0 {
+            let sent = self.world.process_at_rank(0).immediate_send_with_tag(StaticScope, empty(), ALIVE);
+            let _ = self.wait_all(vec![(0, sent)], Instant::now(), ROLL_CALL);
+            return "every rank had arrived, so one stopped or died during it (rank 0's message names it)".into();
+        }
+        let calls: Vec<_> = (1..self.size)
+            .map(|r| {
+                (r, self.world.process_at_rank(r as i32).immediate_receive_into_with_tag(StaticScope, empty(), ALIVE))
+            })
+            .collect();
+        let silent = self.wait_all(calls, Instant::now(), ROLL_CALL);
+        if silent.is_empty() {
+            return "every rank is alive but the collective did not finish (the network?)".into();
+        }
+        let list: Vec<String> = silent.iter().map(usize::to_string).collect();
+        format!("rank(s) {} stopped or died during it (no word from them)", list.join(", "))
     }
 }
 
@@ -121,6 +198,7 @@ impl Collective for Mpi {
 
     fn sync(&mut self, what: &str) -> Result<()> {
         let start = Instant::now();
+        self.phase = what.to_string();
         if self.rank == 0 {
             let arrivals: Vec<_> = (1..self.size)
                 .map(|r| {
@@ -128,7 +206,7 @@ impl Collective for Mpi {
                     (r, p.immediate_receive_into_with_tag(StaticScope, empty(), ARRIVE))
                 })
                 .collect();
-            let missing = self.wait_all(arrivals, start);
+            let missing = self.wait_all(arrivals, start, self.timeout);
             if !missing.is_empty() {
                 let list: Vec<String> = missing.iter().map(usize::to_string).collect();
                 return Err(self
@@ -141,7 +219,7 @@ impl Collective for Mpi {
                 })
                 .collect();
             // Sends of empty messages complete at once (eager protocol).
-            let missing = self.wait_all(releases, start);
+            let missing = self.wait_all(releases, start, self.timeout);
             if !missing.is_empty() {
                 return Err(self.timeout_error(what, "the release could not be sent".into()));
             }
@@ -149,7 +227,7 @@ impl Collective for Mpi {
             let root = self.world.process_at_rank(0);
             let sent = root.immediate_send_with_tag(StaticScope, empty(), ARRIVE);
             let released = root.immediate_receive_into_with_tag(StaticScope, empty(), RELEASE);
-            let missing = self.wait_all(vec![(0, sent), (1, released)], start);
+            let missing = self.wait_all(vec![(0, sent), (1, released)], start, self.timeout);
             if !missing.is_empty() {
                 return Err(self.timeout_error(
                     what,
@@ -162,30 +240,46 @@ impl Collective for Mpi {
 
     fn all_reduce_sum(&mut self, send: &[f32], recv: &mut [f32]) -> Result<()> {
         check_len(self.rank, "all-reduce", send.len(), recv.len())?;
-        self.world.all_reduce_into(send, recv, mpi::collective::SystemOperation::sum());
+        mpi::request::scope(|scope| {
+            let r = self.world.immediate_all_reduce_into(scope, send, recv, mpi::collective::SystemOperation::sum());
+            self.finish(r, "all-reduce");
+        });
         Ok(())
     }
 
     fn all_reduce_sum_f64(&mut self, send: &[f64], recv: &mut [f64]) -> Result<()> {
         check_len(self.rank, "all-reduce", send.len(), recv.len())?;
-        self.world.all_reduce_into(send, recv, mpi::collective::SystemOperation::sum());
+        mpi::request::scope(|scope| {
+            let r = self.world.immediate_all_reduce_into(scope, send, recv, mpi::collective::SystemOperation::sum());
+            self.finish(r, "all-reduce");
+        });
         Ok(())
     }
 
     fn broadcast(&mut self, data: &mut [f32], root: usize) -> Result<()> {
         let mut len = [data.len() as u64];
-        self.world.process_at_rank(root as i32).broadcast_into(&mut len[..]);
+        self.bcast(&mut len[..], root);
         check_len(self.rank, "broadcast", len[0] as usize, data.len())?;
-        self.world.process_at_rank(root as i32).broadcast_into(data);
+        self.bcast(data, root);
         Ok(())
     }
 
     fn broadcast_bytes(&mut self, data: &mut Vec<u8>, root: usize) -> Result<()> {
         let mut len = [data.len() as u64];
-        self.world.process_at_rank(root as i32).broadcast_into(&mut len[..]);
+        self.bcast(&mut len[..], root);
         data.resize(len[0] as usize, 0);
-        self.world.process_at_rank(root as i32).broadcast_into(&mut data[..]);
+        self.bcast(&mut data[..], root);
         Ok(())
+    }
+}
+
+impl Mpi {
+    /// `MPI_Ibcast` from `root`, polled with the timeout.
+    fn bcast<B: mpi::datatype::BufferMut + ?Sized>(&self, data: &mut B, root: usize) {
+        mpi::request::scope(|scope| {
+            let r = self.world.process_at_rank(root as i32).immediate_broadcast_into(scope, data);
+            self.finish(r, "broadcast");
+        });
     }
 }
 

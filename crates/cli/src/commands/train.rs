@@ -156,7 +156,7 @@ pub fn run(args: &TrainArgs) -> Result<()> {
     let mut on_progress = |p: &Progress| match p {
         Progress::Note(note) if rank > 0 => {
             if note.starts_with("warning") {
-                eprintln!("rank {rank}: {note}");
+                crate::ranks::say(&format!("rank {rank}: {note}"));
             }
         }
         _ if rank > 0 => {}
@@ -236,7 +236,7 @@ pub fn run(args: &TrainArgs) -> Result<()> {
         }
     };
     if let Some(digest) = report.weights_digest {
-        eprintln!("rank {rank} of {}: variables digest {digest:016x}", ranks.world_size());
+        crate::ranks::say(&format!("rank {rank} of {}: variables digest {digest:016x}", ranks.world_size()));
     }
     if rank > 0 {
         return Ok(());
