@@ -240,18 +240,8 @@ mod mpi {
         let out = ranks(2, &train_args(&whole, "lenet", 1500, &extra));
         assert!(out.status.success(), "{}", text(&out));
 
-        let job = mpirun(2, &train_args(&cut, "lenet", 1500, &extra))
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
         // Kill rank 1 once the run has saved a checkpoint.
-        let start = Instant::now();
-        while !cut.join("checkpoint").exists() {
-            assert!(start.elapsed() < Duration::from_secs(60), "no checkpoint after 60 s");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let rank1 = rank_pid(&cut, 1);
+        let (job, rank1) = start_and_find_rank1(&train_args(&cut, "lenet", 1500, &extra), &cut);
         let killed = Instant::now();
         Command::new("kill").args(["-9", &rank1.to_string()]).status().unwrap();
         let out = job.wait_with_output().unwrap();
@@ -279,17 +269,7 @@ mod mpi {
         let dir = tempfile::tempdir().unwrap();
         let run = dir.path().join("run");
         let extra = ["--save-every", "100", "--set", "train.collective_timeout_secs=3"];
-        let job = mpirun(2, &train_args(&run, "lenet", 100_000, &extra))
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        let start = Instant::now();
-        while !run.join("checkpoint").exists() {
-            assert!(start.elapsed() < Duration::from_secs(60), "no checkpoint after 60 s");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let rank1 = rank_pid(&run, 1);
+        let (job, rank1) = start_and_find_rank1(&train_args(&run, "lenet", 100_000, &extra), &run);
         let stopped = Instant::now();
         Command::new("kill").args(["-STOP", &rank1.to_string()]).status().unwrap();
         let out = job.wait_with_output().unwrap();
@@ -307,6 +287,19 @@ mod mpi {
             "{t}"
         );
         assert_eq!(t.lines().filter(|l| l.starts_with("error:")).count(), 1, "{t}");
+    }
+
+    /// Starts 2 ranks training into `dir` and waits for their first
+    /// checkpoint; returns the job and rank 1's pid.
+    fn start_and_find_rank1(args: &[String], dir: &Path) -> (std::process::Child, u32) {
+        let job =
+            mpirun(2, args).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+        let start = Instant::now();
+        while !dir.join("checkpoint").exists() {
+            assert!(start.elapsed() < Duration::from_secs(60), "no checkpoint after 60 s");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        (job, rank_pid(dir, 1))
     }
 
     /// The pid of rank `rank` of the job training into `dir` (from its environment).

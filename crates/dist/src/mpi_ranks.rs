@@ -239,21 +239,11 @@ impl Collective for Mpi {
     }
 
     fn all_reduce_sum(&mut self, send: &[f32], recv: &mut [f32]) -> Result<()> {
-        check_len(self.rank, "all-reduce", send.len(), recv.len())?;
-        mpi::request::scope(|scope| {
-            let r = self.world.immediate_all_reduce_into(scope, send, recv, mpi::collective::SystemOperation::sum());
-            self.finish(r, "all-reduce");
-        });
-        Ok(())
+        self.sum(send, recv)
     }
 
     fn all_reduce_sum_f64(&mut self, send: &[f64], recv: &mut [f64]) -> Result<()> {
-        check_len(self.rank, "all-reduce", send.len(), recv.len())?;
-        mpi::request::scope(|scope| {
-            let r = self.world.immediate_all_reduce_into(scope, send, recv, mpi::collective::SystemOperation::sum());
-            self.finish(r, "all-reduce");
-        });
-        Ok(())
+        self.sum(send, recv)
     }
 
     fn broadcast(&mut self, data: &mut [f32], root: usize) -> Result<()> {
@@ -274,6 +264,16 @@ impl Collective for Mpi {
 }
 
 impl Mpi {
+    /// `MPI_Iallreduce` with `MPI_SUM`, polled with the timeout.
+    fn sum<T: mpi::datatype::Equivalence>(&self, send: &[T], recv: &mut [T]) -> Result<()> {
+        check_len(self.rank, "all-reduce", send.len(), recv.len())?;
+        mpi::request::scope(|scope| {
+            let r = self.world.immediate_all_reduce_into(scope, send, recv, mpi::collective::SystemOperation::sum());
+            self.finish(r, "all-reduce");
+        });
+        Ok(())
+    }
+
     /// `MPI_Ibcast` from `root`, polled with the timeout.
     fn bcast<B: mpi::datatype::BufferMut + ?Sized>(&self, data: &mut B, root: usize) {
         mpi::request::scope(|scope| {
