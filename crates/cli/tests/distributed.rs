@@ -231,6 +231,91 @@ mod mpi {
         assert!(moving.1.iter().any(|&m| m != 0.0), "{}", moving.0);
     }
 
+    /// A small CNN with batch norm in both of its conv blocks (TF1 and Keras semantics) and
+    /// no dropout, so that runs can be compared weight for weight.
+    const BN_CNN: &str = r#"
+name = "bn_cnn"
+input = [28, 28, 1]
+[[layers]]
+type = "conv2d"
+filters = 8
+kernel = 3
+batch_norm = true
+activation = "relu"
+[[layers]]
+type = "max_pool"
+pool = 2
+[[layers]]
+type = "conv2d"
+filters = 16
+kernel = 3
+batch_norm = { momentum = 0.9, epsilon = 1e-5, semantics = "keras" }
+activation = "relu"
+[[layers]]
+type = "max_pool"
+pool = 2
+[[layers]]
+type = "flatten"
+[[layers]]
+type = "dense"
+units = 10
+"#;
+
+    #[test]
+    fn synchronised_batch_norm_makes_two_ranks_train_like_one_process() {
+        let _one = one_job();
+        let dir = tempfile::tempdir().unwrap();
+        let model = dir.path().join("bn_cnn.toml");
+        std::fs::write(&model, BN_CNN).unwrap();
+        let model = model.to_str().unwrap();
+        let (one, synced, own) = (dir.path().join("one"), dir.path().join("synced"), dir.path().join("own"));
+        let sync = ["--set", "model.sync_batch_norm=true"];
+        let out = alone(&train_args(&one, model, 60, &sync));
+        assert!(out.status.success(), "{}", text(&out));
+        let out = ranks(2, &train_args(&synced, model, 60, &sync));
+        let t = text(&out);
+        assert!(out.status.success(), "{t}");
+        assert!(t.contains("batch norm statistics of the global batch (model.sync_batch_norm)"), "{t}");
+        let out = ranks(2, &train_args(&own, model, 60, &[]));
+        assert!(out.status.success(), "{}", text(&out));
+        let load = |d: &Path| Checkpoint::load(&d.join("model.ckpt-60.safetensors")).unwrap();
+        let (a, b, c) = (load(&one), load(&synced), load(&own));
+        // Global-batch statistics: the weights and the moving statistics are one process's
+        // up to the order of the sums.
+        let synced_gap = worst_relative(&a, &b);
+        assert!(synced_gap < 1e-5, "synchronised 2 ranks vs 1 process after 60 steps: {synced_gap:e} relative");
+        // Per-rank statistics (half batches) train to other weights.
+        let own_gap = worst_relative(&a, &c);
+        eprintln!("after 60 steps vs 1 process: synchronised BN {synced_gap:e}, per-rank BN {own_gap:e} relative");
+        assert!(own_gap > 100.0 * synced_gap.max(1e-7), "per-rank BN {own_gap:e} vs synchronised {synced_gap:e}");
+        let d = digests(&t);
+        assert_eq!((d.len(), &d[0]), (2, &d[1]), "{t}");
+    }
+
+    #[test]
+    fn a_run_resumes_under_another_world_size() {
+        let _one = one_job();
+        let dir = tempfile::tempdir().unwrap();
+        let (straight, moved) = (dir.path().join("straight"), dir.path().join("moved"));
+        let every = ["--save-every", "100"];
+        let out = alone(&train_args(&straight, "lenet", 200, &every));
+        assert!(out.status.success(), "{}", text(&out));
+        // 100 steps on 2 ranks, then 100 more in one process from the 2-rank checkpoint.
+        let out = ranks(2, &train_args(&moved, "lenet", 100, &every));
+        assert!(out.status.success(), "{}", text(&out));
+        let out = alone(&train_args(&moved, "lenet", 200, &every));
+        let t = text(&out);
+        assert!(out.status.success(), "{t}");
+        assert!(t.contains("at step 100 (epoch 1, example"), "{t}");
+        // The same global batches in the same order, so LeNet (no batch norm, no dropout)
+        // ends where the 1-process run did, up to the 2-rank half's summation order.
+        let a = Checkpoint::load(&straight.join("model.ckpt-200.safetensors")).unwrap();
+        let b = Checkpoint::load(&moved.join("model.ckpt-200.safetensors")).unwrap();
+        let worst = worst_relative(&a, &b);
+        eprintln!("2 ranks then 1 process vs 1 process after 200 steps: {worst:e} relative");
+        assert!(worst < 1e-5, "2 ranks then 1 process vs 1 process: {worst:e} relative");
+    }
+
     #[test]
     fn a_killed_rank_ends_the_job_and_the_rerun_resumes_to_the_uninterrupted_weights() {
         let _one = one_job();

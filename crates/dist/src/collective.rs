@@ -1,6 +1,9 @@
 //! The operations data-parallel training needs between ranks.
 
+use std::sync::Arc;
+
 use crate::error::Result;
+use crate::replica_sum::ReplicaSum;
 
 /// What the trainer asks of the other ranks. Every rank calls the same
 /// operations in the same order with buffers of the same length (the
@@ -29,4 +32,9 @@ pub trait Collective {
     /// `data` becomes `root`'s bytes on every rank (any length: the length
     /// is broadcast first).
     fn broadcast_bytes(&mut self, data: &mut Vec<u8>, root: usize) -> Result<()>;
+    /// A sum over the same ranks for a model's ops to call during their
+    /// forward and backward passes (synchronised batch norm), on a channel
+    /// of its own so its messages never mix with the trainer's. Call it,
+    /// and use what it returns, on the training thread.
+    fn replica_sum(&mut self) -> Result<Arc<dyn ReplicaSum>>;
 }

@@ -10,6 +10,7 @@ mod launcher;
 mod local;
 #[cfg(feature = "mpi")]
 mod mpi_ranks;
+mod replica_sum;
 
 pub use bucket::{BUCKET_BYTES, buckets};
 pub use collective::Collective;
@@ -18,6 +19,7 @@ pub use launcher::{Launcher, detect_launcher};
 pub use local::Local;
 #[cfg(feature = "mpi")]
 pub use mpi_ranks::Mpi;
+pub use replica_sum::ReplicaSum;
 
 /// Whether this build can join MPI ranks (the `mpi` feature).
 pub const MPI_BUILT: bool = cfg!(feature = "mpi");

@@ -1,7 +1,10 @@
 //! One process: every collective is the identity.
 
+use std::sync::Arc;
+
 use crate::collective::Collective;
 use crate::error::Result;
+use crate::replica_sum::ReplicaSum;
 
 /// The collective of a run without other ranks.
 ///
@@ -43,6 +46,18 @@ impl Collective for Local {
         Ok(())
     }
     fn broadcast_bytes(&mut self, _data: &mut Vec<u8>, _root: usize) -> Result<()> {
+        Ok(())
+    }
+    fn replica_sum(&mut self) -> Result<Arc<dyn ReplicaSum>> {
+        Ok(Arc::new(Local))
+    }
+}
+
+impl ReplicaSum for Local {
+    fn replicas(&self) -> usize {
+        1
+    }
+    fn sum_f64(&self, _values: &mut [f64], _what: &str) -> Result<()> {
         Ok(())
     }
 }

@@ -16,6 +16,9 @@
 //! notices a dead rank first (`mpirun` does, for a rank killed by a
 //! signal), it ends the job itself and names the rank.
 
+use std::cell::RefCell;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use mpi::environment::Universe;
@@ -27,6 +30,7 @@ use mpi::traits::{CommunicatorCollectives, Root};
 use crate::collective::Collective;
 use crate::error::{DistError, Result};
 use crate::launcher::detect_launcher;
+use crate::replica_sum::ReplicaSum;
 
 /// The tags of the synchronisation's messages.
 const ARRIVE: i32 = 7001;
@@ -38,17 +42,22 @@ const ALIVE: i32 = 7003;
 /// milliseconds of its own).
 const ROLL_CALL: Duration = Duration::from_secs(2);
 
-/// MPI ranks: `MPI_COMM_WORLD` of the job.
-pub struct Mpi {
-    // Dropped last: MPI_Finalize.
-    world: SimpleCommunicator,
+/// One communicator with what its collectives need to fail cleanly.
+struct Link {
+    comm: SimpleCommunicator,
     rank: usize,
     size: usize,
-    local_rank: usize,
-    hosts: usize,
     timeout: Duration,
     /// Ends this rank when a collective holding buffers times out.
     fatal: fn(DistError) -> !,
+}
+
+/// MPI ranks: `MPI_COMM_WORLD` of the job.
+pub struct Mpi {
+    // Dropped before the universe (MPI_Finalize).
+    link: Link,
+    local_rank: usize,
+    hosts: usize,
     /// What the last [`Collective::sync`] was for, to name a timeout after it.
     phase: String,
     _universe: Universe,
@@ -56,7 +65,7 @@ pub struct Mpi {
 
 impl std::fmt::Debug for Mpi {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Mpi {{ rank: {}, size: {} }}", self.rank, self.size)
+        write!(f, "Mpi {{ rank: {}, size: {} }}", self.link.rank, self.link.size)
     }
 }
 
@@ -76,18 +85,16 @@ impl Mpi {
         let mut hosts = [0.0f64];
         world.all_reduce_into(&send[..], &mut hosts[..], mpi::collective::SystemOperation::sum());
         Ok(Mpi {
-            world,
-            rank,
-            size,
+            link: Link { comm: world, rank, size, timeout, fatal },
             local_rank,
             hosts: hosts[0] as usize,
-            timeout,
-            fatal,
             phase: "the start".to_string(),
             _universe: universe,
         })
     }
+}
 
+impl Link {
     fn timeout_error(&self, what: &str, missing: String) -> DistError {
         DistError::Timeout {
             rank: self.rank,
@@ -128,9 +135,9 @@ impl Mpi {
     }
 }
 
-impl Mpi {
+impl Link {
     /// Polls `request` (a collective over buffers) until it completes; past
-    /// the timeout, ends this rank through `fatal`.
+    /// the timeout, ends this rank through `fatal` (`what` names it).
     fn finish<'a, D: ?Sized, S: Scope<'a>>(&self, mut request: Request<'a, D, S>, what: &str) {
         let start = Instant::now();
         let mut polls = 0u64;
@@ -141,7 +148,7 @@ impl Mpi {
             }
             if start.elapsed() >= self.timeout {
                 let missing = self.roll_call();
-                (self.fatal)(self.timeout_error(&format!("the {what} after {}", self.phase), missing));
+                (self.fatal)(self.timeout_error(what, missing));
             }
             // Immediate collectives progress only inside MPI calls: poll
             // without pause for the first second, then every millisecond.
@@ -153,19 +160,19 @@ impl Mpi {
     }
 }
 
-impl Mpi {
+impl Link {
     /// After a collective over buffers timed out: which rank stopped or
     /// died in it. Every rank that is still alive times out too and sends
     /// rank 0 an empty message; rank 0 names the ranks it did not hear from.
     fn roll_call(&self) -> String {
         if self.rank != 0 {
-            let sent = self.world.process_at_rank(0).immediate_send_with_tag(StaticScope, empty(), ALIVE);
+            let sent = self.comm.process_at_rank(0).immediate_send_with_tag(StaticScope, empty(), ALIVE);
             let _ = self.wait_all(vec![(0, sent)], Instant::now(), ROLL_CALL);
             return "every rank had arrived, so one stopped or died during it (rank 0's message names it)".into();
         }
         let calls: Vec<_> = (1..self.size)
             .map(|r| {
-                (r, self.world.process_at_rank(r as i32).immediate_receive_into_with_tag(StaticScope, empty(), ALIVE))
+                (r, self.comm.process_at_rank(r as i32).immediate_receive_into_with_tag(StaticScope, empty(), ALIVE))
             })
             .collect();
         let silent = self.wait_all(calls, Instant::now(), ROLL_CALL);
@@ -184,25 +191,70 @@ fn empty() -> &'static mut [u8; 0] {
 
 impl Collective for Mpi {
     fn rank(&self) -> usize {
-        self.rank
+        self.link.rank
     }
     fn world_size(&self) -> usize {
-        self.size
+        self.link.size
     }
     fn local_rank(&self) -> usize {
         self.local_rank
     }
     fn describe(&self) -> String {
-        format!("MPI, {} ranks on {} host(s)", self.size, self.hosts)
+        format!("MPI, {} ranks on {} host(s)", self.link.size, self.hosts)
     }
 
     fn sync(&mut self, what: &str) -> Result<()> {
-        let start = Instant::now();
         self.phase = what.to_string();
+        self.link.sync(what)
+    }
+
+    fn all_reduce_sum(&mut self, send: &[f32], recv: &mut [f32]) -> Result<()> {
+        self.link.sum(send, recv, &format!("the all-reduce after {}", self.phase))
+    }
+
+    fn all_reduce_sum_f64(&mut self, send: &[f64], recv: &mut [f64]) -> Result<()> {
+        self.link.sum(send, recv, &format!("the all-reduce after {}", self.phase))
+    }
+
+    fn broadcast(&mut self, data: &mut [f32], root: usize) -> Result<()> {
+        let what = format!("the broadcast after {}", self.phase);
+        let mut len = [data.len() as u64];
+        self.link.bcast(&mut len[..], root, &what);
+        check_len(self.link.rank, "broadcast", len[0] as usize, data.len())?;
+        self.link.bcast(data, root, &what);
+        Ok(())
+    }
+
+    fn broadcast_bytes(&mut self, data: &mut Vec<u8>, root: usize) -> Result<()> {
+        let what = format!("the broadcast after {}", self.phase);
+        let mut len = [data.len() as u64];
+        self.link.bcast(&mut len[..], root, &what);
+        data.resize(len[0] as usize, 0);
+        self.link.bcast(&mut data[..], root, &what);
+        Ok(())
+    }
+
+    fn replica_sum(&mut self) -> Result<Arc<dyn ReplicaSum>> {
+        // MPI_Comm_dup is itself a blocking collective: every rank first
+        // shows it is there.
+        self.sync("the set-up of synchronised batch norm")?;
+        Ok(Arc::new(MpiReplicaSum::new(self.link.on(self.link.comm.duplicate()))))
+    }
+}
+
+impl Link {
+    /// The same ranks and limits on `comm` (a duplicate of this one's).
+    fn on(&self, comm: SimpleCommunicator) -> Link {
+        Link { comm, rank: self.rank, size: self.size, timeout: self.timeout, fatal: self.fatal }
+    }
+
+    /// Every rank's arrival at `what`, within the timeout (see the module docs).
+    fn sync(&self, what: &str) -> Result<()> {
+        let start = Instant::now();
         if self.rank == 0 {
             let arrivals: Vec<_> = (1..self.size)
                 .map(|r| {
-                    let p = self.world.process_at_rank(r as i32);
+                    let p = self.comm.process_at_rank(r as i32);
                     (r, p.immediate_receive_into_with_tag(StaticScope, empty(), ARRIVE))
                 })
                 .collect();
@@ -214,7 +266,7 @@ impl Collective for Mpi {
             }
             let releases: Vec<_> = (1..self.size)
                 .map(|r| {
-                    let p = self.world.process_at_rank(r as i32);
+                    let p = self.comm.process_at_rank(r as i32);
                     (r, p.immediate_send_with_tag(StaticScope, empty(), RELEASE))
                 })
                 .collect();
@@ -224,7 +276,7 @@ impl Collective for Mpi {
                 return Err(self.timeout_error(what, "the release could not be sent".into()));
             }
         } else {
-            let root = self.world.process_at_rank(0);
+            let root = self.comm.process_at_rank(0);
             let sent = root.immediate_send_with_tag(StaticScope, empty(), ARRIVE);
             let released = root.immediate_receive_into_with_tag(StaticScope, empty(), RELEASE);
             let missing = self.wait_all(vec![(0, sent), (1, released)], start, self.timeout);
@@ -238,48 +290,85 @@ impl Collective for Mpi {
         Ok(())
     }
 
-    fn all_reduce_sum(&mut self, send: &[f32], recv: &mut [f32]) -> Result<()> {
-        self.sum(send, recv)
-    }
-
-    fn all_reduce_sum_f64(&mut self, send: &[f64], recv: &mut [f64]) -> Result<()> {
-        self.sum(send, recv)
-    }
-
-    fn broadcast(&mut self, data: &mut [f32], root: usize) -> Result<()> {
-        let mut len = [data.len() as u64];
-        self.bcast(&mut len[..], root);
-        check_len(self.rank, "broadcast", len[0] as usize, data.len())?;
-        self.bcast(data, root);
-        Ok(())
-    }
-
-    fn broadcast_bytes(&mut self, data: &mut Vec<u8>, root: usize) -> Result<()> {
-        let mut len = [data.len() as u64];
-        self.bcast(&mut len[..], root);
-        data.resize(len[0] as usize, 0);
-        self.bcast(&mut data[..], root);
-        Ok(())
-    }
-}
-
-impl Mpi {
     /// `MPI_Iallreduce` with `MPI_SUM`, polled with the timeout.
-    fn sum<T: mpi::datatype::Equivalence>(&self, send: &[T], recv: &mut [T]) -> Result<()> {
+    fn sum<T: mpi::datatype::Equivalence>(&self, send: &[T], recv: &mut [T], what: &str) -> Result<()> {
         check_len(self.rank, "all-reduce", send.len(), recv.len())?;
         mpi::request::scope(|scope| {
-            let r = self.world.immediate_all_reduce_into(scope, send, recv, mpi::collective::SystemOperation::sum());
-            self.finish(r, "all-reduce");
+            let r = self.comm.immediate_all_reduce_into(scope, send, recv, mpi::collective::SystemOperation::sum());
+            self.finish(r, what);
         });
         Ok(())
     }
 
     /// `MPI_Ibcast` from `root`, polled with the timeout.
-    fn bcast<B: mpi::datatype::BufferMut + ?Sized>(&self, data: &mut B, root: usize) {
+    fn bcast<B: mpi::datatype::BufferMut + ?Sized>(&self, data: &mut B, root: usize, what: &str) {
         mpi::request::scope(|scope| {
-            let r = self.world.process_at_rank(root as i32).immediate_broadcast_into(scope, data);
-            self.finish(r, "broadcast");
+            let r = self.comm.process_at_rank(root as i32).immediate_broadcast_into(scope, data);
+            self.finish(r, what);
         });
+    }
+}
+
+thread_local! {
+    /// The communicators of the [`MpiReplicaSum`]s this thread created, by
+    /// id: they stay on the thread that made them (ferroflow initialises
+    /// MPI without thread support), and the `Send + Sync` handle the ops
+    /// hold only names them.
+    static REPLICA_LINKS: RefCell<Vec<(u64, Link)>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Ids for [`REPLICA_LINKS`].
+static NEXT_REPLICA_LINK: AtomicU64 = AtomicU64::new(0);
+
+/// [`ReplicaSum`] over a duplicate of the job's communicator, so that the
+/// model ops' sums never match the trainer's collectives by mistake. Only
+/// the thread that created it can sum: another finds no communicator.
+#[derive(Debug)]
+struct MpiReplicaSum {
+    id: u64,
+    rank: usize,
+    size: usize,
+}
+
+impl MpiReplicaSum {
+    /// Keeps `link` on this thread, for the handle returned.
+    fn new(link: Link) -> Self {
+        let id = NEXT_REPLICA_LINK.fetch_add(1, Ordering::Relaxed);
+        let (rank, size) = (link.rank, link.size);
+        REPLICA_LINKS.with_borrow_mut(|links| links.push((id, link)));
+        MpiReplicaSum { id, rank, size }
+    }
+}
+
+impl ReplicaSum for MpiReplicaSum {
+    fn replicas(&self) -> usize {
+        self.size
+    }
+
+    fn sum_f64(&self, values: &mut [f64], what: &str) -> Result<()> {
+        let send = values.to_vec();
+        REPLICA_LINKS.with_borrow(|links| match links.iter().find(|(id, _)| *id == self.id) {
+            Some((_, link)) => link.sum(&send, values, &format!("the all-reduce of {what}")),
+            None => Err(DistError::Mismatch {
+                rank: self.rank,
+                what: what.to_string(),
+                reason: "called from a thread other than the training thread (MPI runs without thread support)".into(),
+            }),
+        })
+    }
+}
+
+impl Drop for MpiReplicaSum {
+    fn drop(&mut self) {
+        let link = REPLICA_LINKS
+            .with_borrow_mut(|links| links.iter().position(|(id, _)| *id == self.id).map(|i| links.swap_remove(i).1));
+        // MPI_Comm_free only before MPI_Finalize; after it the handle is
+        // left to the process's end.
+        if let Some(link) = link
+            && mpi::environment::is_finalized()
+        {
+            std::mem::forget(link);
+        }
     }
 }
 

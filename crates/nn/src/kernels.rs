@@ -25,7 +25,8 @@ pub mod relu;
 mod simd;
 
 pub use batch_norm::{
-    batch_norm_relu_train, batch_norm_relu_train_backward, batch_norm_train, batch_norm_train_backward,
+    batch_norm_relu_train, batch_norm_relu_train_backward, batch_norm_train, batch_norm_train_across,
+    batch_norm_train_backward,
 };
 pub use bias::bias_add_nchw;
 pub use conv_bn::{conv2d_batch_norm_relu_max_pool_train, conv2d_batch_norm_train};

@@ -1,7 +1,10 @@
 //! The layer interface: an explicit train/eval forward, shape inference, and
 //! a description of itself for TensorBoard's graph view.
 
+use std::sync::Arc;
+
 use candle_core::Tensor;
+use ferroflow_dist::ReplicaSum;
 use serde::{Deserialize, Serialize};
 use tfrecord::GraphBuilder;
 
@@ -35,6 +38,14 @@ pub trait Layer: Send + Sync + std::fmt::Debug {
     fn set_rng_state(&self, name: &str, state: [u64; 4]) -> bool {
         let _ = (name, state);
         false
+    }
+
+    /// Makes the layer's batch norms (its own, or its sub-layers') normalise training
+    /// batches with the statistics of every replica's batch together, summed through
+    /// `replicas` (`model.sync_batch_norm`); they then leave the fused conv → BN kernels.
+    /// Most layers have no batch norm.
+    fn synchronise_batch_norm(&mut self, replicas: &Arc<dyn ReplicaSum>) {
+        let _ = replicas;
     }
 
     /// This layer as one block of a chain of conv → batch norm (→ ReLU) blocks that

@@ -1,6 +1,9 @@
 //! A built model: its layers in order over a variable store.
 
+use std::sync::Arc;
+
 use candle_core::Tensor;
+use ferroflow_dist::ReplicaSum;
 use tfrecord::GraphBuilder;
 use tfrecord::proto::graph::GraphDef;
 
@@ -59,6 +62,17 @@ impl Model {
     /// The layers.
     pub fn layers(&self) -> &[Box<dyn Layer>] {
         &self.layers
+    }
+
+    /// Training batches' batch norms normalise with the statistics of every replica's
+    /// batch together, summed through `replicas` (`model.sync_batch_norm`; see
+    /// [`ops::batch_norm_train_across`]). Every replica must then run the same training
+    /// forward and backward passes in the same order. Evaluation is unchanged (moving
+    /// statistics).
+    pub fn synchronise_batch_norm(&mut self, replicas: &Arc<dyn ReplicaSum>) {
+        for layer in &mut self.layers {
+            layer.synchronise_batch_norm(replicas);
+        }
     }
 
     /// The forward pass in training (`train = true`: batch statistics,

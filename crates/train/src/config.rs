@@ -119,11 +119,20 @@ pub struct ModelConfig {
     /// Input `[height, width, channels]` overriding the model's own (e.g.
     /// `cifar_cnn` on 28x28x1 digits); images are resized to it.
     pub input: Option<[usize; 3]>,
+    /// Under several ranks, normalise each training batch with the batch
+    /// statistics of the global batch (every rank's part together, summed
+    /// across the ranks inside each batch norm's forward and backward pass)
+    /// instead of each rank's own part. Default false: per-rank statistics,
+    /// as TF's `MirroredStrategy`; the moving statistics are averaged over
+    /// the ranks either way. True trades two small all-reduces per batch
+    /// norm per pass for training that equals one process on the global
+    /// batch; it runs on f32 CPU tensors. No effect with one rank.
+    pub sync_batch_norm: bool,
 }
 
 impl Default for ModelConfig {
     fn default() -> Self {
-        ModelConfig { name: "lenet".into(), num_classes: None, input: None }
+        ModelConfig { name: "lenet".into(), num_classes: None, input: None, sync_batch_norm: false }
     }
 }
 

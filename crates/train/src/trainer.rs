@@ -466,7 +466,10 @@ pub fn train_on(
         spec.input = input;
     }
     let store = VarStore::new(device.clone(), config.train.seed);
-    let model = spec.build(&store, config.train.seed)?;
+    let mut model = spec.build(&store, config.train.seed)?;
+    if config.model.sync_batch_norm && world > 1 {
+        model.synchronise_batch_norm(&collective.replica_sum()?);
+    }
     let out = model.output_shape();
     let [h, w, c] = spec.input;
     if objective.is_reconstruction() && out != [c, h, w] {
@@ -614,12 +617,13 @@ fn run_loop(run: &Run, replicas: &mut Replicas<'_>, progress: &mut dyn FnMut(&Pr
             run.model.set_rng_state(stream, *state)?;
         }
         progress(&Progress::Note(format!(
-            "rank {} of {} ({}): global batch {}, {} per rank",
+            "rank {} of {} ({}): global batch {}, {} per rank, batch norm statistics {}",
             replicas.rank(),
             replicas.world(),
             replicas.collective.describe(),
             cfg.train.batch_size,
-            cfg.train.batch_size / replicas.world()
+            cfg.train.batch_size / replicas.world(),
+            if cfg.model.sync_batch_norm { "of the global batch (model.sync_batch_norm)" } else { "per rank" }
         )));
     }
     if let Some((path, _)) = &resume_from {

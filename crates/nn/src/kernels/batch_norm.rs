@@ -33,6 +33,7 @@
 use std::sync::{Arc, OnceLock};
 
 use candle_core::{CpuStorage, CustomOp3, DType, Layout, Shape, Tensor, bail};
+use ferroflow_dist::ReplicaSum;
 use rayon::prelude::*;
 
 use super::simd::simd_kernel;
@@ -72,7 +73,7 @@ pub fn batch_norm_train(
     beta: &Tensor,
     epsilon: f64,
 ) -> candle_core::Result<(Tensor, Tensor, Tensor)> {
-    train(x, gamma, beta, epsilon, false)
+    train(x, gamma, beta, epsilon, false, None)
 }
 
 /// [`batch_norm_train`] followed by ReLU, in one op: `max(batch_norm(x), 0)`, with TF's
@@ -93,7 +94,39 @@ pub fn batch_norm_relu_train(
     beta: &Tensor,
     epsilon: f64,
 ) -> candle_core::Result<(Tensor, Tensor, Tensor)> {
-    train(x, gamma, beta, epsilon, true)
+    train(x, gamma, beta, epsilon, true, None)
+}
+
+/// Synchronised batch normalisation ([`batch_norm_train`], or [`batch_norm_relu_train`]
+/// with `relu`) over the batches of every replica of `replicas` together: each channel's
+/// mean and variance run over all of them (two sums over the replicas, the same two-pass
+/// formula), and the backward's `Σ dy` and `Σ dy · (x - mean)` are summed over them too,
+/// so `dx` is the gradient of the *sum* of every replica's loss (PyTorch's
+/// `SyncBatchNorm`, Keras' `synchronized=True`). `dgamma` and `dbeta` stay this
+/// replica's own: the trainer averages parameter gradients over the replicas anyway.
+/// With equal per-replica batches and the gradients averaged, training then equals one
+/// process on the concatenated batch up to rounding.
+///
+/// Every replica must call it (and run the backward) in the same order with the same
+/// shapes. Returns `(y, batch_mean, batch_variance_biased)` of the whole batch; the
+/// statistics count `replicas.replicas()` times this batch's values.
+///
+/// # Shapes
+/// - `x`: `[N, C, H, W]` per replica (any rank >= 2, channels at dimension 1)
+/// - `gamma`, `beta`: `[C]`
+/// - results: `y` like `x`; `batch_mean`, `batch_variance_biased`: `[C]`
+///
+/// # Errors
+/// As [`batch_norm_train`]; also a failed sum over the replicas.
+pub fn batch_norm_train_across(
+    x: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    epsilon: f64,
+    relu: bool,
+    replicas: &Arc<dyn ReplicaSum>,
+) -> candle_core::Result<(Tensor, Tensor, Tensor)> {
+    train(x, gamma, beta, epsilon, relu, Some(Arc::clone(replicas)))
 }
 
 fn train(
@@ -102,10 +135,11 @@ fn train(
     beta: &Tensor,
     epsilon: f64,
     relu: bool,
+    replicas: Option<Arc<dyn ReplicaSum>>,
 ) -> candle_core::Result<(Tensor, Tensor, Tensor)> {
     check(x, gamma, beta, "batch_norm_train")?;
     let stats = Arc::new(OnceLock::new());
-    let op = BatchNormTrain { epsilon, relu, stats: Arc::clone(&stats) };
+    let op = BatchNormTrain { epsilon, relu, stats: Arc::clone(&stats), replicas };
     // The kernels read plain row-major slices.
     let y = x.contiguous()?.apply_op3(&gamma.contiguous()?, &beta.contiguous()?, op)?;
     let Some((stats, _)) = stats.get() else { bail!("batch_norm_train: the forward pass left no statistics") };
@@ -132,7 +166,7 @@ pub fn batch_norm_train_backward(
     epsilon: f64,
 ) -> candle_core::Result<(Tensor, Tensor, Tensor)> {
     check(x, gamma, dy, "batch_norm_train backward")?;
-    backward(&x.contiguous()?, &gamma.contiguous()?, dy, epsilon, Cached::None)
+    backward(&x.contiguous()?, &gamma.contiguous()?, dy, epsilon, Cached::None, None)
 }
 
 /// The gradients of `Σ batch_norm_relu_train(x, gamma, beta).0 · dy` with respect to `x`,
@@ -156,7 +190,7 @@ pub fn batch_norm_relu_train_backward(
     check(x, gamma, dy, "batch_norm_relu_train backward")?;
     check(x, beta, beta, "batch_norm_relu_train backward")?;
     let beta = beta.to_vec1::<f32>()?;
-    backward(&x.contiguous()?, &gamma.contiguous()?, dy, epsilon, Cached::ReluBeta(beta))
+    backward(&x.contiguous()?, &gamma.contiguous()?, dy, epsilon, Cached::ReluBeta(beta), None)
 }
 
 fn check(x: &Tensor, a: &Tensor, b: &Tensor, op: &str) -> candle_core::Result<()> {
@@ -183,9 +217,10 @@ fn backward(
     dy: &Tensor,
     epsilon: f64,
     cached: Cached,
+    replicas: Option<Arc<dyn ReplicaSum>>,
 ) -> candle_core::Result<(Tensor, Tensor, Tensor)> {
     let sums = Arc::new(OnceLock::new());
-    let op = BatchNormTrainBackward { epsilon, cached, sums: Arc::clone(&sums) };
+    let op = BatchNormTrainBackward { epsilon, cached, sums: Arc::clone(&sums), replicas };
     let dx = x.apply_op3_no_bwd(&dy.contiguous()?, gamma, &op)?;
     let Some((dgamma, dbeta)) = sums.get() else { bail!("batch_norm_train backward: no parameter gradients") };
     let c = dgamma.len();
@@ -289,26 +324,57 @@ simd_kernel! {
 /// Channel `ch`'s mean and biased variance, in f64.
 fn channel_stats<'a>(x: &'a [f32], g: Geometry, ch: usize) -> (f64, f64) {
     let m = g.count() as f64;
-    let mean = g.planes(x, ch).map(|p| sums2(p, p, |v, _| (f64::from(v), 0.0))[0]).sum::<f64>() / m;
-    // Two-pass with the compensation `(Σ d)² / M`, which removes most of the rounding
-    // error of the mean (Chan, Golub & LeVeque); never negative.
-    let [sd, sd2] = g
-        .planes(x, ch)
+    let mean = channel_sum(x, g, ch) / m;
+    let [sd, sd2] = channel_centred_sums(x, g, ch, mean);
+    (mean, variance(sd, sd2, m))
+}
+}
+
+/// Channel `ch`'s `Σ x`, in f64.
+#[inline(always)]
+fn channel_sum(x: &[f32], g: Geometry, ch: usize) -> f64 {
+    g.planes(x, ch).map(|p| sums2(p, p, |v, _| (f64::from(v), 0.0))[0]).sum::<f64>()
+}
+
+/// Channel `ch`'s `[Σ (x - mean), Σ (x - mean)²]`, in f64.
+#[inline(always)]
+fn channel_centred_sums(x: &[f32], g: Geometry, ch: usize, mean: f64) -> [f64; 2] {
+    g.planes(x, ch)
         .map(|p| {
             sums2(p, p, |v, _| {
                 let d = f64::from(v) - mean;
                 (d, d * d)
             })
         })
-        .fold([0.0; 2], |a, s| [a[0] + s[0], a[1] + s[1]]);
-    (mean, ((sd2 - sd * sd / m) / m).max(0.0))
+        .fold([0.0; 2], |a, s| [a[0] + s[0], a[1] + s[1]])
 }
+
+/// The biased variance from the centred sums over `m` values: two-pass with the
+/// compensation `(Σ d)² / M`, which removes most of the rounding error of the mean (Chan,
+/// Golub & LeVeque); never negative.
+fn variance(sd: f64, sd2: f64, m: f64) -> f64 {
+    ((sd2 - sd * sd / m) / m).max(0.0)
 }
 
 impl Stats {
     fn of(x: &[f32], g: Geometry) -> Self {
         let (mean, var) = (0..g.c).into_par_iter().map(|ch| channel_stats(x, g, ch)).unzip();
         Stats { mean, var }
+    }
+
+    /// The statistics of every replica's `x` together: the same two passes, each
+    /// channel's sums added over the replicas after each pass.
+    fn across(x: &[f32], g: Geometry, replicas: &dyn ReplicaSum) -> candle_core::Result<Self> {
+        let m = (g.count() * replicas.replicas()) as f64;
+        let mut sum: Vec<f64> = (0..g.c).into_par_iter().map(|ch| channel_sum(x, g, ch)).collect();
+        replicas.sum_f64(&mut sum, "synchronised batch norm's means").map_err(candle_core::Error::wrap)?;
+        let mean: Vec<f64> = sum.iter().map(|s| s / m).collect();
+        let centred: Vec<[f64; 2]> =
+            (0..g.c).into_par_iter().map(|ch| channel_centred_sums(x, g, ch, mean[ch])).collect();
+        let mut centred: Vec<f64> = centred.into_iter().flatten().collect();
+        replicas.sum_f64(&mut centred, "synchronised batch norm's variances").map_err(candle_core::Error::wrap)?;
+        let var = centred.chunks_exact(2).map(|p| variance(p[0], p[1], m)).collect();
+        Ok(Stats { mean, var })
     }
 
     pub(super) fn as_f32(&self) -> (Vec<f32>, Vec<f32>) {
@@ -381,6 +447,9 @@ struct BatchNormTrain {
     epsilon: f64,
     relu: bool,
     stats: Arc<OnceLock<(Stats, Option<Affine>)>>,
+    /// Synchronised batch norm: the statistics and the backward's sums run over every
+    /// replica's batch.
+    replicas: Option<Arc<dyn ReplicaSum>>,
 }
 
 impl CustomOp3 for BatchNormTrain {
@@ -400,7 +469,10 @@ impl CustomOp3 for BatchNormTrain {
         let g = Geometry::of(l1.dims(), "batch_norm_train")?;
         let x = super::f32_contiguous(s1, l1, "batch_norm", "x")?;
         let (gamma, beta) = (per_channel(s2, l2, g.c, "gamma")?, per_channel(s3, l3, g.c, "beta")?);
-        let stats = Stats::of(x, g);
+        let stats = match &self.replicas {
+            None => Stats::of(x, g),
+            Some(r) => Stats::across(x, g, r.as_ref())?,
+        };
         let affine = Affine::new(&stats, gamma, beta, self.epsilon);
         let mut y = super::buffers::zeroed(x.len());
         let relu = self.relu;
@@ -422,7 +494,7 @@ impl CustomOp3 for BatchNormTrain {
         dy: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let cached = Cached::Forward(Arc::clone(&self.stats));
-        let (dx, dgamma, dbeta) = backward(x, gamma, dy, self.epsilon, cached)?;
+        let (dx, dgamma, dbeta) = backward(x, gamma, dy, self.epsilon, cached, self.replicas.clone())?;
         Ok((Some(dx), Some(dgamma), Some(dbeta)))
     }
 }
@@ -434,6 +506,8 @@ struct BatchNormTrainBackward {
     epsilon: f64,
     cached: Cached,
     sums: Arc<OnceLock<(Vec<f32>, Vec<f32>)>>,
+    /// As the forward's: the sums behind `dx` run over every replica.
+    replicas: Option<Arc<dyn ReplicaSum>>,
 }
 
 impl CustomOp3 for BatchNormTrainBackward {
@@ -478,7 +552,8 @@ impl CustomOp3 for BatchNormTrainBackward {
                 (&fresh.0, fresh.1.as_ref())
             }
         };
-        let (dx, dgamma, dbeta) = backward_sweeps(g, x, dy, gamma, stats, affine, self.epsilon);
+        let (dx, dgamma, dbeta) =
+            backward_sweeps(g, x, dy, gamma, stats, affine, self.epsilon, self.replicas.as_deref())?;
         let _ = self.sums.set((dgamma, dbeta));
         Ok((CpuStorage::F32(dx), l1.shape().clone()))
     }
@@ -517,16 +592,19 @@ pub(super) fn backward_coefficients(
     relu: Option<&Affine>,
     epsilon: f64,
 ) -> (Vec<DxCoef>, Vec<f32>, Vec<f32>) {
-    // Per channel `[Σ dy, Σ dy · (x - mean)]` (`dy` masked); `dgamma` is the latter times
-    // `inv`.
-    let sums: Vec<[f64; 2]> = (0..g.c)
+    coefficients_from_sums(&gradient_sums(g, x, dy, stats, relu), g.count(), gamma, stats, epsilon)
+}
+
+/// Per channel `[Σ dy, Σ dy · (x - mean)]` (`dy` masked by the ReLU when given); `dgamma`
+/// is the latter times `inv`.
+fn gradient_sums(g: Geometry, x: &[f32], dy: &[f32], stats: &Stats, relu: Option<&Affine>) -> Vec<[f64; 2]> {
+    (0..g.c)
         .into_par_iter()
         .map(|ch| {
             let (mean, rc) = (stats.mean[ch], relu.map(|a| a.of(ch)));
             channel_gradient_sums(g, dy, x, ch, mean, rc)
         })
-        .collect();
-    coefficients_from_sums(&sums, g.count(), gamma, stats, epsilon)
+        .collect()
 }
 
 /// The [`DxCoef`]s and `(dgamma, dbeta)` from the per-channel sums `[Σ dy, Σ dy · (x -
@@ -631,7 +709,9 @@ pub(super) fn dx_plane_inline(out: &mut [f32], xs: &[f32], ds: &[f32], coef: DxC
     }
 }
 
-/// The backward's two sweeps: `(dx, dgamma, dbeta)`.
+/// The backward's two sweeps: `(dx, dgamma, dbeta)`. With `replicas`, `dx`'s sums run over
+/// every replica (see [`batch_norm_train_across`]); `dgamma` and `dbeta` stay this one's.
+#[allow(clippy::too_many_arguments)]
 fn backward_sweeps(
     g: Geometry,
     x: &[f32],
@@ -640,12 +720,24 @@ fn backward_sweeps(
     stats: &Stats,
     relu: Option<&Affine>,
     epsilon: f64,
-) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
-    let (coef, dgamma, dbeta) = backward_coefficients(g, x, dy, gamma, stats, relu, epsilon);
+    replicas: Option<&dyn ReplicaSum>,
+) -> candle_core::Result<(Vec<f32>, Vec<f32>, Vec<f32>)> {
+    let (coef, dgamma, dbeta) = match replicas {
+        None => backward_coefficients(g, x, dy, gamma, stats, relu, epsilon),
+        Some(r) => {
+            let local = gradient_sums(g, x, dy, stats, relu);
+            let mut all: Vec<f64> = local.iter().flatten().copied().collect();
+            r.sum_f64(&mut all, "synchronised batch norm's gradient sums").map_err(candle_core::Error::wrap)?;
+            let all: Vec<[f64; 2]> = all.chunks_exact(2).map(|p| [p[0], p[1]]).collect();
+            let (coef, _, _) = coefficients_from_sums(&all, g.count() * r.replicas(), gamma, stats, epsilon);
+            let (_, dgamma, dbeta) = coefficients_from_sums(&local, g.count(), gamma, stats, epsilon);
+            (coef, dgamma, dbeta)
+        }
+    };
     let mut dx = super::buffers::zeroed(x.len());
     for_each_plane(&mut dx, g, |ch, at, out| {
         let (xs, ds) = (&x[at..at + out.len()], &dy[at..at + out.len()]);
         dx_plane(out, xs, ds, coef[ch], relu.map(|r| r.of(ch)));
     });
-    (dx, dgamma, dbeta)
+    Ok((dx, dgamma, dbeta))
 }

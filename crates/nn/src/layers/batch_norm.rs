@@ -2,7 +2,10 @@
 //! moving statistics are non-trainable variables updated in the training
 //! forward pass itself, so there are no separate update ops to forget.
 
+use std::sync::Arc;
+
 use candle_core::{Tensor, Var};
+use ferroflow_dist::ReplicaSum;
 use serde::{Deserialize, Serialize};
 use tfrecord::GraphBuilder;
 
@@ -55,6 +58,8 @@ pub struct BatchNorm {
     moving_variance: Var,
     config: BatchNormConfig,
     shape: Vec<usize>,
+    /// Synchronised over these replicas in training (`model.sync_batch_norm`).
+    replicas: Option<Arc<dyn ReplicaSum>>,
 }
 
 impl BatchNorm {
@@ -82,11 +87,17 @@ impl BatchNorm {
             moving_variance: s.get_variable("moving_variance", &[channels], Init::Ones, false)?,
             config,
             shape: shape.to_vec(),
+            replicas: None,
         })
     }
 }
 
 impl BatchNorm {
+    /// Whether training batches are normalised over every replica's batch.
+    pub(crate) fn synchronised(&self) -> bool {
+        self.replicas.is_some()
+    }
+
     /// `gamma`, `beta` and epsilon, for a layer that fuses the normalisation into its own
     /// op (conv → BN → ReLU).
     pub(crate) fn parameters(&self) -> (&Var, &Var, f64) {
@@ -119,7 +130,14 @@ impl Layer for BatchNorm {
         } else {
             x.clone()
         };
-        let y = if train {
+        let y = if let (true, Some(replicas)) = (train, &self.replicas) {
+            let eps = self.config.epsilon;
+            let (y, mean, var) = ops::batch_norm_train_across(&x4, &self.gamma, &self.beta, eps, false, replicas)
+                .map_err(|e| NnError::shape(&self.name, e.to_string()))?; // [N, C, H, W]
+            // The statistics ran over every replica's values.
+            self.update_moving_statistics(&mean, var, ops::batch_norm_count(&x4)? * replicas.replicas())?;
+            y
+        } else if train {
             let (y, mean, var) = ops::batch_norm_train(&x4, &self.gamma, &self.beta, self.config.epsilon)?;
             self.update_moving_statistics(&mean, var, ops::batch_norm_count(&x4)?)?;
             y
@@ -138,6 +156,10 @@ impl Layer for BatchNorm {
 
     fn name(&self) -> &str {
         &self.name
+    }
+
+    fn synchronise_batch_norm(&mut self, replicas: &Arc<dyn ReplicaSum>) {
+        self.replicas = Some(Arc::clone(replicas));
     }
 
     fn output_shape(&self) -> Vec<usize> {

@@ -1,7 +1,10 @@
 //! 2-D convolution with TF's padding semantics, optionally followed by batch
 //! norm (TF-slim's `normalizer_fn`) and an activation.
 
+use std::sync::Arc;
+
 use candle_core::{Tensor, Var};
+use ferroflow_dist::ReplicaSum;
 use serde::{Deserialize, Serialize};
 use tfrecord::GraphBuilder;
 use tfrecord::proto::graph::AttrValue;
@@ -102,7 +105,7 @@ impl Layer for Conv2d {
     fn forward_t_max_pool(&self, x: &Tensor, pool: ops::MaxPoolWindow, train: bool) -> Option<Result<Tensor>> {
         let c = &self.config;
         let bn = self.batch_norm.as_ref()?;
-        if !train || c.activation != Activation::Relu {
+        if !train || c.activation != Activation::Relu || bn.synchronised() {
             return None;
         }
         let (gamma, beta, epsilon) = bn.parameters();
@@ -127,10 +130,16 @@ impl Layer for Conv2d {
         Some(run())
     }
 
+    fn synchronise_batch_norm(&mut self, replicas: &Arc<dyn ReplicaSum>) {
+        if let Some(bn) = &mut self.batch_norm {
+            bn.synchronise_batch_norm(replicas);
+        }
+    }
+
     fn chain_block(&self, train: bool) -> Option<ops::ConvBnBlock<'_>> {
         let c = &self.config;
         let bn = self.batch_norm.as_ref()?;
-        if !train || !matches!(c.activation, Activation::Relu | Activation::Linear) {
+        if !train || !matches!(c.activation, Activation::Relu | Activation::Linear) || bn.synchronised() {
             return None;
         }
         let (gamma, beta, epsilon) = bn.parameters();
@@ -155,7 +164,9 @@ impl Layer for Conv2d {
 
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let c = &self.config;
-        if let (Some(bn), true) = (&self.batch_norm, train) {
+        if let (Some(bn), true) = (&self.batch_norm, train)
+            && !bn.synchronised()
+        {
             // Training conv → BN (→ ReLU): one fused op on the CPU (one autograd node,
             // statistics taken while each image's output is in cache), the ops in
             // sequence elsewhere; the batch-norm layer keeps its moving statistics.

@@ -2,7 +2,10 @@
 //! Learning", section 4.2): two 3x3 conv + batch norm, with a 1x1 conv +
 //! batch norm projection when the shape changes, added, then ReLU.
 
+use std::sync::Arc;
+
 use candle_core::Tensor;
+use ferroflow_dist::ReplicaSum;
 use tfrecord::GraphBuilder;
 
 use crate::error::{NnError, Result};
@@ -70,6 +73,14 @@ impl Layer for Residual {
 
     fn output_shape(&self) -> Vec<usize> {
         self.conv2.output_shape()
+    }
+
+    fn synchronise_batch_norm(&mut self, replicas: &Arc<dyn ReplicaSum>) {
+        self.conv1.synchronise_batch_norm(replicas);
+        self.conv2.synchronise_batch_norm(replicas);
+        if let Some(s) = &mut self.shortcut {
+            s.synchronise_batch_norm(replicas);
+        }
     }
 
     fn rng_states(&self) -> Vec<(String, [u64; 4])> {

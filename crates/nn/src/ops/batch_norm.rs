@@ -119,6 +119,43 @@ pub fn batch_norm_relu_train(
     Ok((super::relu(&y)?, mean, var))
 }
 
+/// Synchronised training-mode batch normalisation (`model.sync_batch_norm`): as
+/// [`batch_norm_train`] (or [`batch_norm_relu_train`] with `relu`), with the statistics
+/// over the batches of every replica of `replicas` together (see
+/// [`crate::kernels::batch_norm_train_across`]). f32 CPU tensors only.
+///
+/// Returns `(y, batch_mean, batch_variance_biased)` of all replicas' batches.
+///
+/// # Shapes
+/// - `x`: `[N, C, H, W]` per replica (any rank >= 2, channels at dimension 1)
+/// - `gamma`, `beta`: `[C]`
+/// - results: `y` like `x`; `batch_mean`, `batch_variance_biased`: `[C]`
+pub fn batch_norm_train_across(
+    x: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    epsilon: f64,
+    relu: bool,
+    replicas: &std::sync::Arc<dyn ferroflow_dist::ReplicaSum>,
+) -> Result<(Tensor, Tensor, Tensor)> {
+    const OP: &str = "synchronised batch_norm_train";
+    channel_layout(OP, x, &[("gamma", gamma), ("beta", beta)])?;
+    if !crate::kernels::batch_norm::supports(x, gamma, beta) {
+        return Err(NnError::Config {
+            context: OP.into(),
+            reason: format!(
+                "model.sync_batch_norm runs on f32 CPU tensors; got {:?} on {:?} (GPU ranks need NCCL, not built yet)",
+                x.dtype(),
+                x.device().location()
+            ),
+        });
+    }
+    if x.elem_count() == 0 {
+        return Err(NnError::shape(OP, format!("empty batch {:?}", x.dims())));
+    }
+    crate::kernels::batch_norm_train_across(x, gamma, beta, epsilon, relu, replicas).map_err(NnError::candle(OP))
+}
+
 /// `centered * (gamma * rsqrt(var + epsilon)) + beta`, the order of TF's fused kernel.
 fn normalize(
     centered: &Tensor,
