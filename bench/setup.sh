@@ -6,6 +6,7 @@ cd "$(dirname "$0")"
 python3 -m venv .venv
 .venv/bin/pip install --quiet --upgrade pip
 .venv/bin/pip install --quiet tensorflow-cpu==2.21.0 safetensors==0.8.0
-.venv/bin/pip install --quiet torch --index-url https://download.pytorch.org/whl/cpu || \
-    .venv/bin/pip install --quiet torch
+# PyPI's torch (the only package registry the CI and development machines
+# reach); it runs on the CPU without a GPU.
+.venv/bin/pip install --quiet torch
 .venv/bin/python -c "import tensorflow as tf; print('tensorflow', tf.__version__)"

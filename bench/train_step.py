@@ -93,10 +93,10 @@ r["threads"] = tf.config.threading.get_intra_op_parallelism_threads() or os.cpu_
 print(json.dumps(r))
 '''
 
-TORCH_JOB = COMMON + r'''
+# The PyTorch model and optimizer, shared with bench/data_parallel.py.
+TORCH_MODEL = r'''
 import torch
 from torch import nn
-torch.set_num_threads(os.cpu_count())
 torch.manual_seed(0)
 
 def block(cin, f):
@@ -110,6 +110,10 @@ model = nn.Sequential(*block(3, 32), *block(32, 32), nn.MaxPool2d(2), *block(32,
 model.train()
 opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
 loss_fn = nn.CrossEntropyLoss()
+'''
+
+TORCH_JOB = COMMON + TORCH_MODEL + r'''
+torch.set_num_threads(os.cpu_count())
 
 def train_step(x, y):
     opt.zero_grad(set_to_none=True)

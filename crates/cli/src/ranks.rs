@@ -8,9 +8,18 @@ use ferroflow_train::{Distributed, TrainConfig};
 /// The ranks of this run, and a note for the user when the choice is not
 /// the obvious one.
 pub fn collective(config: &TrainConfig) -> Result<(Box<dyn Collective>, Option<String>)> {
-    let launcher = detect_launcher(|k| std::env::var(k).ok());
     let timeout = std::time::Duration::from_secs_f64(config.train.collective_timeout_secs);
-    match (config.train.distributed, launcher) {
+    collective_for(config.train.distributed, timeout)
+}
+
+/// [`collective`] from the two settings it reads: `train.distributed` and
+/// the collectives' timeout.
+pub fn collective_for(
+    distributed: Distributed,
+    timeout: std::time::Duration,
+) -> Result<(Box<dyn Collective>, Option<String>)> {
+    let launcher = detect_launcher(|k| std::env::var(k).ok());
+    match (distributed, launcher) {
         (Distributed::Off, Some(l)) => Ok((
             Box::new(Local),
             Some(format!(

@@ -14,12 +14,14 @@
 use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor};
+use ferroflow_dist::{BUCKET_BYTES, Collective, Local};
 use ferroflow_nn::{ModelSpec, VarStore, ops, zoo_model};
 use ferroflow_rng::Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, TrainError};
 use crate::optimizer::{Optimizer, OptimizerConfig, trainable_gradients};
+use crate::replicas::{Replicas, moving_statistics};
 
 fn default_model() -> String {
     "cifar_cnn".to_string()
@@ -162,8 +164,11 @@ pub struct BenchReport {
     pub steps: usize,
     /// Untimed steps before them.
     pub warmup: usize,
-    /// rayon's thread count where the run happened (ferroflow's kernels split across these).
+    /// rayon's thread count where the run happened (ferroflow's kernels split across these),
+    /// per rank.
     pub threads: usize,
+    /// Data-parallel ranks (1: one process).
+    pub ranks: usize,
     /// Wall time of the timed steps, in seconds.
     pub secs: f64,
     /// `batch_size * steps / secs`.
@@ -252,7 +257,34 @@ pub fn weights_digest(store: &VarStore) -> Result<u64> {
 /// zero batch, a model that is not a classifier), a model that cannot take
 /// the input, or a non-finite loss.
 pub fn bench_train(cfg: &BenchConfig, on_step: &mut dyn FnMut(&BenchStep)) -> Result<BenchReport> {
+    bench_train_on(cfg, &mut Local, on_step)
+}
+
+/// [`bench_train`] as one of the data-parallel ranks of `collective`
+/// (`mpirun -np N ferroflow bench train`): `cfg.batch_size` is the global
+/// batch, each rank trains on its contiguous share of every random batch,
+/// and each step ends with the trainer's exchange (the mean gradient in
+/// 25 MiB buckets, then the moving statistics and the loss), so a step's
+/// time is the data-parallel trainer's without the input pipeline. Every
+/// rank starts from the same seed-made weights, so ranks that end with
+/// equal digests trained in lockstep. The loss reported is the ranks' mean.
+///
+/// # Errors
+/// As [`bench_train`]; also a global batch that the ranks cannot share
+/// equally, and a failed collective.
+pub fn bench_train_on(
+    cfg: &BenchConfig,
+    collective: &mut dyn Collective,
+    on_step: &mut dyn FnMut(&BenchStep),
+) -> Result<BenchReport> {
     cfg.validate()?;
+    let (world, rank) = (collective.world_size(), collective.rank());
+    if !cfg.batch_size.is_multiple_of(world) {
+        return Err(TrainError::config(
+            "batch_size",
+            format!("{} is the global batch of {world} ranks: it must be a multiple of {world}", cfg.batch_size),
+        ));
+    }
     let device = crate::device(&cfg.device)?;
     let mut spec = resolve_model(&cfg.model, cfg.classes)?;
     if let Some(input) = cfg.input {
@@ -270,7 +302,20 @@ pub fn bench_train(cfg: &BenchConfig, on_step: &mut dyn FnMut(&BenchStep)) -> Re
             ),
         ));
     }
-    let batches = random_batches(cfg, spec.input, &device)?;
+    // The global batches, each rank keeping its share.
+    let per_rank = cfg.batch_size / world;
+    let batches = random_batches(cfg, spec.input, &device)?
+        .into_iter()
+        .map(|(x, y)| {
+            let part = |t: Tensor| t.narrow(0, rank * per_rank, per_rank).and_then(|t| t.contiguous());
+            Ok((
+                part(x).map_err(TrainError::candle("bench input"))?,
+                part(y).map_err(TrainError::candle("bench labels"))?,
+            ))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let (trainable, moving) = (store.trainable_variables(), moving_statistics(&store));
+    let mut replicas = Replicas { collective, bucket_bytes: BUCKET_BYTES };
     let mut optimizer = Optimizer::new(&OptimizerConfig::Momentum { momentum: 0.9, use_nesterov: false }, &store)?;
 
     let total = cfg.warmup + cfg.steps;
@@ -287,11 +332,13 @@ pub fn bench_train(cfg: &BenchConfig, on_step: &mut dyn FnMut(&BenchStep)) -> Re
         let loss = ops::sparse_softmax_cross_entropy(&logits, y)? // [N]
             .mean_all()
             .map_err(TrainError::candle("loss"))?; // []
-        let grads = loss.backward().map_err(TrainError::candle("backward"))?;
+        let mut grads = loss.backward().map_err(TrainError::candle("backward"))?;
+        let mut loss_value = [loss.to_scalar::<f32>().map_err(TrainError::candle("loss"))?];
+        replicas.mean_gradients(i as i64, &trainable, &mut grads, &moving, &mut loss_value)?;
         let pairs = trainable_gradients(&store, &grads);
         optimizer.apply(&pairs, cfg.learning_rate)?;
         let step = store.increment_global_step();
-        let loss_value = loss.to_scalar::<f32>().map_err(TrainError::candle("loss"))?;
+        let [loss_value] = loss_value;
         if !loss_value.is_finite() {
             return Err(TrainError::NonFiniteLoss { step, loss: loss_value });
         }
@@ -319,6 +366,7 @@ pub fn bench_train(cfg: &BenchConfig, on_step: &mut dyn FnMut(&BenchStep)) -> Re
         steps: cfg.steps,
         warmup: cfg.warmup,
         threads: rayon::current_num_threads(),
+        ranks: world,
         secs,
         images_per_sec: (cfg.batch_size * cfg.steps) as f64 / secs.max(1e-9),
         step_ms_mean: timed_ms.iter().sum::<f64>() / n as f64,

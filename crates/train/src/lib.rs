@@ -4,6 +4,7 @@
 //! evaluation and prediction from a checkpoint, and TensorBoard summaries.
 
 mod bench;
+mod bench_allreduce;
 pub mod checkpoint;
 mod config;
 mod data_source;
@@ -22,7 +23,8 @@ pub mod schedule;
 mod summary;
 mod trainer;
 
-pub use bench::{BenchConfig, BenchReport, BenchStep, bench_train, weights_digest};
+pub use bench::{BenchConfig, BenchReport, BenchStep, bench_train, bench_train_on, weights_digest};
+pub use bench_allreduce::{AllReduceBenchConfig, AllReduceModel, AllReduceReport, bench_allreduce};
 pub use config::{
     CheckpointConfig, CheckpointFormat, ClassWeights, DataConfig, Distributed, LoopConfig, Loss, ModelConfig,
     Normalize, OnCorrupt, OnSaveError, SummaryConfig, Targets, TrainConfig, WarmStartConfig,

@@ -2,16 +2,17 @@
 //! `bench input` times the input pipeline, `bench train` the training step
 //! (random data, training mode, momentum SGD). Both print a summary line and
 //! end with `images/s: N`, the line scripts read (`bench/*.py`). `bench
-//! checkpoint` times checkpoint save and restore (`bench/checkpoint_io.py`).
+//! checkpoint` times checkpoint save and restore (`bench/checkpoint_io.py`),
+//! `bench allreduce` the exchange between data-parallel ranks.
 
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 use ferroflow_data::{Augment, Cursor, Dataset, Mode, Pipeline, PipelineConfig, Preprocess, Source};
-use ferroflow_train::{BenchConfig, BenchStep, bench_train};
+use ferroflow_train::{BenchConfig, BenchStep, Distributed, bench_train_on};
 
 use super::prepare::parse_size;
 
@@ -26,9 +27,23 @@ pub enum BenchCommand {
     /// cross-entropy, backward and a momentum-0.9 update, on a few random batches made up front.
     /// Prints model, step times, peak RSS and a digest of the final weights (equal seeds give
     /// equal digests), then `images/s: N`. Threads: set RAYON_NUM_THREADS (default: every core).
+    ///
+    /// Under a launcher (`mpirun -np N ferroflow bench train`, a build with --features mpi)
+    /// the ranks train data-parallel: --batch is the global batch, each rank takes its share
+    /// and every step ends with the trainer's gradient all-reduce; rank 0 reports (the ranks
+    /// on a machine share its cores, as in `train`).
     Train(TrainArgs),
     /// Checkpoint save (crash-safe, fsynced) and restore time for a zoo model with Momentum slots.
     Checkpoint(super::bench_checkpoint::CheckpointArgs),
+    /// The trainer's exchange between data-parallel ranks per step (mean gradient in 25 MiB
+    /// buckets, then the moving statistics), per model size: ms per step and bytes/s.
+    ///
+    /// Run it under the launcher the training will use, e.g. `mpirun -np 4 --hostfile hosts
+    /// ferroflow bench allreduce --parameters 25.6M` (a build with --features mpi). Rank 0
+    /// prints one row per model: gradient MiB, all-reduce calls per step, median and fastest
+    /// ms per step, algorithm bandwidth (gradient bytes / time) and bus bandwidth (times
+    /// 2(n-1)/n, comparable with the link's speed, as NCCL's tests report it).
+    Allreduce(super::bench_allreduce::AllReduceArgs),
 }
 
 /// Arguments of `ferroflow bench input`.
@@ -137,6 +152,7 @@ pub fn run(command: &BenchCommand) -> Result<()> {
         BenchCommand::Input(args) => input(args),
         BenchCommand::Train(args) => train(args),
         BenchCommand::Checkpoint(args) => super::bench_checkpoint::run(args),
+        BenchCommand::Allreduce(args) => super::bench_allreduce::run(args),
     }
 }
 
@@ -234,16 +250,37 @@ fn train(args: &TrainArgs) -> Result<()> {
     };
     let total = args.warmup + args.steps;
     let live = std::io::stderr().is_terminal();
-    let mut on_step = |s: &BenchStep| {
+    let on_step = |s: &BenchStep| {
         if live {
             let phase = if s.warmup { "warm-up" } else { "timed" };
             eprint!("\rstep {}/{total} ({phase}): loss {:.4}, {:.1} ms   ", s.step, s.loss, s.secs * 1e3);
             let _ = std::io::stderr().flush();
         }
     };
-    let report = bench_train(&config, &mut on_step).with_context(|| format!("bench train {}", args.model))?;
-    if live {
+    let (mut ranks, note) = crate::ranks::collective_for(Distributed::Auto, Duration::from_secs(300))?;
+    if let Some(note) = note {
+        crate::ranks::say(&note);
+    }
+    let leader = ranks.rank() == 0;
+    let report = bench_train_on(&config, ranks.as_mut(), &mut |s: &BenchStep| {
+        if leader {
+            on_step(s)
+        }
+    })
+    .with_context(|| format!("bench train {}", args.model))?;
+    if live && leader {
         eprintln!();
+    }
+    if ranks.world_size() > 1 {
+        crate::ranks::say(&format!(
+            "rank {} of {}: weights digest {:016x}",
+            ranks.rank(),
+            ranks.world_size(),
+            report.weights_digest
+        ));
+    }
+    if !leader {
+        return Ok(());
     }
     let [h, w, c] = report.input;
     let rss = crate::runtime::peak_rss_mib().map_or_else(|| "n/a".to_string(), |m| format!("{m:.0} MiB"));
@@ -257,7 +294,11 @@ fn train(args: &TrainArgs) -> Result<()> {
         report.batch_size,
         report.steps,
         report.warmup,
-        report.threads,
+        if report.ranks > 1 {
+            format!("{} ranks ({}) x {}", report.ranks, ranks.describe(), report.threads)
+        } else {
+            report.threads.to_string()
+        },
         args.device,
         report.secs,
         report.step_ms_mean,

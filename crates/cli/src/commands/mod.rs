@@ -1,6 +1,7 @@
 //! One module per command; each exposes its clap arguments and a `run`.
 
 pub mod bench;
+pub mod bench_allreduce;
 pub mod bench_checkpoint;
 pub mod dump;
 pub mod eval;
