@@ -105,3 +105,19 @@ fn bench_input_times_epochs_of_a_prepared_split() {
     assert!(err.contains("\"test\"") && err.contains("train, validation"), "{err}");
     assert_eq!(err.lines().count(), 1, "{err}");
 }
+
+#[test]
+fn bench_allreduce_in_one_process_lists_the_sizes_and_says_how_to_run_it() {
+    let out = ferroflow(&["bench", "allreduce", "--model", "lenet", "--parameters", "2.5K", "--steps", "2"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.contains("over 1 rank(s) (one process)"), "{text}");
+    let lenet = text.lines().find(|l| l.starts_with("lenet ")).unwrap();
+    assert_eq!(lenet.split_whitespace().nth(1), Some("61706"), "{text}");
+    assert!(text.lines().any(|l| l.split_whitespace().nth(1) == Some("2500")), "{text}");
+    assert!(text.contains("run it as `mpirun -np N ferroflow bench allreduce`"), "{text}");
+    // A bad count is a usage error naming it.
+    let out = ferroflow(&["bench", "allreduce", "--parameters", "lots"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("\"lots\": expected a positive count"), "{}", stderr(&out));
+}

@@ -317,6 +317,55 @@ units = 10
     }
 
     #[test]
+    fn bench_allreduce_and_bench_train_run_as_ranks_with_rank_0_reporting() {
+        let _one = one_job();
+        let args: Vec<String> = ["bench", "allreduce", "--model", "lenet,cifar_cnn", "--parameters", "1M"]
+            .iter()
+            .chain(&["--steps", "3", "--warmup", "1"])
+            .map(|s| s.to_string())
+            .collect();
+        let out = ranks(2, &args);
+        let t = text(&out);
+        assert!(out.status.success(), "{t}");
+        assert_eq!(
+            t.matches("all-reduce per training step over 2 rank(s) (MPI, 2 ranks on 1 host(s))").count(),
+            1,
+            "{t}"
+        );
+        let row = |name: &str| t.lines().find(|l| l.starts_with(name)).unwrap_or_else(|| panic!("no {name} row: {t}"));
+        assert!(row("lenet ").split_whitespace().nth(1) == Some("61706"), "{t}");
+        assert!(row("cifar_cnn ").split_whitespace().nth(1) == Some("1117162"), "{t}");
+        // The made-up model: 1,000,000 values, 3.81 MiB, one bucket plus the small call.
+        let fields: Vec<&str> = row("1.0M ").split_whitespace().collect();
+        assert_eq!(&fields[1..4], ["1000000", "3.81", "2"], "{t}");
+        let ms: f64 = fields[4].parse().unwrap();
+        assert!(ms > 0.0, "{t}");
+
+        let args: Vec<String> = ["bench", "train", "--model", "lenet", "--input", "28x28x1", "--steps", "3"]
+            .iter()
+            .chain(&["--warmup", "1", "--batch", "32"])
+            .map(|s| s.to_string())
+            .collect();
+        let out = ranks(2, &args);
+        let t = text(&out);
+        assert!(out.status.success(), "{t}");
+        assert_eq!(
+            t.matches("batch 32, 3 steps after 1 warm-up, 2 ranks (MPI, 2 ranks on 1 host(s)) x 1 threads").count(),
+            1,
+            "{t}"
+        );
+        let d: Vec<&str> = t.lines().filter_map(|l| l.split_once(": weights digest ").map(|(_, d)| d)).collect();
+        assert_eq!(d.len(), 2, "{t}");
+        assert_eq!(d[0], d[1], "the ranks trained apart: {t}");
+        // An odd global batch cannot be shared.
+        let mut odd = args.clone();
+        *odd.last_mut().unwrap() = "33".into();
+        let out = ranks(2, &odd);
+        assert!(!out.status.success());
+        assert!(text(&out).contains("33 is the global batch of 2 ranks"), "{}", text(&out));
+    }
+
+    #[test]
     fn a_killed_rank_ends_the_job_and_the_rerun_resumes_to_the_uninterrupted_weights() {
         let _one = one_job();
         let dir = tempfile::tempdir().unwrap();

@@ -102,23 +102,31 @@ pub fn run(args: &AllReduceArgs) -> Result<()> {
         if leader {
             let name =
                 if r.model == "synthetic" { format!("{:.1}M", r.parameters as f64 / 1e6) } else { r.model.clone() };
-            writeln!(
-                out,
-                "{name:<12} {:>12} {:>9.2} {:>7} {:>11.3} {:>9.3} {:>11.1} {:>11.1}",
-                r.parameters,
-                r.gradient_bytes() as f64 / (1024.0 * 1024.0),
-                r.buckets + 1,
-                r.median_secs * 1e3,
-                r.min_secs * 1e3,
-                r.algorithm_bandwidth() / 1e6,
-                r.bus_bandwidth() / 1e6
-            )?;
+            let mib = r.gradient_bytes() as f64 / (1024.0 * 1024.0);
+            let (p, calls) = (r.parameters, r.buckets + 1);
+            if r.ranks == 1 {
+                // Nothing was exchanged: no times to show.
+                writeln!(
+                    out,
+                    "{name:<12} {p:>12} {mib:>9.2} {calls:>7} {:>11} {:>9} {:>11} {:>11}",
+                    "-", "-", "-", "-"
+                )?;
+            } else {
+                writeln!(
+                    out,
+                    "{name:<12} {p:>12} {mib:>9.2} {calls:>7} {:>11.3} {:>9.3} {:>11.1} {:>11.1}",
+                    r.median_secs * 1e3,
+                    r.min_secs * 1e3,
+                    r.algorithm_bandwidth() / 1e6,
+                    r.bus_bandwidth() / 1e6
+                )?;
+            }
         }
     }
     if leader && ranks.world_size() == 1 {
         writeln!(
             out,
-            "one process: nothing crosses between ranks (the times are the copies alone); run it as \
+            "one process: nothing crosses between ranks, so there is nothing to time; run it as \
              `mpirun -np N ferroflow bench allreduce` from a build with --features mpi"
         )?;
     }
