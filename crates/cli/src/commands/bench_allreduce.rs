@@ -56,7 +56,8 @@ fn parse_count(s: &str) -> Result<usize, String> {
 
 /// Runs `ferroflow bench allreduce`.
 pub fn run(args: &AllReduceArgs) -> Result<()> {
-    if !(args.bucket_mib > 0.0) || !(args.timeout_secs > 0.0) {
+    let positive = |v: f64| v.is_finite() && v > 0.0;
+    if !positive(args.bucket_mib) || !positive(args.timeout_secs) {
         bail!("--bucket-mib and --timeout-secs must be positive");
     }
     let (mut ranks, note) =
