@@ -66,6 +66,11 @@ fn main() -> ExitCode {
         // clap prints help/version with code 0 and usage errors with code 2.
         Err(e) => e.exit(),
     };
+    // FERROFLOW_KERNELS picks fast kernels or the generic path; a bad value is a usage error.
+    if let Err(e) = ferroflow_nn::kernels::Kernels::from_env() {
+        let _ = std::io::Write::write_all(&mut std::io::stderr(), format!("error: {e}\n").as_bytes());
+        return ExitCode::from(2);
+    }
     let result = match cli.command {
         Command::Records(args) => commands::records::run(&args),
         Command::Survey(args) => commands::survey::run(&args),

@@ -121,3 +121,18 @@ fn bench_allreduce_in_one_process_lists_the_sizes_and_says_how_to_run_it() {
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("\"lots\": expected a positive count"), "{}", stderr(&out));
 }
+
+#[test]
+fn ferroflow_kernels_generic_trains_through_candle_ops_and_a_bad_value_is_a_usage_error() {
+    let args = ["bench", "train", "--model", "cifar_cnn", "--batch", "4", "--steps", "2", "--warmup", "0"];
+    let run = |kernels: &str| {
+        Command::new(env!("CARGO_BIN_EXE_ferroflow")).args(args).env("FERROFLOW_KERNELS", kernels).output().unwrap()
+    };
+    let (fast, generic) = (run("fast"), run("generic"));
+    assert!(fast.status.success() && generic.status.success(), "{}{}", stderr(&fast), stderr(&generic));
+    // Same model and data, other kernels: other rounding, so (almost surely) another digest.
+    assert_ne!(digest(&stdout(&fast)), digest(&stdout(&generic)));
+    let bad = run("cuda");
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(stderr(&bad).contains("FERROFLOW_KERNELS: \"cuda\" is not a kernel choice"), "{}", stderr(&bad));
+}

@@ -10,11 +10,14 @@
 //!   as one op, so the activations between them never become autograd tensors;
 //! - [`pool`]: max- and average-pooling (forward and input gradient), f32 on CPU;
 //! - [`relu`](mod@relu): ReLU with TF's gradient, masked by the output, f32 on CPU;
-//! - [`reference`](mod@reference): the slow, obvious loops the fast kernels are tested against.
+//! - [`reference`](mod@reference): the slow, obvious loops the fast kernels are tested against;
+//! - [`choice`]: fast kernels or the generic path (candle's tensor ops, what CUDA runs) for
+//!   CPU tensors (`FERROFLOW_KERNELS=generic`, [`with_kernels`]).
 
 pub mod batch_norm;
 pub mod bias;
 mod buffers;
+pub mod choice;
 pub mod conv2d;
 pub mod conv_bn;
 pub mod conv_bn_chain;
@@ -29,6 +32,7 @@ pub use batch_norm::{
     batch_norm_train_backward,
 };
 pub use bias::bias_add_nchw;
+pub use choice::{KERNELS_ENV, Kernels, count_fast_run, fast_kernel_runs, fast_kernels_on, with_kernels};
 pub use conv_bn::{conv2d_batch_norm_relu_max_pool_train, conv2d_batch_norm_train};
 pub use conv_bn_chain::{ChainLink, conv2d_batch_norm_chain_train, supports_chain};
 pub use conv2d::{Conv2dParams, conv2d, conv2d_backward_filter, conv2d_backward_input, supports};

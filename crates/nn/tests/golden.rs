@@ -311,6 +311,20 @@ fn group_of(case: &Case) -> String {
 
 #[test]
 fn golden_nn_ops() {
+    run_nn_cases();
+}
+
+/// The same cases through the generic path (candle's tensor ops, what CUDA runs) on the
+/// CPU, at the same tolerances; no fast kernel may run.
+#[test]
+fn golden_nn_ops_through_the_generic_path() {
+    use ferroflow_nn::kernels::{Kernels, fast_kernel_runs, with_kernels};
+    let before = fast_kernel_runs();
+    with_kernels(Kernels::Generic, run_nn_cases);
+    assert_eq!(fast_kernel_runs(), before, "a fast kernel ran on the generic path");
+}
+
+fn run_nn_cases() {
     ferroflow_golden::run(
         Harness::Nn,
         "no conv / pool / batch norm / dense / cross-entropy cases found",

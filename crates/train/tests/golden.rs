@@ -245,6 +245,20 @@ fn group_of(case: &Case) -> String {
 
 #[test]
 fn golden_train_ops() {
+    run_train_cases();
+}
+
+/// The same cases through the generic path (candle's tensor ops, what CUDA runs) on the
+/// CPU, at the same tolerances; no fast kernel may run.
+#[test]
+fn golden_train_ops_through_the_generic_path() {
+    use ferroflow_nn::kernels::{Kernels, fast_kernel_runs, with_kernels};
+    let before = fast_kernel_runs();
+    with_kernels(Kernels::Generic, run_train_cases);
+    assert_eq!(fast_kernel_runs(), before, "a fast kernel ran on the generic path");
+}
+
+fn run_train_cases() {
     ferroflow_golden::run(Harness::Train, "no optimizer / lr_schedule cases found", group_of, |case| {
         let mut worst = Worst::new();
         match case.op.as_str() {

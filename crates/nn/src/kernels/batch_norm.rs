@@ -50,7 +50,7 @@ const LANES: usize = 8;
 /// Whether the batch-norm kernel handles `x`, `gamma` and `beta` (all f32 on the CPU): the
 /// condition for taking the fast path instead of the candle-ops one.
 pub fn supports(x: &Tensor, gamma: &Tensor, beta: &Tensor) -> bool {
-    [x, gamma, beta].iter().all(|t| t.device().is_cpu() && t.dtype() == DType::F32)
+    [x, gamma, beta].iter().all(|t| super::fast_kernels_on(t.device()) && t.dtype() == DType::F32)
 }
 
 /// Training-mode batch normalisation of `x` with its batch statistics, on candle's CPU
@@ -466,6 +466,7 @@ impl CustomOp3 for BatchNormTrain {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
+        super::count_fast_run();
         let g = Geometry::of(l1.dims(), "batch_norm_train")?;
         let x = super::f32_contiguous(s1, l1, "batch_norm", "x")?;
         let (gamma, beta) = (per_channel(s2, l2, g.c, "gamma")?, per_channel(s3, l3, g.c, "beta")?);
@@ -524,6 +525,7 @@ impl CustomOp3 for BatchNormTrainBackward {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
+        super::count_fast_run();
         const OP: &str = "batch_norm_train backward";
         let g = Geometry::of(l1.dims(), OP)?;
         if l2.dims() != l1.dims() {

@@ -20,6 +20,7 @@ impl CustomOp2 for BiasAdd {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
+        super::count_fast_run();
         let &[n, c, h, w] = l1.dims() else { bail!("bias_add: x must be [N, C, H, W], got {:?}", l1.dims()) };
         if l2.dims() != [c] {
             bail!("bias_add: the bias must be [{c}], got {:?}", l2.dims());
@@ -58,6 +59,7 @@ impl CustomOp1 for BiasGrad {
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        super::count_fast_run();
         let &[n, c, h, w] = l.dims() else { bail!("bias_add backward: dy must be [N, C, H, W], got {:?}", l.dims()) };
         if c != self.channels {
             bail!("bias_add backward: dy has {c} channels, the bias {}", self.channels);
@@ -78,7 +80,9 @@ impl CustomOp1 for BiasGrad {
 /// # Shapes
 /// `x`: `[N, C, H, W]`, `bias`: `[C]` → `[N, C, H, W]`.
 pub fn bias_add_nchw(x: &Tensor, bias: &Tensor) -> candle_core::Result<Tensor> {
-    let fast = x.device().is_cpu() && x.dtype() == candle_core::DType::F32 && bias.dtype() == candle_core::DType::F32;
+    let fast = super::fast_kernels_on(x.device())
+        && x.dtype() == candle_core::DType::F32
+        && bias.dtype() == candle_core::DType::F32;
     if fast {
         x.contiguous()?.apply_op2(&bias.contiguous()?, BiasAdd)
     } else {

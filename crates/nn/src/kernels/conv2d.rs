@@ -95,7 +95,10 @@ pub fn conv2d(x: &Tensor, w: &Tensor, params: Conv2dParams) -> candle_core::Resu
 /// Whether [`conv2d`] handles these tensors (CPU, f32): the condition for taking the fast
 /// path instead of candle's conv.
 pub fn supports(x: &Tensor, w: &Tensor) -> bool {
-    x.device().is_cpu() && w.device().is_cpu() && x.dtype() == candle_core::DType::F32 && w.dtype() == x.dtype()
+    super::fast_kernels_on(x.device())
+        && w.device().is_cpu()
+        && x.dtype() == candle_core::DType::F32
+        && w.dtype() == x.dtype()
 }
 
 /// The gradient of [`conv2d`] with respect to `x`, for an input of `input_hw` pixels.
@@ -225,6 +228,7 @@ impl CustomOp2 for Conv2dOp {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
+        super::count_fast_run();
         let g = Geometry::new(l1.dims(), l2.dims(), self.params)?;
         let y =
             forward(&g, super::f32_contiguous(s1, l1, "conv2d", "x")?, super::f32_contiguous(s2, l2, "conv2d", "w")?);
@@ -267,6 +271,7 @@ impl CustomOp2 for Conv2dBackwardInput {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
+        super::count_fast_run();
         let (&[n, _, _, _], &[_, c, _, _]) = (l1.dims(), l2.dims()) else {
             bail!("ferroflow conv2d backward input: expected rank-4 dy and w, got {:?}, {:?}", l1.dims(), l2.dims());
         };
@@ -300,6 +305,7 @@ impl CustomOp2 for Conv2dBackwardFilter {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
+        super::count_fast_run();
         let (&[_, c, _, _], &[_, o, _, _]) = (l1.dims(), l2.dims()) else {
             bail!("ferroflow conv2d backward filter: expected rank-4 x and dy, got {:?}, {:?}", l1.dims(), l2.dims());
         };

@@ -216,6 +216,7 @@ impl CustomOp3 for ConvBnOp {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
+        super::count_fast_run();
         let x = super::f32_contiguous(s1, l1, "conv2d+batch_norm", "x")?;
         let w = super::f32_contiguous(s2, l2, "conv2d+batch_norm", "w")?;
         let o = l2.dims().first().copied().unwrap_or(0);
@@ -454,6 +455,7 @@ impl CustomOp3 for ConvBnBackward {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
+        super::count_fast_run();
         const OP: &str = "conv2d+batch_norm backward";
         let Some(saved) = self.saved.get() else { bail!("{OP}: the forward pass left nothing") };
         let x = super::f32_contiguous(s1, l1, "conv2d+batch_norm", "x")?;

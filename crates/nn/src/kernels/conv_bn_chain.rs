@@ -180,6 +180,7 @@ impl CustomOp3 for ChainOp {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
+        super::count_fast_run();
         const OP: &str = "conv2d+batch_norm chain";
         let x = super::f32_contiguous(s1, l1, OP, "x")?;
         let ws = split(super::f32_contiguous(s2, l2, OP, "w_all")?, &self.blocks, ChainBlock::w_len, "w_all")?;
@@ -257,6 +258,7 @@ impl CustomOp3 for ChainBackward {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
+        super::count_fast_run();
         const OP: &str = "conv2d+batch_norm chain backward";
         let Some(saved) = self.saved.get() else { bail!("{OP}: the forward pass left nothing") };
         let x = super::f32_contiguous(s1, l1, OP, "x")?;

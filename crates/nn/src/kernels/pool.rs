@@ -85,7 +85,7 @@ impl Pool2dParams {
 /// Whether the pool kernels handle `x` (CPU, f32): the condition for taking the fast path
 /// instead of the candle-ops one.
 pub fn supports(x: &Tensor) -> bool {
-    x.device().is_cpu() && x.dtype() == DType::F32
+    super::fast_kernels_on(x.device()) && x.dtype() == DType::F32
 }
 
 /// Max-pooling with explicit geometry, on candle's CPU device in f32, with its gradient
@@ -253,6 +253,7 @@ impl CustomOp1 for MaxPool2dOp {
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        super::count_fast_run();
         let g = Geometry::new("max_pool2d", l.dims(), self.params)?;
         check_plane_index(&g)?;
         let (y, argmax) = max_forward(&g, super::f32_contiguous(s, l, "pool", "x")?);
@@ -289,6 +290,7 @@ impl CustomOp2 for MaxPool2dBackward {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
+        super::count_fast_run();
         let g = Geometry::new("max_pool2d backward", l1.dims(), self.params)?;
         check_plane_index(&g)?;
         g.check_dy("max_pool2d backward", l2.dims(), l1.dims())?;
@@ -402,6 +404,7 @@ impl CustomOp1 for AvgPool2dOp {
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        super::count_fast_run();
         let g = Geometry::new("avg_pool2d", l.dims(), self.params)?;
         let y = avg_forward(&g, super::f32_contiguous(s, l, "pool", "x")?);
         let dims = l.dims();
@@ -426,6 +429,7 @@ impl CustomOp1 for AvgPool2dBackward {
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        super::count_fast_run();
         let dys = l.dims();
         let &[n, c, _, _] = dys else {
             bail!("ferroflow avg_pool2d backward kernel: expected a rank-4 dy, got {dys:?}");

@@ -23,7 +23,7 @@ const TASK_ELEMS: usize = 64 * 1024;
 /// Whether [`relu`] handles `x` (f32 on the CPU): the condition for taking the fast path
 /// instead of the candle-ops one.
 pub fn supports(x: &Tensor) -> bool {
-    x.device().is_cpu() && x.dtype() == DType::F32
+    super::fast_kernels_on(x.device()) && x.dtype() == DType::F32
 }
 
 /// `max(x, 0)` for one value, NaN to 0: the forward of every ReLU kernel.
@@ -76,6 +76,7 @@ impl CustomOp1 for Relu {
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        super::count_fast_run();
         let x = super::f32_contiguous(s, l, "relu", "x")?;
         Ok((CpuStorage::F32(map(x, relu_value)), l.shape().clone()))
     }
@@ -100,6 +101,7 @@ impl CustomOp2 for ReluGrad {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
+        super::count_fast_run();
         if l1.dims() != l2.dims() {
             bail!("ferroflow relu backward: dy {:?} and y {:?} differ in shape", l1.dims(), l2.dims());
         }

@@ -141,14 +141,18 @@ pub fn batch_norm_train_across(
     const OP: &str = "synchronised batch_norm_train";
     channel_layout(OP, x, &[("gamma", gamma), ("beta", beta)])?;
     if !crate::kernels::batch_norm::supports(x, gamma, beta) {
-        return Err(NnError::Config {
-            context: OP.into(),
-            reason: format!(
+        let reason = if x.device().is_cpu() && crate::kernels::Kernels::current() == crate::kernels::Kernels::Generic {
+            "model.sync_batch_norm runs inside ferroflow's CPU batch-norm kernel, which FERROFLOW_KERNELS=generic \
+             turns off (it has no generic path yet)"
+                .to_string()
+        } else {
+            format!(
                 "model.sync_batch_norm runs on f32 CPU tensors; got {:?} on {:?} (GPU ranks need NCCL, not built yet)",
                 x.dtype(),
                 x.device().location()
-            ),
-        });
+            )
+        };
+        return Err(NnError::Config { context: OP.into(), reason });
     }
     if x.elem_count() == 0 {
         return Err(NnError::shape(OP, format!("empty batch {:?}", x.dims())));

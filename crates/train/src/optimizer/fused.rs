@@ -32,7 +32,7 @@ pub(super) fn momentum(
     nesterov: bool,
 ) -> candle_core::Result<bool> {
     let eligible = |t: &Tensor| {
-        t.device().is_cpu()
+        ferroflow_nn::kernels::fast_kernels_on(t.device())
             && t.dtype() == candle_core::DType::F32
             && t.is_contiguous()
             && t.dims() == var.dims()
@@ -94,6 +94,7 @@ impl InplaceOp2 for Accumulate {
     }
 
     fn cpu_fwd(&self, s1: &mut CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> candle_core::Result<()> {
+        ferroflow_nn::kernels::count_fast_run();
         let accum = slice_mut(s1, l1, "the slot")?;
         let g = slice(s2, l2, accum.len(), "the gradient")?;
         let m = self.momentum;
@@ -122,6 +123,7 @@ impl InplaceOp3 for Apply {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> candle_core::Result<()> {
+        ferroflow_nn::kernels::count_fast_run();
         let var = slice_mut(s1, l1, "the variable")?;
         let accum = slice(s2, l2, var.len(), "the slot")?;
         let g = slice(s3, l3, var.len(), "the gradient")?;
