@@ -16,7 +16,7 @@
 
 use std::collections::BTreeMap;
 
-use candle_core::{DType, Device, Tensor, Var};
+use candle_core::{DType, Tensor, Var};
 use ferroflow_golden::{Case, Harness, all, compare_close, err};
 use ferroflow_nn::ops::{
     Padding, avg_pool2d, batch_norm_count, batch_norm_eval, batch_norm_train, conv2d, conv2d_transpose, dense, flatten,
@@ -49,13 +49,13 @@ impl NnCase for Case {
     /// A float32 tensor of the case, in its stored (TF) layout.
     fn f32_tensor(&self, name: &str) -> Result<Tensor, String> {
         let (shape, values) = self.f32(name)?;
-        Tensor::from_vec(values.to_vec(), shape, &Device::Cpu).map_err(err(name))
+        Tensor::from_vec(values.to_vec(), shape, &ferroflow_golden::case_device()).map_err(err(name))
     }
 
     /// An int64 tensor of the case.
     fn i64_tensor(&self, name: &str) -> Result<Tensor, String> {
         let (shape, values) = self.i64(name)?;
-        Tensor::from_vec(values.to_vec(), shape, &Device::Cpu).map_err(err(name))
+        Tensor::from_vec(values.to_vec(), shape, &ferroflow_golden::case_device()).map_err(err(name))
     }
 
     /// An NHWC float32 tensor of the case as NCHW.

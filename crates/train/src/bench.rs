@@ -169,6 +169,9 @@ pub struct BenchReport {
     pub threads: usize,
     /// Data-parallel ranks (1: one process).
     pub ranks: usize,
+    /// The device, described ([`crate::describe_device`]: `cpu`, or the GPU's number,
+    /// name and memory).
+    pub device: String,
     /// Wall time of the timed steps, in seconds.
     pub secs: f64,
     /// `batch_size * steps / secs`.
@@ -367,6 +370,7 @@ pub fn bench_train_on(
         warmup: cfg.warmup,
         threads: rayon::current_num_threads(),
         ranks: world,
+        device: crate::describe_device(&device),
         secs,
         images_per_sec: (cfg.batch_size * cfg.steps) as f64 / secs.max(1e-9),
         step_ms_mean: timed_ms.iter().sum::<f64>() / n as f64,

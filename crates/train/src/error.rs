@@ -33,6 +33,14 @@ pub enum TrainError {
     /// Writing summaries failed.
     #[error(transparent)]
     Summary(#[from] tfrecord::EventError),
+    /// The device asked for cannot be had (no GPU of that number, no driver).
+    #[error("device {name}: {reason}")]
+    Device {
+        /// As given (`cuda:1`).
+        name: String,
+        /// What is missing.
+        reason: String,
+    },
     /// A candle error outside any layer.
     #[error("{context}: {cause}")]
     Candle {

@@ -234,6 +234,9 @@ pub struct EvalOptions {
     pub batch_size: Option<usize>,
     /// Write the results as TensorBoard scalars to `<train_dir>/eval/`.
     pub write_summaries: bool,
+    /// `cpu` or `cuda[:N]` ([`crate::device`]); a checkpoint restores on either,
+    /// whichever device wrote it.
+    pub device: String,
 }
 
 /// Results of `ferroflow eval`.
@@ -260,7 +263,8 @@ pub struct CheckpointEval {
 /// evaluates it on a split, with the run's own eval preprocessing;
 /// `progress` gets `(examples done, total)` after each batch.
 pub fn evaluate_checkpoint(options: &EvalOptions, progress: &mut dyn FnMut(usize, usize)) -> Result<CheckpointEval> {
-    let restored = RestoredModel::load(&options.checkpoint, &Device::Cpu)?;
+    let device = crate::device(&options.device)?;
+    let restored = RestoredModel::load(&options.checkpoint, &device)?;
     let config = &restored.config;
     let data_path = options.data.clone().or_else(|| config.data.path.clone()).ok_or_else(|| {
         TrainError::config("--data", "the checkpoint records no data path; give the dataset with --data DIR")
@@ -311,15 +315,8 @@ pub fn evaluate_checkpoint(options: &EvalOptions, progress: &mut dyn FnMut(usize
         ..Default::default()
     };
     pipeline.shuffle_buffer = 0;
-    let report = evaluate(
-        &restored.model,
-        &source,
-        &restored.preprocess,
-        pipeline,
-        &restored.objective,
-        &Device::Cpu,
-        progress,
-    )?;
+    let report =
+        evaluate(&restored.model, &source, &restored.preprocess, pipeline, &restored.objective, &device, progress)?;
     if options.write_summaries
         && let Some(train_dir) = restored.path.parent()
     {

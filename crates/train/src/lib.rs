@@ -8,6 +8,7 @@ mod bench_allreduce;
 pub mod checkpoint;
 mod config;
 mod data_source;
+mod device;
 mod error;
 mod evaluate;
 mod metrics;
@@ -30,6 +31,7 @@ pub use config::{
     Normalize, OnCorrupt, OnSaveError, SummaryConfig, Targets, TrainConfig, WarmStartConfig,
 };
 pub use data_source::{DataSource, IN_MEMORY_LIMIT};
+pub use device::{describe_device, device};
 pub use error::{Result, TrainError};
 pub use evaluate::{CheckpointEval, EvalOptions, EvalReport, evaluate, evaluate_checkpoint};
 pub use metrics::Metrics;
@@ -37,4 +39,4 @@ pub use objective::Objective;
 pub use predict::{Prediction, collect_images, predict};
 pub use restored::RestoredModel;
 pub use summary::Summaries;
-pub use trainer::{Progress, TrainReport, device, model_spec, train, train_on};
+pub use trainer::{Progress, TrainReport, model_spec, train, train_on};

@@ -99,29 +99,6 @@ pub struct TrainReport {
     pub weights_digest: Option<u64>,
 }
 
-/// Parses `cpu` / `cuda[:N]`.
-pub fn device(name: &str) -> Result<Device> {
-    match name {
-        "cpu" => Ok(Device::Cpu),
-        cuda if cuda == "cuda" || cuda.starts_with("cuda:") => {
-            let ordinal: usize = cuda.strip_prefix("cuda:").map_or(Ok(0), str::parse).map_err(|_| {
-                TrainError::config("train.device", format!("{name:?}: expected cuda or cuda:N with N a GPU index"))
-            })?;
-            if cfg!(feature = "cuda") {
-                Device::new_cuda(ordinal).map_err(TrainError::candle(format!("train.device {name}")))
-            } else {
-                Err(TrainError::config(
-                    "train.device",
-                    format!(
-                        "{name:?}: this ferroflow was built without CUDA; rebuild with `cargo build --release --features cuda`"
-                    ),
-                ))
-            }
-        }
-        other => Err(TrainError::config("train.device", format!("{other:?}: expected cpu, cuda or cuda:N"))),
-    }
-}
-
 /// Resolves the model declaration: a zoo name or a TOML file.
 pub fn model_spec(name: &str, classes: usize) -> Result<ModelSpec> {
     if let Some(spec) = zoo_model(name, classes) {
@@ -454,7 +431,7 @@ pub fn train_on(
             ),
         ));
     }
-    let device = device(&config.train.device)?;
+    let device = crate::device(&config.train.device)?;
     let path =
         config.data.path.clone().ok_or_else(|| TrainError::config("data.path", "no data given (use --data DIR)"))?;
     let paired = config.data.targets == Targets::Paired;

@@ -20,7 +20,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use candle_core::{Device, Tensor};
+use candle_core::Tensor;
 use ferroflow_golden::{Case, Harness, all, compare_close, err};
 use ferroflow_nn::VarStore;
 use ferroflow_train::optimizer::{BETA1_POWER, BETA2_POWER, Optimizer, OptimizerConfig};
@@ -147,8 +147,8 @@ fn check_optimizer(case: &Case, worst: &mut Worst) -> Result<(), String> {
         ));
     }
 
-    let store = VarStore::new(Device::Cpu, 0);
-    let init = Tensor::from_vec(var0.to_vec(), var_shape, &Device::Cpu).map_err(err("var0"))?;
+    let store = VarStore::new(ferroflow_golden::case_device(), 0);
+    let init = Tensor::from_vec(var0.to_vec(), var_shape, &ferroflow_golden::case_device()).map_err(err("var0"))?;
     store.root().get_variable_from(&var_name, &init, true).map_err(err("var0"))?;
     let mut opt = Optimizer::new(&config, &store).map_err(err("Optimizer::new"))?;
 
@@ -173,7 +173,8 @@ fn check_optimizer(case: &Case, worst: &mut Worst) -> Result<(), String> {
 
     let mut results = Vec::new();
     for s in 0..steps {
-        let g = Tensor::from_vec(grads[s * n..(s + 1) * n].to_vec(), var_shape, &Device::Cpu).map_err(err("grads"))?;
+        let g = Tensor::from_vec(grads[s * n..(s + 1) * n].to_vec(), var_shape, &ferroflow_golden::case_device())
+            .map_err(err("grads"))?;
         opt.apply(&[(var_name.as_str(), g)], lr).map_err(err(&format!("step {s}")))?;
         let got = values_of(&store, &var_name)?;
         let label = format!("var_after_each_step[{s}]");

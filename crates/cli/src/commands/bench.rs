@@ -299,7 +299,7 @@ fn train(args: &TrainArgs) -> Result<()> {
         } else {
             report.threads.to_string()
         },
-        args.device,
+        report.device,
         report.secs,
         report.step_ms_mean,
         report.step_ms_median,

@@ -35,6 +35,9 @@ pub struct EvalArgs {
     /// With --train-dir: evaluate the best checkpoint (kept in DIR/best/ by checkpoint.keep_best).
     #[arg(long, requires = "train_dir")]
     pub best: bool,
+    /// cpu or cuda[:N] (CUDA needs a build with --features cuda: scripts/build-cuda.sh).
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
 }
 
 /// Runs the command.
@@ -47,6 +50,7 @@ pub fn run(args: &EvalArgs) -> Result<()> {
         split: args.split.clone(),
         batch_size: args.batch_size,
         write_summaries: true,
+        device: args.device.clone(),
     };
     let mut bar: Option<Progress> = None;
     let result = evaluate_checkpoint(&options, &mut |done, total| {

@@ -5,7 +5,6 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
-use candle_core::Device;
 use clap::Args;
 use ferroflow_train::{RestoredModel, TrainError, collect_images, predict};
 
@@ -37,6 +36,9 @@ pub struct PredictArgs {
     /// An image-to-image model (data.targets = "input"): write its output images here, as PNG.
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
+    /// cpu or cuda[:N] (CUDA needs a build with --features cuda: scripts/build-cuda.sh).
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
 }
 
 /// Runs the command.
@@ -46,8 +48,9 @@ pub fn run(args: &PredictArgs) -> Result<()> {
     if args.top_k == 0 {
         bail!(TrainError::config("--top-k", "must be at least 1"));
     }
-    let restored = RestoredModel::load(&checkpoint, &Device::Cpu)
-        .with_context(|| format!("restoring {}", checkpoint.display()))?;
+    let device = ferroflow_train::device(&args.device)?;
+    let restored =
+        RestoredModel::load(&checkpoint, &device).with_context(|| format!("restoring {}", checkpoint.display()))?;
     if let Some(notice) = &restored.integrity_notice {
         eprintln!("{notice}");
     }
