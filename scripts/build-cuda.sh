@@ -85,7 +85,15 @@ case "$MODE" in
     build)
         cargo build --locked --release -p ferroflow-cli --features cuda,cudnn
         strip -o "$CARGO_TARGET_DIR/ferroflow" "$CARGO_TARGET_DIR/release/ferroflow"
-        ls -la "$CARGO_TARGET_DIR/ferroflow"
+        # The golden suites as test binaries for the GPU (scripts/gpu-check.sh runs them
+        # with FERROFLOW_TEST_DEVICE=cuda).
+        for spec in "ferroflow-nn golden-nn" "ferroflow-train golden-train"; do
+            set -- $spec
+            exe="$(cargo test --locked --release --no-run -p "$1" --features cuda,cudnn --test golden \
+                   --message-format=json | sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -1)"
+            strip -o "$CARGO_TARGET_DIR/$2" "$exe"
+        done
+        ls -la "$CARGO_TARGET_DIR/ferroflow" "$CARGO_TARGET_DIR/golden-nn" "$CARGO_TARGET_DIR/golden-train"
         ;;
     *)
         echo "usage: scripts/build-cuda.sh [build|check]" >&2

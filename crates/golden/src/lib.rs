@@ -75,8 +75,14 @@ pub fn owner(op: &str) -> Option<Harness> {
 }
 
 /// The repository's root directory.
+///
+/// A test binary carried to another machine (`scripts/gpu-check.sh`) finds the
+/// checkout through `FERROFLOW_REPO_ROOT` instead of the path it was built at.
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("..")
+    match std::env::var_os("FERROFLOW_REPO_ROOT") {
+        Some(root) if !root.is_empty() => PathBuf::from(root),
+        _ => Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(".."),
+    }
 }
 
 /// The directories to read cases from: `testdata/golden/cases/` first, then each one
