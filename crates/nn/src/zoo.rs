@@ -27,6 +27,16 @@ pub const ZOO: &[ZooModel] = &[
     ZooModel { name: "resnet20", description: "CIFAR ResNet-20 (He et al. 2016, section 4.2)", spec: resnet20 },
     ZooModel { name: "vgg_small", description: "VGG-style 6 conv (64-128-256) + BN, dense 512", spec: vgg_small },
     ZooModel {
+        name: "vgg_16",
+        description: "TF-slim's vgg_16 (Simonyan & Zisserman 2014, config D), 224x224; loads vgg_16.ckpt",
+        spec: vgg_16,
+    },
+    ZooModel {
+        name: "vgg_19",
+        description: "TF-slim's vgg_19 (Simonyan & Zisserman 2014, config E), 224x224; loads vgg_19.ckpt",
+        spec: vgg_19,
+    },
+    ZooModel {
         name: "encoder_decoder",
         description: "2 strided convs down, 2 conv2d_transpose up: 32x32x3 in, 32x32x3 out (MSE)",
         spec: encoder_decoder,
@@ -189,4 +199,60 @@ pub fn encoder_decoder(_classes: usize) -> ModelSpec {
         input: [32, 32, 3],
         layers: vec![down(32), down(64), up(32, Activation::Relu), up(3, Activation::Linear)],
     }
+}
+
+/// TF-slim's `vgg_16` (`tf_slim/nets/vgg.py`, tf-slim 1.1.0) with its variable names
+/// (`vgg_16/conv1/conv1_1/weights`, …, `vgg_16/fc8/biases`), so the published
+/// `vgg_16.ckpt` loads: five stages of 3x3 SAME convs with biases and ReLU (2, 2, 3, 3, 3
+/// convs of 64, 128, 256, 512, 512 filters), each ending in a 2x2 VALID max-pool; `fc6`
+/// a 7x7 VALID conv of 4096, `fc7` a 1x1 conv of 4096, each followed by dropout 0.5;
+/// `fc8` a linear 1x1 conv of `classes`; the spatial squeeze. Input 224x224x3 (RGB minus
+/// the ImageNet means, TF-slim's `vgg_preprocessing`). 138,357,544 trainable parameters
+/// for 1000 classes (134,301,514 for 10), as TF-slim's.
+pub fn vgg_16(classes: usize) -> ModelSpec {
+    slim_vgg("vgg_16", [2, 2, 3, 3, 3], classes)
+}
+
+/// TF-slim's `vgg_19`: [`vgg_16`] with 4 convs in stages 3 to 5 (config E), named
+/// `vgg_19/…`. 143,667,240 trainable parameters for 1000 classes (139,611,210 for 10).
+pub fn vgg_19(classes: usize) -> ModelSpec {
+    slim_vgg("vgg_19", [2, 2, 4, 4, 4], classes)
+}
+
+/// TF-slim's VGG family: `repeats[s]` convs in stage `s + 1`, under the scope `name`.
+fn slim_vgg(name: &str, repeats: [usize; 5], classes: usize) -> ModelSpec {
+    let named_conv =
+        |scope: String, filters: usize, kernel: usize, padding: Padding, activation: Activation| LayerSpec::Conv2d {
+            name: Some(scope),
+            filters,
+            kernel: Size2::Square(kernel),
+            stride: Size2::Square(1),
+            dilation: Size2::Square(1),
+            padding,
+            use_bias: true,
+            batch_norm: BatchNormSpec::Flag(false),
+            activation,
+        };
+    let mut layers = Vec::new();
+    for (stage, (&n, filters)) in repeats.iter().zip([64, 128, 256, 512, 512]).enumerate() {
+        let b = stage + 1;
+        for i in 1..=n {
+            // slim.repeat names the i-th conv `convB/convB_i`.
+            layers.push(named_conv(format!("{name}/conv{b}/conv{b}_{i}"), filters, 3, Padding::Same, Activation::Relu));
+        }
+        layers.push(LayerSpec::MaxPool {
+            name: Some(format!("{name}/pool{b}")),
+            pool: Size2::Square(2),
+            stride: None,
+            padding: Padding::Valid,
+        });
+    }
+    layers.push(named_conv(format!("{name}/fc6"), 4096, 7, Padding::Valid, Activation::Relu));
+    layers.push(LayerSpec::Dropout { name: Some(format!("{name}/dropout6")), rate: 0.5 });
+    layers.push(named_conv(format!("{name}/fc7"), 4096, 1, Padding::Same, Activation::Relu));
+    layers.push(LayerSpec::Dropout { name: Some(format!("{name}/dropout7")), rate: 0.5 });
+    layers.push(named_conv(format!("{name}/fc8"), classes, 1, Padding::Same, Activation::Linear));
+    // `fc8/squeezed`: [N, classes, 1, 1] → [N, classes].
+    layers.push(LayerSpec::Flatten { name: Some(format!("{name}/fc8/squeezed")) });
+    ModelSpec { name: name.into(), input: [224, 224, 3], layers }
 }

@@ -1,0 +1,77 @@
+"""TF-slim's reference for ferroflow's ImageNet zoo models (issue 16).
+
+Builds the TF-slim net MODEL (tf-slim 1.1.0 on TensorFlow 2.21, a
+tf.compat.v1 graph, eval mode) with seeded random weights, gives every bias,
+batch-norm beta/gamma and moving statistic a non-trivial seeded value too (a
+fresh init leaves them 0 or 1, which would hide a swapped or ignored one),
+saves a Saver checkpoint OUT_DIR/model.ckpt, and writes OUT_DIR/io.safetensors:
+`input` (the preprocessed photos, NHWC float32) and `logits` (TF's output for
+them, [N, classes]).
+
+Preprocessing here is the model family's eval preprocessing reduced to its
+arithmetic (decode, bilinear resize to the model's size, VGG mean subtraction
+or Inception's [-1, 1] scaling): the test compares the nets, so both sides take
+this exact input.
+
+Usage: slim_reference.py MODEL OUT_DIR PHOTO...   (MODEL: vgg_16, vgg_19)
+"""
+
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+# tf-slim 1.1.0 imports tf_keras.legacy_tf_layers, which tf-keras 2.21 keeps under src/.
+import tf_keras.src.legacy_tf_layers as legacy_layers  # noqa: E402
+
+sys.modules["tf_keras.legacy_tf_layers"] = legacy_layers
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+import tf_slim  # noqa: E402
+from safetensors.numpy import save_file  # noqa: E402
+from tf_slim.nets import vgg  # noqa: E402
+
+# name: (builder, arg scope, input size, classes, preprocessing)
+MODELS = {
+    "vgg_16": (vgg.vgg_16, vgg.vgg_arg_scope, 224, 1000, "vgg"),
+    "vgg_19": (vgg.vgg_19, vgg.vgg_arg_scope, 224, 1000, "vgg"),
+}
+VGG_MEANS = [123.68, 116.78, 103.94]  # vgg_preprocessing.py's _R_MEAN, _G_MEAN, _B_MEAN
+
+
+def photos(paths, size, kind):
+    out = []
+    for p in paths:
+        img = tf.image.decode_jpeg(tf.io.read_file(p), channels=3)
+        img = tf.image.resize(tf.cast(img, tf.float32), [size, size], method="bilinear")
+        img = img - VGG_MEANS if kind == "vgg" else img / 127.5 - 1.0
+        out.append(img.numpy())
+    return np.stack(out).astype(np.float32)
+
+
+def main():
+    model, out_dir, paths = sys.argv[1], sys.argv[2], sys.argv[3:]
+    build, arg_scope, size, classes, kind = MODELS[model]
+    x_value = photos(paths, size, kind)
+    tf.compat.v1.disable_eager_execution()
+    tf.compat.v1.set_random_seed(0)
+    x = tf.compat.v1.placeholder(tf.float32, [None, size, size, 3])
+    with tf_slim.arg_scope(arg_scope()):
+        logits, _ = build(x, num_classes=classes, is_training=False)
+    rng = np.random.default_rng(0)
+    with tf.compat.v1.Session() as sess:
+        sess.run(tf.compat.v1.global_variables_initializer())
+        for v in tf.compat.v1.global_variables():
+            name, shape = v.op.name, v.shape.as_list()
+            leaf = name.rsplit("/", 1)[-1]
+            if leaf in ("biases", "beta", "moving_mean"):
+                v.load(rng.normal(0.0, 0.1, shape).astype(np.float32), sess)
+            elif leaf in ("gamma", "moving_variance"):
+                v.load(rng.uniform(0.5, 1.5, shape).astype(np.float32), sess)
+        tf.compat.v1.train.Saver().save(sess, os.path.join(out_dir, "model.ckpt"), write_meta_graph=False)
+        y = sess.run(logits, {x: x_value})
+    save_file({"input": x_value, "logits": y.astype(np.float32)}, os.path.join(out_dir, "io.safetensors"))
+    print(f"{model}: {len(paths)} photos, logits {y.shape}, |logits| max {np.abs(y).max():.3f}")
+
+
+if __name__ == "__main__":
+    main()
