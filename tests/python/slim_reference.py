@@ -13,7 +13,7 @@ arithmetic (decode, bilinear resize to the model's size, VGG mean subtraction
 or Inception's [-1, 1] scaling): the test compares the nets, so both sides take
 this exact input.
 
-Usage: slim_reference.py MODEL OUT_DIR PHOTO...   (MODEL: vgg_16, vgg_19)
+Usage: slim_reference.py MODEL OUT_DIR PHOTO...   (MODEL: vgg_16, vgg_19, resnet_v1_50, resnet_v1_101)
 """
 
 import os
@@ -28,12 +28,15 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 import tf_slim  # noqa: E402
 from safetensors.numpy import save_file  # noqa: E402
-from tf_slim.nets import vgg  # noqa: E402
+from tf_slim.nets import resnet_utils, resnet_v1, vgg  # noqa: E402
 
 # name: (builder, arg scope, input size, classes, preprocessing)
 MODELS = {
     "vgg_16": (vgg.vgg_16, vgg.vgg_arg_scope, 224, 1000, "vgg"),
     "vgg_19": (vgg.vgg_19, vgg.vgg_arg_scope, 224, 1000, "vgg"),
+    # TF-slim's ResNet v1 checkpoints were trained with vgg_preprocessing.
+    "resnet_v1_50": (resnet_v1.resnet_v1_50, resnet_utils.resnet_arg_scope, 224, 1000, "vgg"),
+    "resnet_v1_101": (resnet_v1.resnet_v1_101, resnet_utils.resnet_arg_scope, 224, 1000, "vgg"),
 }
 VGG_MEANS = [123.68, 116.78, 103.94]  # vgg_preprocessing.py's _R_MEAN, _G_MEAN, _B_MEAN
 
@@ -57,6 +60,9 @@ def main():
     x = tf.compat.v1.placeholder(tf.float32, [None, size, size, 3])
     with tf_slim.arg_scope(arg_scope()):
         logits, _ = build(x, num_classes=classes, is_training=False)
+    # tf-slim 1.1.0's ResNets return [N, 1, 1, classes] (no spatial squeeze).
+    if logits.shape.rank == 4:
+        logits = tf.squeeze(logits, [1, 2])
     rng = np.random.default_rng(0)
     with tf.compat.v1.Session() as sess:
         sess.run(tf.compat.v1.global_variables_initializer())

@@ -2,10 +2,12 @@
 
 pub mod activation;
 pub mod batch_norm;
+pub mod bottleneck;
 pub mod conv2d;
 pub mod conv2d_transpose;
 pub mod dense;
 pub mod dropout;
 pub mod flatten;
+pub mod pad;
 pub mod pool;
 pub mod residual;

@@ -25,5 +25,5 @@ pub use conv::{
 };
 pub use dense::{dense, flatten};
 pub use loss::{mean_squared_error, smoothed_one_hot, softmax_cross_entropy, sparse_softmax_cross_entropy};
-pub use padding::{Padding, Window, effective_kernel, output_size, same_padding, window};
+pub use padding::{Padding, Window, effective_kernel, output_size, same_padding, window, zero_pad};
 pub use pool::{avg_pool2d, max_pool2d};

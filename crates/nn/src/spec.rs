@@ -31,11 +31,13 @@ use crate::error::{NnError, Result};
 use crate::layer::{Activation, Layer};
 use crate::layers::activation::ActivationLayer;
 use crate::layers::batch_norm::{BatchNorm, BatchNormConfig};
+use crate::layers::bottleneck::Bottleneck;
 use crate::layers::conv2d::{Conv2d, Conv2dConfig};
 use crate::layers::conv2d_transpose::{Conv2dTranspose, Conv2dTransposeConfig};
 use crate::layers::dense::{Dense, DenseConfig};
 use crate::layers::dropout::Dropout;
 use crate::layers::flatten::Flatten;
+use crate::layers::pad::Pad;
 use crate::layers::pool::{Pool2d, PoolKind};
 use crate::layers::residual::Residual;
 use crate::model::Model;
@@ -229,14 +231,38 @@ pub enum LayerSpec {
         #[serde(default = "default_stride")]
         stride: usize,
     },
+    /// TF-slim's ResNet v1 bottleneck unit ([`Bottleneck`]): `depth`,
+    /// `depth_bottleneck`, `stride` (1), `batch_norm` (default: momentum 0.99,
+    /// epsilon 0.001; TF-slim's ResNets use 0.997 and 1e-5).
+    Bottleneck {
+        /// Scope name (default `unitN`); TF-slim's is `blockB/unit_U/bottleneck_v1`.
+        name: Option<String>,
+        /// Output channels.
+        depth: usize,
+        /// Channels of the 1x1 and 3x3 convs inside.
+        depth_bottleneck: usize,
+        /// Stride of the 3x3 conv (and of the shortcut).
+        #[serde(default = "default_stride")]
+        stride: usize,
+        /// The batch norms' settings.
+        #[serde(default)]
+        batch_norm: BatchNormConfig,
+    },
+    /// Zero padding of the spatial dimensions (`tf.pad`): `pad = [top, bottom, left, right]`.
+    Pad {
+        /// Scope name (default `padN`).
+        name: Option<String>,
+        /// Pixels of zeros `[top, bottom, left, right]`.
+        pad: [usize; 4],
+    },
 }
 
 fn default_stride() -> usize {
     1
 }
 
-const LAYER_TYPES: &str =
-    "conv2d, conv2d_transpose, max_pool, avg_pool, batch_norm, activation, dropout, flatten, dense, residual";
+const LAYER_TYPES: &str = "conv2d, conv2d_transpose, max_pool, avg_pool, batch_norm, activation, dropout, flatten, dense, residual, \
+     bottleneck, pad";
 
 impl LayerSpec {
     /// A `conv2d` layer's settings (`None` for other layers): what the layer is
@@ -272,6 +298,8 @@ impl LayerSpec {
             LayerSpec::Flatten { .. } => "flatten",
             LayerSpec::Dense { .. } => "dense",
             LayerSpec::Residual { .. } => "residual",
+            LayerSpec::Bottleneck { .. } => "bottleneck",
+            LayerSpec::Pad { .. } => "pad",
         }
     }
 
@@ -286,7 +314,9 @@ impl LayerSpec {
             | LayerSpec::Dropout { name, .. }
             | LayerSpec::Flatten { name, .. }
             | LayerSpec::Dense { name, .. }
-            | LayerSpec::Residual { name, .. } => name.as_deref(),
+            | LayerSpec::Residual { name, .. }
+            | LayerSpec::Bottleneck { name, .. }
+            | LayerSpec::Pad { name, .. } => name.as_deref(),
         }
     }
 
@@ -302,6 +332,8 @@ impl LayerSpec {
             LayerSpec::Flatten { .. } => "flatten",
             LayerSpec::Dense { .. } => "fc",
             LayerSpec::Residual { .. } => "block",
+            LayerSpec::Bottleneck { .. } => "unit",
+            LayerSpec::Pad { .. } => "pad",
         }
     }
 }
@@ -445,5 +477,9 @@ fn build_layer(
         LayerSpec::Residual { filters, stride, .. } => {
             Box::new(Residual::new(scope, name, shape, *filters, *stride, BatchNormConfig::default())?)
         }
+        LayerSpec::Bottleneck { depth, depth_bottleneck, stride, batch_norm, .. } => {
+            Box::new(Bottleneck::new(scope, name, shape, *depth, *depth_bottleneck, *stride, *batch_norm)?)
+        }
+        LayerSpec::Pad { pad, .. } => Box::new(Pad::new(scope, name, shape, *pad)?),
     })
 }

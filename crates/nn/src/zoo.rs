@@ -2,6 +2,7 @@
 //! declarations share one builder).
 
 use crate::layer::Activation;
+use crate::layers::batch_norm::{BatchNormConfig, BatchNormSemantics};
 use crate::ops::Padding;
 use crate::spec::{BatchNormSpec, LayerSpec, ModelSpec, Size2};
 
@@ -26,6 +27,16 @@ pub const ZOO: &[ZooModel] = &[
     },
     ZooModel { name: "resnet20", description: "CIFAR ResNet-20 (He et al. 2016, section 4.2)", spec: resnet20 },
     ZooModel { name: "vgg_small", description: "VGG-style 6 conv (64-128-256) + BN, dense 512", spec: vgg_small },
+    ZooModel {
+        name: "resnet_v1_50",
+        description: "TF-slim's resnet_v1_50 (He et al. 2016), 224x224; loads resnet_v1_50.ckpt",
+        spec: resnet_v1_50,
+    },
+    ZooModel {
+        name: "resnet_v1_101",
+        description: "TF-slim's resnet_v1_101 (He et al. 2016), 224x224; loads resnet_v1_101.ckpt",
+        spec: resnet_v1_101,
+    },
     ZooModel {
         name: "vgg_16",
         description: "TF-slim's vgg_16 (Simonyan & Zisserman 2014, config D), 224x224; loads vgg_16.ckpt",
@@ -254,5 +265,86 @@ fn slim_vgg(name: &str, repeats: [usize; 5], classes: usize) -> ModelSpec {
     layers.push(named_conv(format!("{name}/fc8"), classes, 1, Padding::Same, Activation::Linear));
     // `fc8/squeezed`: [N, classes, 1, 1] → [N, classes].
     layers.push(LayerSpec::Flatten { name: Some(format!("{name}/fc8/squeezed")) });
+    ModelSpec { name: name.into(), input: [224, 224, 3], layers }
+}
+
+/// TF-slim's `resnet_v1_50` (`tf_slim/nets/resnet_v1.py`, tf-slim 1.1.0, under
+/// `resnet_arg_scope()`) with its variable names (`resnet_v1_50/conv1/weights`,
+/// `resnet_v1_50/block1/unit_1/bottleneck_v1/conv1/BatchNorm/moving_mean`, …,
+/// `resnet_v1_50/logits/biases`), so the published `resnet_v1_50.ckpt` loads: the root
+/// block (`conv2d_same` 7x7/2 with 64 filters, i.e. an explicit 3-pixel pad and a VALID
+/// conv, then a 3x3/2 SAME max-pool), four blocks of 3, 4, 6 and 3 bottleneck units
+/// (depths 256, 512, 1024, 2048; the stride 2 of blocks 1–3 in their *last* unit, as
+/// TF-slim puts it), the global average pool, a 1x1 `logits` conv with biases and the
+/// spatial squeeze. Batch norm: decay 0.997, epsilon 1e-5, with gamma. Input 224x224x3
+/// (TF-slim's `vgg_preprocessing`, which the ResNet v1 checkpoints were trained with).
+/// 25,557,032 trainable parameters for 1000 classes.
+pub fn resnet_v1_50(classes: usize) -> ModelSpec {
+    slim_resnet_v1("resnet_v1_50", [3, 4, 6, 3], classes)
+}
+
+/// TF-slim's `resnet_v1_101`: [`resnet_v1_50`] with 23 units in block 3.
+/// 44,549,160 trainable parameters for 1000 classes.
+pub fn resnet_v1_101(classes: usize) -> ModelSpec {
+    slim_resnet_v1("resnet_v1_101", [3, 4, 23, 3], classes)
+}
+
+/// TF-slim's ResNet v1 family under the scope `name`, `units[b]` bottleneck units in block `b + 1`.
+fn slim_resnet_v1(name: &str, units: [usize; 4], classes: usize) -> ModelSpec {
+    // resnet_utils.resnet_arg_scope: batch_norm_decay 0.997, epsilon 1e-5, scale True.
+    let bn = BatchNormConfig { momentum: 0.997, epsilon: 1e-5, semantics: BatchNormSemantics::Tf1 };
+    let mut layers = vec![
+        // conv2d_same(inputs, 64, 7, stride=2): pad_total 6, split 3/3.
+        LayerSpec::Pad { name: Some(format!("{name}/conv1_pad")), pad: [3, 3, 3, 3] },
+        LayerSpec::Conv2d {
+            name: Some(format!("{name}/conv1")),
+            filters: 64,
+            kernel: Size2::Square(7),
+            stride: Size2::Square(2),
+            dilation: Size2::Square(1),
+            padding: Padding::Valid,
+            use_bias: false,
+            batch_norm: BatchNormSpec::Config(bn),
+            activation: Activation::Relu,
+        },
+        // resnet_arg_scope makes max_pool2d SAME.
+        LayerSpec::MaxPool {
+            name: Some(format!("{name}/pool1")),
+            pool: Size2::Square(3),
+            stride: Some(Size2::Square(2)),
+            padding: Padding::Same,
+        },
+    ];
+    for (b, (&n, (base, stride))) in units.iter().zip([(64, 2), (128, 2), (256, 2), (512, 1)]).enumerate() {
+        for u in 1..=n {
+            layers.push(LayerSpec::Bottleneck {
+                name: Some(format!("{name}/block{}/unit_{u}/bottleneck_v1", b + 1)),
+                depth: base * 4,
+                depth_bottleneck: base,
+                // resnet_v1_block: stride 1 in every unit but the last.
+                stride: if u == n { stride } else { 1 },
+                batch_norm: bn,
+            });
+        }
+    }
+    // reduce_mean over the 7x7 map of a 224x224 input (`pool5`).
+    layers.push(LayerSpec::AvgPool {
+        name: Some(format!("{name}/pool5")),
+        pool: Size2::Square(7),
+        stride: None,
+        padding: Padding::Valid,
+    });
+    layers.push(LayerSpec::Conv2d {
+        name: Some(format!("{name}/logits")),
+        filters: classes,
+        kernel: Size2::Square(1),
+        stride: Size2::Square(1),
+        dilation: Size2::Square(1),
+        padding: Padding::Same,
+        use_bias: true,
+        batch_norm: BatchNormSpec::Flag(false),
+        activation: Activation::Linear,
+    });
+    layers.push(LayerSpec::Flatten { name: Some(format!("{name}/spatial_squeeze")) });
     ModelSpec { name: name.into(), input: [224, 224, 3], layers }
 }

@@ -21,7 +21,9 @@ fn every_zoo_model_builds_runs_and_has_its_parameter_count() {
         ("cifar_cnn", 1_117_162),
         ("resnet20", 272_474),
         ("vgg_small", 3_249_098),
-        // TF-slim's counts for 10 classes (tf_slim.nets.vgg, counted in TensorFlow).
+        // TF-slim's counts for 10 classes (tf_slim.nets, counted in TensorFlow).
+        ("resnet_v1_50", 23_528_522),
+        ("resnet_v1_101", 42_520_650),
         ("vgg_16", 134_301_514),
         ("vgg_19", 139_611_210),
         ("encoder_decoder", 38_723),

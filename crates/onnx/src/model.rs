@@ -174,6 +174,14 @@ fn export_layer(
             };
             ex.add_relu(scope, &b, &s)
         }
+        LayerSpec::Bottleneck { .. } | LayerSpec::Pad { .. } => {
+            return Err(OnnxError::Unsupported {
+                layer: scope.into(),
+                reason: "TF-slim's ResNet units and explicit padding are not in the ONNX exporter yet (export \
+                         a TF checkpoint with --format tf-checkpoint instead)"
+                    .into(),
+            });
+        }
     };
     Ok(y)
 }

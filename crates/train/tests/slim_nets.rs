@@ -91,3 +91,19 @@ fn vgg_19_gives_tf_slims_logits_from_its_checkpoint() {
     eprintln!("vgg_19: worst |ferroflow - TF| = {worst:e} of the largest logit");
     assert!(worst < 1e-4, "vgg_19 logits differ from TF-slim's by {worst:e} of the largest");
 }
+
+#[test]
+fn resnet_v1_50_gives_tf_slims_logits_from_its_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let worst = conformance("resnet_v1_50", dir.path());
+    eprintln!("resnet_v1_50: worst |ferroflow - TF| = {worst:e} of the largest logit");
+    assert!(worst < 1e-4, "resnet_v1_50 logits differ from TF-slim's by {worst:e} of the largest");
+}
+
+#[test]
+fn resnet_v1_101_gives_tf_slims_logits_from_its_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let worst = conformance("resnet_v1_101", dir.path());
+    eprintln!("resnet_v1_101: worst |ferroflow - TF| = {worst:e} of the largest logit");
+    assert!(worst < 1e-4, "resnet_v1_101 logits differ from TF-slim's by {worst:e} of the largest");
+}

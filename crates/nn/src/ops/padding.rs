@@ -132,6 +132,21 @@ pub fn window(input: usize, kernel: usize, stride: usize, dilation: usize, paddi
     }
 }
 
+/// TF's `tf.pad` with zeros on the spatial dimensions of an NCHW tensor (TF-slim's
+/// `conv2d_same` pads this way before a strided VALID conv; Keras' `ZeroPadding2D`):
+/// `pads = [top, bottom, left, right]`. The padding gets no gradient.
+///
+/// # Shapes
+/// - `x`: `[N, C, H, W]`
+/// - result: `[N, C, H + top + bottom, W + left + right]`
+pub fn zero_pad(x: &Tensor, pads: [usize; 4]) -> Result<Tensor> {
+    if x.rank() != 4 {
+        return Err(NnError::shape("zero_pad", format!("x must be [N, C, H, W], got {:?}", x.dims())));
+    }
+    let [top, bottom, left, right] = pads;
+    pad_dim(x, 2, top, bottom, 0.0).and_then(|y| pad_dim(&y, 3, left, right, 0.0)).map_err(NnError::candle("zero_pad"))
+}
+
 /// Pads spatial dimension `dim` of `x` with `before`/`after` copies of `value`, keeping
 /// autograd (the gradient of the padded region is dropped, as TF's).
 pub(crate) fn pad_dim(x: &Tensor, dim: usize, before: usize, after: usize, value: f64) -> candle_core::Result<Tensor> {
