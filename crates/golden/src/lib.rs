@@ -357,6 +357,25 @@ pub fn run<W: WorstDiff>(
     failures.assert_none();
 }
 
+/// The device the cases run on: the CPU, or with `FERROFLOW_TEST_DEVICE=cuda` (a
+/// `--features cuda` build, `scripts/gpu-check.sh`) the first GPU, at the same
+/// tolerances. Opened once per process.
+///
+/// # Panics
+/// On another value, or when `cuda` is asked for and no GPU can be opened: the
+/// suite cannot run as asked.
+pub fn case_device() -> candle_core::Device {
+    static DEVICE: std::sync::OnceLock<candle_core::Device> = std::sync::OnceLock::new();
+    DEVICE
+        .get_or_init(|| match std::env::var("FERROFLOW_TEST_DEVICE").as_deref() {
+            Ok("cuda") => candle_core::Device::new_cuda(0)
+                .unwrap_or_else(|e| panic!("FERROFLOW_TEST_DEVICE=cuda: no usable GPU 0: {e}")),
+            Ok("cpu") | Ok("") | Err(_) => candle_core::Device::Cpu,
+            Ok(other) => panic!("FERROFLOW_TEST_DEVICE={other:?}: expected cpu or cuda"),
+        })
+        .clone()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -394,23 +413,4 @@ mod tests {
         w.fold_in(BTreeMap::from([("y".to_string(), 2e-6), ("dx".to_string(), 0.0)]));
         assert_eq!(w.show(), "dx 0.000e0, y 2.000e-6");
     }
-}
-
-/// The device the cases run on: the CPU, or with `FERROFLOW_TEST_DEVICE=cuda` (a
-/// `--features cuda` build, `scripts/gpu-check.sh`) the first GPU, at the same
-/// tolerances. Opened once per process.
-///
-/// # Panics
-/// On another value, or when `cuda` is asked for and no GPU can be opened: the
-/// suite cannot run as asked.
-pub fn case_device() -> candle_core::Device {
-    static DEVICE: std::sync::OnceLock<candle_core::Device> = std::sync::OnceLock::new();
-    DEVICE
-        .get_or_init(|| match std::env::var("FERROFLOW_TEST_DEVICE").as_deref() {
-            Ok("cuda") => candle_core::Device::new_cuda(0)
-                .unwrap_or_else(|e| panic!("FERROFLOW_TEST_DEVICE=cuda: no usable GPU 0: {e}")),
-            Ok("cpu") | Ok("") | Err(_) => candle_core::Device::Cpu,
-            Ok(other) => panic!("FERROFLOW_TEST_DEVICE={other:?}: expected cpu or cuda"),
-        })
-        .clone()
 }

@@ -29,7 +29,7 @@ use crate::var_store::Scope;
 #[derive(Debug)]
 enum Shortcut {
     /// 1x1 conv + batch norm, linear.
-    Projection(Conv2d),
+    Projection(Box<Conv2d>),
     /// The input, subsampled by this stride (1: the input itself).
     Subsample(usize),
 }
@@ -85,7 +85,12 @@ impl Bottleneck {
         let shortcut = if depth == depth_in {
             Shortcut::Subsample(stride)
         } else {
-            Shortcut::Projection(Conv2d::new(&s, "shortcut", in_shape, conv(depth, 1, stride, Padding::Same, linear))?)
+            Shortcut::Projection(Box::new(Conv2d::new(
+                &s,
+                "shortcut",
+                in_shape,
+                conv(depth, 1, stride, Padding::Same, linear),
+            )?))
         };
         let conv1 = Conv2d::new(&s, "conv1", in_shape, conv(depth_bottleneck, 1, 1, Padding::Same, relu))?;
         let mut mid = conv1.output_shape();
