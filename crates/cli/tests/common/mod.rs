@@ -52,3 +52,21 @@ pub fn mnist_regression_dataset(dir: &Path) -> PathBuf {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     out_dir
 }
+
+/// The Python with TensorFlow 2.21 and tf-slim (the venv scripts/test.sh creates, or
+/// `FERROFLOW_PYTHON`).
+pub fn python() -> PathBuf {
+    if let Some(p) = std::env::var_os("FERROFLOW_PYTHON") {
+        return PathBuf::from(p);
+    }
+    let venv = repo().join(".venv/bin/python");
+    assert!(venv.exists(), "no Python with TensorFlow: run scripts/test.sh (it creates .venv) or set FERROFLOW_PYTHON");
+    venv
+}
+
+/// Runs `ferroflow ARGS` from the repository root; panics with its stderr when it fails.
+pub fn ferroflow_ok(args: &[String]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_ferroflow")).current_dir(repo()).args(args).output().unwrap();
+    assert!(out.status.success(), "ferroflow {args:?} failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+}
