@@ -25,6 +25,14 @@ pub enum Normalize {
     Unit,
     /// Raw 0–255 values.
     None,
+    /// TF-slim's `vgg_preprocessing` arithmetic: subtract the ImageNet means
+    /// R 123.68, G 116.78, B 103.94 (its `_R_MEAN`, `_G_MEAN`, `_B_MEAN`),
+    /// as TF-slim's VGG and ResNet v1 checkpoints were trained.
+    Vgg,
+    /// TF-slim's `inception_preprocessing` arithmetic: scale 0–255 to
+    /// [-1, 1] (`(x / 255 - 0.5) * 2`), as its Inception and ResNet v2
+    /// checkpoints were trained.
+    Inception,
 }
 
 /// `[data]`: where the examples come from and how they are fed.

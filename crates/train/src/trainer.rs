@@ -379,6 +379,10 @@ fn preprocess_for(config: &TrainConfig, input: [usize; 3], mean: [f64; 3], std: 
         Normalize::Mean => (Some(mean), None, 1.0),
         Normalize::Unit => (None, None, 1.0 / 255.0),
         Normalize::None => (None, None, 1.0),
+        // tf_slim vgg_preprocessing.py: _R_MEAN, _G_MEAN, _B_MEAN.
+        Normalize::Vgg => (Some([123.68, 116.78, 103.94]), None, 1.0),
+        // inception_preprocessing.py: (x / 255 - 0.5) * 2 = (x - 127.5) / 127.5.
+        Normalize::Inception => (Some([127.5; 3]), Some([127.5; 3]), 1.0),
     };
     let preprocess = Preprocess {
         image_size: [h, w],
@@ -1059,5 +1063,24 @@ fn with_ema<T>(ema: Option<&ExponentialMovingAverage>, f: impl FnOnce() -> Resul
             ema.swap_out(saved)?;
             result
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tf_slim_normalisations_are_its_preprocessing_arithmetic() {
+        let mut config = TrainConfig::default();
+        let data = ([100.0; 3], [50.0; 3]);
+        config.data.normalize = Normalize::Vgg;
+        let p = preprocess_for(&config, [224, 224, 3], data.0, data.1).unwrap();
+        assert_eq!((p.mean, p.std, p.scale), (Some([123.68, 116.78, 103.94]), None, 1.0));
+        config.data.normalize = Normalize::Inception;
+        let p = preprocess_for(&config, [299, 299, 3], data.0, data.1).unwrap();
+        let [m, s] = [p.mean.unwrap()[0], p.std.unwrap()[0]];
+        // 0 → -1, 255 → 1, as (x / 255 - 0.5) * 2.
+        assert_eq!(((0.0 - m) / s, (255.0 - m) / s), (-1.0, 1.0));
     }
 }
