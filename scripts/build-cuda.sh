@@ -3,8 +3,9 @@
 # without a GPU or a CUDA installation, for the CUDA 13.0 driver of the GPU
 # machines (H100/H200, compute capability 9.0):
 #
-#   scripts/build-cuda.sh           # stripped release binary target/cuda/ferroflow, and the golden
-#                                   # suites as target/cuda/golden-{nn,train} (scripts/gpu-check.sh)
+#   scripts/build-cuda.sh           # stripped release binary target/cuda/ferroflow, the golden
+#                                   # suites as target/cuda/golden-{nn,train}, and the three in
+#                                   # target/cuda/gpu-check.tar.xz for scripts/gpu-check.sh
 #   scripts/build-cuda.sh check     # cargo check only (what CI runs: build scripts and nvcc, no link)
 #
 # 1. nvcc and the CUDA libraries come from NVIDIA's Python wheels, pinned to
@@ -108,7 +109,11 @@ case "$MODE" in
                    --message-format=json | sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -1)"
             strip -o "$CARGO_TARGET_DIR/$2" "$exe"
         done
-        ls -la "$CARGO_TARGET_DIR/ferroflow" "$CARGO_TARGET_DIR/golden-nn" "$CARGO_TARGET_DIR/golden-train"
+        # What scripts/gpu-check.sh needs, compressed: the three binaries are ~160 MB, the
+        # archive ~20 MB (the device run carries at most 64 MiB).
+        tar -cJf "$CARGO_TARGET_DIR/gpu-check.tar.xz" -C "$CARGO_TARGET_DIR" ferroflow golden-nn golden-train
+        ls -la "$CARGO_TARGET_DIR/ferroflow" "$CARGO_TARGET_DIR/golden-nn" "$CARGO_TARGET_DIR/golden-train" \
+            "$CARGO_TARGET_DIR/gpu-check.tar.xz"
         ;;
     *)
         echo "usage: scripts/build-cuda.sh [build|check]" >&2

@@ -2,9 +2,10 @@
 # The GPU check (issue 15), for a machine with an NVIDIA GPU and PyTorch but
 # no Rust toolchain and no network. Build here first, on any machine:
 #
-#   scripts/build-cuda.sh          # target/cuda/ferroflow and the golden test binaries, stripped
+#   scripts/build-cuda.sh          # target/cuda/gpu-check.tar.xz: the binary and the golden suites
 #
-# then, on the GPU machine, from the repository root with target/cuda carried:
+# then, on the GPU machine, from the repository root with that archive carried
+# (the device tool: carry ["target/cuda/gpu-check.tar.xz"]):
 #
 #   scripts/gpu-check.sh           # about 5 minutes; prints one summary table
 #   scripts/gpu-check.sh --rehearse   # the same steps on the CPU with target/release/ferroflow,
@@ -17,8 +18,8 @@
 # in PyTorch on the same GPU (bench/torch_step.py). Every step runs even when
 # an earlier one failed; the exit code is 1 if any failed.
 #
-# The CUDA libraries the binary links (libcublas.so.13, libcublasLt.so.13,
-# libcurand.so.10, libnvrtc.so.13, libcudnn.so.9) come from the machine's
+# The CUDA libraries the binary links (libcublas.so.13 with libcublasLt.so.13,
+# libcurand.so.10, libcudart.so.13, libcudnn.so.9) come from the machine's
 # PyTorch installation (its nvidia-* wheels); the driver gives libcuda.so.1.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -38,6 +39,10 @@ if [ "${1:-}" = "--rehearse" ]; then
                | sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -1)"
         [ -n "$exe" ] && cp "$exe" "$GOLDEN_DIR/$2"
     done
+fi
+# The carried archive (scripts/build-cuda.sh), unpacked where the binaries are missing.
+if [ "$DEVICE" = cuda ] && [ ! -x "$BIN" ] && [ -f target/cuda/gpu-check.tar.xz ]; then
+    tar -xJf target/cuda/gpu-check.tar.xz -C target/cuda
 fi
 PY="${PYTHON:-python3}"
 [ -x bench/.venv/bin/python ] && [ "$DEVICE" = cpu ] && PY=bench/.venv/bin/python
@@ -62,7 +67,7 @@ PY
 )"
     export LD_LIBRARY_PATH="${LIBS}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
     missing=""
-    for lib in libcublas.so.13 libcublasLt.so.13 libcurand.so.10 libnvrtc.so.13 libcudnn.so.9; do
+    for lib in libcublas.so.13 libcublasLt.so.13 libcurand.so.10 libcudart.so.13 libcudnn.so.9; do
         found=0
         IFS=: read -ra dirs <<< "$LD_LIBRARY_PATH"
         for d in "${dirs[@]}"; do [ -e "$d/$lib" ] && found=1 && break; done
