@@ -13,7 +13,7 @@ arithmetic (decode, bilinear resize to the model's size, VGG mean subtraction
 or Inception's [-1, 1] scaling): the test compares the nets, so both sides take
 this exact input.
 
-Usage: slim_reference.py MODEL OUT_DIR PHOTO...   (MODEL: vgg_16, vgg_19, resnet_v1_50, resnet_v1_101)
+Usage: slim_reference.py MODEL OUT_DIR PHOTO...   (MODEL: alexnet_v2, vgg_16, vgg_19, resnet_v1_50, resnet_v1_101)
 """
 
 import os
@@ -28,10 +28,11 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 import tf_slim  # noqa: E402
 from safetensors.numpy import save_file  # noqa: E402
-from tf_slim.nets import resnet_utils, resnet_v1, vgg  # noqa: E402
+from tf_slim.nets import alexnet, resnet_utils, resnet_v1, vgg  # noqa: E402
 
 # name: (builder, arg scope, input size, classes, preprocessing)
 MODELS = {
+    "alexnet_v2": (alexnet.alexnet_v2, alexnet.alexnet_v2_arg_scope, 224, 1000, "vgg"),
     "vgg_16": (vgg.vgg_16, vgg.vgg_arg_scope, 224, 1000, "vgg"),
     "vgg_19": (vgg.vgg_19, vgg.vgg_arg_scope, 224, 1000, "vgg"),
     # TF-slim's ResNet v1 checkpoints were trained with vgg_preprocessing.

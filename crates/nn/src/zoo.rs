@@ -38,6 +38,11 @@ pub const ZOO: &[ZooModel] = &[
         spec: resnet_v1_101,
     },
     ZooModel {
+        name: "alexnet_v2",
+        description: "TF-slim's alexnet_v2 (Krizhevsky 2014, one-GPU version), 224x224",
+        spec: alexnet_v2,
+    },
+    ZooModel {
         name: "vgg_16",
         description: "TF-slim's vgg_16 (Simonyan & Zisserman 2014, config D), 224x224; loads vgg_16.ckpt",
         spec: vgg_16,
@@ -346,5 +351,54 @@ fn slim_resnet_v1(name: &str, units: [usize; 4], classes: usize) -> ModelSpec {
         activation: Activation::Linear,
     });
     layers.push(LayerSpec::Flatten { name: Some(format!("{name}/spatial_squeeze")) });
+    ModelSpec { name: name.into(), input: [224, 224, 3], layers }
+}
+
+/// TF-slim's `alexnet_v2` (`tf_slim/nets/alexnet.py`, tf-slim 1.1.0; Krizhevsky 2014,
+/// "One weird trick", without LRN) with its variable names (`alexnet_v2/conv1/weights`, …,
+/// `alexnet_v2/fc8/biases`): conv 11x11/4 VALID (64), 3x3/2 VALID max-pool, conv 5x5
+/// (192), pool, three 3x3 convs (384, 384, 256), pool, `fc6` a 5x5 VALID conv of 4096,
+/// `fc7` a 1x1 conv of 4096 (each with dropout 0.5 after), `fc8` a linear 1x1 conv, the
+/// spatial squeeze; convs SAME with biases and ReLU unless said. Input 224x224x3.
+/// (TF-slim initialises the biases to 0.1 and fc6–fc7 from a truncated normal of
+/// stddev 0.005; ferroflow's default initialisers are used here, which matters only
+/// when training from scratch.)
+pub fn alexnet_v2(classes: usize) -> ModelSpec {
+    let name = "alexnet_v2";
+    let conv =
+        |scope: &str, filters: usize, kernel: usize, stride: usize, padding: Padding, activation| LayerSpec::Conv2d {
+            name: Some(format!("{name}/{scope}")),
+            filters,
+            kernel: Size2::Square(kernel),
+            stride: Size2::Square(stride),
+            dilation: Size2::Square(1),
+            padding,
+            use_bias: true,
+            batch_norm: BatchNormSpec::Flag(false),
+            activation,
+        };
+    let pool = |scope: &str| LayerSpec::MaxPool {
+        name: Some(format!("{name}/{scope}")),
+        pool: Size2::Square(3),
+        stride: Some(Size2::Square(2)),
+        padding: Padding::Valid,
+    };
+    let (relu, same, valid) = (Activation::Relu, Padding::Same, Padding::Valid);
+    let layers = vec![
+        conv("conv1", 64, 11, 4, valid, relu),
+        pool("pool1"),
+        conv("conv2", 192, 5, 1, same, relu),
+        pool("pool2"),
+        conv("conv3", 384, 3, 1, same, relu),
+        conv("conv4", 384, 3, 1, same, relu),
+        conv("conv5", 256, 3, 1, same, relu),
+        pool("pool5"),
+        conv("fc6", 4096, 5, 1, valid, relu),
+        LayerSpec::Dropout { name: Some(format!("{name}/dropout6")), rate: 0.5 },
+        conv("fc7", 4096, 1, 1, same, relu),
+        LayerSpec::Dropout { name: Some(format!("{name}/dropout7")), rate: 0.5 },
+        conv("fc8", classes, 1, 1, same, Activation::Linear),
+        LayerSpec::Flatten { name: Some(format!("{name}/fc8/squeezed")) },
+    ];
     ModelSpec { name: name.into(), input: [224, 224, 3], layers }
 }

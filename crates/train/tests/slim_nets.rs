@@ -107,3 +107,11 @@ fn resnet_v1_101_gives_tf_slims_logits_from_its_checkpoint() {
     eprintln!("resnet_v1_101: worst |ferroflow - TF| = {worst:e} of the largest logit");
     assert!(worst < 1e-4, "resnet_v1_101 logits differ from TF-slim's by {worst:e} of the largest");
 }
+
+#[test]
+fn alexnet_v2_gives_tf_slims_logits_from_its_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let worst = conformance("alexnet_v2", dir.path());
+    eprintln!("alexnet_v2: worst |ferroflow - TF| = {worst:e} of the largest logit");
+    assert!(worst < 1e-4, "alexnet_v2 logits differ from TF-slim's by {worst:e} of the largest");
+}
