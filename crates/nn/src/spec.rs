@@ -32,6 +32,7 @@ use crate::layer::{Activation, Layer};
 use crate::layers::activation::ActivationLayer;
 use crate::layers::batch_norm::{BatchNorm, BatchNormConfig};
 use crate::layers::bottleneck::Bottleneck;
+use crate::layers::bottleneck_v2::BottleneckV2;
 use crate::layers::conv2d::{Conv2d, Conv2dConfig};
 use crate::layers::conv2d_transpose::{Conv2dTranspose, Conv2dTransposeConfig};
 use crate::layers::dense::{Dense, DenseConfig};
@@ -231,9 +232,10 @@ pub enum LayerSpec {
         #[serde(default = "default_stride")]
         stride: usize,
     },
-    /// TF-slim's ResNet v1 bottleneck unit ([`Bottleneck`]): `depth`,
-    /// `depth_bottleneck`, `stride` (1), `batch_norm` (default: momentum 0.99,
-    /// epsilon 0.001; TF-slim's ResNets use 0.997 and 1e-5).
+    /// TF-slim's ResNet bottleneck unit ([`Bottleneck`], or with `preactivation`
+    /// v2's [`BottleneckV2`]): `depth`, `depth_bottleneck`, `stride` (1),
+    /// `batch_norm` (default: momentum 0.99, epsilon 0.001; TF-slim's ResNets use
+    /// 0.997 and 1e-5).
     Bottleneck {
         /// Scope name (default `unitN`); TF-slim's is `blockB/unit_U/bottleneck_v1`.
         name: Option<String>,
@@ -247,6 +249,10 @@ pub enum LayerSpec {
         /// The batch norms' settings.
         #[serde(default)]
         batch_norm: BatchNormConfig,
+        /// TF-slim's ResNet v2 unit ([`BottleneckV2`]: batch norm + ReLU first,
+        /// `bottleneck_v2` scopes) instead of v1's. Default false.
+        #[serde(default)]
+        preactivation: bool,
     },
     /// Zero padding of the spatial dimensions (`tf.pad`): `pad = [top, bottom, left, right]`.
     Pad {
@@ -477,8 +483,11 @@ fn build_layer(
         LayerSpec::Residual { filters, stride, .. } => {
             Box::new(Residual::new(scope, name, shape, *filters, *stride, BatchNormConfig::default())?)
         }
-        LayerSpec::Bottleneck { depth, depth_bottleneck, stride, batch_norm, .. } => {
+        LayerSpec::Bottleneck { depth, depth_bottleneck, stride, batch_norm, preactivation: false, .. } => {
             Box::new(Bottleneck::new(scope, name, shape, *depth, *depth_bottleneck, *stride, *batch_norm)?)
+        }
+        LayerSpec::Bottleneck { depth, depth_bottleneck, stride, batch_norm, preactivation: true, .. } => {
+            Box::new(BottleneckV2::new(scope, name, shape, *depth, *depth_bottleneck, *stride, *batch_norm)?)
         }
         LayerSpec::Pad { pad, .. } => Box::new(Pad::new(scope, name, shape, *pad)?),
     })

@@ -38,6 +38,11 @@ pub const ZOO: &[ZooModel] = &[
         spec: resnet_v1_101,
     },
     ZooModel {
+        name: "resnet_v2_50",
+        description: "TF-slim's resnet_v2_50 (pre-activation, He et al. 2016), 224x224; loads resnet_v2_50.ckpt",
+        spec: resnet_v2_50,
+    },
+    ZooModel {
         name: "alexnet_v2",
         description: "TF-slim's alexnet_v2 (Krizhevsky 2014, one-GPU version), 224x224",
         spec: alexnet_v2,
@@ -285,22 +290,36 @@ fn slim_vgg(name: &str, repeats: [usize; 5], classes: usize) -> ModelSpec {
 /// (TF-slim's `vgg_preprocessing`, which the ResNet v1 checkpoints were trained with).
 /// 25,557,032 trainable parameters for 1000 classes.
 pub fn resnet_v1_50(classes: usize) -> ModelSpec {
-    slim_resnet_v1("resnet_v1_50", [3, 4, 6, 3], classes)
+    slim_resnet("resnet_v1_50", [3, 4, 6, 3], classes, false)
 }
 
 /// TF-slim's `resnet_v1_101`: [`resnet_v1_50`] with 23 units in block 3.
 /// 44,549,160 trainable parameters for 1000 classes.
 pub fn resnet_v1_101(classes: usize) -> ModelSpec {
-    slim_resnet_v1("resnet_v1_101", [3, 4, 23, 3], classes)
+    slim_resnet("resnet_v1_101", [3, 4, 23, 3], classes, false)
 }
 
-/// TF-slim's ResNet v1 family under the scope `name`, `units[b]` bottleneck units in block `b + 1`.
-fn slim_resnet_v1(name: &str, units: [usize; 4], classes: usize) -> ModelSpec {
+/// TF-slim's `resnet_v2_50` (`tf_slim/nets/resnet_v2.py`, pre-activation units; He et al.
+/// 2016, "Identity Mappings"): as [`resnet_v1_50`] but the root conv has biases and no
+/// batch norm or ReLU, each `bottleneck_v2` unit starts with batch norm + ReLU
+/// (`preact`) and its shortcut projection and `conv3` have biases and no batch norm, no
+/// ReLU follows the sum, and a batch norm + ReLU (`postnorm`) follows the last block.
+/// Input 224x224x3 scaled to [-1, 1] (TF-slim's `inception_preprocessing`, which its
+/// ResNet v2 checkpoints were trained with). 25,570,409 trainable parameters for 1001
+/// classes.
+pub fn resnet_v2_50(classes: usize) -> ModelSpec {
+    slim_resnet("resnet_v2_50", [3, 4, 6, 3], classes, true)
+}
+
+/// TF-slim's ResNet family under the scope `name`, `units[b]` bottleneck units in block
+/// `b + 1`: v1 (`resnet_v1.py`) or, with `v2`, pre-activation (`resnet_v2.py`).
+fn slim_resnet(name: &str, units: [usize; 4], classes: usize, v2: bool) -> ModelSpec {
     // resnet_utils.resnet_arg_scope: batch_norm_decay 0.997, epsilon 1e-5, scale True.
     let bn = BatchNormConfig { momentum: 0.997, epsilon: 1e-5, semantics: BatchNormSemantics::Tf1 };
     let mut layers = vec![
         // conv2d_same(inputs, 64, 7, stride=2): pad_total 6, split 3/3.
         LayerSpec::Pad { name: Some(format!("{name}/conv1_pad")), pad: [3, 3, 3, 3] },
+        // v2's root conv: activation_fn=None, normalizer_fn=None, so biases instead.
         LayerSpec::Conv2d {
             name: Some(format!("{name}/conv1")),
             filters: 64,
@@ -308,9 +327,9 @@ fn slim_resnet_v1(name: &str, units: [usize; 4], classes: usize) -> ModelSpec {
             stride: Size2::Square(2),
             dilation: Size2::Square(1),
             padding: Padding::Valid,
-            use_bias: false,
-            batch_norm: BatchNormSpec::Config(bn),
-            activation: Activation::Relu,
+            use_bias: v2,
+            batch_norm: if v2 { BatchNormSpec::Flag(false) } else { BatchNormSpec::Config(bn) },
+            activation: if v2 { Activation::Linear } else { Activation::Relu },
         },
         // resnet_arg_scope makes max_pool2d SAME.
         LayerSpec::MaxPool {
@@ -323,14 +342,19 @@ fn slim_resnet_v1(name: &str, units: [usize; 4], classes: usize) -> ModelSpec {
     for (b, (&n, (base, stride))) in units.iter().zip([(64, 2), (128, 2), (256, 2), (512, 1)]).enumerate() {
         for u in 1..=n {
             layers.push(LayerSpec::Bottleneck {
-                name: Some(format!("{name}/block{}/unit_{u}/bottleneck_v1", b + 1)),
+                name: Some(format!("{name}/block{}/unit_{u}/bottleneck_v{}", b + 1, if v2 { 2 } else { 1 })),
                 depth: base * 4,
                 depth_bottleneck: base,
                 // resnet_v1_block: stride 1 in every unit but the last.
                 stride: if u == n { stride } else { 1 },
                 batch_norm: bn,
+                preactivation: v2,
             });
         }
+    }
+    if v2 {
+        layers.push(LayerSpec::BatchNorm { name: Some(format!("{name}/postnorm")), config: bn });
+        layers.push(LayerSpec::Activation { name: Some(format!("{name}/postnorm_relu")), function: Activation::Relu });
     }
     // reduce_mean over the 7x7 map of a 224x224 input (`pool5`).
     layers.push(LayerSpec::AvgPool {

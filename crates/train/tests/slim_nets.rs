@@ -115,3 +115,11 @@ fn alexnet_v2_gives_tf_slims_logits_from_its_checkpoint() {
     eprintln!("alexnet_v2: worst |ferroflow - TF| = {worst:e} of the largest logit");
     assert!(worst < 1e-4, "alexnet_v2 logits differ from TF-slim's by {worst:e} of the largest");
 }
+
+#[test]
+fn resnet_v2_50_gives_tf_slims_logits_from_its_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let worst = conformance("resnet_v2_50", dir.path());
+    eprintln!("resnet_v2_50: worst |ferroflow - TF| = {worst:e} of the largest logit");
+    assert!(worst < 1e-4, "resnet_v2_50 logits differ from TF-slim's by {worst:e} of the largest");
+}
