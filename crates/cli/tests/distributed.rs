@@ -319,11 +319,19 @@ units = 10
     #[test]
     fn bench_allreduce_and_bench_train_run_as_ranks_with_rank_0_reporting() {
         let _one = one_job();
-        let args: Vec<String> = ["bench", "allreduce", "--model", "lenet,cifar_cnn", "--parameters", "1M"]
-            .iter()
-            .chain(&["--steps", "3", "--warmup", "1"])
-            .map(|s| s.to_string())
-            .collect();
+        let strings = |a: &[&str]| -> Vec<String> { a.iter().map(|s| s.to_string()).collect() };
+        let args = strings(&[
+            "bench",
+            "allreduce",
+            "--model",
+            "lenet,cifar_cnn",
+            "--parameters",
+            "1M",
+            "--steps",
+            "3",
+            "--warmup",
+            "1",
+        ]);
         let out = ranks(2, &args);
         let t = text(&out);
         assert!(out.status.success(), "{t}");
@@ -341,11 +349,10 @@ units = 10
         let ms: f64 = fields[4].parse().unwrap();
         assert!(ms > 0.0, "{t}");
 
-        let args: Vec<String> = ["bench", "train", "--model", "lenet", "--input", "28x28x1", "--steps", "3"]
-            .iter()
-            .chain(&["--warmup", "1", "--batch", "32"])
-            .map(|s| s.to_string())
-            .collect();
+        let args = strings(&[
+            "bench", "train", "--model", "lenet", "--input", "28x28x1", "--steps", "3", "--warmup", "1", "--batch",
+            "32",
+        ]);
         let out = ranks(2, &args);
         let t = text(&out);
         assert!(out.status.success(), "{t}");

@@ -357,6 +357,20 @@ pub fn run<W: WorstDiff>(
     failures.assert_none();
 }
 
+/// The Python with TensorFlow 2.21 (and tf-slim) for the interop tests: `FERROFLOW_PYTHON`,
+/// or the venv `scripts/test.sh` creates.
+///
+/// # Panics
+/// When neither exists, saying how to make the venv.
+pub fn python() -> PathBuf {
+    if let Some(p) = std::env::var_os("FERROFLOW_PYTHON") {
+        return PathBuf::from(p);
+    }
+    let venv = repo_root().join(".venv/bin/python");
+    assert!(venv.exists(), "no Python with TensorFlow: run scripts/test.sh (it creates .venv) or set FERROFLOW_PYTHON");
+    venv
+}
+
 /// The device the cases run on: the CPU, or with `FERROFLOW_TEST_DEVICE=cuda` (a
 /// `--features cuda` build, `scripts/gpu-check.sh`) the first GPU, at the same
 /// tolerances. Opened once per process.

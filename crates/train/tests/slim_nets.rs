@@ -13,25 +13,16 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use candle_core::{DType, Device, Tensor};
+use ferroflow_golden::{python, repo_root};
 use ferroflow_nn::{VarStore, zoo_model};
 use ferroflow_train::checkpoint::{load_tensor_bundle, warm_start};
 
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn python() -> PathBuf {
-    if let Some(p) = std::env::var_os("FERROFLOW_PYTHON") {
-        return PathBuf::from(p);
-    }
-    let venv = repo().join(".venv/bin/python");
-    assert!(venv.exists(), "no Python with TensorFlow and tf-slim: run scripts/test.sh (it creates .venv)");
-    venv
-}
-
 /// Two photos of different classes from the bundled photos.
 fn photos() -> Vec<PathBuf> {
-    ["chelsea/00001.jpg", "rocket/00007.jpg"].iter().map(|p| repo().join("testdata/data/photos-mini").join(p)).collect()
+    ["chelsea/00001.jpg", "rocket/00007.jpg"]
+        .iter()
+        .map(|p| repo_root().join("testdata/data/photos-mini").join(p))
+        .collect()
 }
 
 fn tensor(st: &safetensors::SafeTensors<'_>, name: &str) -> Tensor {
@@ -44,7 +35,7 @@ fn tensor(st: &safetensors::SafeTensors<'_>, name: &str) -> Tensor {
 /// the largest TF logit.
 fn conformance(model: &str, dir: &Path) -> f32 {
     let out = Command::new(python())
-        .arg(repo().join("tests/python/slim_reference.py"))
+        .arg(repo_root().join("tests/python/slim_reference.py"))
         .arg(model)
         .arg(dir)
         .args(photos())

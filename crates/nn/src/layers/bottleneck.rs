@@ -59,17 +59,7 @@ impl Bottleneck {
         bn: BatchNormConfig,
     ) -> Result<Self> {
         let s = scope.sub(name);
-        let Some(&depth_in) = in_shape.first() else {
-            return Err(NnError::shape(s.prefix(), format!("expects a [C, H, W] input, got {in_shape:?}")));
-        };
-        if stride == 0 || depth == 0 || depth_bottleneck == 0 {
-            return Err(NnError::Config {
-                context: s.prefix().to_string(),
-                reason: format!(
-                    "depth {depth}, depth_bottleneck {depth_bottleneck} and stride {stride} must be positive"
-                ),
-            });
-        }
+        let depth_in = check_unit(&s, in_shape, depth, depth_bottleneck, stride)?;
         let conv =
             |filters: usize, kernel: usize, stride: usize, padding: Padding, activation: Activation| Conv2dConfig {
                 filters,
@@ -93,17 +83,7 @@ impl Bottleneck {
             )?))
         };
         let conv1 = Conv2d::new(&s, "conv1", in_shape, conv(depth_bottleneck, 1, 1, Padding::Same, relu))?;
-        let mut mid = conv1.output_shape();
-        let pad = (stride > 1).then(|| {
-            let (before, after) = (1, 1); // kernel 3: pad_total 2, split evenly
-            [before, after, before, after]
-        });
-        let padding = if let Some([t, b, l, r]) = pad {
-            mid = vec![mid[0], mid[1] + t + b, mid[2] + l + r];
-            Padding::Valid
-        } else {
-            Padding::Same
-        };
+        let (pad, mid, padding) = conv2d_same_3x3(&conv1.output_shape(), stride);
         let conv2 = Conv2d::new(&s, "conv2", &mid, conv(depth_bottleneck, 3, stride, padding, relu))?;
         let conv3 = Conv2d::new(&s, "conv3", &conv2.output_shape(), conv(depth, 1, 1, Padding::Same, linear))?;
         if let Shortcut::Projection(p) = &shortcut
@@ -115,6 +95,37 @@ impl Bottleneck {
             ));
         }
         Ok(Bottleneck { name: s.prefix().to_string(), shortcut, conv1, pad, conv2, conv3 })
+    }
+}
+
+/// Checks a unit's settings and input `[C, H, W]`; returns the input depth `C`.
+pub(crate) fn check_unit(
+    s: &Scope,
+    in_shape: &[usize],
+    depth: usize,
+    depth_bottleneck: usize,
+    stride: usize,
+) -> Result<usize> {
+    let Some(&depth_in) = in_shape.first() else {
+        return Err(NnError::shape(s.prefix(), format!("expects a [C, H, W] input, got {in_shape:?}")));
+    };
+    if stride == 0 || depth == 0 || depth_bottleneck == 0 {
+        return Err(NnError::Config {
+            context: s.prefix().to_string(),
+            reason: format!("depth {depth}, depth_bottleneck {depth_bottleneck} and stride {stride} must be positive"),
+        });
+    }
+    Ok(depth_in)
+}
+
+/// TF-slim's `conv2d_same` for a unit's 3x3 conv on an input `[C, H, W]`: at stride 1
+/// no padding and a SAME conv; above, the explicit padding (kernel 3: one pixel on each
+/// side), the padded shape, and a VALID conv.
+pub(crate) fn conv2d_same_3x3(shape: &[usize], stride: usize) -> (Option<[usize; 4]>, Vec<usize>, Padding) {
+    if stride > 1 {
+        (Some([1, 1, 1, 1]), vec![shape[0], shape[1] + 2, shape[2] + 2], Padding::Valid)
+    } else {
+        (None, shape.to_vec(), Padding::Same)
     }
 }
 

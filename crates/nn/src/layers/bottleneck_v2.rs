@@ -19,6 +19,7 @@ use tfrecord::GraphBuilder;
 use crate::error::{NnError, Result};
 use crate::layer::{Activation, Layer};
 use crate::layers::batch_norm::{BatchNorm, BatchNormConfig};
+use crate::layers::bottleneck::{check_unit, conv2d_same_3x3};
 use crate::layers::conv2d::{Conv2d, Conv2dConfig};
 use crate::ops::{self, Padding};
 use crate::var_store::Scope;
@@ -51,17 +52,7 @@ impl BottleneckV2 {
         bn: BatchNormConfig,
     ) -> Result<Self> {
         let s = scope.sub(name);
-        let Some(&depth_in) = in_shape.first() else {
-            return Err(NnError::shape(s.prefix(), format!("expects a [C, H, W] input, got {in_shape:?}")));
-        };
-        if stride == 0 || depth == 0 || depth_bottleneck == 0 {
-            return Err(NnError::Config {
-                context: s.prefix().to_string(),
-                reason: format!(
-                    "depth {depth}, depth_bottleneck {depth_bottleneck} and stride {stride} must be positive"
-                ),
-            });
-        }
+        let depth_in = check_unit(&s, in_shape, depth, depth_bottleneck, stride)?;
         let conv = |filters: usize, kernel: usize, stride: usize, padding: Padding, normalised: bool| Conv2dConfig {
             filters,
             kernel: [kernel, kernel],
@@ -80,14 +71,7 @@ impl BottleneckV2 {
             Some(Box::new(Conv2d::new(&s, "shortcut", in_shape, conv(depth, 1, stride, Padding::Same, false))?))
         };
         let conv1 = Conv2d::new(&s, "conv1", in_shape, conv(depth_bottleneck, 1, 1, Padding::Same, true))?;
-        let mut mid = conv1.output_shape();
-        let pad = (stride > 1).then_some([1, 1, 1, 1]); // kernel 3: pad_total 2, split evenly
-        let padding = if let Some([t, b, l, r]) = pad {
-            mid = vec![mid[0], mid[1] + t + b, mid[2] + l + r];
-            Padding::Valid
-        } else {
-            Padding::Same
-        };
+        let (pad, mid, padding) = conv2d_same_3x3(&conv1.output_shape(), stride);
         let conv2 = Conv2d::new(&s, "conv2", &mid, conv(depth_bottleneck, 3, stride, padding, true))?;
         let conv3 = Conv2d::new(&s, "conv3", &conv2.output_shape(), conv(depth, 1, 1, Padding::Same, false))?;
         Ok(BottleneckV2 { name: s.prefix().to_string(), preact, projection, stride, conv1, pad, conv2, conv3 })
