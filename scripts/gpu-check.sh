@@ -40,8 +40,9 @@ if [ "${1:-}" = "--rehearse" ]; then
         [ -n "$exe" ] && cp "$exe" "$GOLDEN_DIR/$2"
     done
 fi
-# The carried archive (scripts/build-cuda.sh), unpacked where the binaries are missing.
-if [ "$DEVICE" = cuda ] && [ ! -x "$BIN" ] && [ -f target/cuda/gpu-check.tar.xz ]; then
+# The carried archive (scripts/build-cuda.sh), unpacked every time: a warm device
+# machine keeps the previous run's binaries, which must not be the ones tested.
+if [ "$DEVICE" = cuda ] && [ -f target/cuda/gpu-check.tar.xz ]; then
     tar -xJf target/cuda/gpu-check.tar.xz -C target/cuda
 fi
 PY="${PYTHON:-python3}"
@@ -65,9 +66,10 @@ for base in sys.path:
 print(":".join(sorted(dirs)))
 PY
 )"
-    export LD_LIBRARY_PATH="${LIBS}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+    # No empty entry: an empty one would search the current directory.
+    export LD_LIBRARY_PATH="${LIBS}${LIBS:+${LD_LIBRARY_PATH:+:}}${LD_LIBRARY_PATH:-}"
     missing=""
-    for lib in libcublas.so.13 libcublasLt.so.13 libcurand.so.10 libcudart.so.13 libcudnn.so.9; do
+    for lib in libcublas.so.13 libcublasLt.so.13 libcurand.so.10 libcudart.so.13 libnvrtc.so.13 libcudnn.so.9; do
         found=0
         IFS=: read -ra dirs <<< "$LD_LIBRARY_PATH"
         for d in "${dirs[@]}"; do [ -e "$d/$lib" ] && found=1 && break; done

@@ -314,7 +314,22 @@ thread_local! {
     /// id: they stay on the thread that made them (ferroflow initialises
     /// MPI without thread support), and the `Send + Sync` handle the ops
     /// hold only names them.
-    static REPLICA_LINKS: RefCell<Vec<(u64, Link)>> = const { RefCell::new(Vec::new()) };
+    static REPLICA_LINKS: RefCell<Vec<(u64, KeptLink)>> = const { RefCell::new(Vec::new()) };
+}
+
+/// A [`Link`] in [`REPLICA_LINKS`]: freed (`MPI_Comm_free`) only before
+/// `MPI_Finalize`; one still there after it (the thread's storage is torn
+/// down at the process's end) is left to the process's exit.
+struct KeptLink(Option<Link>);
+
+impl Drop for KeptLink {
+    fn drop(&mut self) {
+        if let Some(link) = self.0.take()
+            && mpi::environment::is_finalized()
+        {
+            std::mem::forget(link);
+        }
+    }
 }
 
 /// Ids for [`REPLICA_LINKS`].
@@ -335,7 +350,7 @@ impl MpiReplicaSum {
     fn new(link: Link) -> Self {
         let id = NEXT_REPLICA_LINK.fetch_add(1, Ordering::Relaxed);
         let (rank, size) = (link.rank, link.size);
-        REPLICA_LINKS.with_borrow_mut(|links| links.push((id, link)));
+        REPLICA_LINKS.with_borrow_mut(|links| links.push((id, KeptLink(Some(link)))));
         MpiReplicaSum { id, rank, size }
     }
 }
@@ -348,8 +363,8 @@ impl ReplicaSum for MpiReplicaSum {
     fn sum_f64(&self, values: &mut [f64], what: &str) -> Result<()> {
         let send = values.to_vec();
         REPLICA_LINKS.with_borrow(|links| match links.iter().find(|(id, _)| *id == self.id) {
-            Some((_, link)) => link.sum(&send, values, &format!("the all-reduce of {what}")),
-            None => Err(DistError::Mismatch {
+            Some((_, KeptLink(Some(link)))) => link.sum(&send, values, &format!("the all-reduce of {what}")),
+            _ => Err(DistError::Mismatch {
                 rank: self.rank,
                 what: what.to_string(),
                 reason: "called from a thread other than the training thread (MPI runs without thread support)".into(),
@@ -360,15 +375,8 @@ impl ReplicaSum for MpiReplicaSum {
 
 impl Drop for MpiReplicaSum {
     fn drop(&mut self) {
-        let link = REPLICA_LINKS
-            .with_borrow_mut(|links| links.iter().position(|(id, _)| *id == self.id).map(|i| links.swap_remove(i).1));
-        // MPI_Comm_free only before MPI_Finalize; after it the handle is
-        // left to the process's end.
-        if let Some(link) = link
-            && mpi::environment::is_finalized()
-        {
-            std::mem::forget(link);
-        }
+        // Freed here on the owner thread (KeptLink's drop minds MPI_Finalize).
+        REPLICA_LINKS.with_borrow_mut(|links| links.retain(|(id, _)| *id != self.id));
     }
 }
 

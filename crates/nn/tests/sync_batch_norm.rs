@@ -84,7 +84,11 @@ fn run(
     let gamma = Var::from_vec((0..c).map(|i| 0.5 + i as f32 * 0.25).collect(), c, &dev).unwrap();
     let beta = Var::from_vec((0..c).map(|i| 0.1 * i as f32 - 0.2).collect(), c, &dev).unwrap();
     let (y, mean, var) = match (replicas, relu) {
-        (Some(r), _) => ops::batch_norm_train_across(&x, &gamma, &beta, 1e-3, relu, r).unwrap(),
+        (Some(r), _) => {
+            let (y, mean, var, count) = ops::batch_norm_train_across(&x, &gamma, &beta, 1e-3, relu, r).unwrap();
+            assert_eq!(count, WHOLE_BATCH * dims.2 * dims.3, "every replica's values");
+            (y, mean, var)
+        }
         (None, false) => ops::batch_norm_train(&x, &gamma, &beta, 1e-3).unwrap(),
         (None, true) => ops::batch_norm_relu_train(&x, &gamma, &beta, 1e-3).unwrap(),
     };
@@ -108,26 +112,34 @@ fn assert_close(what: &str, got: &[f32], want: &[f32], tol: f32) {
     }
 }
 
-fn halves_equal_whole(relu: bool) {
-    let (n, c, h, w) = (8, 3, 5, 4);
+/// The batch every test splits between two replicas.
+const WHOLE_BATCH: usize = 8;
+
+/// Two replicas with `first` and `WHOLE_BATCH - first` images equal one batch norm on all
+/// of them.
+fn parts_equal_whole(relu: bool, first: usize) {
+    let (n, c, h, w) = (WHOLE_BATCH, 3, 5, 4);
     let x = values(n * c * h * w, 1);
     let wts = values(n * c * h * w, 2);
     let whole = run(&x, &wts, (n, c, h, w), relu, None);
-    let half = n / 2 * c * h * w;
+    let image = c * h * w;
+    let sizes = [first, n - first];
+    let starts = [0, first * image];
     let sum: Arc<dyn ReplicaSum> = Arc::new(ThreadSum::new(2));
     let parts: Vec<Out> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..2)
             .map(|r| {
-                let (x, wts, sum) = (&x[r * half..][..half], &wts[r * half..][..half], &sum);
-                s.spawn(move || run(x, wts, (n / 2, c, h, w), relu, Some(sum)))
+                let len = sizes[r] * image;
+                let (x, wts, sum) = (&x[starts[r]..][..len], &wts[starts[r]..][..len], &sum);
+                s.spawn(move || run(x, wts, (sizes[r], c, h, w), relu, Some(sum)))
             })
             .collect();
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     });
     for (r, p) in parts.iter().enumerate() {
-        let at = r * half;
-        assert_close("y", &p.y, &whole.y[at..at + half], 1e-5);
-        assert_close("dx", &p.dx, &whole.dx[at..at + half], 1e-4);
+        let (at, len) = (starts[r], sizes[r] * image);
+        assert_close("y", &p.y, &whole.y[at..at + len], 1e-5);
+        assert_close("dx", &p.dx, &whole.dx[at..at + len], 1e-4);
         assert_close("mean", &p.mean, &whole.mean, 1e-6);
         assert_close("var", &p.var, &whole.var, 1e-6);
     }
@@ -135,8 +147,17 @@ fn halves_equal_whole(relu: bool) {
         |f: fn(&Out) -> &Vec<f32>| -> Vec<f32> { f(&parts[0]).iter().zip(f(&parts[1])).map(|(a, b)| a + b).collect() };
     assert_close("dgamma", &add(|o| &o.dgamma), &whole.dgamma, 1e-4);
     assert_close("dbeta", &add(|o| &o.dbeta), &whole.dbeta, 1e-4);
-    // Each half's own parameter gradients differ from the whole's (they are not summed).
+    // Each part's own parameter gradients differ from the whole's (they are not summed).
     assert!((parts[0].dbeta[0] - whole.dbeta[0]).abs() > 1e-3);
+}
+
+fn halves_equal_whole(relu: bool) {
+    parts_equal_whole(relu, WHOLE_BATCH / 2);
+}
+
+#[test]
+fn replicas_with_unequal_batches_equal_one_batch_norm_on_the_whole_batch() {
+    parts_equal_whole(false, 3);
 }
 
 #[test]
@@ -151,9 +172,9 @@ fn two_replicas_equal_the_whole_batch_with_the_fused_relu() {
 
 #[test]
 fn one_replica_equals_plain_batch_norm() {
-    let dims = (4, 2, 3, 3);
-    let x = values(72, 5);
-    let w = values(72, 6);
+    let dims = (WHOLE_BATCH, 2, 3, 3);
+    let x = values(WHOLE_BATCH * 18, 5);
+    let w = values(WHOLE_BATCH * 18, 6);
     let one: Arc<dyn ReplicaSum> = Arc::new(Local);
     let synced = run(&x, &w, dims, false, Some(&one));
     let plain = run(&x, &w, dims, false, None);

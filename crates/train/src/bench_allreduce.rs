@@ -142,9 +142,10 @@ pub fn bench_allreduce(
     let trainable = store.trainable_variables();
     let moving = moving_statistics(&store);
     let world = collective.world_size();
-    // Rank r's gradient is r + 1 everywhere: the mean is (world + 1) / 2.
+    // Rank r's gradient is r + 1 everywhere: the sum is world (world + 1) / 2 (exact in
+    // f32), and the trainer's mean multiplies it by 1 / world, rounded as it rounds it.
     let mine = (collective.rank() + 1) as f32;
-    let want = (world + 1) as f32 / 2.0;
+    let want = (world * (world + 1) / 2) as f32 * (1.0 / world as f32);
     let mut replicas = Replicas { collective, bucket_bytes: cfg.bucket_bytes };
     let mut times = Vec::with_capacity(cfg.steps);
     for step in 0..cfg.warmup + cfg.steps {

@@ -73,7 +73,7 @@ pub fn batch_norm_train(
     beta: &Tensor,
     epsilon: f64,
 ) -> candle_core::Result<(Tensor, Tensor, Tensor)> {
-    train(x, gamma, beta, epsilon, false, None)
+    Ok(train(x, gamma, beta, epsilon, false, None)?.0)
 }
 
 /// [`batch_norm_train`] followed by ReLU, in one op: `max(batch_norm(x), 0)`, with TF's
@@ -94,7 +94,7 @@ pub fn batch_norm_relu_train(
     beta: &Tensor,
     epsilon: f64,
 ) -> candle_core::Result<(Tensor, Tensor, Tensor)> {
-    train(x, gamma, beta, epsilon, true, None)
+    Ok(train(x, gamma, beta, epsilon, true, None)?.0)
 }
 
 /// Synchronised batch normalisation ([`batch_norm_train`], or [`batch_norm_relu_train`]
@@ -108,8 +108,9 @@ pub fn batch_norm_relu_train(
 /// process on the concatenated batch up to rounding.
 ///
 /// Every replica must call it (and run the backward) in the same order with the same
-/// shapes. Returns `(y, batch_mean, batch_variance_biased)` of the whole batch; the
-/// statistics count `replicas.replicas()` times this batch's values.
+/// channels (the batch sizes may differ). Returns `(y, batch_mean,
+/// batch_variance_biased, count)` of the whole batch, `count` the values per channel over
+/// every replica (for the moving variance's Bessel correction).
 ///
 /// # Shapes
 /// - `x`: `[N, C, H, W]` per replica (any rank >= 2, channels at dimension 1)
@@ -125,8 +126,9 @@ pub fn batch_norm_train_across(
     epsilon: f64,
     relu: bool,
     replicas: &Arc<dyn ReplicaSum>,
-) -> candle_core::Result<(Tensor, Tensor, Tensor)> {
-    train(x, gamma, beta, epsilon, relu, Some(Arc::clone(replicas)))
+) -> candle_core::Result<(Tensor, Tensor, Tensor, usize)> {
+    let ((y, mean, var), count) = train(x, gamma, beta, epsilon, relu, Some(Arc::clone(replicas)))?;
+    Ok((y, mean, var, count.unwrap_or(0)))
 }
 
 fn train(
@@ -136,7 +138,7 @@ fn train(
     epsilon: f64,
     relu: bool,
     replicas: Option<Arc<dyn ReplicaSum>>,
-) -> candle_core::Result<(Tensor, Tensor, Tensor)> {
+) -> candle_core::Result<((Tensor, Tensor, Tensor), Option<usize>)> {
     check(x, gamma, beta, "batch_norm_train")?;
     let stats = Arc::new(OnceLock::new());
     let op = BatchNormTrain { epsilon, relu, stats: Arc::clone(&stats), replicas };
@@ -145,7 +147,8 @@ fn train(
     let Some((stats, _)) = stats.get() else { bail!("batch_norm_train: the forward pass left no statistics") };
     let (mean, var) = stats.as_f32();
     let c = mean.len();
-    Ok((y, Tensor::from_vec(mean, c, x.device())?, Tensor::from_vec(var, c, x.device())?))
+    let out = (y, Tensor::from_vec(mean, c, x.device())?, Tensor::from_vec(var, c, x.device())?);
+    Ok((out, stats.replicas_count))
 }
 
 /// The gradients of `Σ batch_norm_train(x, gamma, beta).0 · dy` with respect to `x`,
@@ -318,6 +321,9 @@ pub(super) struct Stats {
     pub(super) mean: Vec<f64>,
     /// The biased variance.
     pub(super) var: Vec<f64>,
+    /// Synchronised batch norm: the values per channel over every replica (the
+    /// replicas' batches may differ in size).
+    pub(super) replicas_count: Option<usize>,
 }
 
 simd_kernel! {
@@ -359,22 +365,24 @@ fn variance(sd: f64, sd2: f64, m: f64) -> f64 {
 impl Stats {
     fn of(x: &[f32], g: Geometry) -> Self {
         let (mean, var) = (0..g.c).into_par_iter().map(|ch| channel_stats(x, g, ch)).unzip();
-        Stats { mean, var }
+        Stats { mean, var, replicas_count: None }
     }
 
     /// The statistics of every replica's `x` together: the same two passes, each
     /// channel's sums added over the replicas after each pass.
     fn across(x: &[f32], g: Geometry, replicas: &dyn ReplicaSum) -> candle_core::Result<Self> {
-        let m = (g.count() * replicas.replicas()) as f64;
+        // The channels' sums, then this replica's count: the replicas' batches may differ.
         let mut sum: Vec<f64> = (0..g.c).into_par_iter().map(|ch| channel_sum(x, g, ch)).collect();
+        sum.push(g.count() as f64);
         replicas.sum_f64(&mut sum, "synchronised batch norm's means").map_err(candle_core::Error::wrap)?;
+        let m = sum.pop().unwrap_or(0.0);
         let mean: Vec<f64> = sum.iter().map(|s| s / m).collect();
         let centred: Vec<[f64; 2]> =
             (0..g.c).into_par_iter().map(|ch| channel_centred_sums(x, g, ch, mean[ch])).collect();
         let mut centred: Vec<f64> = centred.into_iter().flatten().collect();
         replicas.sum_f64(&mut centred, "synchronised batch norm's variances").map_err(candle_core::Error::wrap)?;
         let var = centred.chunks_exact(2).map(|p| variance(p[0], p[1], m)).collect();
-        Ok(Stats { mean, var })
+        Ok(Stats { mean, var, replicas_count: Some(m as usize) })
     }
 
     pub(super) fn as_f32(&self) -> (Vec<f32>, Vec<f32>) {
@@ -731,7 +739,8 @@ fn backward_sweeps(
             let mut all: Vec<f64> = local.iter().flatten().copied().collect();
             r.sum_f64(&mut all, "synchronised batch norm's gradient sums").map_err(candle_core::Error::wrap)?;
             let all: Vec<[f64; 2]> = all.chunks_exact(2).map(|p| [p[0], p[1]]).collect();
-            let (coef, _, _) = coefficients_from_sums(&all, g.count() * r.replicas(), gamma, stats, epsilon);
+            let count = stats.replicas_count.unwrap_or(g.count() * r.replicas());
+            let (coef, _, _) = coefficients_from_sums(&all, count, gamma, stats, epsilon);
             let (_, dgamma, dbeta) = coefficients_from_sums(&local, g.count(), gamma, stats, epsilon);
             (coef, dgamma, dbeta)
         }

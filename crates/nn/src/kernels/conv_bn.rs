@@ -407,7 +407,7 @@ fn merge_moments(moments: &[[f64; 2]], channels: usize, p: usize) -> Stats {
             (mean, (m2 / count).max(0.0))
         })
         .unzip();
-    Stats { mean, var }
+    Stats { mean, var, replicas_count: None }
 }
 
 /// The backward op over `(x, dy, w)`: returns `dw` (zeros when `w` needs none) and leaves

@@ -132,10 +132,11 @@ impl Layer for BatchNorm {
         };
         let y = if let (true, Some(replicas)) = (train, &self.replicas) {
             let eps = self.config.epsilon;
-            let (y, mean, var) = ops::batch_norm_train_across(&x4, &self.gamma, &self.beta, eps, false, replicas)
-                .map_err(|e| NnError::shape(&self.name, e.to_string()))?; // [N, C, H, W]
+            let (y, mean, var, count) =
+                ops::batch_norm_train_across(&x4, &self.gamma, &self.beta, eps, false, replicas)
+                    .map_err(|e| NnError::shape(&self.name, e.to_string()))?; // [N, C, H, W]
             // The statistics ran over every replica's values.
-            self.update_moving_statistics(&mean, var, ops::batch_norm_count(&x4)? * replicas.replicas())?;
+            self.update_moving_statistics(&mean, var, count)?;
             y
         } else if train {
             let (y, mean, var) = ops::batch_norm_train(&x4, &self.gamma, &self.beta, self.config.epsilon)?;

@@ -124,7 +124,8 @@ pub fn batch_norm_relu_train(
 /// over the batches of every replica of `replicas` together (see
 /// [`crate::kernels::batch_norm_train_across`]). f32 CPU tensors only.
 ///
-/// Returns `(y, batch_mean, batch_variance_biased)` of all replicas' batches.
+/// Returns `(y, batch_mean, batch_variance_biased, count)` of all replicas' batches,
+/// `count` the values per channel over all of them.
 ///
 /// # Shapes
 /// - `x`: `[N, C, H, W]` per replica (any rank >= 2, channels at dimension 1)
@@ -137,7 +138,7 @@ pub fn batch_norm_train_across(
     epsilon: f64,
     relu: bool,
     replicas: &std::sync::Arc<dyn ferroflow_dist::ReplicaSum>,
-) -> Result<(Tensor, Tensor, Tensor)> {
+) -> Result<(Tensor, Tensor, Tensor, usize)> {
     const OP: &str = "synchronised batch_norm_train";
     channel_layout(OP, x, &[("gamma", gamma), ("beta", beta)])?;
     if !crate::kernels::batch_norm::supports(x, gamma, beta) {
