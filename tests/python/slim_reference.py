@@ -13,7 +13,8 @@ arithmetic (decode, bilinear resize to the model's size, VGG mean subtraction
 or Inception's [-1, 1] scaling): the test compares the nets, so both sides take
 this exact input.
 
-Usage: slim_reference.py MODEL OUT_DIR PHOTO...   (MODEL: alexnet_v2, vgg_16, vgg_19, resnet_v1_50, resnet_v1_101, resnet_v2_50)
+Usage: slim_reference.py MODEL OUT_DIR PHOTO...   (MODEL: alexnet_v2, vgg_16, vgg_19, resnet_v1_50, resnet_v1_101, resnet_v2_50,
+                                                 inception_v1)
 """
 
 import os
@@ -28,7 +29,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 import tf_slim  # noqa: E402
 from safetensors.numpy import save_file  # noqa: E402
-from tf_slim.nets import alexnet, resnet_utils, resnet_v1, resnet_v2, vgg  # noqa: E402
+from tf_slim.nets import alexnet, inception_v1, resnet_utils, resnet_v1, resnet_v2, vgg  # noqa: E402
 
 # name: (builder, arg scope, input size, classes, preprocessing)
 MODELS = {
@@ -40,6 +41,7 @@ MODELS = {
     "resnet_v1_101": (resnet_v1.resnet_v1_101, resnet_utils.resnet_arg_scope, 224, 1000, "vgg"),
     # TF-slim's ResNet v2 checkpoints have the background class and inception preprocessing.
     "resnet_v2_50": (resnet_v2.resnet_v2_50, resnet_utils.resnet_arg_scope, 224, 1001, "inception"),
+    "inception_v1": (inception_v1.inception_v1, inception_v1.inception_v1_arg_scope, 224, 1001, "inception"),
 }
 VGG_MEANS = [123.68, 116.78, 103.94]  # vgg_preprocessing.py's _R_MEAN, _G_MEAN, _B_MEAN
 

@@ -38,6 +38,7 @@ use crate::layers::conv2d_transpose::{Conv2dTranspose, Conv2dTransposeConfig};
 use crate::layers::dense::{Dense, DenseConfig};
 use crate::layers::dropout::Dropout;
 use crate::layers::flatten::Flatten;
+use crate::layers::inception_v1::InceptionV1Module;
 use crate::layers::pad::Pad;
 use crate::layers::pool::{Pool2d, PoolKind};
 use crate::layers::residual::Residual;
@@ -254,6 +255,21 @@ pub enum LayerSpec {
         #[serde(default)]
         preactivation: bool,
     },
+    /// TF-slim's Inception v1 module ([`InceptionV1Module`]): `filters` of its six
+    /// convs, `batch_norm`, and `branch_2_3x3` (the name of branch 2's 3x3 conv,
+    /// default `Conv2d_0b_3x3`).
+    InceptionV1 {
+        /// Scope name (default `mixedN`); TF-slim's are `Mixed_3b`, ….
+        name: Option<String>,
+        /// Branch 0's 1x1; branch 1's 1x1 and 3x3; branch 2's 1x1 and 3x3; branch 3's 1x1.
+        filters: [usize; 6],
+        /// The batch norms' settings.
+        #[serde(default)]
+        batch_norm: BatchNormConfig,
+        /// Branch 2's 3x3 conv's scope.
+        #[serde(default = "branch_2_3x3")]
+        branch_2_3x3: String,
+    },
     /// Zero padding of the spatial dimensions (`tf.pad`): `pad = [top, bottom, left, right]`.
     Pad {
         /// Scope name (default `padN`).
@@ -267,8 +283,12 @@ fn default_stride() -> usize {
     1
 }
 
+fn branch_2_3x3() -> String {
+    "Conv2d_0b_3x3".into()
+}
+
 const LAYER_TYPES: &str = "conv2d, conv2d_transpose, max_pool, avg_pool, batch_norm, activation, dropout, flatten, dense, residual, \
-     bottleneck, pad";
+     bottleneck, inception_v1, pad";
 
 impl LayerSpec {
     /// A `conv2d` layer's settings (`None` for other layers): what the layer is
@@ -305,6 +325,7 @@ impl LayerSpec {
             LayerSpec::Dense { .. } => "dense",
             LayerSpec::Residual { .. } => "residual",
             LayerSpec::Bottleneck { .. } => "bottleneck",
+            LayerSpec::InceptionV1 { .. } => "inception_v1",
             LayerSpec::Pad { .. } => "pad",
         }
     }
@@ -322,6 +343,7 @@ impl LayerSpec {
             | LayerSpec::Dense { name, .. }
             | LayerSpec::Residual { name, .. }
             | LayerSpec::Bottleneck { name, .. }
+            | LayerSpec::InceptionV1 { name, .. }
             | LayerSpec::Pad { name, .. } => name.as_deref(),
         }
     }
@@ -339,6 +361,7 @@ impl LayerSpec {
             LayerSpec::Dense { .. } => "fc",
             LayerSpec::Residual { .. } => "block",
             LayerSpec::Bottleneck { .. } => "unit",
+            LayerSpec::InceptionV1 { .. } => "mixed",
             LayerSpec::Pad { .. } => "pad",
         }
     }
@@ -488,6 +511,9 @@ fn build_layer(
         }
         LayerSpec::Bottleneck { depth, depth_bottleneck, stride, batch_norm, preactivation: true, .. } => {
             Box::new(BottleneckV2::new(scope, name, shape, *depth, *depth_bottleneck, *stride, *batch_norm)?)
+        }
+        LayerSpec::InceptionV1 { filters, batch_norm, branch_2_3x3, .. } => {
+            Box::new(InceptionV1Module::new(scope, name, shape, *filters, *batch_norm, branch_2_3x3)?)
         }
         LayerSpec::Pad { pad, .. } => Box::new(Pad::new(scope, name, shape, *pad)?),
     })

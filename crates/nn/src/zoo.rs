@@ -43,6 +43,11 @@ pub const ZOO: &[ZooModel] = &[
         spec: resnet_v2_50,
     },
     ZooModel {
+        name: "inception_v1",
+        description: "TF-slim's inception_v1 (GoogLeNet with batch norm), 224x224; loads inception_v1.ckpt",
+        spec: inception_v1,
+    },
+    ZooModel {
         name: "alexnet_v2",
         description: "TF-slim's alexnet_v2 (Krizhevsky 2014, one-GPU version), 224x224",
         spec: alexnet_v2,
@@ -315,7 +320,7 @@ pub fn resnet_v2_50(classes: usize) -> ModelSpec {
 /// `b + 1`: v1 (`resnet_v1.py`) or, with `v2`, pre-activation (`resnet_v2.py`).
 fn slim_resnet(name: &str, units: [usize; 4], classes: usize, v2: bool) -> ModelSpec {
     // resnet_utils.resnet_arg_scope: batch_norm_decay 0.997, epsilon 1e-5, scale True.
-    let bn = BatchNormConfig { momentum: 0.997, epsilon: 1e-5, semantics: BatchNormSemantics::Tf1 };
+    let bn = BatchNormConfig { momentum: 0.997, epsilon: 1e-5, semantics: BatchNormSemantics::Tf1, scale: true };
     let mut layers = vec![
         // conv2d_same(inputs, 64, 7, stride=2): pad_total 6, split 3/3.
         LayerSpec::Pad { name: Some(format!("{name}/conv1_pad")), pad: [3, 3, 3, 3] },
@@ -425,4 +430,81 @@ pub fn alexnet_v2(classes: usize) -> ModelSpec {
         LayerSpec::Flatten { name: Some(format!("{name}/fc8/squeezed")) },
     ];
     ModelSpec { name: name.into(), input: [224, 224, 3], layers }
+}
+
+/// TF-slim's `inception_v1` (`tf_slim/nets/inception_v1.py`, tf-slim 1.1.0, under
+/// `inception_v1_arg_scope()`; Szegedy et al. 2014 with batch norm) with its variable
+/// names (`InceptionV1/Conv2d_1a_7x7/weights`,
+/// `InceptionV1/Mixed_3b/Branch_1/Conv2d_0b_3x3/BatchNorm/moving_mean`, …,
+/// `InceptionV1/Logits/Conv2d_0c_1x1/biases`): 7x7/2, 3x3/2 max-pool, 1x1 and 3x3 convs,
+/// 3x3/2 max-pool, modules 3b–3c, 3x3/2 max-pool, 4b–4f, 2x2/2 max-pool, 5b–5c (every
+/// conv and pool SAME), a 7x7 VALID average pool, dropout, a linear 1x1 `Conv2d_0c_1x1`
+/// with biases and the spatial squeeze. Batch norm: decay 0.9997, epsilon 0.001, no
+/// gamma (TF-slim's default `scale=False`). Input 224x224x3 scaled to [-1, 1]
+/// (`inception_preprocessing`). 6,618,649 trainable parameters for 1001 classes.
+pub fn inception_v1(classes: usize) -> ModelSpec {
+    let name = "InceptionV1";
+    let bn = BatchNormConfig { momentum: 0.9997, epsilon: 0.001, semantics: BatchNormSemantics::Tf1, scale: false };
+    let conv = |scope: &str, filters: usize, kernel: usize, stride: usize| LayerSpec::Conv2d {
+        name: Some(format!("{name}/{scope}")),
+        filters,
+        kernel: Size2::Square(kernel),
+        stride: Size2::Square(stride),
+        dilation: Size2::Square(1),
+        padding: Padding::Same,
+        use_bias: false,
+        batch_norm: BatchNormSpec::Config(bn),
+        activation: Activation::Relu,
+    };
+    let pool = |scope: &str, size: usize| LayerSpec::MaxPool {
+        name: Some(format!("{name}/{scope}")),
+        pool: Size2::Square(size),
+        stride: Some(Size2::Square(2)),
+        padding: Padding::Same,
+    };
+    let mixed = |scope: &str, filters: [usize; 6]| LayerSpec::InceptionV1 {
+        name: Some(format!("{name}/{scope}")),
+        filters,
+        batch_norm: bn,
+        // TF-slim names Mixed_5b's branch-2 3x3 conv Conv2d_0a_3x3.
+        branch_2_3x3: if scope == "Mixed_5b" { "Conv2d_0a_3x3" } else { "Conv2d_0b_3x3" }.into(),
+    };
+    let layers = vec![
+        conv("Conv2d_1a_7x7", 64, 7, 2),
+        pool("MaxPool_2a_3x3", 3),
+        conv("Conv2d_2b_1x1", 64, 1, 1),
+        conv("Conv2d_2c_3x3", 192, 3, 1),
+        pool("MaxPool_3a_3x3", 3),
+        mixed("Mixed_3b", [64, 96, 128, 16, 32, 32]),
+        mixed("Mixed_3c", [128, 128, 192, 32, 96, 64]),
+        pool("MaxPool_4a_3x3", 3),
+        mixed("Mixed_4b", [192, 96, 208, 16, 48, 64]),
+        mixed("Mixed_4c", [160, 112, 224, 24, 64, 64]),
+        mixed("Mixed_4d", [128, 128, 256, 24, 64, 64]),
+        mixed("Mixed_4e", [112, 144, 288, 32, 64, 64]),
+        mixed("Mixed_4f", [256, 160, 320, 32, 128, 128]),
+        pool("MaxPool_5a_2x2", 2),
+        mixed("Mixed_5b", [256, 160, 320, 32, 128, 128]),
+        mixed("Mixed_5c", [384, 192, 384, 48, 128, 128]),
+        LayerSpec::AvgPool {
+            name: Some(format!("{name}/Logits/AvgPool_0a_7x7")),
+            pool: Size2::Square(7),
+            stride: Some(Size2::Square(1)),
+            padding: Padding::Valid,
+        },
+        LayerSpec::Dropout { name: Some(format!("{name}/Logits/Dropout_0b")), rate: 0.2 },
+        LayerSpec::Conv2d {
+            name: Some(format!("{name}/Logits/Conv2d_0c_1x1")),
+            filters: classes,
+            kernel: Size2::Square(1),
+            stride: Size2::Square(1),
+            dilation: Size2::Square(1),
+            padding: Padding::Same,
+            use_bias: true,
+            batch_norm: BatchNormSpec::Flag(false),
+            activation: Activation::Linear,
+        },
+        LayerSpec::Flatten { name: Some(format!("{name}/Logits/SpatialSqueeze")) },
+    ];
+    ModelSpec { name: "inception_v1".into(), input: [224, 224, 3], layers }
 }

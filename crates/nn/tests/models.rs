@@ -25,6 +25,7 @@ fn every_zoo_model_builds_runs_and_has_its_parameter_count() {
         ("resnet_v1_50", 23_528_522),
         ("resnet_v1_101", 42_520_650),
         ("resnet_v2_50", 23_539_850),
+        ("inception_v1", 5_602_874),
         ("alexnet_v2", 46_247_882),
         ("vgg_16", 134_301_514),
         ("vgg_19", 139_611_210),

@@ -101,6 +101,11 @@ impl<'a> Exporter<'a> {
     ) -> Result<String> {
         let mut inputs = vec![x.to_string()];
         for v in ["gamma", "beta", "moving_mean", "moving_variance"] {
+            if v == "gamma" && !config.scale {
+                // No learned scale (TF's scale=False): ONNX's BatchNormalization takes ones.
+                inputs.push(self.g.initializer_f32(&format!("{scope}/ones"), &[channels], &vec![1.0; channels]));
+                continue;
+            }
             inputs.push(self.var(scope, &format!("{scope}/{v}"), &[channels])?);
         }
         let inputs: Vec<&str> = inputs.iter().map(String::as_str).collect();

@@ -174,11 +174,11 @@ fn export_layer(
             };
             ex.add_relu(scope, &b, &s)
         }
-        LayerSpec::Bottleneck { .. } | LayerSpec::Pad { .. } => {
+        LayerSpec::Bottleneck { .. } | LayerSpec::InceptionV1 { .. } | LayerSpec::Pad { .. } => {
             return Err(OnnxError::Unsupported {
                 layer: scope.into(),
-                reason: "TF-slim's ResNet units and explicit padding are not in the ONNX exporter yet (export \
-                         a TF checkpoint with --format tf-checkpoint instead)"
+                reason: "TF-slim's ResNet units, Inception modules and explicit padding are not in the ONNX \
+                         exporter yet (export a TF checkpoint with --format tf-checkpoint instead)"
                     .into(),
             });
         }

@@ -114,3 +114,11 @@ fn resnet_v2_50_gives_tf_slims_logits_from_its_checkpoint() {
     eprintln!("resnet_v2_50: worst |ferroflow - TF| = {worst:e} of the largest logit");
     assert!(worst < 1e-4, "resnet_v2_50 logits differ from TF-slim's by {worst:e} of the largest");
 }
+
+#[test]
+fn inception_v1_gives_tf_slims_logits_from_its_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let worst = conformance("inception_v1", dir.path());
+    eprintln!("inception_v1: worst |ferroflow - TF| = {worst:e} of the largest logit");
+    assert!(worst < 1e-4, "inception_v1 logits differ from TF-slim's by {worst:e} of the largest");
+}

@@ -40,11 +40,15 @@ pub struct BatchNormConfig {
     pub epsilon: f64,
     /// TF1 or Keras moving-variance update.
     pub semantics: BatchNormSemantics,
+    /// A learned scale `gamma` (TF's `scale`, default true). TF-slim's
+    /// `batch_norm` defaults to false, as its Inception nets use it: no
+    /// `gamma` variable, the normalised values times 1.
+    pub scale: bool,
 }
 
 impl Default for BatchNormConfig {
     fn default() -> Self {
-        BatchNormConfig { momentum: 0.99, epsilon: 0.001, semantics: BatchNormSemantics::Tf1 }
+        BatchNormConfig { momentum: 0.99, epsilon: 0.001, semantics: BatchNormSemantics::Tf1, scale: true }
     }
 }
 
@@ -52,7 +56,8 @@ impl Default for BatchNormConfig {
 #[derive(Debug)]
 pub struct BatchNorm {
     name: String,
-    gamma: Var,
+    /// The `gamma` variable's tensor, or constant ones without `scale`.
+    gamma: Tensor,
     beta: Var,
     moving_mean: Var,
     moving_variance: Var,
@@ -81,7 +86,12 @@ impl BatchNorm {
         let s = scope.sub(name);
         Ok(BatchNorm {
             name: s.prefix().to_string(),
-            gamma: s.get_variable("gamma", &[channels], Init::Ones, true)?,
+            gamma: if config.scale {
+                s.get_variable("gamma", &[channels], Init::Ones, true)?.as_tensor().clone()
+            } else {
+                Tensor::ones(channels, candle_core::DType::F32, s.store().device())
+                    .map_err(NnError::candle(s.prefix()))?
+            },
             beta: s.get_variable("beta", &[channels], Init::Zeros, true)?,
             moving_mean: s.get_variable("moving_mean", &[channels], Init::Zeros, false)?,
             moving_variance: s.get_variable("moving_variance", &[channels], Init::Ones, false)?,
@@ -100,7 +110,7 @@ impl BatchNorm {
 
     /// `gamma`, `beta` and epsilon, for a layer that fuses the normalisation into its own
     /// op (conv → BN → ReLU).
-    pub(crate) fn parameters(&self) -> (&Var, &Var, f64) {
+    pub(crate) fn parameters(&self) -> (&Tensor, &Var, f64) {
         (&self.gamma, &self.beta, self.config.epsilon)
     }
 
@@ -170,10 +180,12 @@ impl Layer for BatchNorm {
     fn graph(&self, g: &mut GraphBuilder, input: &str) -> String {
         let leaf = self.name.rsplit('/').next().unwrap_or(&self.name).to_string();
         g.scope(&leaf, |g| {
-            let vars: Vec<String> = ["gamma", "beta", "moving_mean", "moving_variance"]
-                .iter()
-                .map(|v| g.node("VariableV2", v, &[]))
-                .collect();
+            let names: &[&str] = if self.config.scale {
+                &["gamma", "beta", "moving_mean", "moving_variance"]
+            } else {
+                &["beta", "moving_mean", "moving_variance"]
+            };
+            let vars: Vec<String> = names.iter().map(|v| g.node("VariableV2", v, &[])).collect();
             let mut inputs = vec![input];
             inputs.extend(vars.iter().map(String::as_str));
             g.node("FusedBatchNormV3", "FusedBatchNormV3", &inputs)
