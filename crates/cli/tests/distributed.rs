@@ -373,6 +373,36 @@ units = 10
     }
 
     #[test]
+    fn ranks_started_with_different_settings_stop_with_one_error_each() {
+        let _one = one_job();
+        let dir = tempfile::tempdir().unwrap();
+        let run = dir.path().join("run");
+        let same = train_args(&run, "lenet", 5, &[]);
+        let other = train_args(&run, "lenet", 5, &["--set", "model.sync_batch_norm=true"]);
+        // MPMD: rank 0 runs `same`, rank 1 `other`.
+        let out = Command::new("mpirun")
+            .current_dir(repo())
+            .args(["--oversubscribe", "--tag-output", "-np", "1", env!("CARGO_BIN_EXE_ferroflow")])
+            .args(&same)
+            .args([":", "-np", "1", env!("CARGO_BIN_EXE_ferroflow")])
+            .args(&other)
+            .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
+            .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
+            .env("OMPI_MCA_btl_vader_single_copy_mechanism", "none")
+            .output()
+            .unwrap();
+        let t = text(&out);
+        assert!(!out.status.success(), "{t}");
+        assert!(
+            t.contains("rank 1 of 2 runs other settings than rank 0 (\"sync_batch_norm = true\" here, \"sync_batch_norm = false\" on rank 0)"),
+            "{t}"
+        );
+        assert!(t.contains("1 rank(s) run other settings than rank 0"), "{t}");
+        // Nothing was trained or written.
+        assert!(!run.join("checkpoint").exists());
+    }
+
+    #[test]
     fn a_killed_rank_ends_the_job_and_the_rerun_resumes_to_the_uninterrupted_weights() {
         let _one = one_job();
         let dir = tempfile::tempdir().unwrap();

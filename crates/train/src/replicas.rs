@@ -31,6 +31,41 @@ pub struct StartState {
     pub dropout: Vec<(String, [u64; 4])>,
 }
 
+/// Every rank must train with rank 0's settings (`config_toml`, the resolved
+/// config): a rank started with another `--set` would otherwise run other
+/// collectives (synchronised batch norm on some ranks only) or silently
+/// train something else. Rank 0 broadcasts its settings; every rank then
+/// learns whether any rank differs, so all of them stop together, each
+/// with one error (a differing rank names its first differing line).
+pub fn check_same_config(collective: &mut dyn Collective, config_toml: &str) -> Result<()> {
+    let (rank, world) = (collective.rank(), collective.world_size());
+    if world == 1 {
+        return Ok(());
+    }
+    collective.sync("the check that every rank has rank 0's settings")?;
+    let mut leader = config_toml.as_bytes().to_vec();
+    collective.broadcast_bytes(&mut leader, 0)?;
+    let mine_differs = leader != config_toml.as_bytes();
+    let mut differing = [0.0f64];
+    collective.all_reduce_sum_f64(&[f64::from(u8::from(mine_differs))], &mut differing)?;
+    if differing[0] == 0.0 {
+        return Ok(());
+    }
+    let reason = if mine_differs {
+        let leader = String::from_utf8_lossy(&leader);
+        let first = config_toml.lines().zip(leader.lines()).find(|(a, b)| a != b).map_or_else(
+            || "a line present on one side only".to_string(),
+            |(a, b)| format!("{a:?} here, {b:?} on rank 0"),
+        );
+        format!(
+            "rank {rank} of {world} runs other settings than rank 0 ({first}); start every rank with the same command"
+        )
+    } else {
+        format!("{} rank(s) run other settings than rank 0 (their errors name the difference)", differing[0])
+    };
+    Err(TrainError::config("train (every rank)", reason))
+}
+
 /// The ranks of a run and the settings of what passes between them.
 pub struct Replicas<'a> {
     /// The ranks.

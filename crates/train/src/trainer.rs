@@ -448,6 +448,7 @@ pub fn train_on(
     }
     let store = VarStore::new(device.clone(), config.train.seed);
     let mut model = spec.build(&store, config.train.seed)?;
+    crate::replicas::check_same_config(collective, &config.to_toml())?;
     if config.model.sync_batch_norm && world > 1 {
         model.synchronise_batch_norm(&collective.replica_sum()?);
     }
