@@ -9,6 +9,7 @@ pub mod conv2d_transpose;
 pub mod dense;
 pub mod dropout;
 pub mod flatten;
+pub mod global_pool;
 pub mod inception_v1;
 pub mod pad;
 pub mod pool;

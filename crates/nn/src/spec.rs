@@ -38,6 +38,7 @@ use crate::layers::conv2d_transpose::{Conv2dTranspose, Conv2dTransposeConfig};
 use crate::layers::dense::{Dense, DenseConfig};
 use crate::layers::dropout::Dropout;
 use crate::layers::flatten::Flatten;
+use crate::layers::global_pool::GlobalAvgPool;
 use crate::layers::inception_v1::InceptionV1Module;
 use crate::layers::pad::Pad;
 use crate::layers::pool::{Pool2d, PoolKind};
@@ -270,6 +271,11 @@ pub enum LayerSpec {
         #[serde(default = "branch_2_3x3")]
         branch_2_3x3: String,
     },
+    /// Global average pooling: each channel's mean over the whole map, `[C, 1, 1]`.
+    GlobalAvgPool {
+        /// Scope name (default `poolN`).
+        name: Option<String>,
+    },
     /// Zero padding of the spatial dimensions (`tf.pad`): `pad = [top, bottom, left, right]`.
     Pad {
         /// Scope name (default `padN`).
@@ -288,7 +294,7 @@ fn branch_2_3x3() -> String {
 }
 
 const LAYER_TYPES: &str = "conv2d, conv2d_transpose, max_pool, avg_pool, batch_norm, activation, dropout, flatten, dense, residual, \
-     bottleneck, inception_v1, pad";
+     bottleneck, inception_v1, global_avg_pool, pad";
 
 impl LayerSpec {
     /// A `conv2d` layer's settings (`None` for other layers): what the layer is
@@ -326,6 +332,7 @@ impl LayerSpec {
             LayerSpec::Residual { .. } => "residual",
             LayerSpec::Bottleneck { .. } => "bottleneck",
             LayerSpec::InceptionV1 { .. } => "inception_v1",
+            LayerSpec::GlobalAvgPool { .. } => "global_avg_pool",
             LayerSpec::Pad { .. } => "pad",
         }
     }
@@ -344,6 +351,7 @@ impl LayerSpec {
             | LayerSpec::Residual { name, .. }
             | LayerSpec::Bottleneck { name, .. }
             | LayerSpec::InceptionV1 { name, .. }
+            | LayerSpec::GlobalAvgPool { name }
             | LayerSpec::Pad { name, .. } => name.as_deref(),
         }
     }
@@ -362,6 +370,7 @@ impl LayerSpec {
             LayerSpec::Residual { .. } => "block",
             LayerSpec::Bottleneck { .. } => "unit",
             LayerSpec::InceptionV1 { .. } => "mixed",
+            LayerSpec::GlobalAvgPool { .. } => "pool",
             LayerSpec::Pad { .. } => "pad",
         }
     }
@@ -515,6 +524,7 @@ fn build_layer(
         LayerSpec::InceptionV1 { filters, batch_norm, branch_2_3x3, .. } => {
             Box::new(InceptionV1Module::new(scope, name, shape, *filters, *batch_norm, branch_2_3x3)?)
         }
+        LayerSpec::GlobalAvgPool { .. } => Box::new(GlobalAvgPool::new(scope, name, shape)?),
         LayerSpec::Pad { pad, .. } => Box::new(Pad::new(scope, name, shape, *pad)?),
     })
 }

@@ -361,13 +361,8 @@ fn slim_resnet(name: &str, units: [usize; 4], classes: usize, v2: bool) -> Model
         layers.push(LayerSpec::BatchNorm { name: Some(format!("{name}/postnorm")), config: bn });
         layers.push(LayerSpec::Activation { name: Some(format!("{name}/postnorm_relu")), function: Activation::Relu });
     }
-    // reduce_mean over the 7x7 map of a 224x224 input (`pool5`).
-    layers.push(LayerSpec::AvgPool {
-        name: Some(format!("{name}/pool5")),
-        pool: Size2::Square(7),
-        stride: None,
-        padding: Padding::Valid,
-    });
+    // `pool5`: reduce_mean over the map, whatever the input size.
+    layers.push(LayerSpec::GlobalAvgPool { name: Some(format!("{name}/pool5")) });
     layers.push(LayerSpec::Conv2d {
         name: Some(format!("{name}/logits")),
         filters: classes,

@@ -248,3 +248,16 @@ fn graph_def_carries_name_scopes() {
     let bn = graph.node.iter().find(|n| n.name == "conv1/BatchNorm/FusedBatchNormV3").unwrap();
     assert_eq!(bn.input[0], "conv1/Conv2D");
 }
+
+#[test]
+fn tf_slim_resnets_take_other_input_sizes_through_their_global_pool() {
+    // TF-slim's pool5 is a reduce_mean over whatever map the blocks leave.
+    for (name, side) in [("resnet_v1_50", 160), ("resnet_v2_50", 257)] {
+        let mut spec = zoo_model(name, 10).unwrap();
+        spec.input = [side, side, 3];
+        let store = VarStore::new(Device::Cpu, 1);
+        let model = spec.build(&store, 1).unwrap();
+        let y = model.forward_t(&input(&[1, 3, side, side], 4), false).unwrap();
+        assert_eq!(y.dims(), [1, 10], "{name} at {side}x{side}");
+    }
+}

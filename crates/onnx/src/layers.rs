@@ -88,6 +88,11 @@ impl<'a> Exporter<'a> {
         }
     }
 
+    /// Global average pooling (`[N, C, H, W]` → `[N, C, 1, 1]`).
+    pub(crate) fn global_avg_pool(&mut self, scope: &str, x: &str) -> String {
+        self.g.node("GlobalAveragePool", &format!("{scope}/Mean"), &[x], &[])
+    }
+
     /// Batch norm over the channels of `x` with the moving statistics.
     ///
     /// # Shapes

@@ -174,6 +174,7 @@ fn export_layer(
             };
             ex.add_relu(scope, &b, &s)
         }
+        LayerSpec::GlobalAvgPool { .. } => ex.global_avg_pool(scope, x),
         LayerSpec::Bottleneck { .. } | LayerSpec::InceptionV1 { .. } | LayerSpec::Pad { .. } => {
             return Err(OnnxError::Unsupported {
                 layer: scope.into(),

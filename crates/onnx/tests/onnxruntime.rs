@@ -168,6 +168,24 @@ fn onnx_runtime_matches_ferroflow_on_every_zoo_model_and_every_layer_kind() {
         .collect();
     let toml = std::fs::read_to_string(repo().join("crates/onnx/tests/models/every_layer.toml")).unwrap();
     specs.push(ModelSpec::from_toml(&toml).unwrap());
+    // A global average pool (TF-slim ResNets' pool5) between a conv and the logits.
+    let global_pool = r#"
+name = "global_pool_net"
+input = [12, 10, 3]
+[[layers]]
+type = "conv2d"
+filters = 6
+kernel = 3
+activation = "relu"
+[[layers]]
+type = "global_avg_pool"
+[[layers]]
+type = "flatten"
+[[layers]]
+type = "dense"
+units = 4
+"#;
+    specs.push(ModelSpec::from_toml(global_pool).unwrap());
     let cases: Vec<Case> = specs.iter().enumerate().map(|(i, s)| prepare(s, dir.path(), 7 + i as u64)).collect();
     let manifest: Vec<Json> =
         cases.iter().map(|c| serde_json::json!({"name": c.name, "onnx": c.onnx, "data": c.data})).collect();
