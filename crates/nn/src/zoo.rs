@@ -247,18 +247,9 @@ pub fn vgg_19(classes: usize) -> ModelSpec {
 
 /// TF-slim's VGG family: `repeats[s]` convs in stage `s + 1`, under the scope `name`.
 fn slim_vgg(name: &str, repeats: [usize; 5], classes: usize) -> ModelSpec {
-    let named_conv =
-        |scope: String, filters: usize, kernel: usize, padding: Padding, activation: Activation| LayerSpec::Conv2d {
-            name: Some(scope),
-            filters,
-            kernel: Size2::Square(kernel),
-            stride: Size2::Square(1),
-            dilation: Size2::Square(1),
-            padding,
-            use_bias: true,
-            batch_norm: BatchNormSpec::Flag(false),
-            activation,
-        };
+    let named_conv = |scope: String, filters: usize, kernel: usize, padding: Padding, activation: Activation| {
+        slim_conv(scope, filters, kernel, 1, padding, None, activation)
+    };
     let mut layers = Vec::new();
     for (stage, (&n, filters)) in repeats.iter().zip([64, 128, 256, 512, 512]).enumerate() {
         let b = stage + 1;
@@ -325,17 +316,15 @@ fn slim_resnet(name: &str, units: [usize; 4], classes: usize, v2: bool) -> Model
         // conv2d_same(inputs, 64, 7, stride=2): pad_total 6, split 3/3.
         LayerSpec::Pad { name: Some(format!("{name}/conv1_pad")), pad: [3, 3, 3, 3] },
         // v2's root conv: activation_fn=None, normalizer_fn=None, so biases instead.
-        LayerSpec::Conv2d {
-            name: Some(format!("{name}/conv1")),
-            filters: 64,
-            kernel: Size2::Square(7),
-            stride: Size2::Square(2),
-            dilation: Size2::Square(1),
-            padding: Padding::Valid,
-            use_bias: v2,
-            batch_norm: if v2 { BatchNormSpec::Flag(false) } else { BatchNormSpec::Config(bn) },
-            activation: if v2 { Activation::Linear } else { Activation::Relu },
-        },
+        slim_conv(
+            format!("{name}/conv1"),
+            64,
+            7,
+            2,
+            Padding::Valid,
+            (!v2).then_some(bn),
+            if v2 { Activation::Linear } else { Activation::Relu },
+        ),
         // resnet_arg_scope makes max_pool2d SAME.
         LayerSpec::MaxPool {
             name: Some(format!("{name}/pool1")),
@@ -363,17 +352,7 @@ fn slim_resnet(name: &str, units: [usize; 4], classes: usize, v2: bool) -> Model
     }
     // `pool5`: reduce_mean over the map, whatever the input size.
     layers.push(LayerSpec::GlobalAvgPool { name: Some(format!("{name}/pool5")) });
-    layers.push(LayerSpec::Conv2d {
-        name: Some(format!("{name}/logits")),
-        filters: classes,
-        kernel: Size2::Square(1),
-        stride: Size2::Square(1),
-        dilation: Size2::Square(1),
-        padding: Padding::Same,
-        use_bias: true,
-        batch_norm: BatchNormSpec::Flag(false),
-        activation: Activation::Linear,
-    });
+    layers.push(slim_conv(format!("{name}/logits"), classes, 1, 1, Padding::Same, None, Activation::Linear));
     layers.push(LayerSpec::Flatten { name: Some(format!("{name}/spatial_squeeze")) });
     ModelSpec { name: name.into(), input: [224, 224, 3], layers }
 }
@@ -389,18 +368,9 @@ fn slim_resnet(name: &str, units: [usize; 4], classes: usize, v2: bool) -> Model
 /// when training from scratch.)
 pub fn alexnet_v2(classes: usize) -> ModelSpec {
     let name = "alexnet_v2";
-    let conv =
-        |scope: &str, filters: usize, kernel: usize, stride: usize, padding: Padding, activation| LayerSpec::Conv2d {
-            name: Some(format!("{name}/{scope}")),
-            filters,
-            kernel: Size2::Square(kernel),
-            stride: Size2::Square(stride),
-            dilation: Size2::Square(1),
-            padding,
-            use_bias: true,
-            batch_norm: BatchNormSpec::Flag(false),
-            activation,
-        };
+    let conv = |scope: &str, filters: usize, kernel: usize, stride: usize, padding: Padding, activation| {
+        slim_conv(format!("{name}/{scope}"), filters, kernel, stride, padding, None, activation)
+    };
     let pool = |scope: &str| LayerSpec::MaxPool {
         name: Some(format!("{name}/{scope}")),
         pool: Size2::Square(3),
@@ -440,16 +410,8 @@ pub fn alexnet_v2(classes: usize) -> ModelSpec {
 pub fn inception_v1(classes: usize) -> ModelSpec {
     let name = "InceptionV1";
     let bn = BatchNormConfig { momentum: 0.9997, epsilon: 0.001, semantics: BatchNormSemantics::Tf1, scale: false };
-    let conv = |scope: &str, filters: usize, kernel: usize, stride: usize| LayerSpec::Conv2d {
-        name: Some(format!("{name}/{scope}")),
-        filters,
-        kernel: Size2::Square(kernel),
-        stride: Size2::Square(stride),
-        dilation: Size2::Square(1),
-        padding: Padding::Same,
-        use_bias: false,
-        batch_norm: BatchNormSpec::Config(bn),
-        activation: Activation::Relu,
+    let conv = |scope: &str, filters: usize, kernel: usize, stride: usize| {
+        slim_conv(format!("{name}/{scope}"), filters, kernel, stride, Padding::Same, Some(bn), Activation::Relu)
     };
     let pool = |scope: &str, size: usize| LayerSpec::MaxPool {
         name: Some(format!("{name}/{scope}")),
@@ -488,18 +450,33 @@ pub fn inception_v1(classes: usize) -> ModelSpec {
             padding: Padding::Valid,
         },
         LayerSpec::Dropout { name: Some(format!("{name}/Logits/Dropout_0b")), rate: 0.2 },
-        LayerSpec::Conv2d {
-            name: Some(format!("{name}/Logits/Conv2d_0c_1x1")),
-            filters: classes,
-            kernel: Size2::Square(1),
-            stride: Size2::Square(1),
-            dilation: Size2::Square(1),
-            padding: Padding::Same,
-            use_bias: true,
-            batch_norm: BatchNormSpec::Flag(false),
-            activation: Activation::Linear,
-        },
+        slim_conv(format!("{name}/Logits/Conv2d_0c_1x1"), classes, 1, 1, Padding::Same, None, Activation::Linear),
         LayerSpec::Flatten { name: Some(format!("{name}/Logits/SpatialSqueeze")) },
     ];
     ModelSpec { name: "inception_v1".into(), input: [224, 224, 3], layers }
+}
+
+/// A TF-slim `conv2d` named `scope`, square kernel and stride: with `batch_norm` (its
+/// `normalizer_fn`) and then no biases, or without and with biases, as TF-slim's layers
+/// create them.
+fn slim_conv(
+    scope: String,
+    filters: usize,
+    kernel: usize,
+    stride: usize,
+    padding: Padding,
+    batch_norm: Option<BatchNormConfig>,
+    activation: Activation,
+) -> LayerSpec {
+    LayerSpec::Conv2d {
+        name: Some(scope),
+        filters,
+        kernel: Size2::Square(kernel),
+        stride: Size2::Square(stride),
+        dilation: Size2::Square(1),
+        padding,
+        use_bias: batch_norm.is_none(),
+        batch_norm: batch_norm.map_or(BatchNormSpec::Flag(false), BatchNormSpec::Config),
+        activation,
+    }
 }
