@@ -55,7 +55,7 @@ fn fine_tuning_resnet_v1_50_from_a_tf_slim_checkpoint_trains_only_the_logits() {
         "--set",
         "summary.images_every=0",
         "--set",
-        "data.normalize=\"vgg\"",
+        "data.preprocessing=\"vgg\"",
     ]
     .iter()
     .map(|s| s.to_string())

@@ -15,6 +15,7 @@ mod prepare;
 mod preprocess;
 mod resize;
 mod resize_ycc;
+mod slim_preprocess;
 mod split;
 mod stats;
 mod survey;
@@ -45,6 +46,10 @@ pub use resize::{
     resize_u8,
 };
 pub use resize_ycc::resize_ycc_into_chw;
+pub use slim_preprocess::{
+    INCEPTION_CENTRAL_FRACTION, SlimPreprocessing, VGG_MEANS, VGG_RESIZE_SIDE_MAX, VGG_RESIZE_SIDE_MIN,
+    sample_distorted_bounding_box,
+};
 pub use split::split_items;
 pub use stats::{Bin, ChannelStats, Summary, edge_bins, equal_bins};
 pub use survey::{ASPECT_EDGES, SurveyOptions, SurveyReport, Unreadable, survey};

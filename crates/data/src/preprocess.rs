@@ -11,6 +11,7 @@ use crate::image_ops::{
 };
 use crate::resize::{ResizeMethod, ResizeOptions, resize, resize_bilinear_u8, resize_bilinear_u8_into_chw};
 use crate::resize_ycc::resize_ycc_into_chw;
+use crate::slim_preprocess::{SlimPreprocessing, VGG_RESIZE_SIDE_MIN};
 use crate::ycc::YccImage;
 use ferroflow_rng::Rng;
 
@@ -95,6 +96,10 @@ pub struct Preprocess {
     pub std: Option<[f32; 3]>,
     /// Multiplier applied last (e.g. 1/255 to train on [0, 1] inputs).
     pub scale: f32,
+    /// TF-slim's preprocessing ([`SlimPreprocessing`]) in place of the resize,
+    /// `train` augmentation, central crop and normalisation above, which must
+    /// then keep their defaults. Default: none.
+    pub slim: SlimPreprocessing,
 }
 
 impl Default for Preprocess {
@@ -109,6 +114,7 @@ impl Default for Preprocess {
             mean: None,
             std: None,
             scale: 1.0,
+            slim: SlimPreprocessing::None,
         }
     }
 }
@@ -170,6 +176,43 @@ impl Preprocess {
         {
             return bad("std", format!("must be positive, got {std:?}"));
         }
+        if self.slim != SlimPreprocessing::None {
+            let name = self.slim.name();
+            if self.channels != 3 {
+                return bad(
+                    "slim",
+                    format!("TF-slim's {name} preprocessing takes RGB images, got {} channel(s)", self.channels),
+                );
+            }
+            if self.slim == SlimPreprocessing::Vgg && self.image_size.iter().any(|&s| s > VGG_RESIZE_SIDE_MIN) {
+                return bad(
+                    "slim",
+                    format!(
+                        "TF-slim's vgg preprocessing crops {:?} out of an image whose smaller side is resized to \
+                         {VGG_RESIZE_SIDE_MIN}: the crop must be at most {VGG_RESIZE_SIDE_MIN} on each side",
+                        self.image_size
+                    ),
+                );
+            }
+            let d = Preprocess::default();
+            if self.train != d.train
+                || self.eval_central_fraction.is_some()
+                || self.resize_method != d.resize_method
+                || self.antialias
+                || self.mean.is_some()
+                || self.std.is_some()
+                || self.scale != 1.0
+            {
+                return bad(
+                    "slim",
+                    format!(
+                        "TF-slim's {name} preprocessing does its own resizing, cropping, augmentation and \
+                         normalisation; leave augment, eval_central_fraction, resize_method, antialias, mean, std \
+                         and scale at their defaults"
+                    ),
+                );
+            }
+        }
         Ok(())
     }
 
@@ -215,6 +258,12 @@ impl Preprocess {
     /// );
     /// ```
     pub fn describe_eval(&self) -> String {
+        if self.slim != SlimPreprocessing::None {
+            return format!(
+                "decode to 3 channels (RGB), 8-bit; {}; layout [C, H, W] (NCHW in a batch)",
+                self.slim.describe_eval(self.image_size)
+            );
+        }
         let channels = if self.channels == 1 { "1 channel (grey)" } else { "3 channels (RGB)" };
         let crop = match self.eval_central_fraction {
             Some(f) if f < 1.0 => format!("central crop of fraction {f} (tf.image.central_crop); "),
@@ -246,6 +295,10 @@ impl Preprocess {
     /// floats), e.g. a slice of a batch buffer.
     pub fn eval_into(&self, image: &ImageU8, out: &mut [f32]) {
         let [h, w] = self.image_size;
+        if self.slim != SlimPreprocessing::None {
+            self.finish(self.slim.eval_geometry(image, self.image_size), false, out);
+            return;
+        }
         if self.fused_resize() {
             match self.eval_central_fraction {
                 Some(f) if f < 1.0 => self.resize_into_chw(&central_crop(image, f), false, out),
@@ -278,6 +331,11 @@ impl Preprocess {
     /// [`train`](Self::train) writing into `out` (`channels * height * width` floats).
     pub fn train_into(&self, image: &ImageU8, rng: &mut Rng, out: &mut [f32]) {
         let a = &self.train;
+        if self.slim != SlimPreprocessing::None {
+            let (image, flip) = self.slim.train_geometry(image, self.image_size, rng);
+            self.finish(image, flip, out);
+            return;
+        }
         if self.plain_train() {
             let flip = self.plain_flip(rng);
             self.resize_into_chw(image, flip, out);
@@ -440,6 +498,9 @@ impl Preprocess {
 
     /// The per-channel mean and multiplier: `(x - mean) * k`.
     fn normalisation(&self) -> ([f32; 3], [f32; 3]) {
+        if let Some(n) = self.slim.normalisation() {
+            return n;
+        }
         let mean = self.mean.unwrap_or([0.0; 3]);
         let inv_std = self.std.map_or([1.0; 3], |s| s.map(|v| 1.0 / v));
         (mean, inv_std.map(|v| v * self.scale))
@@ -448,7 +509,8 @@ impl Preprocess {
     /// True when resizing is TF bilinear without antialiasing, which has a
     /// fused resize + flip + normalise + CHW path.
     fn fused_resize(&self) -> bool {
-        self.resize_options() == ResizeOptions { method: ResizeMethod::Bilinear, antialias: false }
+        self.slim == SlimPreprocessing::None
+            && self.resize_options() == ResizeOptions { method: ResizeMethod::Bilinear, antialias: false }
     }
 
     /// Resize, flip, normalise and transpose in one pass (see `finish`).

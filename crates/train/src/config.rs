@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use ferroflow_data::Augment;
+use ferroflow_data::{Augment, SlimPreprocessing};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, TrainError};
@@ -51,6 +51,13 @@ pub struct DataConfig {
     pub val_fraction: f64,
     /// Normalisation.
     pub normalize: Normalize,
+    /// TF-slim's ImageNet preprocessing, `"vgg"` or `"inception"`
+    /// (`vgg_preprocessing.py`, `inception_preprocessing.py`: resize, crop,
+    /// training distortions and normalisation, as TF-slim's checkpoints were
+    /// trained and evaluated), in place of `resize_method`, `augment`,
+    /// `eval_central_fraction` and `normalize`, which keep their defaults (or
+    /// `normalize` names the same family). Default `"none"`: ferroflow's own.
+    pub preprocessing: SlimPreprocessing,
     /// Training augmentation.
     pub augment: Augment,
     /// Shuffle buffer (`tf.data.Dataset.shuffle(buffer_size)`).
@@ -102,6 +109,7 @@ impl Default for DataConfig {
             in_memory: None,
             val_fraction: 0.1,
             normalize: Normalize::MeanStd,
+            preprocessing: SlimPreprocessing::None,
             augment: Augment::default(),
             shuffle_buffer: 10_000,
             num_workers: 0,

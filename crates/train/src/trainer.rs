@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use candle_core::backprop::GradStore;
 use candle_core::{Device, Tensor};
-use ferroflow_data::{Cursor, Mode, Pipeline, PipelineConfig, Preprocess, Shard, Source, Task};
+use ferroflow_data::{Cursor, Mode, Pipeline, PipelineConfig, Preprocess, Shard, SlimPreprocessing, Source, Task};
 use ferroflow_dist::{BUCKET_BYTES, Collective, Local};
 use ferroflow_nn::{Model, ModelSpec, VarStore, zoo_model};
 use serde::Serialize;
@@ -373,6 +373,37 @@ fn objective_for(config: &TrainConfig, data: &DataSource) -> Result<Objective> {
 /// resize/augmentation, and normalisation from the data's statistics.
 fn preprocess_for(config: &TrainConfig, input: [usize; 3], mean: [f64; 3], std: [f64; 3]) -> Result<Preprocess> {
     let [h, w, c] = input;
+    let slim = config.data.preprocessing;
+    if slim != SlimPreprocessing::None {
+        let same_family = matches!(
+            (slim, config.data.normalize),
+            (_, Normalize::MeanStd)
+                | (SlimPreprocessing::Vgg, Normalize::Vgg)
+                | (SlimPreprocessing::Inception, Normalize::Inception)
+        );
+        if !same_family {
+            return Err(TrainError::config(
+                "data.normalize",
+                format!(
+                    "{:?} conflicts with data.preprocessing = \"{}\", which normalises as TF-slim does; leave \
+                     data.normalize unset",
+                    config.data.normalize,
+                    slim.name()
+                ),
+            ));
+        }
+        let preprocess = Preprocess {
+            image_size: [h, w],
+            channels: c,
+            resize_method: config.data.resize_method.clone(),
+            train: config.data.augment.clone(),
+            eval_central_fraction: config.data.eval_central_fraction,
+            slim,
+            ..Default::default()
+        };
+        preprocess.validate().map_err(|e| TrainError::config("data.preprocessing", e.to_string()))?;
+        return Ok(preprocess);
+    }
     let (mean, std) = (mean.map(|v| v as f32), std.map(|v| (v as f32).max(1e-3)));
     let (mean, std, scale) = match config.data.normalize {
         Normalize::MeanStd => (Some(mean), Some(std), 1.0),
@@ -1083,5 +1114,26 @@ mod tests {
         let [m, s] = [p.mean.unwrap()[0], p.std.unwrap()[0]];
         // 0 → -1, 255 → 1, as (x / 255 - 0.5) * 2.
         assert_eq!(((0.0 - m) / s, (255.0 - m) / s), (-1.0, 1.0));
+    }
+
+    #[test]
+    fn tf_slim_preprocessing_takes_over_and_refuses_conflicting_settings() {
+        let mut config = TrainConfig::default();
+        let data = ([100.0; 3], [50.0; 3]);
+        config.data.preprocessing = SlimPreprocessing::Vgg;
+        let p = preprocess_for(&config, [224, 224, 3], data.0, data.1).unwrap();
+        assert_eq!((p.slim, p.mean, p.std), (SlimPreprocessing::Vgg, None, None));
+        config.data.normalize = Normalize::Vgg;
+        assert!(preprocess_for(&config, [224, 224, 3], data.0, data.1).is_ok());
+        config.data.normalize = Normalize::Inception;
+        let err = preprocess_for(&config, [224, 224, 3], data.0, data.1).unwrap_err().to_string();
+        assert!(err.contains("data.normalize") && err.contains("vgg"), "{err}");
+        config.data.normalize = Normalize::MeanStd;
+        config.data.augment.flip_left_right = true;
+        let err = preprocess_for(&config, [224, 224, 3], data.0, data.1).unwrap_err().to_string();
+        assert!(err.contains("data.preprocessing") && err.contains("augment"), "{err}");
+        config.data.augment.flip_left_right = false;
+        let err = preprocess_for(&config, [299, 299, 3], data.0, data.1).unwrap_err().to_string();
+        assert!(err.contains("at most 256"), "{err}");
     }
 }
