@@ -6,7 +6,9 @@ batch-norm beta/gamma and moving statistic a non-trivial seeded value too (a
 fresh init leaves them 0 or 1, which would hide a swapped or ignored one),
 saves a Saver checkpoint OUT_DIR/model.ckpt, and writes OUT_DIR/io.safetensors:
 `input` (the preprocessed photos, NHWC float32) and `logits` (TF's output for
-them, [N, classes]).
+them, [N, classes]), plus `slim_logits`: TF's output for the photos under
+TF-slim's own eval preprocessing of the model's family (slim_preprocessing.py).
+`input` is also written as OUT_DIR/input.npy.
 
 Preprocessing here is the model family's eval preprocessing reduced to its
 arithmetic (decode, bilinear resize to the model's size, VGG mean subtraction
@@ -26,6 +28,9 @@ import tf_keras.src.legacy_tf_layers as legacy_layers  # noqa: E402
 
 sys.modules["tf_keras.legacy_tf_layers"] = legacy_layers
 import numpy as np  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import slim_preprocessing  # noqa: E402
 import tensorflow as tf  # noqa: E402
 import tf_slim  # noqa: E402
 from safetensors.numpy import save_file  # noqa: E402
@@ -60,6 +65,13 @@ def main():
     model, out_dir, paths = sys.argv[1], sys.argv[2], sys.argv[3:]
     build, arg_scope, size, classes, kind = MODELS[model]
     x_value = photos(paths, size, kind)
+    slim_eval = slim_preprocessing.vgg_eval if kind == "vgg" else slim_preprocessing.inception_eval
+    slim_value = np.stack(
+        [
+            slim_eval(tf.io.decode_image(tf.io.read_file(p), channels=3, expand_animations=False), size).numpy()
+            for p in paths
+        ]
+    ).astype(np.float32)
     tf.compat.v1.disable_eager_execution()
     tf.compat.v1.set_random_seed(0)
     x = tf.compat.v1.placeholder(tf.float32, [None, size, size, 3])
@@ -80,7 +92,10 @@ def main():
                 v.load(rng.uniform(0.5, 1.5, shape).astype(np.float32), sess)
         tf.compat.v1.train.Saver().save(sess, os.path.join(out_dir, "model.ckpt"), write_meta_graph=False)
         y = sess.run(logits, {x: x_value})
-    save_file({"input": x_value, "logits": y.astype(np.float32)}, os.path.join(out_dir, "io.safetensors"))
+        y_slim = sess.run(logits, {x: slim_value})
+    io = {"input": x_value, "logits": y.astype(np.float32), "slim_logits": y_slim.astype(np.float32)}
+    save_file(io, os.path.join(out_dir, "io.safetensors"))
+    np.save(os.path.join(out_dir, "input.npy"), x_value)
     print(f"{model}: {len(paths)} photos, logits {y.shape}, |logits| max {np.abs(y).max():.3f}")
 
 

@@ -144,11 +144,18 @@ pub struct ModelConfig {
     /// norm per pass for training that equals one process on the global
     /// batch; it runs on f32 CPU tensors. No effect with one rank.
     pub sync_batch_norm: bool,
+    /// TF-slim's `labels_offset`: the model's first `labels_offset` outputs
+    /// are classes the data does not have, so the data's label `i` is the
+    /// model's output `i + labels_offset`. `1` for TF-slim's 1001-class
+    /// ImageNet checkpoints, whose output 0 is the background class. The
+    /// model then has the data's classes plus the offset (unless
+    /// `num_classes` says more). Default 0.
+    pub labels_offset: usize,
 }
 
 impl Default for ModelConfig {
     fn default() -> Self {
-        ModelConfig { name: "lenet".into(), num_classes: None, input: None, sync_batch_norm: false }
+        ModelConfig { name: "lenet".into(), num_classes: None, input: None, sync_batch_norm: false, labels_offset: 0 }
     }
 }
 

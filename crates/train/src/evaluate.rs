@@ -198,7 +198,7 @@ pub(crate) fn evaluate_with(
                 }
                 count_loss(&mut metrics);
             }
-            Objective::Classification { .. } => metrics.add(&out_v, &batch.labels, &losses_v),
+            Objective::Classification { .. } => metrics.add(&out_v, &objective.model_labels(&batch.labels), &losses_v),
         }
         pipeline.recycle(batch);
         progress(metrics.count, total);
@@ -237,6 +237,10 @@ pub struct EvalOptions {
     /// `cpu` or `cuda[:N]` ([`crate::device`]); a checkpoint restores on either,
     /// whichever device wrote it.
     pub device: String,
+    /// A checkpoint without ferroflow's metadata (e.g. TF-slim's): the zoo
+    /// model it holds, its preprocessing and labels offset
+    /// ([`RestoredModel::load_bare`]).
+    pub bare: Option<crate::restored::BareCheckpoint>,
 }
 
 /// Results of `ferroflow eval`.
@@ -248,7 +252,9 @@ pub struct CheckpointEval {
     pub checkpoint: PathBuf,
     /// Whether moving-average weights were evaluated.
     pub ema: bool,
-    /// Class names by label.
+    /// A classifier's output names (the rows and columns of the confusion
+    /// matrix): its class names, after `model.labels_offset` leading outputs
+    /// such as TF-slim's `background`; a regression model's targets.
     pub classes: Vec<String>,
     /// The split evaluated.
     pub split: String,
@@ -264,7 +270,10 @@ pub struct CheckpointEval {
 /// `progress` gets `(examples done, total)` after each batch.
 pub fn evaluate_checkpoint(options: &EvalOptions, progress: &mut dyn FnMut(usize, usize)) -> Result<CheckpointEval> {
     let device = crate::device(&options.device)?;
-    let restored = RestoredModel::load(&options.checkpoint, &device)?;
+    let restored = match &options.bare {
+        Some(bare) => RestoredModel::load_bare(&options.checkpoint, bare, &device)?,
+        None => RestoredModel::load(&options.checkpoint, &device)?,
+    };
     let config = &restored.config;
     let data_path = options.data.clone().or_else(|| config.data.path.clone()).ok_or_else(|| {
         TrainError::config("--data", "the checkpoint records no data path; give the dataset with --data DIR")
@@ -288,7 +297,24 @@ pub fn evaluate_checkpoint(options: &EvalOptions, progress: &mut dyn FnMut(usize
             ),
         ));
     }
-    if !regression && !restored.objective.is_reconstruction() && data.classes != restored.classes {
+    let classifier = !regression && !restored.objective.is_reconstruction();
+    if classifier && restored.bare && data.classes.len() > restored.classes.len() {
+        return Err(TrainError::config(
+            "--data",
+            format!(
+                "{} has {} classes, but the model has {} outputs{}",
+                data_path.display(),
+                data.classes.len(),
+                restored.output_names.len(),
+                if restored.labels_offset > 0 {
+                    format!(" of which the first {} are not classes (--labels-offset)", restored.labels_offset)
+                } else {
+                    String::new()
+                }
+            ),
+        ));
+    }
+    if classifier && !restored.bare && data.classes != restored.classes {
         return Err(TrainError::config(
             "--data",
             format!(
@@ -326,7 +352,11 @@ pub fn evaluate_checkpoint(options: &EvalOptions, progress: &mut dyn FnMut(usize
         step: restored.step,
         checkpoint: restored.path.clone(),
         ema: restored.ema,
-        classes: restored.classes.clone(),
+        classes: if restored.output_names.is_empty() {
+            restored.classes.clone()
+        } else {
+            restored.output_names.clone()
+        },
         split: options.split.clone(),
         report,
         integrity_notice: restored.integrity_notice.clone(),

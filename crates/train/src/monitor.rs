@@ -262,7 +262,7 @@ mod tests {
             scale: PixelScale { mean: [0.0; 3], k: [1.0; 3] },
             seed: 0,
         };
-        let classes = Objective::Classification { classes: 3, label_smoothing: 0.0 };
+        let classes = Objective::Classification { classes: 3, label_smoothing: 0.0, labels_offset: 0 };
         let psnr = Monitor::new("validation/psnr", None, 0.0, Some(1)).unwrap();
         assert!(psnr.check_task(&images).is_ok() && psnr.check_task(&classes).is_err());
         let acc = Monitor::new("validation/accuracy", None, 0.0, Some(1)).unwrap();

@@ -21,6 +21,8 @@ pub enum Objective {
         classes: usize,
         /// Label smoothing in training (`train.label_smoothing`).
         label_smoothing: f64,
+        /// The data's label `i` is output `i + labels_offset` (`model.labels_offset`).
+        labels_offset: usize,
     },
     /// Float targets, standardised with `stats`.
     Regression {
@@ -55,6 +57,17 @@ impl Objective {
             Objective::Classification { classes, .. } => *classes,
             Objective::Regression { stats, .. } => stats.len(),
             Objective::Reconstruction { .. } => 0,
+        }
+    }
+
+    /// The data's class labels as the model's output indices (shifted by
+    /// `model.labels_offset`); other objectives' labels unchanged.
+    pub fn model_labels(&self, labels: &[i64]) -> Vec<i64> {
+        match self {
+            Objective::Classification { labels_offset, .. } if *labels_offset > 0 => {
+                labels.iter().map(|&l| l + *labels_offset as i64).collect()
+            }
+            _ => labels.to_vec(),
         }
     }
 
@@ -103,7 +116,7 @@ impl Objective {
             }
             Objective::Reconstruction { .. } => batch_input(batch, device),
             Objective::Classification { classes, .. } => {
-                let labels = class_labels(&batch.labels, *classes)?;
+                let labels = class_labels(&self.model_labels(&batch.labels), *classes)?;
                 Tensor::from_vec(labels, batch.size, device).map_err(TrainError::candle("labels"))
             }
             Objective::Regression { stats, .. } => {
@@ -132,7 +145,7 @@ impl Objective {
     /// `outputs`: `[N, outputs]`; `targets`: `[N]` or `[N, T]` → `[N]`.
     pub fn losses(&self, outputs: &Tensor, targets: &Tensor, train: bool) -> Result<Tensor> {
         match self {
-            Objective::Classification { classes, label_smoothing } => Ok(if train && *label_smoothing > 0.0 {
+            Objective::Classification { classes, label_smoothing, .. } => Ok(if train && *label_smoothing > 0.0 {
                 let smoothed = ops::smoothed_one_hot(targets, *classes, *label_smoothing)?;
                 ops::softmax_cross_entropy(outputs, &smoothed)?
             } else {

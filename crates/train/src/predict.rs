@@ -16,10 +16,15 @@ use crate::restored::RestoredModel;
 /// One image's top classes, or its predicted regression targets.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Prediction {
-    /// The image file.
+    /// The image file (for a `.npy` batch, `FILE[i]`).
     pub path: PathBuf,
-    /// `(class name, label, probability)`, most probable first (empty for regression).
-    pub top: Vec<(String, usize, f32)>,
+    /// `(class name, label, probability)`, most probable first (empty for
+    /// regression). The label is the data's: the model's output index minus
+    /// `model.labels_offset`, so outputs before the offset (TF-slim's
+    /// `background`) have negative labels.
+    pub top: Vec<(String, i64, f32)>,
+    /// A classifier's raw logits, when asked for ([`PredictOptions::logits`]).
+    pub logits: Vec<f32>,
     /// A regression model's predicted targets, in their own units (empty for classifiers).
     pub values: Vec<f32>,
     /// An image-to-image model's output image, written as PNG.
@@ -64,15 +69,33 @@ pub fn collect_images(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
     Ok(out)
 }
 
-/// Predicts the `top_k` classes of each image, in batches of `batch_size`.
-/// An image that cannot be decoded is an error naming it.
-pub fn predict(
-    restored: &RestoredModel,
-    images: &[PathBuf],
-    top_k: usize,
-    batch_size: usize,
-    out_dir: Option<&Path>,
-) -> Result<Vec<Prediction>> {
+/// How [`predict`] runs and what it reports.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PredictOptions {
+    /// Classes reported per image. Default 5.
+    pub top_k: usize,
+    /// Images per forward pass. Default 64.
+    pub batch_size: usize,
+    /// An image-to-image model writes its output images here.
+    pub out_dir: Option<PathBuf>,
+    /// Also return each image's raw logits. Default false.
+    pub logits: bool,
+}
+
+impl Default for PredictOptions {
+    fn default() -> Self {
+        PredictOptions { top_k: 5, batch_size: 64, out_dir: None, logits: false }
+    }
+}
+
+/// Predicts the top classes of each image, in batches. An image that cannot
+/// be decoded is an error naming it. A `.npy` file is a batch of model inputs
+/// that skips decoding and preprocessing (float32 `[N, H, W, C]` or
+/// `[H, W, C]`, already preprocessed, e.g. by TF, to debug a preprocessing
+/// difference); each of its examples is reported as `FILE[i]`.
+pub fn predict(restored: &RestoredModel, images: &[PathBuf], options: &PredictOptions) -> Result<Vec<Prediction>> {
+    let (top_k, batch_size, out_dir, with_logits) =
+        (options.top_k, options.batch_size, options.out_dir.as_deref(), options.logits);
     let out_dir = match (&restored.objective, out_dir) {
         (Objective::Reconstruction { .. }, None) => {
             return Err(TrainError::config("--out", "an image-to-image model writes images: give --out DIR"));
@@ -90,6 +113,25 @@ pub fn predict(
     let device = restored.store.device();
     let options = DecodeOptions { channels: Some(c), ..Default::default() };
     let mut out = Vec::with_capacity(images.len());
+    let is_npy = |p: &PathBuf| p.extension().is_some_and(|e| e.eq_ignore_ascii_case("npy"));
+    for path in images.iter().filter(|p| is_npy(p)) {
+        if restored.objective.is_reconstruction() || restored.objective.is_regression() {
+            return Err(TrainError::config(".npy input", "is for classifiers; give image files"));
+        }
+        let (n, values) = read_npy_batch(path, [h, w, c])?;
+        let x = Tensor::from_vec(values, (n, h, w, c), device)
+            .and_then(|t| t.permute((0, 3, 1, 2))?.contiguous()) // NHWC → NCHW
+            .map_err(TrainError::candle("predict input"))?;
+        for start in (0..n).step_by(batch_size.max(1)) {
+            let len = batch_size.max(1).min(n - start);
+            let logits =
+                restored.model.forward_t(&x.narrow(0, start, len).map_err(TrainError::candle("predict"))?, false)?;
+            let names: Vec<PathBuf> =
+                (start..start + len).map(|i| PathBuf::from(format!("{}[{i}]", path.display()))).collect();
+            classify(restored, &names, &logits, top_k, with_logits, &mut out)?;
+        }
+    }
+    let images: Vec<PathBuf> = images.iter().filter(|p| !is_npy(p)).cloned().collect();
     for chunk in images.chunks(batch_size.max(1)) {
         let mut input = vec![0f32; chunk.len() * p.output_len()];
         for (path, slot) in chunk.iter().zip(input.chunks_mut(p.output_len())) {
@@ -124,7 +166,13 @@ pub fn predict(
                 let file = dir.join(name);
                 std::fs::write(&file, png)
                     .map_err(|cause| TrainError::Io { path: file.display().to_string(), cause })?;
-                out.push(Prediction { path: path.clone(), top: Vec::new(), values: Vec::new(), output: Some(file) });
+                out.push(Prediction {
+                    path: path.clone(),
+                    top: Vec::new(),
+                    logits: Vec::new(),
+                    values: Vec::new(),
+                    output: Some(file),
+                });
             }
             continue;
         }
@@ -133,23 +181,82 @@ pub fn predict(
                 logits.flatten_all().and_then(|t| t.to_vec1::<f32>()).map_err(TrainError::candle("predict"))?;
             stats.denormalize(&mut values); // back to the targets' units
             for (path, row) in chunk.iter().zip(values.chunks_exact(stats.len().max(1))) {
-                out.push(Prediction { path: path.clone(), top: Vec::new(), values: row.to_vec(), output: None });
+                out.push(Prediction {
+                    path: path.clone(),
+                    top: Vec::new(),
+                    logits: Vec::new(),
+                    values: row.to_vec(),
+                    output: None,
+                });
             }
             continue;
         }
-        let probs = ops::softmax(&logits, D::Minus1)?; // [N, classes]
-        let rows = probs.to_vec2::<f32>().map_err(TrainError::candle("predict"))?;
-        for (path, row) in chunk.iter().zip(rows) {
-            let mut order: Vec<usize> = (0..row.len()).collect();
-            // Highest probability first; ties by label, as tf.math.top_k.
-            order.sort_by(|&a, &b| row[b].total_cmp(&row[a]).then(a.cmp(&b)));
-            let top = order
-                .into_iter()
-                .take(top_k.max(1))
-                .map(|i| (restored.classes.get(i).cloned().unwrap_or_else(|| i.to_string()), i, row[i]))
-                .collect();
-            out.push(Prediction { path: path.clone(), top, values: Vec::new(), output: None });
-        }
+        classify(restored, chunk, &logits, top_k, with_logits, &mut out)?;
     }
     Ok(out)
+}
+
+/// The top classes (and, with `with_logits`, the logits) of a batch's `logits` `[N, outputs]`.
+fn classify(
+    restored: &RestoredModel,
+    paths: &[PathBuf],
+    logits: &Tensor,
+    top_k: usize,
+    with_logits: bool,
+    out: &mut Vec<Prediction>,
+) -> Result<()> {
+    let probs = ops::softmax(logits, D::Minus1)?; // [N, classes]
+    let rows = probs.to_vec2::<f32>().map_err(TrainError::candle("predict"))?;
+    let raw = if with_logits {
+        logits.to_vec2::<f32>().map_err(TrainError::candle("predict"))?
+    } else {
+        vec![Vec::new(); rows.len()]
+    };
+    for ((path, row), raw) in paths.iter().zip(rows).zip(raw) {
+        let mut order: Vec<usize> = (0..row.len()).collect();
+        // Highest probability first; ties by label, as tf.math.top_k.
+        order.sort_by(|&a, &b| row[b].total_cmp(&row[a]).then(a.cmp(&b)));
+        let top = order
+            .into_iter()
+            .take(top_k.max(1))
+            .map(|i| {
+                let name = restored.output_names.get(i).cloned().unwrap_or_else(|| i.to_string());
+                (name, i as i64 - restored.labels_offset as i64, row[i])
+            })
+            .collect();
+        out.push(Prediction { path: path.clone(), top, logits: raw, values: Vec::new(), output: None });
+    }
+    Ok(())
+}
+
+/// Reads a `.npy` file of float32 model inputs, `[N, H, W, C]` or `[H, W, C]`
+/// with `[H, W, C]` = `hwc`, C order. Returns `(N, values)`.
+pub fn read_npy_batch(path: &Path, hwc: [usize; 3]) -> Result<(usize, Vec<f32>)> {
+    let name = path.display().to_string();
+    let bad = |reason: String| TrainError::config(".npy input", format!("{name}: {reason}"));
+    let bytes = std::fs::read(path).map_err(|cause| TrainError::Io { path: name.clone(), cause })?;
+    let npy = crate::npy::Npy::parse(&bytes).map_err(|e| bad(e.to_string()))?;
+    if npy.descr != "<f4" || npy.fortran_order {
+        return Err(bad(format!(
+            "holds {} ({} order); expected little-endian float32 (<f4) in C order, e.g. \
+             np.save(path, x.astype(np.float32))",
+            npy.descr,
+            if npy.fortran_order { "Fortran" } else { "C" }
+        )));
+    }
+    let n = match npy.shape[..] {
+        [n, h, w, c] if [h, w, c] == hwc => n,
+        [h, w, c] if [h, w, c] == hwc => 1,
+        _ => {
+            return Err(bad(format!(
+                "has shape {:?}; the model takes [N, {}, {}, {}] (NHWC, preprocessed)",
+                npy.shape, hwc[0], hwc[1], hwc[2]
+            )));
+        }
+    };
+    if n == 0 {
+        return Err(bad("holds no examples".into()));
+    }
+    let values = npy.data.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+    Ok((n, values))
 }

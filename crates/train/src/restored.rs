@@ -5,10 +5,10 @@
 use std::path::{Path, PathBuf};
 
 use candle_core::Device;
-use ferroflow_data::Preprocess;
-use ferroflow_nn::{GLOBAL_STEP, Model, ModelSpec, VarStore};
+use ferroflow_data::{Preprocess, SlimPreprocessing};
+use ferroflow_nn::{GLOBAL_STEP, Model, ModelSpec, VarStore, zoo_model};
 
-use crate::checkpoint::{Checkpoint, latest_intact, resolve_checkpoint};
+use crate::checkpoint::{Checkpoint, latest_intact, load_tensor_bundle, resolve_checkpoint, warm_start};
 use crate::config::TrainConfig;
 use crate::error::{Result, TrainError};
 use crate::objective::Objective;
@@ -28,6 +28,16 @@ pub struct RestoredModel {
     pub config: TrainConfig,
     /// Class names by label (for a regression model: the targets' names).
     pub classes: Vec<String>,
+    /// A classifier's name for each of its outputs: `model.labels_offset`
+    /// leading outputs the data has no label for (`background` when there is
+    /// one, as in TF-slim's 1001-class checkpoints), then the classes, then
+    /// any further outputs by index.
+    pub output_names: Vec<String>,
+    /// `model.labels_offset`: label `i` is output `i + labels_offset`.
+    pub labels_offset: usize,
+    /// True for a checkpoint without ferroflow's metadata ([`RestoredModel::load_bare`]):
+    /// its class names are not known to match a dataset's.
+    pub bare: bool,
     /// What the model outputs: classes, or standardised regression targets.
     pub objective: Objective,
     /// The eval preprocessing the run validated with.
@@ -153,15 +163,21 @@ impl RestoredModel {
                 } else {
                     ck.meta.classes.clone()
                 };
-                (classes, Objective::Classification { classes: outputs, label_smoothing: 0.0 })
+                let labels_offset = config.model.labels_offset;
+                (classes, Objective::Classification { classes: outputs, label_smoothing: 0.0, labels_offset })
             }
         };
+        let labels_offset = config.model.labels_offset;
+        let output_names = output_names(&objective, &classes, labels_offset);
         Ok(RestoredModel {
             model,
             spec,
             store,
             config,
             classes,
+            output_names,
+            labels_offset,
+            bare: false,
             objective,
             preprocess,
             step,
@@ -170,4 +186,183 @@ impl RestoredModel {
             integrity_notice,
         })
     }
+
+    /// Loads a checkpoint that has no ferroflow metadata, such as one of
+    /// TF-slim's published ImageNet checkpoints (a TF bundle prefix like
+    /// `resnet_v1_50.ckpt`) or a plain safetensors file, into the zoo model
+    /// `bare.model`. The number of classes is read from the checkpoint's
+    /// logits variable; every variable of the model must be in it (extra ones,
+    /// such as optimizer slots or TF-slim's `AuxLogits`, are ignored).
+    pub fn load_bare(path: &Path, bare: &BareCheckpoint, device: &Device) -> Result<RestoredModel> {
+        let name = path.display().to_string();
+        let unknown = || {
+            TrainError::config(
+                "--model",
+                format!("{:?} is not a zoo model (`ferroflow models` lists them)", bare.model),
+            )
+        };
+        let ck = if path.extension().is_some_and(|e| e == "safetensors") {
+            Checkpoint::load(path)?
+        } else {
+            load_tensor_bundle(path)?
+        };
+        let integrity_notice = ck.integrity_notice(path);
+        let classes = checkpoint_classes(&ck, &bare.model, &name)?;
+        let spec = zoo_model(&bare.model, classes).ok_or_else(unknown)?;
+        let preprocessing = bare.preprocessing.unwrap_or_else(|| default_preprocessing(&bare.model));
+        let mut config = TrainConfig::default();
+        config.model.name = bare.model.clone();
+        config.model.num_classes = Some(classes);
+        config.model.labels_offset = bare.labels_offset;
+        config.data.preprocessing = preprocessing;
+        config.data.path = None;
+        let store = VarStore::new(device.clone(), config.train.seed);
+        let model = spec.build(&store, config.train.seed)?;
+        let variables = store.global_variables();
+        warm_start(&store, &variables, &ck, &name, &[], false)?;
+        let step = match ck.get(GLOBAL_STEP).map(|t| t.values.to_f64()) {
+            Some(v) if v.len() == 1 => v[0] as i64,
+            _ => 0,
+        };
+        store.set_global_step(step);
+        let [h, w, c] = spec.input;
+        let preprocess = Preprocess { image_size: [h, w], channels: c, slim: preprocessing, ..Default::default() };
+        preprocess.validate().map_err(|e| TrainError::config("--preprocessing", e.to_string()))?;
+        let outputs = model.output_shape().iter().product::<usize>();
+        if bare.labels_offset >= outputs {
+            return Err(TrainError::config(
+                "--labels-offset",
+                format!("{} leaves no class of the model's {outputs} outputs", bare.labels_offset),
+            ));
+        }
+        let objective =
+            Objective::Classification { classes: outputs, label_smoothing: 0.0, labels_offset: bare.labels_offset };
+        let output_names = match &bare.labels {
+            Some(names) => {
+                let mut names = names.clone();
+                names.extend((names.len()..outputs).map(|i| i.to_string()));
+                names.truncate(outputs);
+                names
+            }
+            None => output_names(&objective, &[], bare.labels_offset),
+        };
+        let classes = output_names[bare.labels_offset..].to_vec();
+        Ok(RestoredModel {
+            model,
+            spec,
+            store,
+            config,
+            classes,
+            output_names,
+            labels_offset: bare.labels_offset,
+            bare: true,
+            objective,
+            preprocess,
+            step,
+            path: path.to_path_buf(),
+            ema: false,
+            integrity_notice,
+        })
+    }
+}
+
+/// How to read a checkpoint without ferroflow's metadata ([`RestoredModel::load_bare`]).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct BareCheckpoint {
+    /// The zoo model whose variables the checkpoint holds (e.g. `resnet_v1_50`).
+    pub model: String,
+    /// Its eval preprocessing; default: TF-slim's for the model's family
+    /// (`vgg` for VGG, ResNet v1 and AlexNet; `inception` for Inception and
+    /// ResNet v2), none for ferroflow's own models.
+    pub preprocessing: Option<SlimPreprocessing>,
+    /// Label `i` is output `i + labels_offset` (1 for TF-slim's 1001-class checkpoints).
+    pub labels_offset: usize,
+    /// Names of the model's outputs, in output order (see [`read_labels`]).
+    pub labels: Option<Vec<String>>,
+}
+
+/// The preprocessing TF-slim's checkpoints of `model` were trained with
+/// (`preprocessing_factory.py`'s table).
+pub fn default_preprocessing(model: &str) -> SlimPreprocessing {
+    if model.starts_with("vgg_") || model.starts_with("resnet_v1_") || model.starts_with("alexnet") {
+        SlimPreprocessing::Vgg
+    } else if model.starts_with("inception_") || model.starts_with("resnet_v2_") {
+        SlimPreprocessing::Inception
+    } else {
+        SlimPreprocessing::None
+    }
+}
+
+/// Reads a labels file: one name per line in output order, or TF-slim's
+/// `labels.txt` lines `INDEX:NAME` (indices may skip; the gaps are named by
+/// their index). Blank lines are ignored.
+pub fn read_labels(path: &Path) -> Result<Vec<String>> {
+    let text =
+        std::fs::read_to_string(path).map_err(|cause| TrainError::Io { path: path.display().to_string(), cause })?;
+    let mut names: Vec<String> = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() {
+            continue;
+        }
+        let indexed = line.split_once(':').and_then(|(i, name)| Some((i.trim().parse::<usize>().ok()?, name.trim())));
+        match indexed {
+            Some((i, name)) => {
+                if i < names.len() {
+                    return Err(TrainError::config(
+                        "--labels",
+                        format!("{} line {}: index {i} comes after index {}", path.display(), n + 1, names.len() - 1),
+                    ));
+                }
+                names.extend((names.len()..i).map(|k| k.to_string()));
+                names.push(name.to_string());
+            }
+            None => names.push(line.to_string()),
+        }
+    }
+    Ok(names)
+}
+
+/// The number of classes of `model` that `ck` holds: the zoo model is built
+/// with 2 classes, and the one variable whose shape differs from the
+/// checkpoint's only where the model has 2 gives it.
+fn checkpoint_classes(ck: &Checkpoint, model: &str, name: &str) -> Result<usize> {
+    let spec = zoo_model(model, 2).ok_or_else(|| {
+        TrainError::config("--model", format!("{model:?} is not a zoo model (`ferroflow models` lists them)"))
+    })?;
+    let probe = VarStore::new(Device::Cpu, 0);
+    spec.build(&probe, 0)?;
+    let mut found = None;
+    for v in probe.global_variables() {
+        let (Some(t), dims) = (ck.get(&v.name), v.var.dims()) else { continue };
+        if t.shape.len() != dims.len() || t.shape == dims {
+            continue;
+        }
+        let differing: Vec<usize> = (0..dims.len()).filter(|&i| t.shape[i] != dims[i]).collect();
+        if let [i] = differing[..]
+            && dims[i] == 2
+        {
+            found = Some(t.shape[i]);
+            break;
+        }
+    }
+    found.ok_or_else(|| TrainError::Checkpoint {
+        path: name.to_string(),
+        reason: format!(
+            "holds no logits variable of {model} (one whose shape differs from the model's only in the number of \
+             classes): is it a checkpoint of {model}? (`ferroflow inspect` lists its variables)"
+        ),
+    })
+}
+
+/// Names for a classifier's outputs (empty for other objectives).
+fn output_names(objective: &Objective, classes: &[String], offset: usize) -> Vec<String> {
+    let Objective::Classification { classes: outputs, .. } = objective else { return Vec::new() };
+    (0..*outputs)
+        .map(|i| match i.checked_sub(offset) {
+            None if offset == 1 => "background".to_string(),
+            None => format!("(output {i})"),
+            Some(label) => classes.get(label).cloned().unwrap_or_else(|| label.to_string()),
+        })
+        .collect()
 }

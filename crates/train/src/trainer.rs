@@ -331,8 +331,20 @@ fn objective_for(config: &TrainConfig, data: &DataSource) -> Result<Objective> {
                     format!("{loss:?} is a regression loss, but the data has class labels; use cross_entropy"),
                 ));
             }
-            let classes = config.model.num_classes.unwrap_or(data.classes.len());
-            Ok(Objective::Classification { classes, label_smoothing: t.label_smoothing })
+            let offset = config.model.labels_offset;
+            let needed = data.classes.len() + offset;
+            let classes = config.model.num_classes.unwrap_or(needed);
+            if classes < needed {
+                return Err(TrainError::config(
+                    "model.num_classes",
+                    format!(
+                        "{classes} outputs cannot hold the data's {} classes{}",
+                        data.classes.len(),
+                        if offset > 0 { format!(" after model.labels_offset = {offset}") } else { String::new() }
+                    ),
+                ));
+            }
+            Ok(Objective::Classification { classes, label_smoothing: t.label_smoothing, labels_offset: offset })
         }
         Task::ImageToImage => {
             Err(TrainError::config("data.targets", "the data holds target images: set data.targets = \"paired\""))
@@ -802,7 +814,7 @@ fn run_loop(run: &Run, replicas: &mut Replicas<'_>, progress: &mut dyn FnMut(&Pr
                 let logits_v =
                     logits.flatten_all().and_then(|t| t.to_vec1::<f32>()).map_err(TrainError::candle("logits"))?;
                 let mut m = Metrics::new(classes);
-                m.add(&logits_v, &batch.labels, &[]);
+                m.add(&logits_v, &run.objective.model_labels(&batch.labels), &[]);
                 window_correct += m.correct;
                 window_n += m.count;
             }

@@ -8,6 +8,7 @@ use anyhow::{Context, Result};
 use clap::Args;
 use ferroflow_train::{EvalOptions, Metrics, evaluate_checkpoint};
 
+use super::BareArgs;
 use crate::progress::Progress;
 
 /// Arguments of `ferroflow eval`.
@@ -38,7 +39,12 @@ pub struct EvalArgs {
     /// cpu or cuda[:N] (CUDA needs a build with --features cuda: scripts/build-cuda.sh).
     #[arg(long, default_value = "cpu")]
     pub device: String,
+    #[command(flatten)]
+    pub bare: BareArgs,
 }
+
+/// Above this many classes the text report leaves out the confusion matrix.
+const MAX_PRINTED_CLASSES: usize = 30;
 
 /// Runs the command.
 pub fn run(args: &EvalArgs) -> Result<()> {
@@ -51,6 +57,7 @@ pub fn run(args: &EvalArgs) -> Result<()> {
         batch_size: args.batch_size,
         write_summaries: true,
         device: args.device.clone(),
+        bare: args.bare.resolve()?,
     };
     let mut bar: Option<Progress> = None;
     let result = evaluate_checkpoint(&options, &mut |done, total| {
@@ -107,12 +114,20 @@ pub fn run(args: &EvalArgs) -> Result<()> {
     }
     let metrics =
         Metrics { count: r.count, loss_sum: 0.0, correct: 0, correct_top5: 0, confusion: r.confusion.clone() };
-    writeln!(out, "confusion matrix (rows: label, columns: prediction):\n{}", metrics.confusion_text(&result.classes))?;
-    writeln!(out, "per-class accuracy:")?;
+    // A 1000-class matrix is no use on a terminal: --json has it.
+    let many = result.classes.len() > MAX_PRINTED_CLASSES;
+    if many {
+        writeln!(out, "confusion matrix: {} classes, printed by --json", result.classes.len())?;
+    } else {
+        let text = metrics.confusion_text(&result.classes);
+        writeln!(out, "confusion matrix (rows: label, columns: prediction):\n{text}")?;
+    }
+    writeln!(out, "per-class accuracy{}:", if many { " (classes with examples)" } else { "" })?;
     for (name, acc) in result.classes.iter().zip(r.per_class_accuracy()) {
         match acc {
             Some(a) => writeln!(out, "  {name:>12}  {a:.4}")?,
-            None => writeln!(out, "  {name:>12}  (no examples)")?,
+            None if !many => writeln!(out, "  {name:>12}  (no examples)")?,
+            None => {}
         }
     }
     writeln!(out, "loss: {:.4}", r.loss)?;

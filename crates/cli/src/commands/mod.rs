@@ -55,3 +55,46 @@ pub fn is_usage_error(e: &anyhow::Error) -> bool {
         matches!(c.downcast_ref::<ferroflow_train::TrainError>(), Some(ferroflow_train::TrainError::Config { .. }))
     })
 }
+
+/// Options of `eval` and `predict` for a checkpoint without ferroflow's
+/// metadata, such as one of TF-slim's published ImageNet checkpoints.
+#[derive(Debug, clap::Args)]
+pub struct BareArgs {
+    /// The checkpoint has no ferroflow metadata (a TF checkpoint prefix such as resnet_v1_50.ckpt, or a plain
+    /// safetensors file): it holds this zoo model's variables, by TF-slim's names. The number of classes is read
+    /// from its logits.
+    #[arg(long, value_name = "NAME")]
+    pub model: Option<String>,
+    /// With --model: vgg, inception or none (default: TF-slim's for the model: vgg for VGG, ResNet v1 and AlexNet;
+    /// inception for Inception and ResNet v2).
+    #[arg(long, value_name = "KIND", requires = "model")]
+    pub preprocessing: Option<String>,
+    /// With --model: the data's label i is output i + N (1 for TF-slim's 1001-class checkpoints, whose output 0 is
+    /// the background class).
+    #[arg(long, value_name = "N", requires = "model", default_value_t = 0)]
+    pub labels_offset: usize,
+    /// With --model: names of the model's outputs, one per line, or TF-slim's labels.txt (INDEX:NAME lines).
+    #[arg(long, value_name = "FILE", requires = "model")]
+    pub labels: Option<std::path::PathBuf>,
+}
+
+impl BareArgs {
+    /// The bare-checkpoint reading these flags ask for (`None` without `--model`).
+    pub fn resolve(&self) -> anyhow::Result<Option<ferroflow_train::BareCheckpoint>> {
+        use ferroflow_train::TrainError;
+        let Some(model) = &self.model else { return Ok(None) };
+        let preprocessing = match &self.preprocessing {
+            None => None,
+            Some(name) => Some(ferroflow_data::SlimPreprocessing::from_name(name).ok_or_else(|| {
+                TrainError::config("--preprocessing", format!("{name:?}: expected vgg, inception or none"))
+            })?),
+        };
+        let labels = self.labels.as_deref().map(ferroflow_train::read_labels).transpose()?;
+        Ok(Some(ferroflow_train::BareCheckpoint {
+            model: model.clone(),
+            preprocessing,
+            labels_offset: self.labels_offset,
+            labels,
+        }))
+    }
+}

@@ -6,7 +6,9 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use ferroflow_train::{RestoredModel, TrainError, collect_images, predict};
+use ferroflow_train::{PredictOptions, RestoredModel, TrainError, collect_images, predict};
+
+use super::BareArgs;
 
 /// Arguments of `ferroflow predict`.
 #[derive(Debug, Args)]
@@ -17,7 +19,8 @@ pub struct PredictArgs {
     /// A train dir: use its latest checkpoint.
     #[arg(long, value_name = "DIR")]
     pub train_dir: Option<PathBuf>,
-    /// Image files, or directories searched recursively for images.
+    /// Image files, directories searched recursively for images, or .npy files of preprocessed float32 NHWC
+    /// inputs (skipping decoding and preprocessing, to debug them against another framework's).
     #[arg(required = true, value_name = "IMAGE_OR_DIR")]
     pub images: Vec<PathBuf>,
     /// Classes shown per image.
@@ -39,6 +42,11 @@ pub struct PredictArgs {
     /// cpu or cuda[:N] (CUDA needs a build with --features cuda: scripts/build-cuda.sh).
     #[arg(long, default_value = "cpu")]
     pub device: String,
+    /// Also print each image's raw logits (JSON: "logits").
+    #[arg(long)]
+    pub logits: bool,
+    #[command(flatten)]
+    pub bare: BareArgs,
 }
 
 /// Runs the command.
@@ -49,8 +57,11 @@ pub fn run(args: &PredictArgs) -> Result<()> {
         bail!(TrainError::config("--top-k", "must be at least 1"));
     }
     let device = ferroflow_train::device(&args.device)?;
-    let restored =
-        RestoredModel::load(&checkpoint, &device).with_context(|| format!("restoring {}", checkpoint.display()))?;
+    let restored = match args.bare.resolve()? {
+        Some(bare) => RestoredModel::load_bare(&checkpoint, &bare, &device),
+        None => RestoredModel::load(&checkpoint, &device),
+    }
+    .with_context(|| format!("restoring {}", checkpoint.display()))?;
     if let Some(notice) = &restored.integrity_notice {
         eprintln!("{notice}");
     }
@@ -58,7 +69,13 @@ pub fn run(args: &PredictArgs) -> Result<()> {
     if images.is_empty() {
         bail!(TrainError::config("IMAGE_OR_DIR", "no image files found"));
     }
-    let predictions = predict(&restored, &images, args.top_k, args.batch_size, args.out.as_deref())?;
+    let options = PredictOptions {
+        top_k: args.top_k,
+        batch_size: args.batch_size,
+        out_dir: args.out.clone(),
+        logits: args.logits,
+    };
+    let predictions = predict(&restored, &images, &options)?;
     for p in &predictions {
         if let Some(file) = &p.output {
             if args.json {
@@ -84,10 +101,18 @@ pub fn run(args: &PredictArgs) -> Result<()> {
                 .iter()
                 .map(|(class, label, prob)| serde_json::json!({"class": class, "label": label, "probability": prob}))
                 .collect();
-            writeln!(out, "{}", serde_json::json!({"path": p.path, "top": top}))?;
+            let mut line = serde_json::json!({"path": p.path, "top": top});
+            if args.logits {
+                line["logits"] = serde_json::json!(p.logits);
+            }
+            writeln!(out, "{line}")?;
         } else {
             let top: Vec<String> = p.top.iter().map(|(class, _, prob)| format!("{class} {prob:.4}")).collect();
             writeln!(out, "{}: {}", p.path.display(), top.join(", "))?;
+            if args.logits {
+                let logits: Vec<String> = p.logits.iter().map(|v| format!("{v:.6}")).collect();
+                writeln!(out, "  logits: {}", logits.join(" "))?;
+            }
         }
     }
     Ok(())

@@ -65,6 +65,10 @@ pub struct TrainArgs {
     /// Comma-separated scopes that train; all other variables are frozen (warm_start.trainable_scopes).
     #[arg(long, value_name = "SCOPES")]
     pub trainable_scopes: Option<String>,
+    /// The data's label i is the model's output i + N (model.labels_offset); 1 to keep the
+    /// background output of TF-slim's 1001-class checkpoints.
+    #[arg(long, value_name = "N")]
+    pub labels_offset: Option<usize>,
     /// Keep the initial values of variables the warm-start checkpoint lacks (warm_start.ignore_missing_vars).
     #[arg(long)]
     pub ignore_missing_vars: bool,
@@ -118,6 +122,9 @@ fn overrides(args: &TrainArgs) -> Vec<String> {
     }
     if let Some(s) = &args.trainable_scopes {
         o.push(format!("warm_start.trainable_scopes={}", toml_string(s)));
+    }
+    if let Some(n) = args.labels_offset {
+        o.push(format!("model.labels_offset={n}"));
     }
     if args.ignore_missing_vars {
         o.push("warm_start.ignore_missing_vars=true".to_string());

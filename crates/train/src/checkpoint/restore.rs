@@ -165,7 +165,8 @@ pub fn warm_start(
                     path: path.to_string(),
                     reason: format!(
                         "variable {} has shape {:?} in the checkpoint but {:?} in the model (exclude its scope \
-                         with --exclude-scopes to train it from scratch)",
+                         with --exclude-scopes to train it from scratch; for a logits layer, model.num_classes \
+                         can keep the checkpoint's classes)",
                         v.name,
                         t.shape,
                         v.var.dims()
