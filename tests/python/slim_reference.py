@@ -16,7 +16,7 @@ or Inception's [-1, 1] scaling): the test compares the nets, so both sides take
 this exact input.
 
 Usage: slim_reference.py MODEL OUT_DIR PHOTO...   (MODEL: alexnet_v2, vgg_16, vgg_19, resnet_v1_50, resnet_v1_101, resnet_v2_50,
-                                                 inception_v1)
+                                                 inception_v1, inception_v3)
 """
 
 import os
@@ -34,7 +34,7 @@ import slim_preprocessing  # noqa: E402
 import tensorflow as tf  # noqa: E402
 import tf_slim  # noqa: E402
 from safetensors.numpy import save_file  # noqa: E402
-from tf_slim.nets import alexnet, inception_v1, resnet_utils, resnet_v1, resnet_v2, vgg  # noqa: E402
+from tf_slim.nets import alexnet, inception_v1, inception_v3, resnet_utils, resnet_v1, resnet_v2, vgg  # noqa: E402
 
 # name: (builder, arg scope, input size, classes, preprocessing)
 MODELS = {
@@ -47,7 +47,10 @@ MODELS = {
     # TF-slim's ResNet v2 checkpoints have the background class and inception preprocessing.
     "resnet_v2_50": (resnet_v2.resnet_v2_50, resnet_utils.resnet_arg_scope, 224, 1001, "inception"),
     "inception_v1": (inception_v1.inception_v1, inception_v1.inception_v1_arg_scope, 224, 1001, "inception"),
+    "inception_v3": (inception_v3.inception_v3, inception_v3.inception_v3_arg_scope, 299, 1001, "inception"),
 }
+# Extra arguments of the builders: ferroflow's inception_v3 has no auxiliary head.
+EXTRA = {"inception_v3": {"create_aux_logits": False}}
 VGG_MEANS = [123.68, 116.78, 103.94]  # vgg_preprocessing.py's _R_MEAN, _G_MEAN, _B_MEAN
 
 
@@ -76,7 +79,7 @@ def main():
     tf.compat.v1.set_random_seed(0)
     x = tf.compat.v1.placeholder(tf.float32, [None, size, size, 3])
     with tf_slim.arg_scope(arg_scope()):
-        logits, _ = build(x, num_classes=classes, is_training=False)
+        logits, _ = build(x, num_classes=classes, is_training=False, **EXTRA.get(model, {}))
     # tf-slim 1.1.0's ResNets return [N, 1, 1, classes] (no spatial squeeze).
     if logits.shape.rank == 4:
         logits = tf.squeeze(logits, [1, 2])

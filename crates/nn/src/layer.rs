@@ -40,6 +40,12 @@ pub trait Layer: Send + Sync + std::fmt::Debug {
         false
     }
 
+    /// A layer of parallel branches (a `concat`): its branches' layers, in order, for
+    /// exporters that must walk inside it. `None` for every other layer.
+    fn branches(&self) -> Option<&[Vec<Box<dyn Layer>>]> {
+        None
+    }
+
     /// Makes the layer's batch norms (its own, or its sub-layers') normalise training
     /// batches with the statistics of every replica's batch together, summed through
     /// `replicas` (`model.sync_batch_norm`); they then leave the fused conv → BN kernels.

@@ -4,6 +4,7 @@ pub mod activation;
 pub mod batch_norm;
 pub mod bottleneck;
 pub mod bottleneck_v2;
+pub mod concat;
 pub mod conv2d;
 pub mod conv2d_transpose;
 pub mod dense;

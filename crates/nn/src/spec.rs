@@ -33,6 +33,7 @@ use crate::layers::activation::ActivationLayer;
 use crate::layers::batch_norm::{BatchNorm, BatchNormConfig};
 use crate::layers::bottleneck::Bottleneck;
 use crate::layers::bottleneck_v2::BottleneckV2;
+use crate::layers::concat::Concat;
 use crate::layers::conv2d::{Conv2d, Conv2dConfig};
 use crate::layers::conv2d_transpose::{Conv2dTranspose, Conv2dTransposeConfig};
 use crate::layers::dense::{Dense, DenseConfig};
@@ -283,6 +284,16 @@ pub enum LayerSpec {
         /// Pixels of zeros `[top, bottom, left, right]`.
         pad: [usize; 4],
     },
+    /// Branches over the same input, concatenated along the channels
+    /// ([`Concat`]; TF-slim's Inception modules). Each branch is a list of
+    /// layers (possibly another `concat`); a layer without a name is named
+    /// `<concat name>/Branch_<b>/<stem><n>`.
+    Concat {
+        /// Scope name (default `concatN`); TF-slim's are `Mixed_5b`, ….
+        name: Option<String>,
+        /// The branches, each a chain of layers.
+        branches: Vec<Vec<LayerSpec>>,
+    },
 }
 
 fn default_stride() -> usize {
@@ -294,7 +305,7 @@ fn branch_2_3x3() -> String {
 }
 
 const LAYER_TYPES: &str = "conv2d, conv2d_transpose, max_pool, avg_pool, batch_norm, activation, dropout, flatten, dense, residual, \
-     bottleneck, inception_v1, global_avg_pool, pad";
+     bottleneck, inception_v1, global_avg_pool, pad, concat";
 
 impl LayerSpec {
     /// A `conv2d` layer's settings (`None` for other layers): what the layer is
@@ -334,6 +345,7 @@ impl LayerSpec {
             LayerSpec::InceptionV1 { .. } => "inception_v1",
             LayerSpec::GlobalAvgPool { .. } => "global_avg_pool",
             LayerSpec::Pad { .. } => "pad",
+            LayerSpec::Concat { .. } => "concat",
         }
     }
 
@@ -352,7 +364,8 @@ impl LayerSpec {
             | LayerSpec::Bottleneck { name, .. }
             | LayerSpec::InceptionV1 { name, .. }
             | LayerSpec::GlobalAvgPool { name }
-            | LayerSpec::Pad { name, .. } => name.as_deref(),
+            | LayerSpec::Pad { name, .. }
+            | LayerSpec::Concat { name, .. } => name.as_deref(),
         }
     }
 
@@ -372,6 +385,7 @@ impl LayerSpec {
             LayerSpec::InceptionV1 { .. } => "mixed",
             LayerSpec::GlobalAvgPool { .. } => "pool",
             LayerSpec::Pad { .. } => "pad",
+            LayerSpec::Concat { .. } => "concat",
         }
     }
 }
@@ -413,7 +427,9 @@ impl ModelSpec {
             };
             let layer = LayerSpec::deserialize(toml::Value::Table(table)).map_err(|e| {
                 let msg = e.to_string();
-                let reason = if msg.contains("unknown variant") {
+                // Only the layer's own type: a nested value's bad variant (a padding, an
+                // inner layer's type) keeps serde's message, which names it.
+                let reason = if msg.contains(&format!("unknown variant `{kind}`")) {
                     format!("unknown layer type {kind:?} (expected one of: {LAYER_TYPES})")
                 } else {
                     msg.trim().to_string()
@@ -526,5 +542,23 @@ fn build_layer(
         }
         LayerSpec::GlobalAvgPool { .. } => Box::new(GlobalAvgPool::new(scope, name, shape)?),
         LayerSpec::Pad { pad, .. } => Box::new(Pad::new(scope, name, shape, *pad)?),
+        LayerSpec::Concat { branches, .. } => {
+            let mut built = Vec::with_capacity(branches.len());
+            for (b, branch) in branches.iter().enumerate() {
+                let mut branch_shape = shape.to_vec();
+                let mut layers = Vec::with_capacity(branch.len());
+                for (i, spec) in branch.iter().enumerate() {
+                    let inner = match spec.explicit_name() {
+                        Some(n) => n.to_string(),
+                        None => format!("{name}/Branch_{b}/{}{}", spec.stem(), i + 1),
+                    };
+                    let layer = build_layer(spec, scope, &inner, &branch_shape, seed)?;
+                    branch_shape = layer.output_shape();
+                    layers.push(layer);
+                }
+                built.push(layers);
+            }
+            Box::new(Concat::new(&scope.full_name(name), shape, built)?)
+        }
     })
 }

@@ -48,6 +48,11 @@ pub const ZOO: &[ZooModel] = &[
         spec: inception_v1,
     },
     ZooModel {
+        name: "inception_v3",
+        description: "TF-slim's inception_v3 (Szegedy et al. 2015), 299x299, no auxiliary head; loads inception_v3.ckpt",
+        spec: inception_v3,
+    },
+    ZooModel {
         name: "alexnet_v2",
         description: "TF-slim's alexnet_v2 (Krizhevsky 2014, one-GPU version), 224x224",
         spec: alexnet_v2,
@@ -454,6 +459,173 @@ pub fn inception_v1(classes: usize) -> ModelSpec {
         LayerSpec::Flatten { name: Some(format!("{name}/Logits/SpatialSqueeze")) },
     ];
     ModelSpec { name: "inception_v1".into(), input: [224, 224, 3], layers }
+}
+
+/// TF-slim's `inception_v3` (`tf_slim/nets/inception_v3.py`, tf-slim 1.1.0, under
+/// `inception_v3_arg_scope()`; Szegedy et al. 2015, "Rethinking the Inception
+/// Architecture") with its variable names
+/// (`InceptionV3/Conv2d_1a_3x3/weights`, `InceptionV3/Mixed_6b/Branch_2/Conv2d_0c_1x7/BatchNorm/beta`,
+/// …, `InceptionV3/Logits/Conv2d_1c_1x1/biases`): the VALID stem (3x3/2, 3x3, 3x3 SAME,
+/// 3x3/2 max-pool, 1x1, 3x3, 3x3/2 max-pool), three 35x35 modules (5b–5d), the 6a
+/// reduction, four 17x17 modules with factorised 1x7/7x1 convs (6b–6e), the 7a reduction,
+/// two 8x8 modules whose branches fork into 1x3 and 3x1 convs (7b, 7c), an 8x8 VALID
+/// average pool, dropout (keep 0.8), a linear 1x1 `Conv2d_1c_1x1` with biases and the
+/// spatial squeeze. Batch norm: decay 0.9997, epsilon 0.001, no gamma. The auxiliary
+/// head (`AuxLogits`, a training-time loss on `Mixed_6e`) is not built: a checkpoint's
+/// `AuxLogits` variables are ignored, and fine-tuning trains without its loss. Input
+/// 299x299x3 scaled to [-1, 1] (`inception_preprocessing`). 23,819,401 trainable
+/// parameters for 1001 classes.
+pub fn inception_v3(classes: usize) -> ModelSpec {
+    let name = "InceptionV3";
+    let bn = BatchNormConfig { momentum: 0.9997, epsilon: 0.001, semantics: BatchNormSemantics::Tf1, scale: false };
+    // A conv of kernel [kh, kw] with batch norm and ReLU.
+    let conv = |scope: String, filters: usize, kernel: [usize; 2], stride: usize, padding: Padding| LayerSpec::Conv2d {
+        name: Some(scope),
+        filters,
+        kernel: Size2::Pair(kernel),
+        stride: Size2::Square(stride),
+        dilation: Size2::Square(1),
+        padding,
+        use_bias: false,
+        batch_norm: BatchNormSpec::Config(bn),
+        activation: Activation::Relu,
+    };
+    let pool = |scope: String, max: bool, size: usize, stride: usize, padding: Padding| {
+        let (pool, stride) = (Size2::Square(size), Some(Size2::Square(stride)));
+        let name = Some(scope);
+        if max {
+            LayerSpec::MaxPool { name, pool, stride, padding }
+        } else {
+            LayerSpec::AvgPool { name, pool, stride, padding }
+        }
+    };
+    // Inside a module every conv and pool is stride 1, SAME unless given.
+    let module = |mixed: &str, branches: Vec<Vec<(&str, usize, [usize; 2])>>| {
+        let scope = format!("{name}/{mixed}");
+        let branches = branches
+            .into_iter()
+            .enumerate()
+            .map(|(b, layers)| {
+                layers
+                    .into_iter()
+                    .map(|(leaf, filters, kernel)| {
+                        let full = format!("{scope}/Branch_{b}/{leaf}");
+                        match leaf {
+                            "AvgPool_0a_3x3" => pool(full, false, 3, 1, Padding::Same),
+                            "MaxPool_1a_3x3" => pool(full, true, 3, 2, Padding::Valid),
+                            // The reductions' strided convs (named 1x1 in 6a, though 3x3).
+                            _ if leaf.starts_with("Conv2d_1a") => conv(full, filters, kernel, 2, Padding::Valid),
+                            _ => conv(full, filters, kernel, 1, Padding::Same),
+                        }
+                    })
+                    .collect()
+            })
+            .collect();
+        LayerSpec::Concat { name: Some(scope), branches }
+    };
+    // Branches of Mixed_7b/7c end in a fork: a 1x3 and a 3x1 conv over the same map,
+    // concatenated (no scope of their own).
+    let fork = |mixed: &str, b: usize, first: &str, second: &str| LayerSpec::Concat {
+        name: Some(format!("{name}/{mixed}/Branch_{b}/concat")),
+        branches: vec![
+            vec![conv(format!("{name}/{mixed}/Branch_{b}/{first}"), 384, [1, 3], 1, Padding::Same)],
+            vec![conv(format!("{name}/{mixed}/Branch_{b}/{second}"), 384, [3, 1], 1, Padding::Same)],
+        ],
+    };
+    let conv_1x1 = |mixed: &str, b: usize, leaf: &str, filters: usize| {
+        conv(format!("{name}/{mixed}/Branch_{b}/{leaf}"), filters, [1, 1], 1, Padding::Same)
+    };
+    let mixed_7 = |mixed: &str, b1_second: &str| LayerSpec::Concat {
+        name: Some(format!("{name}/{mixed}")),
+        branches: vec![
+            vec![conv_1x1(mixed, 0, "Conv2d_0a_1x1", 320)],
+            vec![conv_1x1(mixed, 1, "Conv2d_0a_1x1", 384), fork(mixed, 1, "Conv2d_0b_1x3", b1_second)],
+            vec![
+                conv_1x1(mixed, 2, "Conv2d_0a_1x1", 448),
+                conv(format!("{name}/{mixed}/Branch_2/Conv2d_0b_3x3"), 384, [3, 3], 1, Padding::Same),
+                fork(mixed, 2, "Conv2d_0c_1x3", "Conv2d_0d_3x1"),
+            ],
+            vec![
+                pool(format!("{name}/{mixed}/Branch_3/AvgPool_0a_3x3"), false, 3, 1, Padding::Same),
+                conv_1x1(mixed, 3, "Conv2d_0b_1x1", 192),
+            ],
+        ],
+    };
+    let mixed_5 = |mixed: &str, b1_names: [&str; 2], pool_filters: usize| {
+        module(
+            mixed,
+            vec![
+                vec![("Conv2d_0a_1x1", 64, [1, 1])],
+                vec![(b1_names[0], 48, [1, 1]), (b1_names[1], 64, [5, 5])],
+                vec![("Conv2d_0a_1x1", 64, [1, 1]), ("Conv2d_0b_3x3", 96, [3, 3]), ("Conv2d_0c_3x3", 96, [3, 3])],
+                vec![("AvgPool_0a_3x3", 0, [3, 3]), ("Conv2d_0b_1x1", pool_filters, [1, 1])],
+            ],
+        )
+    };
+    let mixed_6 = |mixed: &str, d: usize| {
+        module(
+            mixed,
+            vec![
+                vec![("Conv2d_0a_1x1", 192, [1, 1])],
+                vec![("Conv2d_0a_1x1", d, [1, 1]), ("Conv2d_0b_1x7", d, [1, 7]), ("Conv2d_0c_7x1", 192, [7, 1])],
+                vec![
+                    ("Conv2d_0a_1x1", d, [1, 1]),
+                    ("Conv2d_0b_7x1", d, [7, 1]),
+                    ("Conv2d_0c_1x7", d, [1, 7]),
+                    ("Conv2d_0d_7x1", d, [7, 1]),
+                    ("Conv2d_0e_1x7", 192, [1, 7]),
+                ],
+                vec![("AvgPool_0a_3x3", 0, [3, 3]), ("Conv2d_0b_1x1", 192, [1, 1])],
+            ],
+        )
+    };
+    let stem = |leaf: &str, filters: usize, k: usize, stride: usize, padding: Padding| {
+        conv(format!("{name}/{leaf}"), filters, [k, k], stride, padding)
+    };
+    let layers = vec![
+        stem("Conv2d_1a_3x3", 32, 3, 2, Padding::Valid),
+        stem("Conv2d_2a_3x3", 32, 3, 1, Padding::Valid),
+        stem("Conv2d_2b_3x3", 64, 3, 1, Padding::Same),
+        pool(format!("{name}/MaxPool_3a_3x3"), true, 3, 2, Padding::Valid),
+        stem("Conv2d_3b_1x1", 80, 1, 1, Padding::Valid),
+        stem("Conv2d_4a_3x3", 192, 3, 1, Padding::Valid),
+        pool(format!("{name}/MaxPool_5a_3x3"), true, 3, 2, Padding::Valid),
+        mixed_5("Mixed_5b", ["Conv2d_0a_1x1", "Conv2d_0b_5x5"], 32),
+        mixed_5("Mixed_5c", ["Conv2d_0b_1x1", "Conv_1_0c_5x5"], 64),
+        mixed_5("Mixed_5d", ["Conv2d_0a_1x1", "Conv2d_0b_5x5"], 64),
+        module(
+            "Mixed_6a",
+            vec![
+                vec![("Conv2d_1a_1x1", 384, [3, 3])],
+                vec![("Conv2d_0a_1x1", 64, [1, 1]), ("Conv2d_0b_3x3", 96, [3, 3]), ("Conv2d_1a_1x1", 96, [3, 3])],
+                vec![("MaxPool_1a_3x3", 0, [3, 3])],
+            ],
+        ),
+        mixed_6("Mixed_6b", 128),
+        mixed_6("Mixed_6c", 160),
+        mixed_6("Mixed_6d", 160),
+        mixed_6("Mixed_6e", 192),
+        module(
+            "Mixed_7a",
+            vec![
+                vec![("Conv2d_0a_1x1", 192, [1, 1]), ("Conv2d_1a_3x3", 320, [3, 3])],
+                vec![
+                    ("Conv2d_0a_1x1", 192, [1, 1]),
+                    ("Conv2d_0b_1x7", 192, [1, 7]),
+                    ("Conv2d_0c_7x1", 192, [7, 1]),
+                    ("Conv2d_1a_3x3", 192, [3, 3]),
+                ],
+                vec![("MaxPool_1a_3x3", 0, [3, 3])],
+            ],
+        ),
+        mixed_7("Mixed_7b", "Conv2d_0b_3x1"),
+        mixed_7("Mixed_7c", "Conv2d_0c_3x1"),
+        pool(format!("{name}/Logits/AvgPool_1a_8x8"), false, 8, 1, Padding::Valid),
+        LayerSpec::Dropout { name: Some(format!("{name}/Logits/Dropout_1b")), rate: 0.2 },
+        slim_conv(format!("{name}/Logits/Conv2d_1c_1x1"), classes, 1, 1, Padding::Same, None, Activation::Linear),
+        LayerSpec::Flatten { name: Some(format!("{name}/Logits/SpatialSqueeze")) },
+    ];
+    ModelSpec { name: "inception_v3".into(), input: [299, 299, 3], layers }
 }
 
 /// A TF-slim `conv2d` named `scope`, square kernel and stride: with `batch_norm` (its

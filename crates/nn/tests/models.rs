@@ -26,6 +26,7 @@ fn every_zoo_model_builds_runs_and_has_its_parameter_count() {
         ("resnet_v1_101", 42_520_650),
         ("resnet_v2_50", 23_539_850),
         ("inception_v1", 5_602_874),
+        ("inception_v3", 21_788_842),
         ("alexnet_v2", 46_247_882),
         ("vgg_16", 134_301_514),
         ("vgg_19", 139_611_210),

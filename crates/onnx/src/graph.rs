@@ -109,6 +109,23 @@ impl OnnxGraph {
         name
     }
 
+    /// Adds an int64 initializer (e.g. a `Pad`'s `pads` input); returns its name.
+    ///
+    /// # Shapes
+    /// `values.len()` = the product of `dims`.
+    pub fn initializer_i64(&mut self, name: &str, dims: &[usize], values: &[i64]) -> String {
+        debug_assert_eq!(values.len(), dims.iter().product::<usize>());
+        let name = self.unique(name);
+        self.graph.initializer.push(TensorProto {
+            dims: dims.iter().map(|&d| d as i64).collect(),
+            data_type: DataType::Int64 as i32,
+            name: name.clone(),
+            raw_data: values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            ..Default::default()
+        });
+        name
+    }
+
     /// Declares a float graph input.
     pub fn input(&mut self, name: &str, dims: &[Dim]) {
         self.used.insert(name.to_string());

@@ -271,6 +271,18 @@ impl<'a> Exporter<'a> {
         ))
     }
 
+    /// Zero padding of the spatial dimensions, `pad = [top, bottom, left, right]` (`tf.pad`).
+    ///
+    /// # Shapes
+    /// `[N, C, H, W]` → `[N, C, H + top + bottom, W + left + right]`.
+    pub(crate) fn pad(&mut self, scope: &str, x: &str, pad: [usize; 4]) -> String {
+        let [top, bottom, left, right] = pad.map(|p| p as i64);
+        // ONNX's pads: the starts of every axis (N, C, H, W), then their ends.
+        let pads: Vec<i64> = vec![0, 0, top, left, 0, 0, bottom, right];
+        let pads = self.g.initializer_i64(&format!("{scope}/paddings"), &[8], &pads);
+        self.g.node("Pad", &format!("{scope}/Pad"), &[x, &pads], &[])
+    }
+
     /// TF's flatten: NCHW → NHWC, then `[N, H * W * C]`.
     ///
     /// # Shapes

@@ -6,7 +6,7 @@
 use candle_onnx::onnx::{ModelProto, OperatorSetIdProto, StringStringEntryProto};
 use ferroflow_nn::layers::batch_norm::BatchNormConfig;
 use ferroflow_nn::layers::conv2d::Conv2dConfig;
-use ferroflow_nn::{LayerSpec, Model, ModelSpec};
+use ferroflow_nn::{Layer, LayerSpec, Model, ModelSpec};
 use prost::Message;
 
 use crate::error::{OnnxError, Result};
@@ -66,7 +66,7 @@ pub fn export_model(spec: &ModelSpec, model: &Model, options: &ExportOptions) ->
     let mut shape = vec![c, h, w];
     for (layer_spec, layer) in spec.layers.iter().zip(layers) {
         let scope = layer.name().to_string();
-        x = export_layer(&mut ex, layer_spec, &scope, &x, &shape, &layer.output_shape())?;
+        x = export_layer(&mut ex, layer_spec, layer.as_ref(), &scope, &x, &shape, &layer.output_shape())?;
         shape = layer.output_shape();
     }
     let dims: Vec<Dim> = std::iter::once(batch.clone()).chain(shape.iter().map(|&d| Dim::Fixed(d))).collect();
@@ -114,6 +114,7 @@ pub fn to_bytes(model: &ModelProto) -> Vec<u8> {
 fn export_layer(
     ex: &mut Exporter<'_>,
     spec: &LayerSpec,
+    layer: &dyn Layer,
     scope: &str,
     x: &str,
     in_shape: &[usize],
@@ -175,11 +176,29 @@ fn export_layer(
             ex.add_relu(scope, &b, &s)
         }
         LayerSpec::GlobalAvgPool { .. } => ex.global_avg_pool(scope, x),
-        LayerSpec::Bottleneck { .. } | LayerSpec::InceptionV1 { .. } | LayerSpec::Pad { .. } => {
+        LayerSpec::Pad { pad, .. } => ex.pad(scope, x, *pad),
+        LayerSpec::Concat { branches, .. } => {
+            let built = layer.branches().filter(|b| b.len() == branches.len()).ok_or_else(|| OnnxError::Model {
+                model: scope.into(),
+                reason: "the built layer does not have the declaration's branches".into(),
+            })?;
+            let mut outputs = Vec::with_capacity(branches.len());
+            for (specs, layers) in branches.iter().zip(built) {
+                let (mut y, mut shape) = (x.to_string(), in_shape.to_vec());
+                for (s, l) in specs.iter().zip(layers) {
+                    y = export_layer(ex, s, l.as_ref(), l.name(), &y, &shape, &l.output_shape())?;
+                    shape = l.output_shape();
+                }
+                outputs.push(y);
+            }
+            let inputs: Vec<&str> = outputs.iter().map(String::as_str).collect();
+            ex.g.node("Concat", &format!("{scope}/concat"), &inputs, &[("axis", Attr::Int(1))])
+        }
+        LayerSpec::Bottleneck { .. } | LayerSpec::InceptionV1 { .. } => {
             return Err(OnnxError::Unsupported {
                 layer: scope.into(),
-                reason: "TF-slim's ResNet units, Inception modules and explicit padding are not in the ONNX \
-                         exporter yet (export a TF checkpoint with --format tf-checkpoint instead)"
+                reason: "TF-slim's ResNet units and Inception v1 modules are not in the ONNX exporter yet (export a \
+                         TF checkpoint with --format tf-checkpoint instead)"
                     .into(),
             });
         }

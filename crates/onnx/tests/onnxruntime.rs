@@ -186,6 +186,41 @@ type = "dense"
 units = 4
 "#;
     specs.push(ModelSpec::from_toml(global_pool).unwrap());
+    // Inception v3's parts: a concat of branches (1x7/7x1 convs, a SAME average pool,
+    // a nested concat of a 1x3 and a 3x1 conv, a strided VALID branch beside a max pool
+    // in the second), and explicit padding.
+    let branches = r#"
+name = "branches_net"
+input = [13, 11, 3]
+[[layers]]
+type = "pad"
+pad = [1, 2, 0, 3]
+[[layers]]
+type = "concat"
+branches = [
+  [{ type = "conv2d", filters = 4, kernel = 1, activation = "relu", batch_norm = true }],
+  [{ type = "conv2d", filters = 3, kernel = [1, 7], activation = "relu" },
+   { type = "conv2d", filters = 5, kernel = [7, 1], activation = "relu", batch_norm = true }],
+  [{ type = "conv2d", filters = 3, kernel = 1 },
+   { type = "concat", branches = [[{ type = "conv2d", filters = 2, kernel = [1, 3] }],
+                                  [{ type = "conv2d", filters = 2, kernel = [3, 1] }]] }],
+  [{ type = "avg_pool", pool = 3, stride = 1, padding = "SAME" }, { type = "conv2d", filters = 2, kernel = 1 }],
+]
+[[layers]]
+type = "concat"
+branches = [
+  [{ type = "conv2d", filters = 4, kernel = 3, stride = 2, padding = "VALID" }],
+  [{ type = "max_pool", pool = 3, stride = 2, padding = "VALID" }],
+]
+[[layers]]
+type = "global_avg_pool"
+[[layers]]
+type = "flatten"
+[[layers]]
+type = "dense"
+units = 5
+"#;
+    specs.push(ModelSpec::from_toml(branches).unwrap());
     let cases: Vec<Case> = specs.iter().enumerate().map(|(i, s)| prepare(s, dir.path(), 7 + i as u64)).collect();
     let manifest: Vec<Json> =
         cases.iter().map(|c| serde_json::json!({"name": c.name, "onnx": c.onnx, "data": c.data})).collect();

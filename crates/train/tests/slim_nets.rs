@@ -122,3 +122,11 @@ fn inception_v1_gives_tf_slims_logits_from_its_checkpoint() {
     eprintln!("inception_v1: worst |ferroflow - TF| = {worst:e} of the largest logit");
     assert!(worst < 1e-4, "inception_v1 logits differ from TF-slim's by {worst:e} of the largest");
 }
+
+#[test]
+fn inception_v3_gives_tf_slims_logits_from_its_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let worst = conformance("inception_v3", dir.path());
+    eprintln!("inception_v3: worst |ferroflow - TF| = {worst:e} of the largest logit");
+    assert!(worst < 1e-4, "inception_v3 logits differ from TF-slim's by {worst:e} of the largest");
+}

@@ -1,0 +1,201 @@
+"""ResNet-50 training step at 224x224 (issue 16): `ferroflow bench train
+--model resnet_v1_50` against TensorFlow 2.21 (Keras `ResNet50`) and PyTorch
+(torchvision's `resnet50`, written out here because torchvision has no wheel
+for the installed torch on PyPI), in one run on the same machine.
+
+The step: random 224x224x3 batches (4 made up front, cycled), 1000 classes,
+training mode (batch statistics), mean sparse softmax cross-entropy,
+backward, SGD with momentum 0.9 (lr 0.01). The three ResNet-50s differ in
+details, which the table states with their parameter counts:
+- ferroflow `resnet_v1_50`: TF-slim's (stride in the last unit of blocks 1-3,
+  on the 3x3 conv; no conv biases; 25,557,032 parameters with 1000 classes);
+- Keras `ResNet50(weights=None, classifier_activation=None)`: stride on the
+  first 1x1 conv of blocks 2-4, conv biases (25,636,712);
+- torchvision `resnet50`: "v1.5", stride on the 3x3 conv of the first unit
+  of blocks 2-4 (25,557,032).
+Their multiply-adds per image are within a few percent of each other (4.1 G).
+
+Each side runs in its own process (its peak RSS is its own), `--warmup`
+untimed steps, then `--steps` timed ones, reading the loss back every step.
+With `--repeats N` the sides run N times, interleaved; the best of each is
+compared.
+
+Usage (from the repository root, after bench/setup.sh and cargo build --release):
+    bench/.venv/bin/python bench/resnet50_step.py [--batch 16] [--steps 8] [--warmup 2] [--repeats 3]
+"""
+
+import argparse
+import json
+import os
+import re
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from train_step import ROOT, run_child  # noqa: E402
+
+COMMON = r'''
+import json, os, sys, time
+batch, steps, warmup = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+import numpy as np
+rng = np.random.default_rng(0)
+data = [(rng.standard_normal((batch, 3, 224, 224), dtype=np.float32), rng.integers(0, 1000, batch))
+        for _ in range(4)]
+
+def timed(step, batches):
+    times, loss = [], None
+    for i in range(warmup + steps):
+        x, y = batches[i % len(batches)]
+        t = time.perf_counter()
+        loss = step(x, y)  # a Python float: the step has finished
+        if i >= warmup:
+            times.append(time.perf_counter() - t)
+    total = sum(times)
+    return {"images_per_sec": batch * steps / total, "ms_median": 1e3 * sorted(times)[len(times) // 2],
+            "loss": loss}
+'''
+
+TF_JOB = COMMON + r'''
+os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+import tensorflow as tf
+tf.keras.utils.set_random_seed(0)
+model = tf.keras.applications.ResNet50(weights=None, input_shape=(224, 224, 3), classes=1000,
+                                       classifier_activation=None)
+opt = tf.keras.optimizers.SGD(0.01, momentum=0.9)
+
+@tf.function
+def train_step(x, y):
+    with tf.GradientTape() as tape:
+        logits = model(x, training=True)
+        loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=logits))
+    grads = tape.gradient(loss, model.trainable_variables)
+    opt.apply_gradients(zip(grads, model.trainable_variables))
+    return loss
+
+batches = [(tf.constant(x.transpose(0, 2, 3, 1)), tf.constant(y, dtype=tf.int32)) for x, y in data]  # NHWC
+r = timed(lambda x, y: float(train_step(x, y)), batches)
+r["params"] = int(sum(int(np.prod(v.shape)) for v in model.trainable_variables))
+r["version"] = "TensorFlow " + tf.__version__
+r["threads"] = tf.config.threading.get_intra_op_parallelism_threads() or os.cpu_count()
+print(json.dumps(r))
+'''
+
+# torchvision.models.resnet50 (torchvision/models/resnet.py: Bottleneck with
+# expansion 4, stride on conv2, downsample = 1x1 conv + BN), written out.
+TORCH_JOB = COMMON + r'''
+import torch
+from torch import nn
+torch.manual_seed(0)
+torch.set_num_threads(os.cpu_count())
+
+class Bottleneck(nn.Module):
+    def __init__(self, cin, width, stride):
+        super().__init__()
+        cout = width * 4
+        self.conv1, self.bn1 = nn.Conv2d(cin, width, 1, bias=False), nn.BatchNorm2d(width)
+        self.conv2 = nn.Conv2d(width, width, 3, stride, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(width)
+        self.conv3, self.bn3 = nn.Conv2d(width, cout, 1, bias=False), nn.BatchNorm2d(cout)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = None
+        if stride != 1 or cin != cout:
+            self.downsample = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+
+    def forward(self, x):
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        return self.relu(out + identity)
+
+def stage(cin, width, blocks, stride):
+    layers = [Bottleneck(cin, width, stride)] + [Bottleneck(width * 4, width, 1) for _ in range(blocks - 1)]
+    return nn.Sequential(*layers)
+
+model = nn.Sequential(nn.Conv2d(3, 64, 7, 2, 3, bias=False), nn.BatchNorm2d(64), nn.ReLU(inplace=True),
+                      nn.MaxPool2d(3, 2, 1), stage(64, 64, 3, 1), stage(256, 128, 4, 2), stage(512, 256, 6, 2),
+                      stage(1024, 512, 3, 2), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(2048, 1000))
+model.train()
+opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+loss_fn = nn.CrossEntropyLoss()
+
+def train_step(x, y):
+    opt.zero_grad(set_to_none=True)
+    loss = loss_fn(model(x), y)
+    loss.backward()
+    opt.step()
+    return loss.item()
+
+batches = [(torch.from_numpy(x), torch.from_numpy(y).long()) for x, y in data]  # NCHW
+r = timed(train_step, batches)
+r["params"] = sum(p.numel() for p in model.parameters() if p.requires_grad)
+r["version"] = "PyTorch " + torch.__version__.split("+")[0]
+r["threads"] = torch.get_num_threads()
+print(json.dumps(r))
+'''
+
+# Trainable parameters each side must build (the script stops otherwise).
+PARAMS = {"ferroflow": 25_557_032, "tensorflow": 25_583_592, "pytorch": 25_557_032}
+
+
+def ferroflow(binary, batch, steps, warmup):
+    out, rss = run_child([binary, "bench", "train", "--model", "resnet_v1_50", "--classes", "1000",
+                          "--batch", str(batch), "--steps", str(steps), "--warmup", str(warmup)])
+    m = re.fullmatch(r"images/s: ([0-9.]+)", out.strip().splitlines()[-1])
+    if not m:
+        sys.exit(f"unexpected ferroflow output:\n{out}")
+    return {"images_per_sec": float(m.group(1)), "ms_median": float(re.search(r"median ([0-9.]+)", out).group(1)),
+            "params": int(re.search(r"([0-9]+) parameters", out).group(1)), "rss": rss, "version": "ferroflow",
+            "threads": int(re.search(r"([0-9]+) threads", out).group(1))}
+
+
+def python_peer(job, batch, steps, warmup):
+    out, rss = run_child([sys.executable, "-c", job, str(batch), str(steps), str(warmup)])
+    r = json.loads(out.strip().splitlines()[-1])
+    r["rss"] = rss
+    return r
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--steps", type=int, default=8)
+    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--ferroflow", default=os.path.join(ROOT, "target/release/ferroflow"))
+    args = ap.parse_args()
+    if not os.path.exists(args.ferroflow):
+        sys.exit(f"{args.ferroflow} is missing: run `cargo build --release` first")
+    sides = {
+        "ferroflow": lambda: ferroflow(args.ferroflow, args.batch, args.steps, args.warmup),
+        "tensorflow": lambda: python_peer(TF_JOB, args.batch, args.steps, args.warmup),
+        "pytorch": lambda: python_peer(TORCH_JOB, args.batch, args.steps, args.warmup),
+    }
+    load_before = os.getloadavg()[0]
+    runs = {name: [] for name in sides}
+    for rep in range(args.repeats):
+        for name, run in sides.items():
+            r = run()
+            if r["params"] != PARAMS[name]:
+                sys.exit(f"{name} built {r['params']} trainable parameters, expected {PARAMS[name]}")
+            runs[name].append(r)
+            print(f"run {rep + 1} {name:<10} {r['images_per_sec']:7.2f} images/s  median {r['ms_median']:7.0f} ms"
+                  f"  peak RSS {r['rss']:6.0f} MiB", file=sys.stderr)
+    best = {name: max(rs, key=lambda r: r["images_per_sec"]) for name, rs in runs.items()}
+    print(f"training step: ResNet-50, batch {args.batch}, 224x224x3 random data, 1000 classes, momentum SGD 0.9, "
+          f"{args.steps} timed steps after {args.warmup} warm-up; {os.cpu_count()} CPUs; best of {args.repeats}; "
+          f"load average {load_before:.2f} before, {os.getloadavg()[0]:.2f} after")
+    print(f"{'':<20}{'images/s':>10}{'range':>13}{'median ms/step':>16}{'peak RSS MiB':>14}{'parameters':>12}")
+    for name, r in best.items():
+        rates = [x["images_per_sec"] for x in runs[name]]
+        span = f"{min(rates):.2f}-{max(rates):.2f}"
+        print(f"{r['version']:<20}{r['images_per_sec']:>10.2f}{span:>13}{r['ms_median']:>16.0f}"
+              f"{r['rss']:>14.0f}{r['params']:>12,}")
+    ff = best["ferroflow"]
+    for name, label in [("tensorflow", "TF"), ("pytorch", "PyTorch")]:
+        p = best[name]
+        print(f"ferroflow / {label}: {ff['images_per_sec'] / p['images_per_sec']:.2f}x images/s, "
+              f"{ff['rss'] / p['rss']:.2f}x peak RSS")
+
+
+if __name__ == "__main__":
+    main()
