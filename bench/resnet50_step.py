@@ -10,7 +10,7 @@ details, which the table states with their parameter counts:
 - ferroflow `resnet_v1_50`: TF-slim's (stride in the last unit of blocks 1-3,
   on the 3x3 conv; no conv biases; 25,557,032 parameters with 1000 classes);
 - Keras `ResNet50(weights=None, classifier_activation=None)`: stride on the
-  first 1x1 conv of blocks 2-4, conv biases (25,636,712);
+  first 1x1 conv of blocks 2-4, conv biases (25,583,592 trainable);
 - torchvision `resnet50`: "v1.5", stride on the 3x3 conv of the first unit
   of blocks 2-4 (25,557,032).
 Their multiply-adds per image are within a few percent of each other (4.1 G).

@@ -60,7 +60,7 @@ pub trait Layer: Send + Sync + std::fmt::Debug {
     /// `None` for every other layer, and outside training. A layer that returns `Some`
     /// gets its block's batch statistics through
     /// [`chain_block_done`](Self::chain_block_done).
-    fn chain_block(&self, train: bool) -> Option<ops::ConvBnBlock<'_>> {
+    fn chain_block(&self, train: bool) -> Option<ops::ConvBnBlock> {
         let _ = train;
         None
     }

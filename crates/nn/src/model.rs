@@ -127,7 +127,7 @@ impl Model {
     /// The chain of conv → BN blocks starting at layer `start` (each block's layer and a
     /// max-pool layer after a ReLU block): the blocks, their layers, and how many layers
     /// they span.
-    fn chain_at(&self, start: usize, train: bool) -> (Vec<ops::ConvBnBlock<'_>>, Vec<&dyn Layer>, usize) {
+    fn chain_at(&self, start: usize, train: bool) -> (Vec<ops::ConvBnBlock>, Vec<&dyn Layer>, usize) {
         let (mut blocks, mut owners, mut i) = (Vec::new(), Vec::new(), start);
         while let Some(mut block) = self.layers.get(i).and_then(|l| l.chain_block(train)) {
             owners.push(self.layers[i].as_ref());

@@ -4,6 +4,7 @@
 //! are created once; reusing one must be asked for.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use candle_core::{DType, Device, Tensor, Var};
@@ -36,6 +37,40 @@ pub struct Variable {
     pub var: Var,
     /// Whether optimizers update it.
     pub trainable: bool,
+    /// Shared with the layer's [`Param`]: set while a trainable-by-creation
+    /// variable is frozen ([`VarStore::set_trainable`]).
+    frozen: Arc<AtomicBool>,
+}
+
+/// A trainable variable as a layer holds it. While the store freezes it
+/// (TF-slim's `trainable_scopes`), [`tensor`](Param::tensor) gives the value
+/// detached from autograd, so the backward pass computes no gradient for it,
+/// and none at all below the lowest layer that still trains.
+#[derive(Debug, Clone)]
+pub struct Param {
+    var: Var,
+    frozen: Arc<AtomicBool>,
+}
+
+impl Param {
+    /// The value for a forward pass: tracked by autograd unless frozen.
+    ///
+    /// ```
+    /// use ferroflow_nn::{Init, VarStore};
+    /// let store = VarStore::new(candle_core::Device::Cpu, 0);
+    /// let w = store.root().get_param("w", &[2], Init::Ones).unwrap();
+    /// assert!(w.tensor().track_op());
+    /// store.set_trainable("w", false).unwrap();
+    /// assert!(!w.tensor().track_op());
+    /// ```
+    pub fn tensor(&self) -> Tensor {
+        if self.frozen.load(Ordering::Relaxed) { self.var.as_detached_tensor() } else { self.var.as_tensor().clone() }
+    }
+
+    /// The variable itself.
+    pub fn var(&self) -> &Var {
+        &self.var
+    }
 }
 
 #[derive(Debug)]
@@ -119,6 +154,7 @@ impl VarStore {
             reason: "does not exist in the model".to_string(),
         })?;
         var.trainable = trainable;
+        var.frozen.store(!trainable, Ordering::Relaxed);
         Ok(())
     }
 
@@ -231,8 +267,24 @@ impl Scope {
         let tensor = init.tensor(shape, &mut inner.rng, &self.store.device)?;
         let var = Var::from_tensor(&tensor).map_err(NnError::candle(full.clone()))?;
         inner.order.push(full.clone());
-        inner.vars.insert(full.clone(), Variable { name: full, var: var.clone(), trainable });
+        let frozen = Arc::new(AtomicBool::new(!trainable));
+        inner.vars.insert(full.clone(), Variable { name: full, var: var.clone(), trainable, frozen });
         Ok(var)
+    }
+
+    /// [`get_variable`](Self::get_variable) of a trainable variable, as the
+    /// [`Param`] a layer holds (its forward value detached while frozen).
+    pub fn get_param(&self, name: &str, shape: &[usize], init: Init) -> Result<Param> {
+        let var = self.get_variable(name, shape, init, true)?;
+        let full = self.full_name(name);
+        let frozen = self
+            .store
+            .lock()
+            .vars
+            .get(&full)
+            .map(|v| v.frozen.clone())
+            .ok_or_else(|| NnError::Variable { name: full, reason: "vanished from the store".into() })?;
+        Ok(Param { var, frozen })
     }
 
     /// Creates a non-trainable float variable initialised from `value` (e.g.

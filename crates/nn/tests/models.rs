@@ -262,3 +262,48 @@ fn tf_slim_resnets_take_other_input_sizes_through_their_global_pool() {
         assert_eq!(y.dims(), [1, 10], "{name} at {side}x{side}");
     }
 }
+
+/// Frozen variables (TF-slim's `trainable_scopes`) enter the forward pass detached:
+/// backward computes no gradient for them, and none below the lowest trainable layer,
+/// while the forward values and the trainable gradients stay what they were.
+#[test]
+fn frozen_variables_get_no_gradients_and_change_nothing_else() {
+    for name in ["cifar_cnn", "resnet20"] {
+        let store = VarStore::new(Device::Cpu, 1);
+        let model = zoo_model(name, 10).unwrap().build(&store, 1).unwrap();
+        let [c, h, w] = model.input_shape();
+        let x = input(&[4, c, h, w], 3);
+        let labels = Tensor::new(&[3u32, 7, 1, 0], &Device::Cpu).unwrap();
+        // The same dropout masks in both passes.
+        let streams = model.rng_states();
+        let step = || {
+            for (stream, state) in &streams {
+                model.set_rng_state(stream, *state).unwrap();
+            }
+            let y = model.forward_t(&x, true).unwrap();
+            let loss = ops::sparse_softmax_cross_entropy(&y, &labels).unwrap().mean_all().unwrap();
+            (y.flatten_all().unwrap().to_vec1::<f32>().unwrap(), loss.backward().unwrap())
+        };
+        let (all_y, all_grads) = step();
+        let last = store.trainable_variables().last().unwrap().name.clone();
+        let head = last.rsplit_once('/').unwrap().0.to_string();
+        for v in store.trainable_variables() {
+            if !v.name.starts_with(&format!("{head}/")) {
+                store.set_trainable(&v.name, false).unwrap();
+            }
+        }
+        let (frozen_y, frozen_grads) = step();
+        assert_eq!(all_y, frozen_y, "{name}: freezing changed the forward pass");
+        for v in store.global_variables() {
+            let g = frozen_grads.get(&v.var);
+            if v.trainable {
+                let want = all_grads.get(&v.var).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+                let got = g.unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+                assert_eq!(got, want, "{name}: {} trains, its gradient must not change", v.name);
+            } else {
+                assert!(g.is_none(), "{name}: frozen {} got a gradient", v.name);
+            }
+        }
+        assert!(store.trainable_variables().len() <= 2, "{name}: only {head} trains");
+    }
+}

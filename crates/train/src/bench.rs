@@ -95,6 +95,10 @@ pub struct BenchConfig {
     /// `cpu` or `cuda[:N]` (default `cpu`).
     #[serde(default = "default_device")]
     pub device: String,
+    /// Train only the variables under these scopes, freezing the rest, as a
+    /// fine-tuning run with `warm_start.trainable_scopes` does (default: all).
+    #[serde(default)]
+    pub trainable_scopes: Vec<String>,
 }
 
 impl Default for BenchConfig {
@@ -110,6 +114,7 @@ impl Default for BenchConfig {
             learning_rate: default_learning_rate(),
             distinct_batches: default_distinct_batches(),
             device: default_device(),
+            trainable_scopes: Vec::new(),
         }
     }
 }
@@ -317,6 +322,7 @@ pub fn bench_train_on(
             ))
         })
         .collect::<Result<Vec<_>>>()?;
+    crate::checkpoint::apply_trainable_scopes(&store, &cfg.trainable_scopes)?;
     let (trainable, moving) = (store.trainable_variables(), moving_statistics(&store));
     let mut replicas = Replicas { collective, bucket_bytes: BUCKET_BYTES };
     let mut optimizer = Optimizer::new(&OptimizerConfig::Momentum { momentum: 0.9, use_nesterov: false }, &store)?;

@@ -128,6 +128,10 @@ pub struct TrainArgs {
     /// cpu or cuda[:N] (CUDA needs a build with --features cuda).
     #[arg(long, default_value = "cpu")]
     pub device: String,
+    /// Comma-separated scopes that train, the rest frozen (a fine-tuning step, e.g. resnet_v1_50/logits):
+    /// frozen layers compute no weight gradients, and nothing below the lowest trainable one is back-propagated.
+    #[arg(long, value_name = "SCOPES", value_delimiter = ',')]
+    pub trainable_scopes: Vec<String>,
 }
 
 /// Parses `HxWxC` (`28x28x1`).
@@ -246,6 +250,7 @@ fn train(args: &TrainArgs) -> Result<()> {
         seed: args.seed,
         learning_rate: args.learning_rate,
         device: args.device.clone(),
+        trainable_scopes: args.trainable_scopes.clone(),
         ..Default::default()
     };
     let total = args.warmup + args.steps;

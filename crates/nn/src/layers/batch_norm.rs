@@ -13,7 +13,7 @@ use crate::error::{NnError, Result};
 use crate::init::Init;
 use crate::layer::Layer;
 use crate::ops;
-use crate::var_store::Scope;
+use crate::var_store::{Param, Scope};
 
 /// Which variance the moving-variance update uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -56,9 +56,10 @@ impl Default for BatchNormConfig {
 #[derive(Debug)]
 pub struct BatchNorm {
     name: String,
-    /// The `gamma` variable's tensor, or constant ones without `scale`.
-    gamma: Tensor,
-    beta: Var,
+    /// The `gamma` variable, or `None` without `scale` (then constant `ones`).
+    gamma: Option<Param>,
+    ones: Tensor,
+    beta: Param,
     moving_mean: Var,
     moving_variance: Var,
     config: BatchNormConfig,
@@ -86,13 +87,10 @@ impl BatchNorm {
         let s = scope.sub(name);
         Ok(BatchNorm {
             name: s.prefix().to_string(),
-            gamma: if config.scale {
-                s.get_variable("gamma", &[channels], Init::Ones, true)?.as_tensor().clone()
-            } else {
-                Tensor::ones(channels, candle_core::DType::F32, s.store().device())
-                    .map_err(NnError::candle(s.prefix()))?
-            },
-            beta: s.get_variable("beta", &[channels], Init::Zeros, true)?,
+            gamma: if config.scale { Some(s.get_param("gamma", &[channels], Init::Ones)?) } else { None },
+            ones: Tensor::ones(channels, candle_core::DType::F32, s.store().device())
+                .map_err(NnError::candle(s.prefix()))?,
+            beta: s.get_param("beta", &[channels], Init::Zeros)?,
             moving_mean: s.get_variable("moving_mean", &[channels], Init::Zeros, false)?,
             moving_variance: s.get_variable("moving_variance", &[channels], Init::Ones, false)?,
             config,
@@ -110,8 +108,13 @@ impl BatchNorm {
 
     /// `gamma`, `beta` and epsilon, for a layer that fuses the normalisation into its own
     /// op (conv → BN → ReLU).
-    pub(crate) fn parameters(&self) -> (&Tensor, &Var, f64) {
-        (&self.gamma, &self.beta, self.config.epsilon)
+    pub(crate) fn parameters(&self) -> (Tensor, Tensor, f64) {
+        (self.gamma_tensor(), self.beta.tensor(), self.config.epsilon)
+    }
+
+    /// `gamma` for a forward pass (detached while frozen), or the constant ones.
+    fn gamma_tensor(&self) -> Tensor {
+        self.gamma.as_ref().map_or_else(|| self.ones.clone(), Param::tensor)
     }
 
     /// Updates the moving statistics from a training batch's `mean` and biased `var` over
@@ -140,27 +143,20 @@ impl Layer for BatchNorm {
         } else {
             x.clone()
         };
+        let (gamma, beta) = (self.gamma_tensor(), self.beta.tensor());
         let y = if let (true, Some(replicas)) = (train, &self.replicas) {
             let eps = self.config.epsilon;
-            let (y, mean, var, count) =
-                ops::batch_norm_train_across(&x4, &self.gamma, &self.beta, eps, false, replicas)
-                    .map_err(|e| NnError::shape(&self.name, e.to_string()))?; // [N, C, H, W]
+            let (y, mean, var, count) = ops::batch_norm_train_across(&x4, &gamma, &beta, eps, false, replicas)
+                .map_err(|e| NnError::shape(&self.name, e.to_string()))?; // [N, C, H, W]
             // The statistics ran over every replica's values.
             self.update_moving_statistics(&mean, var, count)?;
             y
         } else if train {
-            let (y, mean, var) = ops::batch_norm_train(&x4, &self.gamma, &self.beta, self.config.epsilon)?;
+            let (y, mean, var) = ops::batch_norm_train(&x4, &gamma, &beta, self.config.epsilon)?;
             self.update_moving_statistics(&mean, var, ops::batch_norm_count(&x4)?)?;
             y
         } else {
-            ops::batch_norm_eval(
-                &x4,
-                &self.gamma,
-                &self.beta,
-                &self.moving_mean,
-                &self.moving_variance,
-                self.config.epsilon,
-            )?
+            ops::batch_norm_eval(&x4, &gamma, &beta, &self.moving_mean, &self.moving_variance, self.config.epsilon)?
         };
         if x.rank() == 2 { y.flatten_from(1).map_err(NnError::candle(&self.name)) } else { Ok(y) }
     }

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use candle_core::{Tensor, Var};
+use candle_core::Tensor;
 use ferroflow_dist::ReplicaSum;
 use serde::{Deserialize, Serialize};
 use tfrecord::GraphBuilder;
@@ -14,7 +14,7 @@ use crate::init::Init;
 use crate::layer::{Activation, Layer};
 use crate::layers::batch_norm::{BatchNorm, BatchNormConfig};
 use crate::ops::{self, Padding};
-use crate::var_store::Scope;
+use crate::var_store::{Param, Scope};
 
 /// Convolution settings. Defaults: stride 1, dilation 1, SAME padding, a
 /// bias (dropped when batch norm follows, as TF-slim does), no activation,
@@ -62,8 +62,8 @@ impl Default for Conv2dConfig {
 #[derive(Debug)]
 pub struct Conv2d {
     name: String,
-    weights: Var,
-    biases: Option<Var>,
+    weights: Param,
+    biases: Option<Param>,
     batch_norm: Option<BatchNorm>,
     config: Conv2dConfig,
     out_shape: Vec<usize>,
@@ -84,14 +84,13 @@ impl Conv2d {
         let ow = ops::output_size(w, config.kernel[1], config.stride[1], config.dilation[1], config.padding)
             .map_err(|e| NnError::shape(&full, format!("input {c}x{h}x{w}: {e}")))?;
         let s = scope.sub(name);
-        let weights =
-            s.get_variable("weights", &[config.filters, c, config.kernel[0], config.kernel[1]], config.init, true)?;
+        let weights = s.get_param("weights", &[config.filters, c, config.kernel[0], config.kernel[1]], config.init)?;
         let batch_norm = match config.batch_norm {
             Some(bn) => Some(BatchNorm::new(&s, "BatchNorm", &[config.filters, oh, ow], bn)?),
             None => None,
         };
         let biases = if config.use_bias && batch_norm.is_none() {
-            Some(s.get_variable("biases", &[config.filters], Init::Zeros, true)?)
+            Some(s.get_param("biases", &[config.filters], Init::Zeros)?)
         } else {
             None
         };
@@ -112,9 +111,9 @@ impl Layer for Conv2d {
         let run = || -> Result<Tensor> {
             let (y, mean, var) = ops::conv2d_batch_norm_relu_max_pool_train(
                 x,
-                &self.weights,
-                gamma,
-                beta,
+                &self.weights.tensor(),
+                &gamma,
+                &beta,
                 c.stride,
                 c.dilation,
                 c.padding,
@@ -136,7 +135,7 @@ impl Layer for Conv2d {
         }
     }
 
-    fn chain_block(&self, train: bool) -> Option<ops::ConvBnBlock<'_>> {
+    fn chain_block(&self, train: bool) -> Option<ops::ConvBnBlock> {
         let c = &self.config;
         let bn = self.batch_norm.as_ref()?;
         if !train || !matches!(c.activation, Activation::Relu | Activation::Linear) || bn.synchronised() {
@@ -144,7 +143,7 @@ impl Layer for Conv2d {
         }
         let (gamma, beta, epsilon) = bn.parameters();
         Some(ops::ConvBnBlock {
-            w: &self.weights,
+            w: self.weights.tensor(),
             gamma,
             beta,
             stride: c.stride,
@@ -174,9 +173,9 @@ impl Layer for Conv2d {
             let relu = c.activation == Activation::Relu;
             let (y, mean, var) = ops::conv2d_batch_norm_train(
                 x,
-                &self.weights,
-                gamma,
-                beta,
+                &self.weights.tensor(),
+                &gamma,
+                &beta,
                 c.stride,
                 c.dilation,
                 c.padding,
@@ -187,10 +186,10 @@ impl Layer for Conv2d {
             bn.update_moving_statistics(&mean, var, ops::batch_norm_count(&y)?)?;
             return if relu { Ok(y) } else { c.activation.apply(&y) };
         }
-        let mut y = ops::conv2d(x, &self.weights, c.stride, c.dilation, c.padding) // [N, F, H', W']
+        let mut y = ops::conv2d(x, &self.weights.tensor(), c.stride, c.dilation, c.padding) // [N, F, H', W']
             .map_err(|e| NnError::shape(&self.name, e.to_string()))?;
         if let Some(b) = &self.biases {
-            y = crate::kernels::bias_add_nchw(&y, b).map_err(NnError::candle(&self.name))?; // [N, F, H', W']
+            y = crate::kernels::bias_add_nchw(&y, &b.tensor()).map_err(NnError::candle(&self.name))?; // [N, F, H', W']
         }
         if let Some(bn) = &self.batch_norm {
             y = bn.forward_t(&y, train)?;

@@ -1,21 +1,21 @@
 //! Transposed convolution with an explicit output size (TF's
 //! `conv2d_transpose(output_shape=…)`).
 
-use candle_core::{Tensor, Var};
+use candle_core::Tensor;
 use tfrecord::GraphBuilder;
 
 use crate::error::{NnError, Result};
 use crate::init::Init;
 use crate::layer::{Activation, Layer};
 use crate::ops::{self, Padding};
-use crate::var_store::Scope;
+use crate::var_store::{Param, Scope};
 
 /// `scope/name/weights` `[C_in, filters, kh, kw]` and `biases`.
 #[derive(Debug)]
 pub struct Conv2dTranspose {
     name: String,
-    weights: Var,
-    biases: Option<Var>,
+    weights: Param,
+    biases: Option<Param>,
     stride: [usize; 2],
     padding: Padding,
     activation: Activation,
@@ -79,14 +79,9 @@ impl Conv2dTranspose {
             }
         }
         let s = scope.sub(name);
-        let weights = s.get_variable(
-            "weights",
-            &[c, config.filters, config.kernel[0], config.kernel[1]],
-            Init::GlorotUniform,
-            true,
-        )?;
-        let biases =
-            if config.use_bias { Some(s.get_variable("biases", &[config.filters], Init::Zeros, true)?) } else { None };
+        let weights =
+            s.get_param("weights", &[c, config.filters, config.kernel[0], config.kernel[1]], Init::GlorotUniform)?;
+        let biases = if config.use_bias { Some(s.get_param("biases", &[config.filters], Init::Zeros)?) } else { None };
         Ok(Conv2dTranspose {
             name: full,
             weights,
@@ -104,10 +99,10 @@ impl Layer for Conv2dTranspose {
     /// `[N, C, H, W]` → `[N, filters, out_h, out_w]`.
     fn forward_t(&self, x: &Tensor, _train: bool) -> Result<Tensor> {
         let hw = [self.out_shape[1], self.out_shape[2]];
-        let mut y = ops::conv2d_transpose(x, &self.weights, hw, self.stride, self.padding)
+        let mut y = ops::conv2d_transpose(x, &self.weights.tensor(), hw, self.stride, self.padding)
             .map_err(|e| NnError::shape(&self.name, e.to_string()))?;
         if let Some(b) = &self.biases {
-            y = crate::kernels::bias_add_nchw(&y, b).map_err(NnError::candle(&self.name))?;
+            y = crate::kernels::bias_add_nchw(&y, &b.tensor()).map_err(NnError::candle(&self.name))?;
         }
         self.activation.apply(&y)
     }

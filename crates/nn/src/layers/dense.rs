@@ -1,6 +1,6 @@
 //! A fully connected layer with TF's kernel layout `[in, units]`.
 
-use candle_core::{Tensor, Var};
+use candle_core::Tensor;
 use serde::{Deserialize, Serialize};
 use tfrecord::GraphBuilder;
 
@@ -8,7 +8,7 @@ use crate::error::{NnError, Result};
 use crate::init::Init;
 use crate::layer::{Activation, Layer};
 use crate::ops;
-use crate::var_store::Scope;
+use crate::var_store::{Param, Scope};
 
 /// Dense settings. Defaults: a bias, no activation, Glorot-uniform weights.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -34,8 +34,8 @@ impl Default for DenseConfig {
 #[derive(Debug)]
 pub struct Dense {
     name: String,
-    weights: Var,
-    biases: Option<Var>,
+    weights: Param,
+    biases: Option<Param>,
     config: DenseConfig,
 }
 
@@ -53,9 +53,8 @@ impl Dense {
             return Err(NnError::Config { context: full, reason: "units must be at least 1".into() });
         }
         let s = scope.sub(name);
-        let weights = s.get_variable("weights", &[fan_in, config.units], config.init, true)?;
-        let biases =
-            if config.use_bias { Some(s.get_variable("biases", &[config.units], Init::Zeros, true)?) } else { None };
+        let weights = s.get_param("weights", &[fan_in, config.units], config.init)?;
+        let biases = if config.use_bias { Some(s.get_param("biases", &[config.units], Init::Zeros)?) } else { None };
         Ok(Dense { name: full, weights, biases, config })
     }
 }
@@ -64,7 +63,8 @@ impl Layer for Dense {
     /// # Shapes
     /// `[N, in]` → `[N, units]`.
     fn forward_t(&self, x: &Tensor, _train: bool) -> Result<Tensor> {
-        let y = ops::dense(x, &self.weights, self.biases.as_ref().map(|b| b.as_tensor()))
+        let biases = self.biases.as_ref().map(Param::tensor);
+        let y = ops::dense(x, &self.weights.tensor(), biases.as_ref())
             .map_err(|e| NnError::shape(&self.name, e.to_string()))?; // [N, units]
         self.config.activation.apply(&y)
     }

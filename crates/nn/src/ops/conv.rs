@@ -169,14 +169,14 @@ pub fn conv2d_batch_norm_relu_max_pool_train(
 
 /// One conv → training batch norm (→ ReLU) (→ max-pool) block of
 /// [`conv2d_batch_norm_chain_train`].
-#[derive(Debug, Clone, Copy)]
-pub struct ConvBnBlock<'a> {
+#[derive(Debug, Clone)]
+pub struct ConvBnBlock {
     /// `[C_out, C_in, kh, kw]`.
-    pub w: &'a Tensor,
+    pub w: Tensor,
     /// `[C_out]`.
-    pub gamma: &'a Tensor,
+    pub gamma: Tensor,
     /// `[C_out]`.
-    pub beta: &'a Tensor,
+    pub beta: Tensor,
     /// `[sh, sw]`.
     pub stride: [usize; 2],
     /// `[dh, dw]`.
@@ -207,10 +207,7 @@ pub struct ConvBnBlock<'a> {
 ///
 /// # Errors
 /// As the single-block ops, naming the block; a max-pool after a block without ReLU.
-pub fn conv2d_batch_norm_chain_train(
-    x: &Tensor,
-    blocks: &[ConvBnBlock<'_>],
-) -> Result<(Tensor, Vec<(Tensor, Tensor)>)> {
+pub fn conv2d_batch_norm_chain_train(x: &Tensor, blocks: &[ConvBnBlock]) -> Result<(Tensor, Vec<(Tensor, Tensor)>)> {
     const OP: &str = "conv2d_batch_norm_chain_train";
     if let Some(k) = blocks.iter().position(|b| b.pool.is_some() && !b.relu) {
         return Err(NnError::shape(OP, format!("block {k}: a max-pool is fused only after a ReLU")));
@@ -234,9 +231,9 @@ pub fn conv2d_batch_norm_chain_train(
             None => conv_dims.to_vec(),
         };
         links.push(kernels::ChainLink {
-            w: b.w,
-            gamma: b.gamma,
-            beta: b.beta,
+            w: &b.w,
+            gamma: &b.gamma,
+            beta: &b.beta,
             params: kernel_params(windows, b.stride, b.dilation),
             epsilon: b.epsilon,
             relu: b.relu,
@@ -258,11 +255,11 @@ pub fn conv2d_batch_norm_chain_train(
     for b in blocks {
         let (out, mean, var) = match b.pool {
             Some(pool) => conv2d_batch_norm_relu_max_pool_train(
-                &y, b.w, b.gamma, b.beta, b.stride, b.dilation, b.padding, b.epsilon, pool,
+                &y, &b.w, &b.gamma, &b.beta, b.stride, b.dilation, b.padding, b.epsilon, pool,
             )?,
-            None => {
-                conv2d_batch_norm_train(&y, b.w, b.gamma, b.beta, b.stride, b.dilation, b.padding, b.epsilon, b.relu)?
-            }
+            None => conv2d_batch_norm_train(
+                &y, &b.w, &b.gamma, &b.beta, b.stride, b.dilation, b.padding, b.epsilon, b.relu,
+            )?,
         };
         stats.push((mean, var));
         y = out;

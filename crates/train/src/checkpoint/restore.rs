@@ -149,7 +149,10 @@ pub fn warm_start(
     exclude_scopes: &[String],
     ignore_missing_vars: bool,
 ) -> Result<WarmStartReport> {
-    let names: Vec<String> = variables.iter().map(|v| v.name.clone()).collect();
+    // A scope that only the checkpoint has is fine to exclude (TF-slim's own command for
+    // inception_v3 excludes `InceptionV3/AuxLogits`, a head ferroflow does not build).
+    let mut names: Vec<String> = variables.iter().map(|v| v.name.clone()).collect();
+    names.extend(checkpoint.tensors.keys().cloned());
     check_scopes("warm_start.exclude_scopes", exclude_scopes, &names)?;
     let mut report = WarmStartReport::default();
     let mut to_restore = Vec::new();
