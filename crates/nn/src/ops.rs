@@ -14,7 +14,7 @@ pub mod loss;
 pub mod padding;
 pub mod pool;
 
-pub use activation::{leaky_relu, log_softmax, relu, relu6, sigmoid, softmax, tanh};
+pub use activation::{add_relu, leaky_relu, log_softmax, relu, relu6, sigmoid, softmax, tanh};
 pub use batch_norm::{
     batch_norm_count, batch_norm_eval, batch_norm_relu_train, batch_norm_train, batch_norm_train_across,
     moving_average_update, unbiased_variance,

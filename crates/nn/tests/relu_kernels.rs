@@ -87,3 +87,42 @@ fn rejects_mismatched_backward_shapes() {
     let e = kernels::relu_backward(&y, &dy).expect_err("shapes").to_string();
     assert!(e.contains("differ in shape"), "{e}");
 }
+
+/// `add_relu(a, b)` (a residual unit's sum and ReLU in one pass) equals the reference
+/// `relu(a + b)` and the candle path `relu(a + b)` it replaces, forward and both gradients,
+/// including the shared input of an identity shortcut (`add_relu(x, x)`).
+#[test]
+fn add_relu_matches_the_sum_then_relu() {
+    let mut rng = Rng::new(5);
+    let dev = Device::Cpu;
+    for i in 0..20 {
+        let dims: Vec<usize> = (0..4).map(|_| 1 + rng.below(if i % 5 == 0 { 40 } else { 7 }) as usize).collect();
+        let n: usize = dims.iter().product();
+        let (a, b, dy) = (values(&mut rng, n), values(&mut rng, n), values(&mut rng, n));
+        let run = |fused: bool| {
+            let (av, bv) = (
+                Var::from_vec(a.clone(), dims.as_slice(), &dev).expect("a"),
+                Var::from_vec(b.clone(), dims.as_slice(), &dev).expect("b"),
+            );
+            let y = if fused {
+                kernels::add_relu(&av, &bv).expect("add_relu")
+            } else {
+                candle_relu(&(av.as_tensor() + bv.as_tensor()).expect("sum"))
+            };
+            let dyt = Tensor::from_vec(dy.clone(), dims.as_slice(), &dev).expect("dy");
+            let grads = (&y * &dyt).and_then(|t| t.sum_all()).and_then(|t| t.backward()).expect("backward");
+            (flat(&y), flat(grads.get(&av).expect("da")), flat(grads.get(&bv).expect("db")))
+        };
+        let (y, da, db) = run(true);
+        let sum: Vec<f32> = a.iter().zip(&b).map(|(u, v)| u + v).collect();
+        assert_eq!(y, reference::relu(&sum), "case {i} {dims:?}: y");
+        assert_eq!(da, reference::relu_backward(&sum, &dy), "case {i}: da");
+        assert_eq!(db, da, "case {i}: db");
+        assert_eq!((y, da, db), run(false), "case {i}: differs from relu(a + b)");
+    }
+    // An identity shortcut feeds the same tensor twice: the gradients add up.
+    let x = Var::from_vec(vec![-1.0f32, 0.5, 2.0], 3, &dev).expect("x");
+    let y = kernels::add_relu(&x, &x).expect("add_relu");
+    let grads = y.sum_all().and_then(|t| t.backward()).expect("backward");
+    assert_eq!((flat(&y), flat(grads.get(&x).expect("dx"))), (vec![0.0, 1.0, 4.0], vec![0.0, 2.0, 2.0]));
+}

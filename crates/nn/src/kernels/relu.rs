@@ -48,6 +48,61 @@ pub fn relu(x: &Tensor) -> candle_core::Result<Tensor> {
     x.contiguous()?.apply_op1(Relu)
 }
 
+/// `max(a + b, 0)`: a residual unit's sum and ReLU (ResNets' `relu(shortcut + residual)`)
+/// in one pass, and one backward pass whose masked `dy` is the gradient of both inputs
+/// (TF's `AddV2` then `Relu`: the same values, `a + b` rounded once).
+///
+/// # Shapes
+/// - `a`, `b`: the same shape; result: that shape
+///
+/// # Errors
+/// As [`relu`]; also when the shapes differ.
+pub fn add_relu(a: &Tensor, b: &Tensor) -> candle_core::Result<Tensor> {
+    if !supports(a) || !supports(b) {
+        bail!("ferroflow add+relu kernel: f32 CPU tensors only");
+    }
+    if a.dims() != b.dims() {
+        bail!("ferroflow add+relu: {:?} and {:?} differ in shape", a.dims(), b.dims());
+    }
+    a.contiguous()?.apply_op2(&b.contiguous()?, AddRelu)
+}
+
+struct AddRelu;
+
+impl CustomOp2 for AddRelu {
+    fn name(&self) -> &'static str {
+        "ferroflow-add-relu"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        super::count_fast_run();
+        if l1.dims() != l2.dims() {
+            bail!("ferroflow add+relu: {:?} and {:?} differ in shape", l1.dims(), l2.dims());
+        }
+        let a = super::f32_contiguous(s1, l1, "add_relu", "a")?;
+        let b = super::f32_contiguous(s2, l2, "add_relu", "b")?;
+        let y = a.par_iter().zip(b).with_min_len(TASK_ELEMS).map(|(&u, &v)| relu_value(u + v)).collect();
+        Ok((CpuStorage::F32(y), l1.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        _a: &Tensor,
+        _b: &Tensor,
+        y: &Tensor,
+        dy: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+        let d = relu_backward(y, dy)?;
+        Ok((Some(d.clone()), Some(d)))
+    }
+}
+
 /// The gradient of [`relu`] from its output: `dy` where `y > 0`, else 0.
 ///
 /// # Shapes

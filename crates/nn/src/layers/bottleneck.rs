@@ -144,7 +144,7 @@ impl Layer for Bottleneck {
         }
         let r = self.conv2.forward_t(&r, train)?; // [N, depth_bottleneck, H', W']
         let r = self.conv3.forward_t(&r, train)?; // [N, depth, H', W']
-        ops::relu(&(r + shortcut).map_err(NnError::candle(&self.name))?)
+        ops::add_relu(&r, &shortcut) // [N, depth, H', W']
     }
 
     fn name(&self) -> &str {

@@ -8,7 +8,7 @@ use candle_core::Tensor;
 use ferroflow_dist::ReplicaSum;
 use tfrecord::GraphBuilder;
 
-use crate::error::{NnError, Result};
+use crate::error::Result;
 use crate::layer::{Activation, Layer};
 use crate::layers::batch_norm::BatchNormConfig;
 use crate::layers::conv2d::{Conv2d, Conv2dConfig};
@@ -64,7 +64,7 @@ impl Layer for Residual {
             Some(s) => s.forward_t(x, train)?,
             None => x.clone(),
         };
-        ops::relu(&(branch + shortcut).map_err(NnError::candle(&self.name))?)
+        ops::add_relu(&branch, &shortcut)
     }
 
     fn name(&self) -> &str {

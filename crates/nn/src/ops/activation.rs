@@ -24,6 +24,18 @@ pub fn relu(x: &Tensor) -> Result<Tensor> {
     x.gt(0.0).and_then(|pos| pos.where_cond(x, &x.zeros_like()?)).map_err(NnError::candle("relu"))
 }
 
+/// `relu(a + b)`, a residual unit's output: one fused pass (and one backward pass) for
+/// f32 CPU tensors, `add` then [`relu`] elsewhere.
+///
+/// # Shapes
+/// - `a`, `b`: the same shape; result: that shape
+pub fn add_relu(a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    if crate::kernels::relu::supports(a) && crate::kernels::relu::supports(b) && a.dims() == b.dims() {
+        return crate::kernels::relu::add_relu(a, b).map_err(NnError::candle("add_relu"));
+    }
+    relu(&(a + b).map_err(NnError::candle("add_relu"))?)
+}
+
 /// TF's `tf.nn.relu6`: `min(max(x, 0), 6)`, gradient `dy * (0 < x < 6)`.
 ///
 /// # Shapes
