@@ -11,7 +11,7 @@ use tfrecord::GraphBuilder;
 use crate::error::Result;
 use crate::layer::{Activation, Layer};
 use crate::layers::batch_norm::BatchNormConfig;
-use crate::layers::conv2d::{Conv2d, Conv2dConfig};
+use crate::layers::conv2d::{Conv2d, Conv2dConfig, forward_chained};
 use crate::ops;
 use crate::var_store::Scope;
 
@@ -59,7 +59,7 @@ impl Layer for Residual {
     /// # Shapes
     /// `[N, C, H, W]` → `[N, filters, H / stride, W / stride]` (SAME padding).
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let branch = self.conv2.forward_t(&self.conv1.forward_t(x, train)?, train)?;
+        let branch = forward_chained(&[&self.conv1, &self.conv2], x, train)?; // [N, filters, H', W']
         let shortcut = match &self.shortcut {
             Some(s) => s.forward_t(x, train)?,
             None => x.clone(),
