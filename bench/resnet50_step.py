@@ -25,34 +25,13 @@ Usage (from the repository root, after bench/setup.sh and cargo build --release)
 """
 
 import argparse
-import json
 import os
-import re
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from train_step import ROOT, run_child  # noqa: E402
+from train_step import ROOT, common_job, run_ferroflow, run_python  # noqa: E402
 
-COMMON = r'''
-import json, os, sys, time
-batch, steps, warmup = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
-import numpy as np
-rng = np.random.default_rng(0)
-data = [(rng.standard_normal((batch, 3, 224, 224), dtype=np.float32), rng.integers(0, 1000, batch))
-        for _ in range(4)]
-
-def timed(step, batches):
-    times, loss = [], None
-    for i in range(warmup + steps):
-        x, y = batches[i % len(batches)]
-        t = time.perf_counter()
-        loss = step(x, y)  # a Python float: the step has finished
-        if i >= warmup:
-            times.append(time.perf_counter() - t)
-    total = sum(times)
-    return {"images_per_sec": batch * steps / total, "ms_median": 1e3 * sorted(times)[len(times) // 2],
-            "loss": loss}
-'''
+COMMON = common_job(size=224, classes=1000)
 
 TF_JOB = COMMON + r'''
 os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
@@ -138,21 +117,12 @@ PARAMS = {"ferroflow": 25_557_032, "tensorflow": 25_583_592, "pytorch": 25_557_0
 
 
 def ferroflow(binary, batch, steps, warmup):
-    out, rss = run_child([binary, "bench", "train", "--model", "resnet_v1_50", "--classes", "1000",
-                          "--batch", str(batch), "--steps", str(steps), "--warmup", str(warmup)])
-    m = re.fullmatch(r"images/s: ([0-9.]+)", out.strip().splitlines()[-1])
-    if not m:
-        sys.exit(f"unexpected ferroflow output:\n{out}")
-    return {"images_per_sec": float(m.group(1)), "ms_median": float(re.search(r"median ([0-9.]+)", out).group(1)),
-            "params": int(re.search(r"([0-9]+) parameters", out).group(1)), "rss": rss, "version": "ferroflow",
-            "threads": int(re.search(r"([0-9]+) threads", out).group(1))}
+    return run_ferroflow(binary, ["--model", "resnet_v1_50", "--classes", "1000", "--batch", str(batch),
+                                  "--steps", str(steps), "--warmup", str(warmup)])
 
 
 def python_peer(job, batch, steps, warmup):
-    out, rss = run_child([sys.executable, "-c", job, str(batch), str(steps), str(warmup)])
-    r = json.loads(out.strip().splitlines()[-1])
-    r["rss"] = rss
-    return r
+    return run_python(job, [batch, steps, warmup])
 
 
 def main():

@@ -40,12 +40,12 @@ import tempfile
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PARAMS = 1_117_162  # trainable parameters of cifar_cnn with 10 classes
 
-COMMON = r'''
+_COMMON = r'''
 import json, os, sys, time
 batch, steps, warmup = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
 import numpy as np
 rng = np.random.default_rng(0)
-data = [(rng.standard_normal((batch, 3, 32, 32), dtype=np.float32), rng.integers(0, 10, batch))
+data = [(rng.standard_normal((batch, 3, __SIZE__, __SIZE__), dtype=np.float32), rng.integers(0, __CLASSES__, batch))
         for _ in range(4)]
 
 def timed(step, batches):
@@ -60,6 +60,15 @@ def timed(step, batches):
     return {"images_per_sec": batch * steps / total, "ms_median": 1e3 * sorted(times)[len(times) // 2],
             "loss": loss}
 '''
+
+
+def common_job(size=32, classes=10):
+    """The peers' shared prologue: argv (batch, steps, warmup), 4 random NCHW batches of
+    size x size x 3 with labels below `classes`, and `timed(step, batches)`."""
+    return _COMMON.replace("__SIZE__", str(size)).replace("__CLASSES__", str(classes))
+
+
+COMMON = common_job()
 
 TF_JOB = COMMON + r'''
 os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
@@ -145,11 +154,10 @@ def run_child(cmd):
     return out, usage.ru_maxrss / 1024  # ru_maxrss is in KiB on Linux
 
 
-def ferroflow(binary, batch, steps, warmup):
-    out, rss = run_child([binary, "bench", "train", "--model", "cifar_cnn", "--batch", str(batch),
-                          "--steps", str(steps), "--warmup", str(warmup)])
-    last = out.strip().splitlines()[-1]
-    m = re.fullmatch(r"images/s: ([0-9.]+)", last)
+def run_ferroflow(binary, args):
+    """`ferroflow bench train ARGS`: images/s, median ms, parameters, threads and peak RSS."""
+    out, rss = run_child([binary, "bench", "train", *args])
+    m = re.fullmatch(r"images/s: ([0-9.]+)", out.strip().splitlines()[-1])
     if not m:
         sys.exit(f"unexpected ferroflow output:\n{out}")
     median = float(re.search(r"median ([0-9.]+)", out).group(1))
@@ -158,11 +166,21 @@ def ferroflow(binary, batch, steps, warmup):
             "version": "ferroflow", "threads": int(re.search(r"([0-9]+) threads", out).group(1))}
 
 
-def python_peer(job, batch, steps, warmup):
-    out, rss = run_child([sys.executable, "-c", job, str(batch), str(steps), str(warmup)])
+def run_python(job, args):
+    """A peer's job (Python source) with ARGS: its JSON result line plus its peak RSS."""
+    out, rss = run_child([sys.executable, "-c", job, *map(str, args)])
     r = json.loads(out.strip().splitlines()[-1])
     r["rss"] = rss
     return r
+
+
+def ferroflow(binary, batch, steps, warmup):
+    return run_ferroflow(binary, ["--model", "cifar_cnn", "--batch", str(batch), "--steps", str(steps),
+                                  "--warmup", str(warmup)])
+
+
+def python_peer(job, batch, steps, warmup):
+    return run_python(job, [batch, steps, warmup])
 
 
 def main():

@@ -27,13 +27,11 @@ Usage (from the repository root, after bench/setup.sh and cargo build --release)
 """
 
 import argparse
-import json
 import os
-import re
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from train_step import COMMON, ROOT, run_child  # noqa: E402
+from train_step import COMMON, ROOT, run_ferroflow, run_python  # noqa: E402
 
 PARAMS = {"cifar_cnn": 1_117_162, "resnet20": 272_474, "vgg_small": 3_249_098}
 
@@ -149,20 +147,12 @@ print(json.dumps(r))
 
 
 def ferroflow(binary, model, batch, steps, warmup):
-    out, rss = run_child([binary, "bench", "train", "--model", model, "--batch", str(batch), "--steps", str(steps),
-                          "--warmup", str(warmup)])
-    m = re.fullmatch(r"images/s: ([0-9.]+)", out.strip().splitlines()[-1])
-    if not m:
-        sys.exit(f"unexpected ferroflow output:\n{out}")
-    return {"images_per_sec": float(m.group(1)), "ms_median": float(re.search(r"median ([0-9.]+)", out).group(1)),
-            "params": int(re.search(r"([0-9]+) parameters", out).group(1)), "rss": rss, "version": "ferroflow"}
+    return run_ferroflow(binary, ["--model", model, "--batch", str(batch), "--steps", str(steps),
+                                  "--warmup", str(warmup)])
 
 
 def python_peer(job, model, batch, steps, warmup):
-    out, rss = run_child([sys.executable, "-c", job, str(batch), str(steps), str(warmup), model])
-    r = json.loads(out.strip().splitlines()[-1])
-    r["rss"] = rss
-    return r
+    return run_python(job, [batch, steps, warmup, model])
 
 
 def main():
