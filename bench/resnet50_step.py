@@ -29,7 +29,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from train_step import ROOT, common_job, run_ferroflow, run_python  # noqa: E402
+from train_step import ROOT, TF_STEP, TORCH_STEP, common_job, run_ferroflow, run_python  # noqa: E402
 
 COMMON = common_job(size=224, classes=1000)
 
@@ -39,24 +39,7 @@ import tensorflow as tf
 tf.keras.utils.set_random_seed(0)
 model = tf.keras.applications.ResNet50(weights=None, input_shape=(224, 224, 3), classes=1000,
                                        classifier_activation=None)
-opt = tf.keras.optimizers.SGD(0.01, momentum=0.9)
-
-@tf.function
-def train_step(x, y):
-    with tf.GradientTape() as tape:
-        logits = model(x, training=True)
-        loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=logits))
-    grads = tape.gradient(loss, model.trainable_variables)
-    opt.apply_gradients(zip(grads, model.trainable_variables))
-    return loss
-
-batches = [(tf.constant(x.transpose(0, 2, 3, 1)), tf.constant(y, dtype=tf.int32)) for x, y in data]  # NHWC
-r = timed(lambda x, y: float(train_step(x, y)), batches)
-r["params"] = int(sum(int(np.prod(v.shape)) for v in model.trainable_variables))
-r["version"] = "TensorFlow " + tf.__version__
-r["threads"] = tf.config.threading.get_intra_op_parallelism_threads() or os.cpu_count()
-print(json.dumps(r))
-'''
+''' + TF_STEP
 
 # torchvision.models.resnet50 (torchvision/models/resnet.py: Bottleneck with
 # expansion 4, stride on conv2, downsample = 1x1 conv + BN), written out.
@@ -64,7 +47,6 @@ TORCH_JOB = COMMON + r'''
 import torch
 from torch import nn
 torch.manual_seed(0)
-torch.set_num_threads(os.cpu_count())
 
 class Bottleneck(nn.Module):
     def __init__(self, cin, width, stride):
@@ -97,20 +79,7 @@ model.train()
 opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
 loss_fn = nn.CrossEntropyLoss()
 
-def train_step(x, y):
-    opt.zero_grad(set_to_none=True)
-    loss = loss_fn(model(x), y)
-    loss.backward()
-    opt.step()
-    return loss.item()
-
-batches = [(torch.from_numpy(x), torch.from_numpy(y).long()) for x, y in data]  # NCHW
-r = timed(train_step, batches)
-r["params"] = sum(p.numel() for p in model.parameters() if p.requires_grad)
-r["version"] = "PyTorch " + torch.__version__.split("+")[0]
-r["threads"] = torch.get_num_threads()
-print(json.dumps(r))
-'''
+''' + TORCH_STEP
 
 # Trainable parameters each side must build (the script stops otherwise).
 PARAMS = {"ferroflow": 25_557_032, "tensorflow": 25_583_592, "pytorch": 25_557_032}

@@ -70,19 +70,9 @@ def common_job(size=32, classes=10):
 
 COMMON = common_job()
 
-TF_JOB = COMMON + r'''
-os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
-import tensorflow as tf
-tf.keras.utils.set_random_seed(0)
-L = tf.keras.layers
-
-def block(f):
-    return [L.Conv2D(f, 3, padding="same", use_bias=False), L.BatchNormalization(momentum=0.99, epsilon=1e-3),
-            L.ReLU()]
-
-model = tf.keras.Sequential([tf.keras.Input((32, 32, 3)), *block(32), *block(32), L.MaxPooling2D(2),
-                             *block(64), *block(64), L.MaxPooling2D(2), L.Flatten(),
-                             L.Dense(256, activation="relu"), L.Dropout(0.5), L.Dense(10)])
+# A Keras `model`'s training step in one tf.function, timed; the result line (shared by the
+# other bench scripts, whose jobs define `model`).
+TF_STEP = r'''
 opt = tf.keras.optimizers.SGD(0.01, momentum=0.9)
 
 @tf.function
@@ -101,6 +91,21 @@ r["version"] = "TensorFlow " + tf.__version__
 r["threads"] = tf.config.threading.get_intra_op_parallelism_threads() or os.cpu_count()
 print(json.dumps(r))
 '''
+
+TF_JOB = COMMON + r'''
+os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+import tensorflow as tf
+tf.keras.utils.set_random_seed(0)
+L = tf.keras.layers
+
+def block(f):
+    return [L.Conv2D(f, 3, padding="same", use_bias=False), L.BatchNormalization(momentum=0.99, epsilon=1e-3),
+            L.ReLU()]
+
+model = tf.keras.Sequential([tf.keras.Input((32, 32, 3)), *block(32), *block(32), L.MaxPooling2D(2),
+                             *block(64), *block(64), L.MaxPooling2D(2), L.Flatten(),
+                             L.Dense(256, activation="relu"), L.Dropout(0.5), L.Dense(10)])
+''' + TF_STEP
 
 # The PyTorch model and optimizer, shared with bench/data_parallel.py.
 TORCH_MODEL = r'''
@@ -121,7 +126,8 @@ opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
 loss_fn = nn.CrossEntropyLoss()
 '''
 
-TORCH_JOB = COMMON + TORCH_MODEL + r'''
+# A PyTorch `model`'s (with `opt`, `loss_fn`) training step, timed; the result line.
+TORCH_STEP = r'''
 torch.set_num_threads(os.cpu_count())
 
 def train_step(x, y):
@@ -138,6 +144,8 @@ r["version"] = "PyTorch " + torch.__version__.split("+")[0]
 r["threads"] = torch.get_num_threads()
 print(json.dumps(r))
 '''
+
+TORCH_JOB = COMMON + TORCH_MODEL + TORCH_STEP
 
 
 def run_child(cmd):

@@ -31,7 +31,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from train_step import COMMON, ROOT, run_ferroflow, run_python  # noqa: E402
+from train_step import COMMON, ROOT, TF_STEP, TORCH_STEP, run_ferroflow, run_python  # noqa: E402
 
 PARAMS = {"cifar_cnn": 1_117_162, "resnet20": 272_474, "vgg_small": 3_249_098}
 
@@ -70,29 +70,12 @@ else:  # vgg_small
         x = L.MaxPooling2D(2)(conv_bn(conv_bn(x, f), f))
     x = L.Dropout(0.5)(L.Dense(512, activation="relu")(L.Flatten()(x)))
 model = tf.keras.Model(inp, L.Dense(10)(x))
-opt = tf.keras.optimizers.SGD(0.01, momentum=0.9)
-
-@tf.function
-def train_step(x, y):
-    with tf.GradientTape() as tape:
-        logits = model(x, training=True)
-        loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=logits))
-    grads = tape.gradient(loss, model.trainable_variables)
-    opt.apply_gradients(zip(grads, model.trainable_variables))
-    return loss
-
-batches = [(tf.constant(x.transpose(0, 2, 3, 1)), tf.constant(y, dtype=tf.int32)) for x, y in data]  # NHWC
-r = timed(lambda x, y: float(train_step(x, y)), batches)
-r["params"] = int(sum(int(np.prod(v.shape)) for v in model.trainable_variables))
-r["version"] = "TensorFlow " + tf.__version__
-print(json.dumps(r))
-'''
+''' + TF_STEP
 
 TORCH_JOB = COMMON + r'''
 import torch
 from torch import nn
 torch.manual_seed(0)
-torch.set_num_threads(os.cpu_count())
 name = sys.argv[4]
 
 def conv_bn(cin, f, k=3, stride=1, relu=True):
@@ -131,19 +114,7 @@ model.train()
 opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
 loss_fn = nn.CrossEntropyLoss()
 
-def train_step(x, y):
-    opt.zero_grad(set_to_none=True)
-    loss = loss_fn(model(x), y)
-    loss.backward()
-    opt.step()
-    return loss.item()
-
-batches = [(torch.from_numpy(x), torch.from_numpy(y).long()) for x, y in data]  # NCHW
-r = timed(train_step, batches)
-r["params"] = sum(p.numel() for p in model.parameters() if p.requires_grad)
-r["version"] = "PyTorch " + torch.__version__.split("+")[0]
-print(json.dumps(r))
-'''
+''' + TORCH_STEP
 
 
 def ferroflow(binary, model, batch, steps, warmup):
