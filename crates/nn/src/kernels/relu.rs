@@ -81,14 +81,7 @@ impl CustomOp2 for AddRelu {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        super::count_fast_run();
-        if l1.dims() != l2.dims() {
-            bail!("ferroflow add+relu: {:?} and {:?} differ in shape", l1.dims(), l2.dims());
-        }
-        let a = super::f32_contiguous(s1, l1, "add_relu", "a")?;
-        let b = super::f32_contiguous(s2, l2, "add_relu", "b")?;
-        let y = a.par_iter().zip(b).with_min_len(TASK_ELEMS).map(|(&u, &v)| relu_value(u + v)).collect();
-        Ok((CpuStorage::F32(y), l1.shape().clone()))
+        zip_map(("add_relu", "a", "b"), (s1, l1), (s2, l2), |u, v| relu_value(u + v))
     }
 
     fn bwd(
@@ -121,6 +114,25 @@ pub fn relu_backward(y: &Tensor, dy: &Tensor) -> candle_core::Result<Tensor> {
 /// zero-filled first).
 fn map(x: &[f32], f: impl Fn(f32) -> f32 + Sync) -> Vec<f32> {
     x.par_iter().with_min_len(TASK_ELEMS).map(|&v| f(v)).collect()
+}
+
+/// `f(a, b)` element by element over two f32 operands of one shape, in parallel chunks,
+/// into a new vector: the body of the two-input kernels. `names` is `(op, a, b)` for errors.
+fn zip_map(
+    names: (&str, &str, &str),
+    (s1, l1): (&CpuStorage, &Layout),
+    (s2, l2): (&CpuStorage, &Layout),
+    f: impl Fn(f32, f32) -> f32 + Sync,
+) -> candle_core::Result<(CpuStorage, Shape)> {
+    let (op, a_name, b_name) = names;
+    super::count_fast_run();
+    if l1.dims() != l2.dims() {
+        bail!("ferroflow {op}: {a_name} {:?} and {b_name} {:?} differ in shape", l1.dims(), l2.dims());
+    }
+    let a = super::f32_contiguous(s1, l1, op, a_name)?;
+    let b = super::f32_contiguous(s2, l2, op, b_name)?;
+    let out = a.par_iter().zip(b).with_min_len(TASK_ELEMS).map(|(&u, &v)| f(u, v)).collect();
+    Ok((CpuStorage::F32(out), l1.shape().clone()))
 }
 
 struct Relu;
@@ -156,13 +168,6 @@ impl CustomOp2 for ReluGrad {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        super::count_fast_run();
-        if l1.dims() != l2.dims() {
-            bail!("ferroflow relu backward: dy {:?} and y {:?} differ in shape", l1.dims(), l2.dims());
-        }
-        let dy = super::f32_contiguous(s1, l1, "relu", "dy")?;
-        let y = super::f32_contiguous(s2, l2, "relu", "y")?;
-        let dx = dy.par_iter().zip(y).with_min_len(TASK_ELEMS).map(|(&d, &v)| if v > 0.0 { d } else { 0.0 }).collect();
-        Ok((CpuStorage::F32(dx), l1.shape().clone()))
+        zip_map(("relu backward", "dy", "y"), (s1, l1), (s2, l2), |d, v| if v > 0.0 { d } else { 0.0 })
     }
 }
