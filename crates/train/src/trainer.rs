@@ -385,6 +385,14 @@ fn objective_for(config: &TrainConfig, data: &DataSource) -> Result<Objective> {
 /// resize/augmentation, and normalisation from the data's statistics.
 fn preprocess_for(config: &TrainConfig, input: [usize; 3], mean: [f64; 3], std: [f64; 3]) -> Result<Preprocess> {
     let [h, w, c] = input;
+    let base = Preprocess {
+        image_size: [h, w],
+        channels: c,
+        resize_method: config.data.resize_method.clone(),
+        train: config.data.augment.clone(),
+        eval_central_fraction: config.data.eval_central_fraction,
+        ..Default::default()
+    };
     let slim = config.data.preprocessing;
     if slim != SlimPreprocessing::None {
         let same_family = matches!(
@@ -404,15 +412,7 @@ fn preprocess_for(config: &TrainConfig, input: [usize; 3], mean: [f64; 3], std: 
                 ),
             ));
         }
-        let preprocess = Preprocess {
-            image_size: [h, w],
-            channels: c,
-            resize_method: config.data.resize_method.clone(),
-            train: config.data.augment.clone(),
-            eval_central_fraction: config.data.eval_central_fraction,
-            slim,
-            ..Default::default()
-        };
+        let preprocess = Preprocess { slim, ..base };
         preprocess.validate().map_err(|e| TrainError::config("data.preprocessing", e.to_string()))?;
         return Ok(preprocess);
     }
@@ -423,21 +423,11 @@ fn preprocess_for(config: &TrainConfig, input: [usize; 3], mean: [f64; 3], std: 
         Normalize::Unit => (None, None, 1.0 / 255.0),
         Normalize::None => (None, None, 1.0),
         // tf_slim vgg_preprocessing.py: _R_MEAN, _G_MEAN, _B_MEAN.
-        Normalize::Vgg => (Some([123.68, 116.78, 103.94]), None, 1.0),
+        Normalize::Vgg => (Some(ferroflow_data::VGG_MEANS), None, 1.0),
         // inception_preprocessing.py: (x / 255 - 0.5) * 2 = (x - 127.5) / 127.5.
         Normalize::Inception => (Some([127.5; 3]), Some([127.5; 3]), 1.0),
     };
-    let preprocess = Preprocess {
-        image_size: [h, w],
-        channels: c,
-        resize_method: config.data.resize_method.clone(),
-        train: config.data.augment.clone(),
-        eval_central_fraction: config.data.eval_central_fraction,
-        mean,
-        std,
-        scale,
-        ..Default::default()
-    };
+    let preprocess = Preprocess { mean, std, scale, ..base };
     preprocess.validate().map_err(|e| TrainError::config("data", e.to_string()))?;
     Ok(preprocess)
 }
