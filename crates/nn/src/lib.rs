@@ -20,5 +20,5 @@ pub use init::{Init, fans};
 pub use layer::{Activation, Layer};
 pub use model::{LayerSummary, Model};
 pub use spec::{BatchNormSpec, LayerSpec, ModelSpec, Size2};
-pub use var_store::{GLOBAL_STEP, Param, Reuse, Scope, VarStore, Variable};
+pub use var_store::{GLOBAL_STEP, Param, Reuse, Scope, VarStore, Variable, grad_enabled, no_grad};
 pub use zoo::{ZOO, ZooModel, zoo_model};

@@ -3,6 +3,7 @@
 //! (`conv1/weights`, `conv1/BatchNorm/moving_mean`), a trainable flag, and
 //! are created once; reusing one must be asked for.
 
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -42,6 +43,40 @@ pub struct Variable {
     frozen: Arc<AtomicBool>,
 }
 
+thread_local! {
+    /// Set inside [`no_grad`] on this thread.
+    static NO_GRAD: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Runs `f` with autograd off for the model's variables on this thread (PyTorch's
+/// `torch.no_grad()`; TF's inference graphs): every [`Param`] and the batch norms' moving
+/// statistics enter the forward pass detached, so no op records a backward node and each
+/// activation is freed as soon as the next layer has read it. For evaluation and
+/// prediction, whose forward passes are never differentiated.
+///
+/// ```
+/// use ferroflow_nn::{Init, VarStore, no_grad};
+/// let store = VarStore::new(candle_core::Device::Cpu, 0);
+/// let w = store.root().get_param("w", &[2], Init::Ones).unwrap();
+/// assert!(!no_grad(|| w.tensor().track_op()));
+/// assert!(w.tensor().track_op());
+/// ```
+pub fn no_grad<R>(f: impl FnOnce() -> R) -> R {
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            NO_GRAD.set(self.0);
+        }
+    }
+    let _restore = Restore(NO_GRAD.replace(true));
+    f()
+}
+
+/// False inside [`no_grad`].
+pub fn grad_enabled() -> bool {
+    !NO_GRAD.get()
+}
+
 /// A trainable variable as a layer holds it. While the store freezes it
 /// (TF-slim's `trainable_scopes`), [`tensor`](Param::tensor) gives the value
 /// detached from autograd, so the backward pass computes no gradient for it,
@@ -64,7 +99,11 @@ impl Param {
     /// assert!(!w.tensor().track_op());
     /// ```
     pub fn tensor(&self) -> Tensor {
-        if self.frozen.load(Ordering::Relaxed) { self.var.as_detached_tensor() } else { self.var.as_tensor().clone() }
+        if self.frozen.load(Ordering::Relaxed) || !grad_enabled() {
+            self.var.as_detached_tensor()
+        } else {
+            self.var.as_tensor().clone()
+        }
     }
 
     /// The variable itself.

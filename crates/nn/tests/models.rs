@@ -307,3 +307,25 @@ fn frozen_variables_get_no_gradients_and_change_nothing_else() {
         assert!(store.trainable_variables().len() <= 2, "{name}: only {head} trains");
     }
 }
+
+/// Under `no_grad` (evaluation and prediction) an eval-mode forward records no autograd
+/// node, so its activations are freed layer by layer, and gives the same values.
+#[test]
+fn no_grad_eval_forward_records_nothing_and_changes_nothing() {
+    for name in ["cifar_cnn", "resnet20", "inception_v1"] {
+        let store = VarStore::new(Device::Cpu, 2);
+        let model = zoo_model(name, 10).unwrap().build(&store, 2).unwrap();
+        let [c, h, w] = model.input_shape();
+        let x = input(&[2, c, h, w], 4);
+        let tracked = model.forward_t(&x, false).unwrap();
+        assert!(tracked.track_op(), "{name}: outside no_grad the forward is differentiable");
+        let plain = ferroflow_nn::no_grad(|| model.forward_t(&x, false)).unwrap();
+        assert!(!plain.track_op(), "{name}: no_grad recorded a backward graph");
+        assert_eq!(
+            plain.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            tracked.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            "{name}"
+        );
+        assert!(ferroflow_nn::grad_enabled(), "no_grad restores the flag");
+    }
+}

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use candle_core::Device;
 use ferroflow_data::{Cursor, Mode, Pipeline, PipelineConfig, Preprocess, Source, Task};
-use ferroflow_nn::Model;
+use ferroflow_nn::{Model, no_grad};
 use serde::Serialize;
 use tfrecord::EventWriter;
 
@@ -166,7 +166,7 @@ pub(crate) fn evaluate_with(
         let x = objective.inputs(&batch, device, [2, index])?;
         index += 1;
         let y = objective.targets(&batch, device)?;
-        let outputs = model.forward_t(&x, false)?; // [N, outputs] or [N, C, H, W]
+        let outputs = no_grad(|| model.forward_t(&x, false))?; // [N, outputs] or [N, C, H, W]
         let losses = objective.losses(&outputs, &y, false)?; // [N]
         let out_v = outputs.flatten_all().and_then(|t| t.to_vec1::<f32>()).map_err(TrainError::candle("eval"))?;
         let losses_v = losses.to_vec1::<f32>().map_err(TrainError::candle("eval"))?;

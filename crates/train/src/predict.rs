@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use candle_core::{D, Tensor};
 use ferroflow_data::{DecodeOptions, IMAGE_EXTENSIONS, decode_image};
-use ferroflow_nn::ops;
+use ferroflow_nn::{no_grad, ops};
 use serde::Serialize;
 
 use crate::error::{Result, TrainError};
@@ -124,8 +124,8 @@ pub fn predict(restored: &RestoredModel, images: &[PathBuf], options: &PredictOp
             .map_err(TrainError::candle("predict input"))?;
         for start in (0..n).step_by(batch_size.max(1)) {
             let len = batch_size.max(1).min(n - start);
-            let logits =
-                restored.model.forward_t(&x.narrow(0, start, len).map_err(TrainError::candle("predict"))?, false)?;
+            let part = x.narrow(0, start, len).map_err(TrainError::candle("predict"))?;
+            let logits = no_grad(|| restored.model.forward_t(&part, false))?;
             let names: Vec<PathBuf> =
                 (start..start + len).map(|i| PathBuf::from(format!("{}[{i}]", path.display()))).collect();
             classify(restored, &names, &logits, top_k, with_logits, &mut out)?;
@@ -142,7 +142,7 @@ pub fn predict(restored: &RestoredModel, images: &[PathBuf], options: &PredictOp
             p.eval_into(&image, slot);
         }
         let x = Tensor::from_vec(input, (chunk.len(), c, h, w), device).map_err(TrainError::candle("predict input"))?;
-        let logits = restored.model.forward_t(&x, false)?; // [N, outputs] or [N, C, H, W]
+        let logits = no_grad(|| restored.model.forward_t(&x, false))?; // [N, outputs] or [N, C, H, W]
         if let (Objective::Reconstruction { scale, .. }, Some(dir)) = (&restored.objective, out_dir) {
             let (_, oc, oh, ow) = logits.dims4().map_err(TrainError::candle("predict"))?;
             let values =

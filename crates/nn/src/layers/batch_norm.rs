@@ -13,7 +13,7 @@ use crate::error::{NnError, Result};
 use crate::init::Init;
 use crate::layer::Layer;
 use crate::ops;
-use crate::var_store::{Param, Scope};
+use crate::var_store::{Param, Scope, grad_enabled};
 
 /// Which variance the moving-variance update uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -156,7 +156,9 @@ impl Layer for BatchNorm {
             self.update_moving_statistics(&mean, var, ops::batch_norm_count(&x4)?)?;
             y
         } else {
-            ops::batch_norm_eval(&x4, &gamma, &beta, &self.moving_mean, &self.moving_variance, self.config.epsilon)?
+            let stat = |v: &Var| if grad_enabled() { v.as_tensor().clone() } else { v.as_detached_tensor() };
+            let (mean, variance) = (stat(&self.moving_mean), stat(&self.moving_variance));
+            ops::batch_norm_eval(&x4, &gamma, &beta, &mean, &variance, self.config.epsilon)?
         };
         if x.rank() == 2 { y.flatten_from(1).map_err(NnError::candle(&self.name)) } else { Ok(y) }
     }
