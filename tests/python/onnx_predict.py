@@ -5,21 +5,31 @@ Usage: onnx_predict.py MODEL.onnx IMAGE...
 
 Reads `ferroflow.preprocessing.json` from the model's metadata_props,
 decodes each image with TensorFlow, applies the recorded central crop,
-resize and normalisation (in float32, in the order ferroflow applies them),
+resize and normalisation (in float32, in the order ferroflow applies them;
+TF-slim's eval preprocessing when `slim` names it),
 and runs ONNX Runtime on all images as one batch and on each image alone.
 Prints JSON: {"classes": [...], "batch": {path: [p0, p1, ...]}, "single": {...}}.
 """
 
 import json
+import os
 import sys
 
 import numpy as np
 import onnxruntime as ort
 import tensorflow as tf
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import slim_preprocessing  # noqa: E402  (TF-slim's eval preprocessing, `"slim": "vgg" | "inception"`)
+
 
 def preprocess(path, p):
     image = tf.io.decode_image(tf.io.read_file(path), channels=p["channels"], expand_animations=False)
+    slim = p.get("slim", "none")
+    if slim != "none":
+        size = p["image_size"][0]
+        run = slim_preprocessing.vgg_eval if slim == "vgg" else slim_preprocessing.inception_eval
+        return run(image, size).numpy().astype(np.float32).transpose(2, 0, 1)  # HWC -> CHW
     fraction = p.get("eval_central_fraction")
     if fraction is not None and fraction < 1.0:
         image = tf.image.central_crop(image, fraction)

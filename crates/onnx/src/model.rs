@@ -5,7 +5,9 @@
 
 use candle_onnx::onnx::{ModelProto, OperatorSetIdProto, StringStringEntryProto};
 use ferroflow_nn::layers::batch_norm::BatchNormConfig;
+use ferroflow_nn::layers::bottleneck::conv2d_same_3x3;
 use ferroflow_nn::layers::conv2d::Conv2dConfig;
+use ferroflow_nn::ops::Padding;
 use ferroflow_nn::{Layer, LayerSpec, Model, ModelSpec};
 use prost::Message;
 
@@ -194,11 +196,67 @@ fn export_layer(
             let inputs: Vec<&str> = outputs.iter().map(String::as_str).collect();
             ex.g.node("Concat", &format!("{scope}/concat"), &inputs, &[("axis", Attr::Int(1))])
         }
-        LayerSpec::Bottleneck { .. } | LayerSpec::InceptionV1 { .. } => {
+        LayerSpec::Bottleneck { depth, depth_bottleneck, stride, batch_norm, preactivation: false, .. } => {
+            // As ferroflow_nn's Bottleneck: 1x1 → 3x3 (TF-slim's conv2d_same: explicit padding
+            // and VALID when strided) → 1x1, plus a projection or a subsampling shortcut.
+            let conv = |filters, kernel, stride, padding, activation| Conv2dConfig {
+                filters,
+                kernel: [kernel, kernel],
+                stride: [stride, stride],
+                padding,
+                use_bias: false,
+                batch_norm: Some(*batch_norm),
+                activation,
+                ..Default::default()
+            };
+            let (relu, linear) = (ferroflow_nn::Activation::Relu, ferroflow_nn::Activation::Linear);
+            let s = *stride;
+            let shortcut = format!("{scope}/shortcut");
+            let short = if ex.has(&format!("{shortcut}/weights")) {
+                ex.conv(&shortcut, x, in_shape, conv(*depth, 1, s, Padding::Same, linear))?.0
+            } else if s > 1 {
+                ex.pool(&shortcut, x, in_shape, true, [1, 1], [s, s], Padding::Same)?
+            } else {
+                x.to_string()
+            };
+            let (a, a_shape) =
+                ex.conv(&format!("{scope}/conv1"), x, in_shape, conv(*depth_bottleneck, 1, 1, Padding::Same, relu))?;
+            let (pad, mid, padding) = conv2d_same_3x3(&a_shape, s);
+            let a = match pad {
+                Some(p) => ex.pad(&format!("{scope}/conv2_pad"), &a, p),
+                None => a,
+            };
+            let (b, b_shape) =
+                ex.conv(&format!("{scope}/conv2"), &a, &mid, conv(*depth_bottleneck, 3, s, padding, relu))?;
+            let (c, _) = ex.conv(&format!("{scope}/conv3"), &b, &b_shape, conv(*depth, 1, 1, Padding::Same, linear))?;
+            ex.add_relu(scope, &c, &short)
+        }
+        LayerSpec::InceptionV1 { filters, batch_norm, branch_2_3x3, .. } => {
+            // As ferroflow_nn's InceptionV1Module: four branches, concatenated.
+            let conv = |filters, kernel| Conv2dConfig {
+                filters,
+                kernel: [kernel, kernel],
+                padding: Padding::Same,
+                use_bias: false,
+                batch_norm: Some(*batch_norm),
+                activation: ferroflow_nn::Activation::Relu,
+                ..Default::default()
+            };
+            let b = |branch: usize, leaf: &str| format!("{scope}/Branch_{branch}/{leaf}");
+            let y0 = ex.conv(&b(0, "Conv2d_0a_1x1"), x, in_shape, conv(filters[0], 1))?.0;
+            let (t, t_shape) = ex.conv(&b(1, "Conv2d_0a_1x1"), x, in_shape, conv(filters[1], 1))?;
+            let y1 = ex.conv(&b(1, "Conv2d_0b_3x3"), &t, &t_shape, conv(filters[2], 3))?.0;
+            let (t, t_shape) = ex.conv(&b(2, "Conv2d_0a_1x1"), x, in_shape, conv(filters[3], 1))?;
+            let y2 = ex.conv(&b(2, branch_2_3x3), &t, &t_shape, conv(filters[4], 3))?.0;
+            let pooled = ex.pool(&b(3, "MaxPool_0a_3x3"), x, in_shape, true, [3, 3], [1, 1], Padding::Same)?;
+            let y3 = ex.conv(&b(3, "Conv2d_0b_1x1"), &pooled, in_shape, conv(filters[5], 1))?.0;
+            ex.g.node("Concat", &format!("{scope}/concat"), &[&y0, &y1, &y2, &y3], &[("axis", Attr::Int(1))])
+        }
+        LayerSpec::Bottleneck { preactivation: true, .. } => {
             return Err(OnnxError::Unsupported {
                 layer: scope.into(),
-                reason: "TF-slim's ResNet units and Inception v1 modules are not in the ONNX exporter yet (export a \
-                         TF checkpoint with --format tf-checkpoint instead)"
+                reason: "TF-slim's ResNet v2 units are not in the ONNX exporter yet (export a TF checkpoint with \
+                         --format tf-checkpoint instead)"
                     .into(),
             });
         }

@@ -221,6 +221,13 @@ type = "dense"
 units = 5
 "#;
     specs.push(ModelSpec::from_toml(branches).unwrap());
+    // (Last, so the cases above keep their seeds.) TF-slim's ResNet v1 units (projection and subsampling shortcuts, conv2d_same's explicit
+    // padding; at 64x64 to keep the test quick: its global pool takes any size) and
+    // Inception v1 modules.
+    let mut resnet = zoo_model("resnet_v1_50", 10).unwrap();
+    resnet.input = [64, 64, 3];
+    specs.push(resnet);
+    specs.push(zoo_model("inception_v1", 10).unwrap());
     let cases: Vec<Case> = specs.iter().enumerate().map(|(i, s)| prepare(s, dir.path(), 7 + i as u64)).collect();
     let manifest: Vec<Json> =
         cases.iter().map(|c| serde_json::json!({"name": c.name, "onnx": c.onnx, "data": c.data})).collect();

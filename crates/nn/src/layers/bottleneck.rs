@@ -121,7 +121,7 @@ pub(crate) fn check_unit(
 /// TF-slim's `conv2d_same` for a unit's 3x3 conv on an input `[C, H, W]`: at stride 1
 /// no padding and a SAME conv; above, the explicit padding (kernel 3: one pixel on each
 /// side), the padded shape, and a VALID conv.
-pub(crate) fn conv2d_same_3x3(shape: &[usize], stride: usize) -> (Option<[usize; 4]>, Vec<usize>, Padding) {
+pub fn conv2d_same_3x3(shape: &[usize], stride: usize) -> (Option<[usize; 4]>, Vec<usize>, Padding) {
     if stride > 1 {
         (Some([1, 1, 1, 1]), vec![shape[0], shape[1] + 2, shape[2] + 2], Padding::Valid)
     } else {
