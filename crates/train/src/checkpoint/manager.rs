@@ -82,8 +82,12 @@ fn checkpoint_file_step(name: &str) -> Option<i64> {
 /// Removes the checkpoint files of a save that was interrupted after they
 /// were written but before the state file listed them: files of a step
 /// above the latest listed one that the state file does not list (a TF-format
-/// save writes three files, so a crash can leave one or two). Returns their
-/// names, sorted; nothing when there is no state file.
+/// save writes three files, so a crash can leave one or two). Also the
+/// remnants of an interrupted retention deletion: an unlisted step's bundle
+/// data or side file whose `.index` (deleted first) is gone, so they are no
+/// longer a checkpoint. A complete unlisted older checkpoint (kept by
+/// `keep_checkpoint_every_n_hours`) stays. Returns the names, sorted; nothing
+/// when there is no state file.
 pub fn remove_unlisted_newer(dir: &Path) -> Result<Vec<String>> {
     let Some(state) = read_state(dir)? else { return Ok(Vec::new()) };
     // Listed prefixes: `model.ckpt-30`, maybe absolute, maybe with `.safetensors`.
@@ -100,7 +104,12 @@ pub fn remove_unlisted_newer(dir: &Path) -> Result<Vec<String>> {
         .filter_map(|e| {
             let name = e.file_name().to_string_lossy().into_owned();
             let step = checkpoint_file_step(&name)?;
-            (step > latest && !listed.contains(&step) && std::fs::remove_file(e.path()).is_ok()).then_some(name)
+            let unlisted = !listed.contains(&step);
+            let prefix = dir.join(checkpoint_prefix(step));
+            let remnant = !name.ends_with(".index")
+                && !name.ends_with(&format!(".{EXTENSION}"))
+                && !bundle_index_path(&prefix).exists();
+            (unlisted && (step > latest || remnant) && std::fs::remove_file(e.path()).is_ok()).then_some(name)
         })
         .collect();
     removed.sort();
@@ -428,9 +437,26 @@ mod tests {
         {
             std::fs::write(dir.path().join(name), b"x").unwrap();
         }
+        // A retention deletion of step 7 killed after its .index went; a complete older
+        // bundle (step 3) stays.
+        for name in ["model.ckpt-7.data-00000-of-00001", "model.ckpt-7.ferroflow.json"] {
+            std::fs::write(dir.path().join(name), b"x").unwrap();
+        }
+        for name in ["model.ckpt-3.index", "model.ckpt-3.data-00000-of-00001", "model.ckpt-3.ferroflow.json"] {
+            std::fs::write(dir.path().join(name), b"x").unwrap();
+        }
         let removed = remove_unlisted_newer(dir.path()).unwrap();
-        assert_eq!(removed, ["model.ckpt-30.data-00000-of-00001", "model.ckpt-30.index"]);
+        assert_eq!(
+            removed,
+            [
+                "model.ckpt-30.data-00000-of-00001",
+                "model.ckpt-30.index",
+                "model.ckpt-7.data-00000-of-00001",
+                "model.ckpt-7.ferroflow.json"
+            ]
+        );
         assert!(dir.path().join("model.ckpt-5.safetensors").exists() && dir.path().join("notes.txt").exists());
+        assert!(dir.path().join("model.ckpt-3.ferroflow.json").exists(), "a complete older bundle stays");
         assert!(dir.path().join("model.ckpt-20.index").exists());
         // A listed bundle whose .index is lost still resolves to the bundle, so errors name it.
         std::fs::remove_file(dir.path().join("model.ckpt-20.index")).unwrap();
