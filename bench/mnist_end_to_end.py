@@ -18,6 +18,7 @@ Usage (from the repository root, after bench/setup.sh and cargo build --release)
 import argparse
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -77,14 +78,17 @@ def run_ferroflow(binary, model, epochs, out):
     t0 = time.perf_counter()
     ds = os.path.join(out, "mnist-ds")
     subprocess.run([binary, "prepare", "testdata/data/mnist5k", "--out", ds], check=True, cwd=ROOT, capture_output=True)
+    train_dir = os.path.join(out, f"ff-{model}")
+    # A fresh run every time: a train dir left by an earlier run would be resumed, finished.
+    shutil.rmtree(train_dir, ignore_errors=True)
     args = [binary, "train", "--config", "examples/mnist.toml", "--data", ds, "--model", model,
-            "--epochs", str(epochs), "--train-dir", os.path.join(out, f"ff-{model}")]
+            "--epochs", str(epochs), "--train-dir", train_dir]
     if model == "cifar_cnn":
         args += ["--set", "model.input=[28,28,1]"]
     proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     first = None
     for line in proc.stderr:
-        m = re.match(r"first training step done after ([0-9.]+)s", line)
+        m = re.search(r"first training step done after ([0-9.]+)s", line)  # a progress bar may precede it
         if m and first is None:
             first = time.perf_counter() - t0
     stdout = proc.stdout.read()
