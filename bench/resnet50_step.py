@@ -29,7 +29,15 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from train_step import ROOT, TF_STEP, TORCH_STEP, common_job, run_ferroflow, run_python  # noqa: E402
+from train_step import (  # noqa: E402
+    ROOT,
+    TF_STEP,
+    TORCH_STEP,
+    common_job,
+    interleaved_best,
+    run_ferroflow,
+    run_python,
+)
 
 COMMON = common_job(size=224, classes=1000)
 
@@ -110,16 +118,7 @@ def main():
         "pytorch": lambda: python_peer(TORCH_JOB, args.batch, args.steps, args.warmup),
     }
     load_before = os.getloadavg()[0]
-    runs = {name: [] for name in sides}
-    for rep in range(args.repeats):
-        for name, run in sides.items():
-            r = run()
-            if r["params"] != PARAMS[name]:
-                sys.exit(f"{name} built {r['params']} trainable parameters, expected {PARAMS[name]}")
-            runs[name].append(r)
-            print(f"run {rep + 1} {name:<10} {r['images_per_sec']:7.2f} images/s  median {r['ms_median']:7.0f} ms"
-                  f"  peak RSS {r['rss']:6.0f} MiB", file=sys.stderr)
-    best = {name: max(rs, key=lambda r: r["images_per_sec"]) for name, rs in runs.items()}
+    runs, best = interleaved_best(sides, args.repeats, PARAMS.get)
     print(f"training step: ResNet-50, batch {args.batch}, 224x224x3 random data, 1000 classes, momentum SGD 0.9, "
           f"{args.steps} timed steps after {args.warmup} warm-up; {os.cpu_count()} CPUs; best of {args.repeats}; "
           f"load average {load_before:.2f} before, {os.getloadavg()[0]:.2f} after")

@@ -182,6 +182,21 @@ def run_python(job, args):
     return r
 
 
+def interleaved_best(sides, repeats, expected_params):
+    """Runs every side `repeats` times, interleaved, checking each side's trainable
+    parameter count (`expected_params(name)`); returns (all runs, the best run) by side."""
+    runs = {name: [] for name in sides}
+    for rep in range(repeats):
+        for name, run in sides.items():
+            r = run()
+            if r["params"] != expected_params(name):
+                sys.exit(f"{name} built {r['params']} trainable parameters, expected {expected_params(name)}")
+            runs[name].append(r)
+            print(f"run {rep + 1} {name:<10} {r['images_per_sec']:8.2f} images/s  median {r['ms_median']:7.1f} ms"
+                  f"  peak RSS {r['rss']:6.0f} MiB", file=sys.stderr)
+    return runs, {name: max(rs, key=lambda r: r["images_per_sec"]) for name, rs in runs.items()}
+
+
 def ferroflow(binary, batch, steps, warmup):
     return run_ferroflow(binary, ["--model", "cifar_cnn", "--batch", str(batch), "--steps", str(steps),
                                   "--warmup", str(warmup)])
@@ -214,16 +229,7 @@ def main():
         sys.exit(f"--sides: expected ferroflow plus any of tensorflow,pytorch, got {args.sides}")
     sides = {name: run for name, run in sides.items() if name in chosen}
     load_before = os.getloadavg()[0]
-    runs = {name: [] for name in sides}
-    for rep in range(args.repeats):
-        for name, run in sides.items():
-            r = run()
-            if r["params"] != PARAMS:
-                sys.exit(f"{name} built {r['params']} trainable parameters, not cifar_cnn's {PARAMS}")
-            runs[name].append(r)
-            print(f"run {rep + 1} {name:<10} {r['images_per_sec']:8.1f} images/s  median {r['ms_median']:6.1f} ms"
-                  f"  peak RSS {r['rss']:6.0f} MiB", file=sys.stderr)
-    best = {name: max(rs, key=lambda r: r["images_per_sec"]) for name, rs in runs.items()}
+    runs, best = interleaved_best(sides, args.repeats, lambda _: PARAMS)
     print(f"training step: cifar_cnn, batch {args.batch}, 32x32x3 random data, momentum SGD 0.9, "
           f"{args.steps} timed steps after {args.warmup} warm-up; {os.cpu_count()} CPUs; "
           f"best of {args.repeats}; load average {load_before:.2f} before, {os.getloadavg()[0]:.2f} after")
