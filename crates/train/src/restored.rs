@@ -366,3 +366,31 @@ fn output_names(objective: &Objective, classes: &[String], offset: usize) -> Vec
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_files_are_plain_lines_or_tf_slims_index_colon_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("labels.txt");
+        std::fs::write(&path, "0:background\n1:tench, Tinca tinca\n\n3:goldfish\n").unwrap();
+        assert_eq!(read_labels(&path).unwrap(), ["background", "tench, Tinca tinca", "2", "goldfish"]);
+        std::fs::write(&path, "cat\ndog\n").unwrap();
+        assert_eq!(read_labels(&path).unwrap(), ["cat", "dog"]);
+        std::fs::write(&path, "0:a\n2:b\n1:c\n").unwrap();
+        let e = read_labels(&path).unwrap_err().to_string();
+        assert!(e.contains("labels.txt line 3: index 1 comes after index 2"), "{e}");
+        let e = read_labels(&dir.path().join("missing.txt")).unwrap_err().to_string();
+        assert!(e.contains("missing.txt"), "{e}");
+    }
+
+    #[test]
+    fn output_names_put_the_background_before_the_classes() {
+        let objective = Objective::Classification { classes: 5, label_smoothing: 0.0, labels_offset: 1 };
+        let classes = ["cat".to_string(), "dog".to_string()];
+        assert_eq!(output_names(&objective, &classes, 1), ["background", "cat", "dog", "2", "3"]);
+        assert_eq!(output_names(&objective, &classes, 2)[..3], ["(output 0)", "(output 1)", "cat"]);
+    }
+}
