@@ -317,6 +317,14 @@ mod tests {
         other.insert("ferroflow.version".into(), "x".into());
         assert!(verify(&tensors, &other, "f").unwrap_err().to_string().contains("the header"));
 
+        // A tensor named twice in the stored checksums is damage, whichever
+        // value a map would have kept.
+        let mut twice = full.clone();
+        let json = serde_json::to_string(&sums).unwrap();
+        let w = format!("\"w\":{}", sums.tensors["w"]);
+        twice.insert(CHECKSUMS_KEY.into(), json.replace(&w, &format!("{w},{w}")));
+        assert!(verify(&tensors, &twice, "f").unwrap_err().to_string().contains("names tensor \"w\" twice"));
+
         // Neither key: an old file; one of the two: damage.
         assert_eq!(verify(&tensors, &HashMap::new(), "f").unwrap(), Integrity::NoChecksums);
         assert!(verify(&tensors, &meta, "f").is_err());
