@@ -154,6 +154,26 @@ impl Default for DecodeOptions {
     }
 }
 
+#[allow(unsafe_code)] // a declaration of one C function of the linked libjpeg-turbo
+unsafe extern "C" {
+    // libjpeg-turbo's SIMD dispatch (`simd/x86_64/jsimd.c`): 1 when the IDCT
+    // runs in SIMD on this CPU. Without nasm at build time, mozjpeg-sys
+    // compiles `jsimd_none.c` instead, whose answer is always 0.
+    fn jsimd_can_idct_ifast() -> std::os::raw::c_int;
+}
+
+/// True when the JPEG decoder runs libjpeg-turbo's SIMD kernels (IDCT, colour
+/// conversion, upsampling) on this CPU. False when ferroflow was built
+/// without `nasm` (mozjpeg-sys then warns once at build time and builds plain
+/// C: the same pixels, the input pipeline of `bench/photo_set_input.py`
+/// 26% slower) or on a CPU without SSE2.
+#[allow(unsafe_code)]
+pub fn jpeg_simd() -> bool {
+    // SAFETY: a C function without arguments that only reads the CPU's
+    // features (once, behind libjpeg-turbo's own lock-free init).
+    unsafe { jsimd_can_idct_ifast() != 0 }
+}
+
 /// What an image header says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ImageInfo {
@@ -465,7 +485,7 @@ fn cmyk_to_rgb(c: u8, m: u8, y: u8, k: u8, adobe: bool) -> [u8; 3] {
 /// C code with `-fexceptions`. `resume_unwind` skips the panic hook, so
 /// nothing is printed.
 ///
-/// The only unsafe code in this crate: reading the message code and text from
+/// Unsafe code: reading the message code and text from
 /// the error manager that libjpeg passes to these callbacks.
 #[allow(unsafe_code)]
 mod libjpeg_errors {

@@ -25,7 +25,8 @@ pub use dataset::{
     DATASET_JSON, Dataset, DatasetError, DatasetMeta, Encoding, LABELS_TXT, Skipped, SplitMeta, Task, shard_name,
 };
 pub use decode::{
-    DEFAULT_MAX_PIXELS, DecodeError, DecodeOptions, ImageFormat, ImageInfo, decode_image, image_info, recycle_decoded,
+    DEFAULT_MAX_PIXELS, DecodeError, DecodeOptions, ImageFormat, ImageInfo, decode_image, image_info, jpeg_simd,
+    recycle_decoded,
 };
 pub use decode_planar::{Decoded, decode_image_planar, recycle_planar};
 pub use discover::{DiscoverError, Discovered, IMAGE_EXTENSIONS, ImageEntry, Split, discover};

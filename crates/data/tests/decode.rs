@@ -283,3 +283,21 @@ fn decode_speed() {
         println!("{name}: {rate:.0} images/s ({} JPEGs, mean {megapixels:.2} MP)", files.len());
     }
 }
+
+/// A build without `nasm` links libjpeg-turbo without its SIMD kernels: the
+/// same pixels, a 26% slower input pipeline on photos, and only a cargo
+/// warning at build time.
+/// CI installs nasm (`.ci/run`), so there the decoder must have them.
+#[test]
+#[cfg(target_arch = "x86_64")]
+fn jpeg_decoder_has_simd_when_nasm_is_installed() {
+    if std::process::Command::new("nasm").arg("-v").output().is_err() {
+        eprintln!("skipped: no nasm on PATH, so mozjpeg-sys builds libjpeg-turbo as plain C");
+        return;
+    }
+    assert!(
+        ferroflow_data::jpeg_simd(),
+        "nasm is installed but the JPEG decoder has no SIMD: mozjpeg-sys was built before nasm was \
+         (`cargo clean -p mozjpeg-sys` and rebuild)"
+    );
+}

@@ -228,6 +228,10 @@ fn input(args: &InputArgs) -> Result<()> {
         if args.workers == 0 { rayon_threads() } else { args.workers },
         args.fast_jpeg
     );
+    println!(
+        "JPEG decoder: libjpeg-turbo, SIMD {}",
+        if ferroflow_data::jpeg_simd() { "on" } else { "OFF (built without nasm: install nasm and rebuild)" }
+    );
     if pipeline.skipped() > 0 {
         println!("skipped {} undecodable example(s)", pipeline.skipped());
     }
