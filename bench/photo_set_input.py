@@ -77,10 +77,19 @@ print(json.dumps({"images_per_sec": batches * batch / (time.perf_counter() - t),
 
 
 def make_set(kind):
-    """Writes the photo folder of `kind` (once) and prepares it into 4 shards; returns the dataset dir."""
+    """Writes the photo folder of `kind` (once) and prepares it into 4 shards; returns the dataset dir.
+
+    The writing runs in a child process: a parent that has imported
+    TensorFlow would pass its own RSS on to every process it starts (Linux
+    counts a forked child's peak RSS from the fork, before the exec)."""
+    dataset = os.path.join(OUT, kind, "dataset")
+    if not os.path.exists(os.path.join(dataset, ".done")):
+        subprocess.run([sys.executable, os.path.abspath(__file__), "--write-set", kind], check=True)
+    return dataset
+
+
+def write_set(kind):
     folder, dataset = os.path.join(OUT, kind, "photos"), os.path.join(OUT, kind, "dataset")
-    if os.path.exists(os.path.join(dataset, ".done")):
-        return dataset
     import numpy as np
     import tensorflow as tf
 
@@ -114,7 +123,6 @@ def make_set(kind):
     subprocess.run([exe, "prepare", folder, "--out", dataset, "--shards", "4", "--val-fraction", "0"],
                    check=True, capture_output=True)
     open(os.path.join(dataset, ".done"), "w").close()
-    return dataset
 
 
 def describe(folder):
@@ -150,8 +158,11 @@ def main():
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--kinds", default=",".join(KINDS))
+    ap.add_argument("--write-set", help=argparse.SUPPRESS)
     args = ap.parse_args()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    if args.write_set:
+        return write_set(args.write_set)
     sides = {"tf.data": lambda d: tfdata(d, args), "exact": lambda d: ferroflow(d, args, False),
              "fast": lambda d: ferroflow(d, args, True)}
     summary = []

@@ -88,7 +88,7 @@ batches = [(tf.constant(x.transpose(0, 2, 3, 1)), tf.constant(y, dtype=tf.int32)
 r = timed(lambda x, y: float(train_step(x, y)), batches)
 r["params"] = int(sum(int(np.prod(v.shape)) for v in model.trainable_variables))
 r["version"] = "TensorFlow " + tf.__version__
-r["threads"] = tf.config.threading.get_intra_op_parallelism_threads() or os.cpu_count()
+r["threads"] = int(os.environ.get("TF_NUM_INTRAOP_THREADS", 0)) or os.cpu_count()
 print(json.dumps(r))
 '''
 
@@ -128,7 +128,7 @@ loss_fn = nn.CrossEntropyLoss()
 
 # A PyTorch `model`'s (with `opt`, `loss_fn`) training step, timed; the result line.
 TORCH_STEP = r'''
-torch.set_num_threads(os.cpu_count())
+torch.set_num_threads(int(os.environ.get("BENCH_THREADS", 0)) or os.cpu_count())
 
 def train_step(x, y):
     opt.zero_grad(set_to_none=True)
@@ -160,6 +160,17 @@ def run_child(cmd):
     if proc.returncode != 0:
         sys.exit(f"{cmd[0]} failed ({proc.returncode}):\n{err[-3000:]}")
     return out, usage.ru_maxrss / 1024  # ru_maxrss is in KiB on Linux
+
+
+def set_threads(n):
+    """Every side of the benchmarks this process starts from now on uses `n`
+    compute threads: ferroflow's rayon pool (RAYON_NUM_THREADS), TF's intra-
+    and inter-op pools (TF_NUM_INTRAOP_THREADS / TF_NUM_INTEROP_THREADS, read
+    when TF starts), PyTorch's `torch.set_num_threads` (BENCH_THREADS, read
+    by TORCH_STEP) and OpenMP."""
+    for var in ("RAYON_NUM_THREADS", "TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS", "BENCH_THREADS",
+                "OMP_NUM_THREADS"):
+        os.environ[var] = str(n)
 
 
 def run_ferroflow(binary, args):

@@ -23,7 +23,11 @@ rotates between repeats, so no side always runs first. The best run of each is
 compared.
 
 Usage (from the repository root, after bench/setup.sh and cargo build --release):
-    bench/.venv/bin/python bench/zoo_step.py [--models cifar_cnn,resnet20,vgg_small] [--repeats 3]
+    bench/.venv/bin/python bench/zoo_step.py [--models cifar_cnn,resnet20,vgg_small] [--repeats 3] [--threads N]
+
+`--threads N` gives every side N compute threads (ferroflow's rayon pool,
+TF's intra- and inter-op pools, torch.set_num_threads): the thread-scaling
+measurement of docs/PERFORMANCE.md runs it with 1 and with 2.
 """
 
 import argparse
@@ -31,7 +35,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from train_step import COMMON, ROOT, TF_STEP, TORCH_STEP, run_ferroflow, run_python  # noqa: E402
+from train_step import COMMON, ROOT, TF_STEP, TORCH_STEP, run_ferroflow, run_python, set_threads  # noqa: E402
 
 PARAMS = {"cifar_cnn": 1_117_162, "resnet20": 272_474, "vgg_small": 3_249_098}
 
@@ -134,7 +138,11 @@ def main():
     ap.add_argument("--warmup", type=int, default=8)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--ferroflow", default=os.path.join(ROOT, "target/release/ferroflow"))
+    ap.add_argument("--threads", type=int, default=0,
+                    help="compute threads for every side (0: each side's default, every core)")
     args = ap.parse_args()
+    if args.threads:
+        set_threads(args.threads)
     if not os.path.exists(args.ferroflow):
         sys.exit(f"{args.ferroflow} is missing: run `cargo build --release` first")
     models = args.models.split(",")
@@ -160,7 +168,7 @@ def main():
                 print(f"run {rep + 1} {m:<10} {s:<10} {r['images_per_sec']:8.1f} images/s  peak RSS "
                       f"{r['rss']:6.0f} MiB", file=sys.stderr)
     print(f"training step, batch {args.batch}, 32x32x3 random data, momentum SGD 0.9, {args.steps} timed steps after "
-          f"{args.warmup} warm-up; {os.cpu_count()} CPUs; best of {args.repeats}; load average {load_before:.2f} "
+          f"{args.warmup} warm-up; {os.cpu_count()} CPUs, {args.threads or 'all'} threads per side; best of {args.repeats}; load average {load_before:.2f} "
           f"before, {os.getloadavg()[0]:.2f} after")
     print(f"{'model':<11}{'side':<20}{'images/s':>10}{'range':>15}{'peak RSS MiB':>14}")
     for m in models:
