@@ -2,6 +2,8 @@
 //!
 //! - [`batch_norm`]: fused training-mode batch normalisation (forward, `x`/`gamma`/`beta`
 //!   gradients), optionally with a ReLU after it, f32 on CPU;
+//! - [`batch_norm_eval`](mod@batch_norm_eval): inference-mode batch normalisation (and an
+//!   optional ReLU) in one pass, for inputs outside autograd, f32 on CPU;
 //! - [`bias`]: per-channel NCHW bias addition with a plane-wise gradient;
 //! - [`conv2d`](mod@conv2d): im2col + gemm conv2d (forward, input and filter gradients), f32 on CPU;
 //! - [`conv_bn`]: conv2d → training batch norm → optional ReLU as one op (one autograd
@@ -15,6 +17,7 @@
 //!   CPU tensors (`FERROFLOW_KERNELS=generic`, [`with_kernels`]).
 
 pub mod batch_norm;
+pub mod batch_norm_eval;
 pub mod bias;
 mod buffers;
 pub mod choice;

@@ -16,8 +16,8 @@ pub mod pool;
 
 pub use activation::{add_relu, leaky_relu, log_softmax, relu, relu6, sigmoid, softmax, tanh};
 pub use batch_norm::{
-    batch_norm_count, batch_norm_eval, batch_norm_relu_train, batch_norm_train, batch_norm_train_across,
-    moving_average_update, unbiased_variance,
+    batch_norm_count, batch_norm_eval, batch_norm_eval_relu, batch_norm_relu_train, batch_norm_train,
+    batch_norm_train_across, moving_average_update, unbiased_variance,
 };
 pub use conv::{
     ConvBnBlock, MaxPoolWindow, conv2d, conv2d_batch_norm_chain_train, conv2d_batch_norm_relu_max_pool_train,

@@ -133,6 +133,20 @@ impl BatchNorm {
     }
 }
 
+impl BatchNorm {
+    /// Inference mode with the moving statistics, then a ReLU when `relu` (a conv → BN →
+    /// ReLU block); one fused pass when no gradient flows ([`ops::batch_norm_eval_relu`]).
+    ///
+    /// # Shapes
+    /// `[N, C, H, W]` → the same shape.
+    pub(crate) fn forward_eval(&self, x: &Tensor, relu: bool) -> Result<Tensor> {
+        let stat = |v: &Var| if grad_enabled() { v.as_tensor().clone() } else { v.as_detached_tensor() };
+        let (mean, variance) = (stat(&self.moving_mean), stat(&self.moving_variance));
+        let (gamma, beta) = (self.gamma_tensor(), self.beta.tensor());
+        ops::batch_norm_eval_relu(x, &gamma, &beta, &mean, &variance, self.config.epsilon, relu)
+    }
+}
+
 impl Layer for BatchNorm {
     /// # Shapes
     /// `[N, C, H, W]` or `[N, C]` → the same shape.
@@ -156,9 +170,7 @@ impl Layer for BatchNorm {
             self.update_moving_statistics(&mean, var, ops::batch_norm_count(&x4)?)?;
             y
         } else {
-            let stat = |v: &Var| if grad_enabled() { v.as_tensor().clone() } else { v.as_detached_tensor() };
-            let (mean, variance) = (stat(&self.moving_mean), stat(&self.moving_variance));
-            ops::batch_norm_eval(&x4, &gamma, &beta, &mean, &variance, self.config.epsilon)?
+            self.forward_eval(&x4, false)?
         };
         if x.rank() == 2 { y.flatten_from(1).map_err(NnError::candle(&self.name)) } else { Ok(y) }
     }

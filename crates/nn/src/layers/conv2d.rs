@@ -219,6 +219,10 @@ impl Layer for Conv2d {
             y = crate::kernels::bias_add_nchw(&y, &b.tensor()).map_err(NnError::candle(&self.name))?; // [N, F, H', W']
         }
         if let Some(bn) = &self.batch_norm {
+            if !train && c.activation == Activation::Relu {
+                // Inference BN and its ReLU in one pass.
+                return bn.forward_eval(&y, true); // [N, F, H', W']
+            }
             y = bn.forward_t(&y, train)?;
         }
         c.activation.apply(&y)

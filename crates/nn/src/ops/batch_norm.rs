@@ -192,19 +192,64 @@ pub fn batch_norm_eval(
     moving_var: &Tensor,
     epsilon: f64,
 ) -> Result<Tensor> {
+    batch_norm_eval_relu(x, gamma, beta, moving_mean, moving_var, epsilon, false)
+}
+
+/// [`batch_norm_eval`], then a ReLU when `relu` (a conv → BN → ReLU block at inference).
+/// Inputs outside autograd (evaluation and prediction run under `no_grad`) take one fused
+/// pass on the CPU ([`crate::kernels::batch_norm_eval`], bitwise the same values); the
+/// others the candle ops, so gradients still flow (fine-tuning with frozen statistics).
+///
+/// # Shapes
+/// As [`batch_norm_eval`].
+pub fn batch_norm_eval_relu(
+    x: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    moving_mean: &Tensor,
+    moving_var: &Tensor,
+    epsilon: f64,
+    relu: bool,
+) -> Result<Tensor> {
     const OP: &str = "batch_norm_eval";
     let (shape, _) = channel_layout(
         OP,
         x,
         &[("gamma", gamma), ("beta", beta), ("moving_mean", moving_mean), ("moving_var", moving_var)],
     )?;
+    if crate::kernels::batch_norm_eval::supports(&[x, gamma, beta, moving_mean, moving_var]) {
+        return crate::kernels::batch_norm_eval::batch_norm_eval(
+            x,
+            gamma,
+            beta,
+            moving_mean,
+            moving_var,
+            epsilon,
+            relu,
+        )
+        .map_err(NnError::candle(OP));
+    }
+    let y = batch_norm_eval_graph(x, gamma, beta, moving_mean, moving_var, epsilon, &shape)?;
+    if relu { crate::ops::relu(&y) } else { Ok(y) }
+}
+
+/// [`batch_norm_eval`] by candle's tensor ops (any device, with autograd).
+fn batch_norm_eval_graph(
+    x: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    moving_mean: &Tensor,
+    moving_var: &Tensor,
+    epsilon: f64,
+    shape: &[usize],
+) -> Result<Tensor> {
     let run = || -> candle_core::Result<Tensor> {
         let dt = compute_dtype(x);
-        let centered = x.to_dtype(dt)?.broadcast_sub(&moving_mean.to_dtype(dt)?.reshape(shape.as_slice())?)?;
-        let var = moving_var.to_dtype(dt)?.reshape(shape.as_slice())?;
-        normalize(&centered, &var, gamma, beta, &shape, epsilon, dt)?.to_dtype(x.dtype())
+        let centered = x.to_dtype(dt)?.broadcast_sub(&moving_mean.to_dtype(dt)?.reshape(shape)?)?;
+        let var = moving_var.to_dtype(dt)?.reshape(shape)?;
+        normalize(&centered, &var, gamma, beta, shape, epsilon, dt)?.to_dtype(x.dtype())
     };
-    run().map_err(NnError::candle(OP))
+    run().map_err(NnError::candle("batch_norm_eval"))
 }
 
 /// TF's moving-average update (`assign_moving_average` in
