@@ -6,6 +6,8 @@
 //!   optional ReLU) in one pass, for inputs outside autograd, f32 on CPU;
 //! - [`bias`]: per-channel NCHW bias addition with a plane-wise gradient;
 //! - [`conv2d`](mod@conv2d): im2col + gemm conv2d (forward, input and filter gradients), f32 on CPU;
+//! - `direct`: the same passes as direct AVX-512 convolutions, no im2col, where the CPU
+//!   and the shape allow (the conv ops pick it per pass);
 //! - [`conv_bn`]: conv2d → training batch norm → optional ReLU as one op (one autograd
 //!   node, statistics taken while each image's output is in cache), f32 on CPU;
 //! - [`conv_bn_chain`]: several of those blocks in a row (each with an optional max-pool)
@@ -24,6 +26,7 @@ pub mod choice;
 pub mod conv2d;
 pub mod conv_bn;
 pub mod conv_bn_chain;
+mod direct;
 mod lowering;
 pub mod pool;
 pub mod reference;
@@ -38,7 +41,7 @@ pub use bias::bias_add_nchw;
 pub use choice::{KERNELS_ENV, Kernels, count_fast_run, fast_kernel_runs, fast_kernels_on, with_kernels};
 pub use conv_bn::{conv2d_batch_norm_relu_max_pool_train, conv2d_batch_norm_train};
 pub use conv_bn_chain::{ChainLink, conv2d_batch_norm_chain_train, supports_chain};
-pub use conv2d::{Conv2dParams, conv2d, conv2d_backward_filter, conv2d_backward_input, supports};
+pub use conv2d::{Conv2dParams, conv2d, conv2d_backward_filter, conv2d_backward_input, direct_passes, supports};
 pub use pool::{Pool2dParams, avg_pool2d, avg_pool2d_backward, max_pool2d, max_pool2d_backward};
 pub use relu::{add_relu, relu, relu_backward};
 

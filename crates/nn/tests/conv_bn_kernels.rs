@@ -192,6 +192,35 @@ fn wide_random_geometries_match_the_reference() {
     }
 }
 
+/// Channel counts that are multiples of 16 (the direct AVX-512 passes of
+/// `kernels/direct.rs`, where the CPU has them: `kernels::direct_passes`), stride 1 and 2,
+/// with and without a ReLU, through the fused block; and the same block through the
+/// im2col + gemm path (`Kernels::Gemm`) within the same tolerance.
+#[test]
+fn direct_conv_channel_counts_match_the_reference() {
+    let mut rng = Rng::new(0xb1d1);
+    let shapes = [
+        ([2, 16, 9, 11], [16, 16, 3, 3], 1),
+        ([3, 3, 8, 8], [32, 3, 3, 3], 1),
+        ([2, 16, 9, 9], [32, 16, 3, 3], 2),
+        ([2, 32, 6, 13], [48, 32, 3, 3], 1),
+        ([2, 16, 7, 7], [32, 16, 1, 1], 2),
+    ];
+    for (i, (xs, ws, s)) in shapes.into_iter().enumerate() {
+        let pad = |a: usize| ops::same_padding(xs[2 + a], ws[2 + a], s, 1);
+        let ((pt, pb), (pl, pr)) = (pad(0), pad(1));
+        let params = Conv2dParams { stride: [s, s], dilation: [1, 1], pad_before: [pt, pl], pad_after: [pb, pr] };
+        let case = make_case(&mut rng, xs, ws, params);
+        let what = format!("x {xs:?} w {ws:?} /{s}");
+        check(&case, i % 2 == 0, true, &what);
+        let want = reference_block(&case, i % 2 == 0);
+        let gemm = kernels::with_kernels(kernels::Kernels::Gemm, || run(&case, i % 2 == 0, true, Path::Fused));
+        for (n, name) in NAMES.iter().enumerate() {
+            assert_close(&gemm[n], &want[n], &format!("{what} gemm path: {name}"));
+        }
+    }
+}
+
 #[test]
 fn input_gradient_is_skipped_for_data_inputs() {
     let mut rng = Rng::new(0xb10d);

@@ -1,6 +1,7 @@
 //! Which implementation the ops take for CPU tensors: ferroflow's fast kernels
-//! (the default), or the generic path built from candle's standard tensor ops,
-//! the path every other device (CUDA) runs.
+//! (the default), the same with every convolution through im2col + gemm (no
+//! direct convolutions), or the generic path built from candle's standard tensor
+//! ops, the path every other device (CUDA) runs.
 //!
 //! The generic path is selectable on the CPU so that it is tested there: the
 //! golden conformance suite runs through it at the same tolerances, and a test
@@ -23,15 +24,22 @@ pub const KERNELS_ENV: &str = "FERROFLOW_KERNELS";
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Kernels {
-    /// ferroflow's CPU kernels for f32 CPU tensors; the generic path elsewhere.
+    /// ferroflow's CPU kernels for f32 CPU tensors, each convolution pass taking the
+    /// direct AVX-512 kernel where the CPU and the shape allow it
+    /// (`kernels/direct.rs`), else im2col + gemm; the generic path
+    /// elsewhere.
     Fast,
+    /// As [`Kernels::Fast`], but every convolution through im2col + gemm (to compare
+    /// the two, and the fallback on CPUs without AVX-512).
+    Gemm,
     /// candle's standard tensor ops everywhere (what CUDA runs).
     Generic,
 }
 
 impl Kernels {
     /// The choice `FERROFLOW_KERNELS` makes: unset, empty or `fast` is
-    /// [`Kernels::Fast`], `generic` is [`Kernels::Generic`].
+    /// [`Kernels::Fast`], `gemm` is [`Kernels::Gemm`], `generic` is
+    /// [`Kernels::Generic`].
     ///
     /// ```
     /// use ferroflow_nn::kernels::Kernels;
@@ -44,10 +52,13 @@ impl Kernels {
     pub fn parse(value: &str) -> Result<Kernels> {
         match value.trim() {
             "" | "fast" => Ok(Kernels::Fast),
+            "gemm" => Ok(Kernels::Gemm),
             "generic" => Ok(Kernels::Generic),
             other => Err(NnError::Config {
                 context: KERNELS_ENV.into(),
-                reason: format!("{other:?} is not a kernel choice: use \"fast\" (the default) or \"generic\""),
+                reason: format!(
+                    "{other:?} is not a kernel choice: use \"fast\" (the default), \"gemm\" or \"generic\""
+                ),
             }),
         }
     }
@@ -90,9 +101,10 @@ pub fn with_kernels<R>(kernels: Kernels, f: impl FnOnce() -> R) -> R {
 }
 
 /// Whether ops on `device` take ferroflow's fast kernels: a CPU device with
-/// [`Kernels::Fast`] in force. (Each kernel also checks its dtypes.)
+/// [`Kernels::Fast`] or [`Kernels::Gemm`] in force. (Each kernel also checks its
+/// dtypes.)
 pub fn fast_kernels_on(device: &Device) -> bool {
-    device.is_cpu() && Kernels::current() == Kernels::Fast
+    device.is_cpu() && Kernels::current() != Kernels::Generic
 }
 
 /// How many times a fast kernel (a ferroflow custom op, forward or

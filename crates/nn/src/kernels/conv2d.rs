@@ -253,6 +253,19 @@ impl CustomOp2 for Conv2dOp {
     }
 }
 
+/// Which passes of a conv run as direct AVX-512 convolutions on this CPU, under the kernel
+/// choice in force on this thread (the others take im2col + gemm): `[forward, input
+/// gradient, filter gradient]`, all `false` for shapes this kernel does not take.
+///
+/// # Shapes
+/// - `x_dims`: `[N, C, H, W]`, `w_dims`: `[O, C, kh, kw]`
+pub fn direct_passes(x_dims: [usize; 4], w_dims: [usize; 4], params: Conv2dParams) -> [bool; 3] {
+    match Geometry::new(&x_dims, &w_dims, params) {
+        Ok(g) if !g.is_degenerate() => super::direct::Direct::passes(&g, true),
+        _ => [false; 3],
+    }
+}
+
 /// `dx` of [`conv2d`] as a custom op over `(dy, w)`; no backward of its own.
 struct Conv2dBackwardInput {
     params: Conv2dParams,

@@ -20,6 +20,7 @@
 use gemm::Parallelism;
 
 use super::conv2d::{Conv2dParams, Geometry, gemm_strided, valid_range};
+use super::direct::Direct;
 use super::simd::simd_kernel;
 
 /// The smallest gemm reduction (`C·kw`) for which the row shift is used: below it, e.g.
@@ -44,12 +45,14 @@ pub(super) struct Lowered<'a> {
     w: &'a [f32],
     /// Row shift: the weights regrouped per kernel row, `[kh, O, C·kw]`; else empty.
     w_rows: Vec<f32>,
+    /// The passes that run as direct convolutions instead ([`super::direct`]).
+    direct: Option<Direct>,
 }
 
 impl<'a> Lowered<'a> {
     /// For the filter gradient alone, which needs no weights.
     pub(super) fn without_weights(g: &'a Geometry) -> Self {
-        Lowered { g, kind: Self::kind(g), w: &[], w_rows: Vec::new() }
+        Lowered { g, kind: Self::kind(g), w: &[], w_rows: Vec::new(), direct: Direct::plan(g, &[]) }
     }
 
     fn kind(g: &Geometry) -> Kind {
@@ -65,8 +68,10 @@ impl<'a> Lowered<'a> {
     /// For every pass; `w` is the OIHW weights `[O, C·kh·kw]`.
     pub(super) fn new(g: &'a Geometry, w: &'a [f32]) -> Self {
         let kind = Self::kind(g);
+        let direct = Direct::plan(g, w);
         let mut w_rows = Vec::new();
-        if kind == Kind::RowShift {
+        let gemm_uses_weights = direct.as_ref().is_none_or(|d| !d.forward() || !d.input());
+        if kind == Kind::RowShift && gemm_uses_weights {
             let kcw = g.c * g.kw;
             w_rows = vec![0f32; g.kh * g.o * kcw];
             for a in 0..g.kh {
@@ -79,7 +84,7 @@ impl<'a> Lowered<'a> {
                 }
             }
         }
-        Lowered { g, kind, w, w_rows }
+        Lowered { g, kind, w, w_rows, direct }
     }
 
     /// Rows of the row-shift matrix: `C·kw`.
@@ -92,8 +97,25 @@ impl<'a> Lowered<'a> {
         (self.g.oh + (self.g.kh - 1) * self.g.p.dilation[0]) * self.g.ow
     }
 
-    /// The scratch one image's column matrix needs (0 for pointwise).
+    /// The scratch one image's pass needs: its column matrix (0 for pointwise), or a
+    /// direct pass's padded copies, whichever is larger.
     pub(super) fn col_len(&self) -> usize {
+        let gemm = self.gemm_col_len();
+        let Some(d) = &self.direct else { return gemm };
+        let g = self.g;
+        let passes = [
+            (d.forward(), Direct::forward_scratch(g)),
+            (d.input(), Direct::input_scratch(g)),
+            (d.filter(), Direct::filter_scratch(g)),
+        ];
+        let direct = passes.iter().filter(|p| p.0).map(|p| p.1).max().unwrap_or(0);
+        let gemm_used = !(d.forward() && d.input() && d.filter());
+        direct.max(if gemm_used { gemm } else { 0 })
+    }
+
+    /// The column matrix's length (0 for pointwise): the gemm passes take exactly this much
+    /// of the scratch [`Self::col_len`] gives.
+    fn gemm_col_len(&self) -> usize {
         match self.kind {
             Kind::Pointwise => 0,
             Kind::RowShift => self.shift_rows() * self.shift_cols(),
@@ -110,6 +132,10 @@ impl<'a> Lowered<'a> {
     /// One image's output: `y_n [O, P] = w ⋆ x_n` (every element written).
     pub(super) fn forward_image(&self, x_n: &[f32], col: &mut [f32], y_n: &mut [f32], par: Parallelism) {
         let g = self.g;
+        if let Some(d) = self.direct.as_ref().filter(|d| d.forward()) {
+            return d.forward_image(g, x_n, col, y_n, par);
+        }
+        let col = &mut col[..self.gemm_col_len()];
         let (k, p) = (g.col_rows(), g.col_cols());
         match self.kind {
             Kind::Pointwise => matmul(y_n, p, false, [g.o, p, k], (self.w, k, 1), (x_n, p, 1), par),
@@ -142,6 +168,10 @@ impl<'a> Lowered<'a> {
         par: Parallelism,
     ) {
         let g = self.g;
+        if self.direct.as_ref().is_some_and(Direct::filter) {
+            return Direct::filter_image(g, x_n, dy_n, col, acc, accumulate);
+        }
+        let col = &mut col[..self.gemm_col_len()];
         let (k, p) = (g.col_rows(), g.col_cols());
         // The gradient is written column-major ([K, O] row-major): gemm runs 1.3–2.3x faster
         // so than into a row-major [O, K] (it then needs no transposing repack of the
@@ -170,6 +200,9 @@ impl<'a> Lowered<'a> {
     /// [`Self::filter_image`]s.
     pub(super) fn finish_filter(&self, acc: &[f32]) -> Vec<f32> {
         let g = self.g;
+        if self.direct.as_ref().is_some_and(Direct::filter) {
+            return Direct::finish_filter(g, acc);
+        }
         match self.kind {
             Kind::Pointwise | Kind::Full => {
                 // [K, O] → [O, K]
@@ -197,6 +230,10 @@ impl<'a> Lowered<'a> {
     /// One image's input gradient into `dx_n` `[C, H, W]`, which must be zeros.
     pub(super) fn input_image(&self, dy_n: &[f32], dcol: &mut [f32], dx_n: &mut [f32], par: Parallelism) {
         let g = self.g;
+        if let Some(d) = self.direct.as_ref().filter(|d| d.input()) {
+            return d.input_image(g, dy_n, dcol, dx_n, par);
+        }
+        let dcol = &mut dcol[..self.gemm_col_len()];
         let (k, p) = (g.col_rows(), g.col_cols());
         match self.kind {
             // The col matrix is the image: write the gemm straight into dx.
