@@ -25,6 +25,10 @@ compared.
 Usage (from the repository root, after bench/setup.sh and cargo build --release):
     bench/.venv/bin/python bench/zoo_step.py [--models cifar_cnn,resnet20,vgg_small] [--repeats 3] [--threads N]
 
+`--with-gemm` adds a fourth side: ferroflow with `FERROFLOW_KERNELS=gemm` (every
+convolution through im2col + gemm, none through the direct AVX-512 kernels), to
+measure what those kernels bring in the same run.
+
 `--threads N` gives every side N compute threads (ferroflow's rayon pool,
 TF's intra- and inter-op pools, torch.set_num_threads): the thread-scaling
 measurement of docs/PERFORMANCE.md runs it with 1 and with 2.
@@ -121,9 +125,22 @@ loss_fn = nn.CrossEntropyLoss()
 ''' + TORCH_STEP
 
 
-def ferroflow(binary, model, batch, steps, warmup):
-    return run_ferroflow(binary, ["--model", model, "--batch", str(batch), "--steps", str(steps),
-                                  "--warmup", str(warmup)])
+def ferroflow(binary, model, batch, steps, warmup, kernels=None):
+    """`ferroflow bench train`; `kernels` sets FERROFLOW_KERNELS for the child."""
+    before = os.environ.get("FERROFLOW_KERNELS")
+    if kernels:
+        os.environ["FERROFLOW_KERNELS"] = kernels
+    try:
+        r = run_ferroflow(binary, ["--model", model, "--batch", str(batch), "--steps", str(steps),
+                                   "--warmup", str(warmup)])
+    finally:
+        if before is None:
+            os.environ.pop("FERROFLOW_KERNELS", None)
+        else:
+            os.environ["FERROFLOW_KERNELS"] = before
+    if kernels:
+        r["version"] = f"ferroflow ({kernels})"
+    return r
 
 
 def python_peer(job, model, batch, steps, warmup):
@@ -138,6 +155,8 @@ def main():
     ap.add_argument("--warmup", type=int, default=8)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--ferroflow", default=os.path.join(ROOT, "target/release/ferroflow"))
+    ap.add_argument("--with-gemm", action="store_true",
+                    help="also run ferroflow with FERROFLOW_KERNELS=gemm (no direct convolutions)")
     ap.add_argument("--threads", type=int, default=0,
                     help="compute threads for every side (0: each side's default, every core)")
     args = ap.parse_args()
@@ -154,6 +173,8 @@ def main():
         "tensorflow": lambda m: python_peer(TF_JOB, m, args.batch, args.steps, args.warmup),
         "pytorch": lambda m: python_peer(TORCH_JOB, m, args.batch, args.steps, args.warmup),
     }
+    if args.with_gemm:
+        sides["ferroflow-gemm"] = lambda m: ferroflow(args.ferroflow, m, args.batch, args.steps, args.warmup, "gemm")
     order = list(sides)
     load_before = os.getloadavg()[0]
     runs = {(m, s): [] for m in models for s in sides}
@@ -181,6 +202,9 @@ def main():
         print(f"{m:<11}ferroflow / TF {ff['images_per_sec'] / best['tensorflow']['images_per_sec']:.2f}x, "
               f"/ PyTorch {ff['images_per_sec'] / best['pytorch']['images_per_sec']:.2f}x images/s; peak RSS "
               f"{ff['rss'] / best['tensorflow']['rss']:.2f}x TF's")
+        if "ferroflow-gemm" in best:
+            print(f"{m:<11}direct convolutions: {ff['images_per_sec'] / best['ferroflow-gemm']['images_per_sec']:.2f}x "
+                  f"ferroflow's im2col + gemm path")
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@
 //! Used per pass ([`Direct::passes`], public as [`super::direct_passes`]) when the CPU has
 //! AVX-512F (detected at run time), the channels the vectors run over are a multiple of 16,
 //! the dilation is 1, the horizontal stride 1 or 2 (the input gradient: stride 1), the
-//! reduction at most [`MAX_REDUCTION`], and for the filter gradient a 3x3 kernel;
+//! reduction at most [`MAX_REDUCTION`] ([`MAX_INPUT_REDUCTION`]), and for the filter gradient a 3x3 kernel;
 //! everything else takes the im2col + gemm lowerings ([`super::lowering`]).
 //! `FERROFLOW_KERNELS=gemm` turns this module off ([`super::choice::Kernels::Gemm`]).
 //!
@@ -46,12 +46,16 @@ use super::conv2d::Geometry;
 /// f32 lanes of an AVX-512 vector: output channels per block.
 const LANES: usize = 16;
 
-/// The longest reduction (input channels x kernel taps of the pass: `C·kh·kw` forward and
-/// for the filter gradient, `O·kh·kw` for the input gradient) a pass runs here. Measured
-/// per pass at batch 64, one thread (`examples/conv_passes.rs`): up to 64 channels of
-/// 3x3 the direct passes were 1.05-2.3x faster than im2col + gemm; at 128 and 256 channels
-/// gemm's packed operands, amortised over the larger reduction, ran 3-12% faster.
+/// The longest reduction (input channels x kernel taps: `C·kh·kw`) the forward pass and the
+/// filter gradient run here. Measured per pass at batch 64, one and two threads
+/// (`examples/conv_passes.rs`): up to 64 channels of 3x3 the direct passes were 1.05-2.3x
+/// faster than im2col + gemm; from 128 channels gemm's packed operands, amortised over
+/// the longer reduction, were as fast or 3-9% faster.
 const MAX_REDUCTION: usize = 64 * 9;
+
+/// The same for the input gradient (`O·kh·kw`), which stayed 5-12% faster than gemm +
+/// col2im up to 256 channels (no scatter-add of a column matrix to save there).
+const MAX_INPUT_REDUCTION: usize = 256 * 9;
 
 /// Whether this CPU runs the kernels (AVX-512F, checked once by std's feature cache).
 pub(super) fn cpu_supported() -> bool {
@@ -154,8 +158,9 @@ impl Direct {
             && g.p.stride == [1, 1]
             && g.p.pad_before[0] < g.kh
             && g.p.pad_before[1] < g.kw
-            && g.o * k <= MAX_REDUCTION;
-        let filter = g.o.is_multiple_of(LANES) && g.kh == 3 && g.kw == 3 && (sw == 1 || sw == 2) && g.c * k <= MAX_REDUCTION;
+            && g.o * k <= MAX_INPUT_REDUCTION;
+        let filter =
+            g.o.is_multiple_of(LANES) && g.kh == 3 && g.kw == 3 && (sw == 1 || sw == 2) && g.c * k <= MAX_REDUCTION;
         [forward, input, filter]
     }
 
@@ -301,8 +306,9 @@ impl Direct {
 
     /// The OIHW filter gradient `[O, C·kh·kw]` from an accumulator `[C, kh·kw, O]`.
     pub(super) fn finish_filter(g: &Geometry, acc: &[f32]) -> Vec<f32> {
-        let k = g.col_rows();
-        (0..g.o).flat_map(|o| (0..k).map(move |ck| acc[ck * g.o + o])).collect()
+        let mut out = vec![0f32; g.o * g.col_rows()];
+        transpose(&acc[..out.len()], g.col_rows(), g.o, &mut out);
+        out
     }
 }
 
