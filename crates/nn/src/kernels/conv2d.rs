@@ -400,10 +400,9 @@ fn backward_filter(g: &Geometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
     let mut partial = recycled(chunks * len);
     partial.par_chunks_mut(len).zip(x.par_chunks(per * g.x_image()).zip(dy.par_chunks(per * g.y_image()))).for_each(
         |(acc, (xs, dys))| {
-            with_scratch([lowered.col_len()], |[col]| {
-                for (i, (x_n, dy_n)) in xs.chunks_exact(g.x_image()).zip(dys.chunks_exact(g.y_image())).enumerate() {
-                    lowered.filter_image(x_n, dy_n, col, acc, i > 0, par);
-                }
+            let images = xs.len() / g.x_image();
+            with_scratch([lowered.filter_col_len(images)], |[col]| {
+                lowered.filter_images(images, xs, dys, col, acc, false, par);
             });
         },
     );

@@ -616,15 +616,17 @@ fn unpool_image(dy_full: &mut [f32], dy_n: &[f32], argmax_n: &[u32], geometry: &
 }
 
 /// The images of chunk `ci`: for each, `dz` (batch norm's and the ReLU's gradient) into a
-/// buffer, then `dw (+)= dz · colᵀ` and, when wanted, `dx = col2im(wᵀ · dz)`.
-fn backward_chunk(ctx: &Ctx<'_>, ci: usize, dw: &mut [f32], mut dx: Option<&mut [f32]>) {
+/// buffer; then `dw (+)= Σ dz · colᵀ` over the chunk's images and, when wanted, per image
+/// `dx = col2im(wᵀ · dz)`.
+fn backward_chunk(ctx: &Ctx<'_>, ci: usize, dw: &mut [f32], dx: Option<&mut [f32]>) {
     let g = &ctx.g;
     let images = ci * ctx.per..((ci + 1) * ctx.per).min(g.n);
-    let col_len = if ctx.need_dw { ctx.lowered.col_len() } else { 0 };
+    let count = images.len();
+    let col_len = if ctx.need_dw { ctx.lowered.filter_col_len(count) } else { 0 };
     let dcol_len = if dx.is_some() { ctx.lowered.col_len() } else { 0 };
     let full_len = if ctx.saved.pooled.is_some() { g.y_image() } else { 0 };
-    with_scratch([g.y_image(), col_len, dcol_len, full_len], |[dz, col, dcol, dy_full]| {
-        for (i, n) in images.enumerate() {
+    with_scratch([count * g.y_image(), col_len, dcol_len, full_len], |[dzs, col, dcol, dy_full]| {
+        for (dz, n) in dzs.chunks_exact_mut(g.y_image()).zip(images.clone()) {
             let z_n = &ctx.saved.z[n * g.y_image()..][..g.y_image()];
             let dy_n: &[f32] = match &ctx.saved.pooled {
                 None => &ctx.dy[n * g.y_image()..][..g.y_image()],
@@ -636,11 +638,13 @@ fn backward_chunk(ctx: &Ctx<'_>, ci: usize, dw: &mut [f32], mut dx: Option<&mut 
                 }
             };
             image_dz(dz, z_n, dy_n, ctx);
-            if ctx.need_dw {
-                let x_n = &ctx.x[n * g.x_image()..][..g.x_image()];
-                ctx.lowered.filter_image(x_n, dz, col, dw, i > 0, ctx.par);
-            }
-            if let Some(dx) = dx.as_deref_mut() {
+        }
+        if ctx.need_dw {
+            let xs = &ctx.x[images.start * g.x_image()..images.end * g.x_image()];
+            ctx.lowered.filter_images(count, xs, dzs, col, dw, false, ctx.par);
+        }
+        if let Some(dx) = dx {
+            for (i, dz) in dzs.chunks_exact(g.y_image()).enumerate() {
                 ctx.lowered.input_image(dz, dcol, &mut dx[i * g.x_image()..][..g.x_image()], ctx.par);
             }
         }

@@ -17,7 +17,7 @@
 //! - **filter gradient**: a vector holds 16 output channels of one filter tap; for each
 //!   output pixel, `dy`'s `OB` channel vectors (from a pixel-major copy of `dy`) are
 //!   multiplied by the broadcast input values under the 3x3 taps, for one input channel
-//!   (`9·OB` accumulators), summed over every pixel of the image.
+//!   (`9·OB` accumulators), summed over every pixel of a chunk of images.
 //!
 //! Only the input is copied, once per image, into a zero-padded buffer, so the kernels
 //! need no bounds checks. Each output element is one sequential sum in a fixed order (input
@@ -28,8 +28,10 @@
 //! Used per pass ([`Direct::passes`], public as [`super::direct_passes`]) when the CPU has
 //! AVX-512F (detected at run time), the channels the vectors run over are a multiple of 16,
 //! the dilation is 1, the horizontal stride 1 or 2 (the input gradient: stride 1), the
-//! reduction at most [`MAX_REDUCTION`] ([`MAX_INPUT_REDUCTION`]), and for the filter gradient a 3x3 kernel;
-//! everything else takes the im2col + gemm lowerings ([`super::lowering`]).
+//! reduction at most [`MAX_REDUCTION`] ([`MAX_INPUT_REDUCTION`] for the input gradient,
+//! and for the filter gradient of images of at most [`SMALL_IMAGE`] pixels), and for the
+//! filter gradient a 3x3 kernel; everything else takes the im2col + gemm lowerings
+//! ([`super::lowering`]).
 //! `FERROFLOW_KERNELS=gemm` turns this module off ([`super::choice::Kernels::Gemm`]).
 //!
 //! Measured (`examples/conv_passes.rs`, batch 64, one thread of a Xeon with AVX-512, ms,
@@ -46,12 +48,19 @@ use super::conv2d::Geometry;
 /// f32 lanes of an AVX-512 vector: output channels per block.
 const LANES: usize = 16;
 
-/// The longest reduction (input channels x kernel taps: `C·kh·kw`) the forward pass and the
-/// filter gradient run here. Measured per pass at batch 64, one and two threads
+/// The longest reduction (input channels x kernel taps: `C·kh·kw`) the forward pass runs
+/// here. Measured per pass at batch 64, one and two threads
 /// (`examples/conv_passes.rs`): up to 64 channels of 3x3 the direct passes were 1.05-2.3x
 /// faster than im2col + gemm; from 128 channels gemm's packed operands, amortised over
 /// the longer reduction, were as fast or 3-9% faster.
 const MAX_REDUCTION: usize = 64 * 9;
+
+/// Output pixels up to which the filter gradient runs here up to [`MAX_INPUT_REDUCTION`]
+/// (else [`MAX_REDUCTION`]). It sums a chunk of images in registers before each store of
+/// the gradient ([`Direct::filter_images`]), where gemm's per-image product reduces over
+/// only the image's pixels: on vgg_small's 8x8 layers (256 and 128 → 256 channels) the
+/// direct pass was 2-6% faster, on its 16x16 128-channel layer gemm was up to 7% faster.
+const SMALL_IMAGE: usize = 64;
 
 /// The same for the input gradient (`O·kh·kw`), which stayed 5-12% faster than gemm +
 /// col2im up to 256 channels (no scatter-add of a column matrix to save there).
@@ -159,8 +168,11 @@ impl Direct {
             && g.p.pad_before[0] < g.kh
             && g.p.pad_before[1] < g.kw
             && g.o * k <= MAX_INPUT_REDUCTION;
+        // Small images: gemm's per-image product reduces over only H_out·W_out pixels and
+        // reads and writes the whole filter gradient each time.
+        let filter_reduction = if g.col_cols() <= SMALL_IMAGE { MAX_INPUT_REDUCTION } else { MAX_REDUCTION };
         let filter =
-            g.o.is_multiple_of(LANES) && g.kh == 3 && g.kw == 3 && (sw == 1 || sw == 2) && g.c * k <= MAX_REDUCTION;
+            g.o.is_multiple_of(LANES) && g.kh == 3 && g.kw == 3 && (sw == 1 || sw == 2) && g.c * k <= filter_reduction;
         [forward, input, filter]
     }
 
@@ -284,24 +296,37 @@ impl Direct {
         conv.run(dx_n, par);
     }
 
-    /// Adds (or, when `!accumulate`, writes) one image's filter gradient into `acc`
-    /// `[C, kh·kw, O]` ([`Self::filter_len`]).
-    pub(super) fn filter_image(
+    /// Adds (or, when `!accumulate`, writes) the filter gradient of `images` images into
+    /// `acc` `[C, kh·kw, O]` ([`Self::filter_len`]); `scratch` holds `images` times
+    /// [`Self::filter_scratch`].
+    ///
+    /// All the images go through the registers before `acc` is stored again: a 256-channel
+    /// layer's `acc` is 2.4 MB, more than L2, and one image of 8x8 pixels is too little
+    /// work per trip to memory.
+    ///
+    /// # Shapes
+    /// - `xs`: `[images, C, H, W]`, `dys`: `[images, O, H_out·W_out]`
+    pub(super) fn filter_images(
         g: &Geometry,
-        x_n: &[f32],
-        dy_n: &[f32],
+        images: usize,
+        xs: &[f32],
+        dys: &[f32],
         scratch: &mut [f32],
         acc: &mut [f32],
         accumulate: bool,
     ) {
         let pad = Self::forward_pad(g);
-        let (xp, dyt) = scratch.split_at_mut(g.c * pad.plane());
-        pad.copy(x_n, [g.c, g.h, g.w], xp);
-        // dy pixel-major: dyt [P, O].
-        let p = g.col_cols();
-        let dyt = &mut dyt[..p * g.o];
-        transpose(&dy_n[..g.o * p], g.o, p, dyt);
-        filter_sweep(g, pad, xp, dyt, &mut acc[..Self::filter_len(g)], accumulate);
+        let (p, per_image) = (g.col_cols(), Self::filter_scratch(g));
+        let scratch = &mut scratch[..images * per_image];
+        for ((slot, x_n), dy_n) in
+            scratch.chunks_exact_mut(per_image).zip(xs.chunks_exact(g.x_image())).zip(dys.chunks_exact(g.y_image()))
+        {
+            let (xp, dyt) = slot.split_at_mut(g.c * pad.plane());
+            pad.copy(x_n, [g.c, g.h, g.w], xp);
+            // dy pixel-major: dyt [P, O].
+            transpose(&dy_n[..g.o * p], g.o, p, dyt);
+        }
+        filter_sweep(g, pad, images, scratch, &mut acc[..Self::filter_len(g)], accumulate);
     }
 
     /// The OIHW filter gradient `[O, C·kh·kw]` from an accumulator `[C, kh·kw, O]`.
@@ -513,38 +538,50 @@ struct Block {
     first: bool,
 }
 
-/// Every output-channel group and input channel of one image's filter gradient: `acc [c,
-/// a·3 + e, o] (+)= Σ_(i, j) xp[c, i·sh + a, j·sw + e] · dyt[i·ow + j, o]`.
-fn filter_sweep(g: &Geometry, pad: Pad, xp: &[f32], dyt: &[f32], acc: &mut [f32], accumulate: bool) {
+/// Every output-channel group and input channel of the filter gradient of `images` images:
+/// `acc [c, a·3 + e, o] (+)= Σ_(b, i, j) xp_b[c, i·sh + a, j·sw + e] · dyt_b[i·ow + j, o]`,
+/// image `b`'s padded input `xp_b` and pixel-major `dyt_b` side by side in `scratch`.
+fn filter_sweep(g: &Geometry, pad: Pad, images: usize, scratch: &[f32], acc: &mut [f32], accumulate: bool) {
+    let xp_len = g.c * pad.plane();
+    let per_image = xp_len + g.col_cols() * g.o;
     assert!(g.o.is_multiple_of(LANES) && g.kh == 3 && g.kw == 3, "direct filter gradient: geometry {g:?}");
     assert!(pad.rows >= (g.oh - 1) * g.p.stride[0] + 3 && pad.cols >= (g.ow - 1) * g.p.stride[1] + 3);
-    assert_eq!(xp.len(), g.c * pad.plane());
-    assert_eq!(dyt.len(), g.col_cols() * g.o);
+    assert!(images > 0 && scratch.len() == images * per_image, "direct filter gradient: scratch length");
     assert_eq!(acc.len(), g.c * 9 * g.o);
     assert!(cpu_supported(), "direct conv: no AVX-512F");
     #[cfg(target_arch = "x86_64")]
     {
         let blocks = g.o / LANES;
         let ob = [3, 2, 1].into_iter().find(|ob| blocks.is_multiple_of(*ob)).unwrap_or(1);
+        let f = FilterTile {
+            cols: pad.cols,
+            sh: g.p.stride[0],
+            oh: g.oh,
+            ow: g.ow,
+            oc: g.o,
+            images,
+            per_image,
+            dy_at: xp_len,
+            accumulate,
+        };
         for c in 0..g.c {
             for og in 0..blocks / ob {
                 let o0 = og * ob * LANES;
-                let x = &xp[c * pad.plane()..];
-                let dy = &dyt[o0..];
                 let acc = &mut acc[c * 9 * g.o + o0..];
-                let f = FilterTile { cols: pad.cols, sh: g.p.stride[0], oh: g.oh, ow: g.ow, oc: g.o, accumulate };
-                // SAFETY: the asserts above: AVX-512F; `x` holds the padded rows and columns
-                // every (i·sh + a, j·sw + e) reads; `dy` holds `oh·ow` rows of `oc` values
-                // from `o0` (OB·16 read per row); `acc` holds 9 rows of `oc` from `o0`.
+                let (x_at, dy_at) = (c * pad.plane(), o0);
+                // SAFETY: the asserts above: AVX-512F; image b's padded input at `b ·
+                // per_image` holds channel `c`'s rows and columns every (i·sh + a, j·sw + e)
+                // reads, its `dyt` at `b · per_image + xp_len` holds `oh·ow` rows of `oc`
+                // values (OB·16 read from `o0`); `acc` holds 9 rows of `oc` from `o0`.
                 #[allow(unsafe_code)]
                 unsafe {
                     match (ob, g.p.stride[1]) {
-                        (3, 1) => f.run::<3, 1>(x, dy, acc),
-                        (3, _) => f.run::<3, 2>(x, dy, acc),
-                        (2, 1) => f.run::<2, 1>(x, dy, acc),
-                        (2, _) => f.run::<2, 2>(x, dy, acc),
-                        (_, 1) => f.run::<1, 1>(x, dy, acc),
-                        (_, _) => f.run::<1, 2>(x, dy, acc),
+                        (3, 1) => f.run::<3, 1>(scratch, x_at, dy_at, acc),
+                        (3, _) => f.run::<3, 2>(scratch, x_at, dy_at, acc),
+                        (2, 1) => f.run::<2, 1>(scratch, x_at, dy_at, acc),
+                        (2, _) => f.run::<2, 2>(scratch, x_at, dy_at, acc),
+                        (_, 1) => f.run::<1, 1>(scratch, x_at, dy_at, acc),
+                        (_, _) => f.run::<1, 2>(scratch, x_at, dy_at, acc),
                     }
                 }
             }
@@ -559,6 +596,11 @@ struct FilterTile {
     oh: usize,
     ow: usize,
     oc: usize,
+    /// Images in the scratch, each `per_image` long: the padded input, then at `dy_at` the
+    /// pixel-major `dy`.
+    images: usize,
+    per_image: usize,
+    dy_at: usize,
     accumulate: bool,
 }
 
@@ -566,12 +608,12 @@ impl FilterTile {
     #[cfg(target_arch = "x86_64")]
     #[allow(unsafe_code)]
     #[target_feature(enable = "avx512f")]
-    unsafe fn run<const OB: usize, const SW: usize>(&self, x: &[f32], dy: &[f32], acc: &mut [f32]) {
+    unsafe fn run<const OB: usize, const SW: usize>(&self, scratch: &[f32], x_at: usize, o0: usize, acc: &mut [f32]) {
         use std::arch::x86_64::{
             _mm512_fmadd_ps, _mm512_loadu_ps, _mm512_set1_ps, _mm512_setzero_ps, _mm512_storeu_ps,
         };
         let (cols, oc) = (self.cols, self.oc);
-        let (x, dy, out) = (x.as_ptr(), dy.as_ptr(), acc.as_mut_ptr());
+        let (base, out) = (scratch.as_ptr(), acc.as_mut_ptr());
         // SAFETY: see `filter_sweep`.
         unsafe {
             let mut s = [[_mm512_setzero_ps(); OB]; 9];
@@ -582,19 +624,23 @@ impl FilterTile {
                     }
                 }
             }
-            for i in 0..self.oh {
-                let xr = x.add(i * self.sh * cols);
-                let dr = dy.add(i * self.ow * oc);
-                for j in 0..self.ow {
-                    let mut dv = [_mm512_setzero_ps(); OB];
-                    for (b, v) in dv.iter_mut().enumerate() {
-                        *v = _mm512_loadu_ps(dr.add(j * oc + b * LANES));
-                    }
-                    let xj = xr.add(j * SW);
-                    for (t, row) in s.iter_mut().enumerate() {
-                        let xv = _mm512_set1_ps(*xj.add((t / 3) * cols + t % 3));
-                        for (v, d) in row.iter_mut().zip(&dv) {
-                            *v = _mm512_fmadd_ps(xv, *d, *v);
+            for image in 0..self.images {
+                let x = base.add(image * self.per_image + x_at);
+                let dy = base.add(image * self.per_image + self.dy_at + o0);
+                for i in 0..self.oh {
+                    let xr = x.add(i * self.sh * cols);
+                    let dr = dy.add(i * self.ow * oc);
+                    for j in 0..self.ow {
+                        let mut dv = [_mm512_setzero_ps(); OB];
+                        for (b, v) in dv.iter_mut().enumerate() {
+                            *v = _mm512_loadu_ps(dr.add(j * oc + b * LANES));
+                        }
+                        let xj = xr.add(j * SW);
+                        for (t, row) in s.iter_mut().enumerate() {
+                            let xv = _mm512_set1_ps(*xj.add((t / 3) * cols + t % 3));
+                            for (v, d) in row.iter_mut().zip(&dv) {
+                                *v = _mm512_fmadd_ps(xv, *d, *v);
+                            }
                         }
                     }
                 }
