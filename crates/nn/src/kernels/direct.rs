@@ -27,12 +27,13 @@
 //!
 //! Used per pass ([`Direct::passes`], public as [`super::direct_passes`]) when the CPU has
 //! AVX-512F (detected at run time), the channels the vectors run over are a multiple of 16,
-//! the dilation is 1, the horizontal stride 1 or 2 (the input gradient: stride 1), the
-//! reduction at most [`MAX_REDUCTION`] ([`MAX_INPUT_REDUCTION`] for the input gradient,
-//! and for the filter gradient of images of at most [`SMALL_IMAGE`] pixels), and for the
-//! filter gradient a 3x3 kernel; everything else takes the im2col + gemm lowerings
-//! ([`super::lowering`]).
-//! `FERROFLOW_KERNELS=gemm` turns this module off ([`super::choice::Kernels::Gemm`]).
+//! the kernel is larger than 1x1, the dilation is 1, the horizontal stride 1 or 2 (the
+//! input gradient: stride 1), the reduction at most [`MAX_REDUCTION`]
+//! ([`MAX_INPUT_REDUCTION`] for the input gradient, and for the filter gradient of images
+//! of at most [`SMALL_IMAGE`] pixels), and for the filter gradient a 3x3 kernel and at most
+//! [`MAX_FILTER_PIXELS`] pixels; everything else takes the im2col + gemm lowerings
+//! ([`super::lowering`]). `FERROFLOW_KERNELS=gemm` turns this module off
+//! ([`super::choice::Kernels::Gemm`]).
 //!
 //! Measured (`examples/conv_passes.rs`, batch 64, one thread of a Xeon with AVX-512, ms,
 //! gemm → direct): resnet20's 16-channel 3x3 at 32x32: forward 3.16 → 3.00, input
@@ -54,6 +55,11 @@ const LANES: usize = 16;
 /// faster than im2col + gemm; from 128 channels gemm's packed operands, amortised over
 /// the longer reduction, were as fast or 3-9% faster.
 const MAX_REDUCTION: usize = 64 * 9;
+
+/// The most output pixels per image the filter gradient runs here for: its sweep reads the
+/// chunk's pixel-major `dy` again for every input channel, which leaves L2 beyond 32x32
+/// (ResNet-50's 56x56 64-channel 3x3: 26.8 ms direct against 21.4 ms gemm, 2 threads).
+const MAX_FILTER_PIXELS: usize = 32 * 32;
 
 /// Output pixels up to which the filter gradient runs here up to [`MAX_INPUT_REDUCTION`]
 /// (else [`MAX_REDUCTION`]). It sums a chunk of images in registers before each store of
@@ -160,9 +166,15 @@ impl Direct {
             return [false; 3];
         }
         let (sw, k) = (g.p.stride[1], g.kh * g.kw);
-        let forward = with_weights && g.o.is_multiple_of(LANES) && (sw == 1 || sw == 2) && g.c * k <= MAX_REDUCTION;
+        // 1x1 convolutions stay with gemm: without an im2col copy to save (a unit-stride
+        // one is a plain matrix product of the image), the direct passes measured up to
+        // 2x slower (ResNet-50's bottleneck 1x1s, `examples/conv_passes.rs`).
+        let spatial = k > 1;
+        let forward =
+            with_weights && spatial && g.o.is_multiple_of(LANES) && (sw == 1 || sw == 2) && g.c * k <= MAX_REDUCTION;
         // The flipped conv needs non-negative padding: pads at most kernel - 1.
         let input = with_weights
+            && spatial
             && g.c.is_multiple_of(LANES)
             && g.p.stride == [1, 1]
             && g.p.pad_before[0] < g.kh
@@ -171,8 +183,12 @@ impl Direct {
         // Small images: gemm's per-image product reduces over only H_out·W_out pixels and
         // reads and writes the whole filter gradient each time.
         let filter_reduction = if g.col_cols() <= SMALL_IMAGE { MAX_INPUT_REDUCTION } else { MAX_REDUCTION };
-        let filter =
-            g.o.is_multiple_of(LANES) && g.kh == 3 && g.kw == 3 && (sw == 1 || sw == 2) && g.c * k <= filter_reduction;
+        let filter = g.o.is_multiple_of(LANES)
+            && g.kh == 3
+            && g.kw == 3
+            && (sw == 1 || sw == 2)
+            && g.col_cols() <= MAX_FILTER_PIXELS
+            && g.c * k <= filter_reduction;
         [forward, input, filter]
     }
 
