@@ -21,7 +21,7 @@ use candle_core::{CpuStorage, CustomOp2, Layout, Shape, Tensor, bail};
 use gemm::Parallelism;
 use rayon::prelude::*;
 
-use super::buffers::{recycle, recycled, with_scratch, zeroed};
+use super::buffers::{with_scratch, zeroed};
 use super::lowering::Lowered;
 use super::simd::simd_kernel;
 
@@ -396,8 +396,9 @@ fn backward_filter(g: &Geometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
     let par = if chunks >= threads { Parallelism::None } else { Parallelism::Rayon(threads.div_ceil(chunks)) };
     let lowered = Lowered::without_weights(g);
     let len = lowered.filter_len();
-    // Every chunk's first image writes its whole partial (`accumulate == false`).
-    let mut partial = recycled(chunks * len);
+    // Zero-filled by the rayon threads: 16 partials of vgg_small's 256-channel filter
+    // gradient are 38 MB, which `vec![0; n]` zeroed serially while the others waited.
+    let mut partial = zeroed(chunks * len);
     partial.par_chunks_mut(len).zip(x.par_chunks(per * g.x_image()).zip(dy.par_chunks(per * g.y_image()))).for_each(
         |(acc, (xs, dys))| {
             let images = xs.len() / g.x_image();
@@ -406,9 +407,7 @@ fn backward_filter(g: &Geometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
             });
         },
     );
-    let dw = lowered.finish_filter(sum_chunks(&mut partial, len));
-    recycle(partial);
-    dw
+    lowered.finish_filter(sum_chunks(&mut partial, len))
 }
 
 /// The per-chunk partials `[chunks, len]` summed in chunk order (a fixed order, so fixed

@@ -527,9 +527,8 @@ pub(super) fn backward_block(
     let lowered = Lowered::new(&g, w);
     let ctx = Ctx { g, x, dy, lowered: &lowered, saved, coef: &coef, relu: block.relu, need_dw, per, par };
     let dw_len = lowered.filter_len();
-    // Every chunk's first image writes its whole partial (`accumulate == false`) when the
-    // filter gradient is wanted; otherwise the zeros below are the result.
-    let mut partial = if need_dw { recycled(chunks * dw_len) } else { vec![0f32; chunks * dw_len] };
+    // Zero-filled by the rayon threads (see `conv2d::backward_filter`).
+    let mut partial = zeroed(chunks * dw_len);
     let dx = if need_dx {
         let mut dx = zeroed(g.n * g.x_image());
         partial
@@ -543,7 +542,6 @@ pub(super) fn backward_block(
         None
     };
     let dw = lowered.finish_filter(sum_chunks(&mut partial, dw_len));
-    recycle(partial);
     let mut dgamma_beta = dgamma;
     dgamma_beta.extend(dbeta);
     Ok((dx, dw, dgamma_beta))
