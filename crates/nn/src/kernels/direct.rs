@@ -49,28 +49,30 @@ use super::conv2d::Geometry;
 /// f32 lanes of an AVX-512 vector: output channels per block.
 const LANES: usize = 16;
 
-/// The longest reduction (input channels x kernel taps: `C·kh·kw`) the forward pass runs
-/// here. Measured per pass at batch 64, one and two threads
-/// (`examples/conv_passes.rs`): up to 64 channels of 3x3 the direct passes were 1.05-2.3x
-/// faster than im2col + gemm; from 128 channels gemm's packed operands, amortised over
-/// the longer reduction, were as fast or 3-9% faster.
+/// The longest reduction (input channels x kernel taps: `C·kh·kw`) the forward pass, and
+/// the filter gradient of larger images, run here. Measured per pass at batch 64, one and
+/// two threads (`examples/conv_passes.rs`): up to 64 channels of 3x3 the direct passes
+/// were 1.05-2.3x faster than im2col + gemm; from 128 channels gemm's packed operands,
+/// amortised over the longer reduction, were as fast or 3-9% faster.
 const MAX_REDUCTION: usize = 64 * 9;
+
+/// The longest reduction (`O·kh·kw`) the input gradient runs here: it stayed 5-12% faster
+/// than gemm up to 256 channels, where the gemm path also scatter-adds a column matrix
+/// back to the pixels (col2im).
+const MAX_INPUT_REDUCTION: usize = 256 * 9;
+
+/// Output pixels per image up to which the filter gradient runs here up to
+/// [`MAX_INPUT_REDUCTION`] (else [`MAX_REDUCTION`]). It sums a chunk of images in registers
+/// before each store of the gradient ([`Direct::filter_images`]), where gemm's per-image
+/// product reduces over only the image's pixels: on vgg_small's 8x8 layers (256 and 128 →
+/// 256 channels) the direct pass was 2-6% faster, on its 16x16 128-channel layer gemm was
+/// up to 7% faster.
+const SMALL_IMAGE: usize = 64;
 
 /// The most output pixels per image the filter gradient runs here for: its sweep reads the
 /// chunk's pixel-major `dy` again for every input channel, which leaves L2 beyond 32x32
 /// (ResNet-50's 56x56 64-channel 3x3: 26.8 ms direct against 21.4 ms gemm, 2 threads).
 const MAX_FILTER_PIXELS: usize = 32 * 32;
-
-/// Output pixels up to which the filter gradient runs here up to [`MAX_INPUT_REDUCTION`]
-/// (else [`MAX_REDUCTION`]). It sums a chunk of images in registers before each store of
-/// the gradient ([`Direct::filter_images`]), where gemm's per-image product reduces over
-/// only the image's pixels: on vgg_small's 8x8 layers (256 and 128 → 256 channels) the
-/// direct pass was 2-6% faster, on its 16x16 128-channel layer gemm was up to 7% faster.
-const SMALL_IMAGE: usize = 64;
-
-/// The same for the input gradient (`O·kh·kw`), which stayed 5-12% faster than gemm +
-/// col2im up to 256 channels (no scatter-add of a column matrix to save there).
-const MAX_INPUT_REDUCTION: usize = 256 * 9;
 
 /// Whether this CPU runs the kernels (AVX-512F, checked once by std's feature cache).
 pub(super) fn cpu_supported() -> bool {
