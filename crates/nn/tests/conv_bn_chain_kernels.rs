@@ -83,10 +83,54 @@ fn random_chain(rng: &mut Rng, links: usize) -> ChainCase {
     }
 }
 
+/// A random residual unit with an identity shortcut: 1–3 blocks of kernels 1–3 that keep
+/// the spatial size (stride 1, TF-SAME padding, odd or even kernels), the last one linear
+/// and back to the input's channels, no pools.
+fn random_residual(rng: &mut Rng, links: usize) -> ChainCase {
+    let xs = [between(rng, 1, 4), between(rng, 1, 5), between(rng, 3, 10), between(rng, 3, 10)];
+    let mut channels = xs[1];
+    let blocks = (0..links)
+        .map(|k| {
+            let last = k + 1 == links;
+            let ws = [if last { xs[1] } else { between(rng, 1, 6) }, channels, between(rng, 1, 3), between(rng, 1, 3)];
+            channels = ws[0];
+            let pad_before = [(ws[2] - 1) / 2, (ws[3] - 1) / 2];
+            let pad_after = [ws[2] - 1 - pad_before[0], ws[3] - 1 - pad_before[1]];
+            BlockCase {
+                ws,
+                params: Conv2dParams { stride: [1, 1], dilation: [1, 1], pad_before, pad_after },
+                w: values(rng, ws.iter().product(), 0.0, 1.0),
+                gamma: values(rng, ws[0], 1.0, 0.5),
+                beta: values(rng, ws[0], 0.0, 0.5),
+                epsilon: [1e-3, 1e-5][rng.below(2) as usize],
+                relu: !last && rng.below(4) != 0,
+                pool: None,
+            }
+        })
+        .collect();
+    // Centred inputs: about half the unit's sums fall below zero, so the ReLU masks.
+    let x = values(rng, xs.iter().product(), 0.0, 1.0);
+    let dy = values(rng, xs.iter().product(), 0.0, 1.0);
+    ChainCase { xs, x, blocks, ys: xs, dy }
+}
+
+/// How [`run`] computes the case.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Path {
+    /// The chain kernel.
+    Chained,
+    /// One fused conv + batch norm op per block.
+    PerBlock,
+    /// The residual kernel: `relu(chain(x) + x)` in one op.
+    Residual,
+    /// The chain kernel, then the add + ReLU kernel with `x`.
+    ChainedThenAddRelu,
+}
+
 /// `(y, [mean, var per block], [dx, then dw, dgamma, dbeta per block])` of `Σ y · dy`,
-/// through the chain kernel (`chained`) or one fused op per block. `x_grad`: whether `x`
-/// is a variable (else the chain skips its gradient).
-fn run(case: &ChainCase, chained: bool, x_grad: bool) -> (Vec<f32>, Vec<Vec<f32>>, Vec<Vec<f32>>) {
+/// along `path`. `x_grad`: whether `x` is a variable (else the chain skips its
+/// gradient).
+fn run(case: &ChainCase, path: Path, x_grad: bool) -> (Vec<f32>, Vec<Vec<f32>>, Vec<Vec<f32>>) {
     let dev = Device::Cpu;
     let x_var = Var::from_vec(case.x.clone(), &case.xs, &dev).expect("x");
     let x = if x_grad { x_var.as_tensor().clone() } else { x_var.as_tensor().detach() };
@@ -101,7 +145,7 @@ fn run(case: &ChainCase, chained: bool, x_grad: bool) -> (Vec<f32>, Vec<Vec<f32>
             ]
         })
         .collect();
-    let (y, stats) = if chained {
+    let (y, stats) = if path != Path::PerBlock {
         let links: Vec<ChainLink<'_>> = case
             .blocks
             .iter()
@@ -117,7 +161,14 @@ fn run(case: &ChainCase, chained: bool, x_grad: bool) -> (Vec<f32>, Vec<Vec<f32>
             })
             .collect();
         assert!(kernels::supports_chain(&x, &links));
-        kernels::conv2d_batch_norm_chain_train(&x, &links).expect("chain")
+        match path {
+            Path::Residual => kernels::conv2d_batch_norm_residual_train(&x, &links).expect("residual"),
+            Path::ChainedThenAddRelu => {
+                let (y, stats) = kernels::conv2d_batch_norm_chain_train(&x, &links).expect("chain");
+                (kernels::add_relu(&y, &x).expect("add_relu"), stats)
+            }
+            _ => kernels::conv2d_batch_norm_chain_train(&x, &links).expect("chain"),
+        }
     } else {
         let mut y = x.clone();
         let mut stats = Vec::new();
@@ -162,8 +213,8 @@ fn chains_match_one_fused_op_per_block_bit_for_bit() {
             case.xs,
             case.blocks.iter().map(|b| (b.ws, b.pool.is_some(), b.relu)).collect::<Vec<_>>()
         );
-        let (y, stats, grads) = run(&case, true, x_grad);
-        let (y0, stats0, grads0) = run(&case, false, x_grad);
+        let (y, stats, grads) = run(&case, Path::Chained, x_grad);
+        let (y0, stats0, grads0) = run(&case, Path::PerBlock, x_grad);
         assert_eq!(bits(&y), bits(&y0), "{what}: output");
         assert_eq!(stats.len(), stats0.len(), "{what}: statistics");
         for (k, (a, b)) in stats.iter().zip(&stats0).enumerate() {
@@ -181,11 +232,59 @@ fn chains_match_one_fused_op_per_block_bit_for_bit() {
 fn chains_are_deterministic_across_thread_counts() {
     let mut rng = Rng::new(0xc4a2);
     let case = random_chain(&mut rng, 3);
-    let first = run(&case, true, true);
+    let first = run(&case, Path::Chained, true);
+    let residual_case = random_residual(&mut rng, 2);
+    let residual = run(&residual_case, Path::Residual, true);
     for threads in [1, 3, 4] {
         let tp = rayon::ThreadPoolBuilder::new().num_threads(threads).build().expect("pool");
-        assert_eq!(first, tp.install(|| run(&case, true, true)), "{threads} threads differ");
+        assert_eq!(first, tp.install(|| run(&case, Path::Chained, true)), "{threads} threads differ");
+        assert_eq!(residual, tp.install(|| run(&residual_case, Path::Residual, true)), "residual: {threads} threads differ");
     }
+}
+
+/// The residual kernel against the chain kernel followed by the add + ReLU kernel: the
+/// same output, statistics and gradients bit for bit (`x`'s gradient is the chain's
+/// plus the masked `dy` in both, added in the op or by candle's accumulation).
+#[test]
+fn residual_units_match_the_chain_then_add_relu_bit_for_bit() {
+    let mut rng = Rng::new(0xc4a3);
+    let mut masked = 0;
+    for i in 0..40 {
+        let case = random_residual(&mut rng, 1 + i % 3);
+        let x_grad = i % 4 != 3;
+        let what = format!(
+            "unit {i}: x {:?}, blocks {:?}",
+            case.xs,
+            case.blocks.iter().map(|b| (b.ws, b.relu)).collect::<Vec<_>>()
+        );
+        let (y, stats, grads) = run(&case, Path::Residual, x_grad);
+        let (y0, stats0, grads0) = run(&case, Path::ChainedThenAddRelu, x_grad);
+        assert_eq!(bits(&y), bits(&y0), "{what}: output");
+        assert_eq!(stats, stats0, "{what}: statistics");
+        for (k, (a, b)) in grads.iter().zip(&grads0).enumerate() {
+            assert_eq!(bits(a), bits(b), "{what}: gradient {k} (0: x; then w, gamma, beta per block)");
+        }
+        assert_eq!(grads[0].is_empty(), !x_grad, "{what}: the input gradient is computed only for a variable");
+        masked += y.iter().filter(|&&v| v == 0.0).count();
+        assert!(y.iter().any(|&v| v > 0.0), "{what}: the ReLU passes something");
+    }
+    assert!(masked > 100, "the ReLU masked only {masked} outputs: the mask is not exercised");
+}
+
+#[test]
+fn residual_units_refuse_a_last_block_with_relu_or_another_shape() {
+    let dev = Device::Cpu;
+    let x = Tensor::ones((2, 3, 5, 5), candle_core::DType::F32, &dev).expect("x");
+    let w = Tensor::ones((3, 3, 3, 3), candle_core::DType::F32, &dev).expect("w");
+    let g = Tensor::ones(3, candle_core::DType::F32, &dev).expect("gamma");
+    let same = Conv2dParams { stride: [1, 1], dilation: [1, 1], pad_before: [1, 1], pad_after: [1, 1] };
+    let relu = ChainLink { w: &w, gamma: &g, beta: &g, params: same, epsilon: 1e-3, relu: true, pool: None };
+    let err = kernels::conv2d_batch_norm_residual_train(&x, &[relu]).expect_err("ReLU on the last block");
+    assert!(err.to_string().contains("neither ReLU nor pool"), "{err}");
+    let valid = Conv2dParams { pad_before: [0, 0], pad_after: [0, 0], ..same };
+    let shrinking = ChainLink { params: valid, relu: false, ..relu };
+    let err = kernels::conv2d_batch_norm_residual_train(&x, &[shrinking]).expect_err("3x3 output from 5x5");
+    assert!(err.to_string().contains("residual"), "{err}");
 }
 
 #[test]

@@ -449,6 +449,33 @@ pub(super) fn normalise_plane<'a>(out: &'a mut [f32], xs: &'a [f32], coef: (f32,
 }
 }
 
+simd_kernel! {
+/// One `[S]` plane of a residual unit's output: `relu(normalise(x) + r)`, rounded as
+/// [`normalise_plane`] then [`super::add_relu`] round it.
+pub(super) fn normalise_add_relu_plane<'a>(out: &'a mut [f32], xs: &'a [f32], rs: &'a [f32], coef: (f32, f32, f32)) -> () {
+    for ((o, &v), &r) in out.iter_mut().zip(xs).zip(rs) {
+        *o = super::relu::relu_value(normalise(v, coef) + r);
+    }
+}
+}
+
+simd_kernel! {
+/// One `[S]` plane of a residual unit's `dy` masked by its ReLU: `dy` where
+/// `normalise(x) + r > 0` (the forward's value, bit for bit), else 0.
+pub(super) fn residual_mask_plane<'a>(
+    out: &'a mut [f32],
+    xs: &'a [f32],
+    rs: &'a [f32],
+    ds: &'a [f32],
+    coef: (f32, f32, f32),
+) -> () {
+    for (((o, &v), &r), &d) in out.iter_mut().zip(xs).zip(rs).zip(ds) {
+        // Not `> 0` (NaN included: the forward wrote 0 for it): no gradient.
+        *o = if normalise(v, coef) + r > 0.0 { d } else { 0.0 };
+    }
+}
+}
+
 /// The forward op over `(x, gamma, beta)`; leaves the statistics (and, with a ReLU, the
 /// coefficients of the mask) in `stats` for the backward and for the caller.
 struct BatchNormTrain {

@@ -148,10 +148,10 @@ struct Pooled {
 /// What the forward pass keeps for the backward.
 pub(super) struct Saved {
     /// The conv output `[N, O, H_out·W_out]`.
-    z: Vec<f32>,
+    pub(super) z: Vec<f32>,
     pub(super) stats: Stats,
     /// The normalisation's f32 coefficients (the ReLU mask is recomputed with them).
-    affine: Affine,
+    pub(super) affine: Affine,
     gamma: Vec<f32>,
     /// The max-pool after the ReLU, if any.
     pooled: Option<Pooled>,
@@ -221,7 +221,7 @@ impl CustomOp3 for ConvBnOp {
         let w = super::f32_contiguous(s2, l2, "conv2d+batch_norm", "w")?;
         let o = l2.dims().first().copied().unwrap_or(0);
         let (gamma, beta) = split_gamma_beta(s3, l3, o)?;
-        let (y, dims, saved) = forward_block(&self.block, x, l1.dims(), w, l2.dims(), gamma, beta)?;
+        let (y, dims, saved) = forward_block(&self.block, x, l1.dims(), w, l2.dims(), gamma, beta, None)?;
         // A fresh op per call, so the cell is empty; a second forward (never done by
         // candle) would compute the same values.
         let _ = self.saved.set(saved);
@@ -269,10 +269,14 @@ pub(super) fn run_backward<C: CustomOp3>(
 }
 
 /// One block's forward pass: the output `[N, O, H_out, W_out]` (or the pool's output
-/// size), its dims, and what the backward needs.
+/// size), its dims, and what the backward needs. With `residual`, a block without ReLU
+/// or pool writes `relu(normalise(z) + residual)` instead (a residual unit's identity
+/// shortcut, added in the normalising sweep).
 ///
 /// # Shapes
 /// - `x`: `x_dims` `[N, C, H, W]`; `w`: `w_dims` `[O, C, kh, kw]`; `gamma`, `beta`: `[O]`
+/// - `residual`: the output's shape `[N, O, H_out, W_out]`
+#[allow(clippy::too_many_arguments)]
 pub(super) fn forward_block(
     block: &Block,
     x: &[f32],
@@ -281,6 +285,7 @@ pub(super) fn forward_block(
     w_dims: &[usize],
     gamma: &[f32],
     beta: &[f32],
+    residual: Option<&[f32]>,
 ) -> candle_core::Result<(Vec<f32>, [usize; 4], Saved)> {
     let g = Geometry::new(x_dims, w_dims, block.params)?;
     if g.n == 0 || g.c == 0 || g.o == 0 {
@@ -288,6 +293,16 @@ pub(super) fn forward_block(
     }
     if gamma.len() != g.o || beta.len() != g.o {
         bail!("ferroflow conv2d+batch_norm kernel: gamma and beta must be [{}] each", g.o);
+    }
+    if let Some(r) = residual
+        && (block.relu || block.pool.is_some() || r.len() != g.n * g.y_image())
+    {
+        bail!(
+            "ferroflow conv2d+batch_norm kernel: a residual of {} values after a block without ReLU or pool and of \
+             the output's shape {:?} only",
+            r.len(),
+            [g.n, g.o, g.oh, g.ow]
+        );
     }
     let (z, moments) = forward_conv(&g, x, w);
     let stats = merge_moments(&moments, g.o, g.col_cols());
@@ -298,7 +313,11 @@ pub(super) fn forward_block(
             let mut y = zeroed(z.len());
             let relu = block.relu;
             bn::for_each_plane(&mut y, bg, |ch, at, out| {
-                bn::normalise_plane(out, &z[at..at + out.len()], affine.of(ch), relu);
+                let zs = &z[at..at + out.len()];
+                match residual {
+                    None => bn::normalise_plane(out, zs, affine.of(ch), relu),
+                    Some(r) => bn::normalise_add_relu_plane(out, zs, &r[at..at + out.len()], affine.of(ch)),
+                }
             });
             (y, [g.oh, g.ow], None)
         }

@@ -20,7 +20,12 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor, bail};
 
+use rayon::prelude::*;
+
+use super::batch_norm as bn;
+use super::buffers::{recycle, recycled};
 use super::conv_bn::{Block, BlockOperands, Gradients, Saved, backward_block, forward_block, run_backward, supports};
+use super::simd::simd_kernel;
 use super::conv2d::Conv2dParams;
 use super::pool::Pool2dParams;
 
@@ -78,6 +83,40 @@ pub fn conv2d_batch_norm_chain_train(
     x: &Tensor,
     links: &[ChainLink<'_>],
 ) -> candle_core::Result<(Tensor, Vec<(Tensor, Tensor)>)> {
+    chain_train(x, links, false)
+}
+
+/// A residual unit with an identity shortcut, `relu(chain(x) + x)`, as one op: the
+/// blocks as [`conv2d_batch_norm_chain_train`], the last one (without ReLU or pool)
+/// adding `x` and rectifying in its normalising sweep.
+///
+/// Why: as the chain and [`super::add_relu`], the sum and its ReLU are a separate pass
+/// over the unit's output and a second autograd node, and `x` has two gradients, which
+/// candle zero-fills and adds into one (`GradStore::or_insert` + `add`, twice); here the
+/// backward masks `dy` once and adds it to the chain's input gradient in the op. The
+/// values are those of the two ops (the gradient up to the sign of zeros).
+///
+/// # Shapes
+/// - as [`conv2d_batch_norm_chain_train`], with the output's shape equal to `x`'s
+///
+/// # Errors
+/// As [`conv2d_batch_norm_chain_train`]; also a last block with a ReLU or a pool, or an
+/// output whose shape is not `x`'s.
+pub fn conv2d_batch_norm_residual_train(
+    x: &Tensor,
+    links: &[ChainLink<'_>],
+) -> candle_core::Result<(Tensor, Vec<(Tensor, Tensor)>)> {
+    if links.last().is_some_and(|l| l.relu || l.pool.is_some()) {
+        bail!("ferroflow residual chain kernel: the last block adds the shortcut before its ReLU, so it has neither ReLU nor pool");
+    }
+    chain_train(x, links, true)
+}
+
+fn chain_train(
+    x: &Tensor,
+    links: &[ChainLink<'_>],
+    residual: bool,
+) -> candle_core::Result<(Tensor, Vec<(Tensor, Tensor)>)> {
     if !supports_chain(x, links) {
         bail!(
             "ferroflow conv2d+batch_norm chain kernel: f32 CPU tensors whose channels chain, max-pools after ReLUs \
@@ -99,7 +138,7 @@ pub fn conv2d_batch_norm_chain_train(
         })
         .collect();
     let saved = Arc::new(OnceLock::new());
-    let op = ChainOp { blocks, saved: Arc::clone(&saved) };
+    let op = ChainOp { blocks, residual, saved: Arc::clone(&saved) };
     let y = x.contiguous()?.apply_op3(&w_all, &gamma_beta_all, op)?;
     let Some(saved) = saved.get() else { bail!("conv2d+batch_norm chain: the forward pass left no statistics") };
     let stats = saved
@@ -141,6 +180,8 @@ struct ChainSaved {
 /// The candle custom op over `(x, w_all, gamma_beta_all)`.
 struct ChainOp {
     blocks: Vec<ChainBlock>,
+    /// The output is `relu(last block + x)` ([`conv2d_batch_norm_residual_train`]).
+    residual: bool,
     saved: Arc<OnceLock<ChainSaved>>,
 }
 
@@ -194,13 +235,18 @@ impl CustomOp3 for ChainOp {
         let mut inputs: Vec<(Vec<f32>, [usize; 4])> = Vec::with_capacity(self.blocks.len());
         let Ok(x_dims) = <[usize; 4]>::try_from(l1.dims()) else { bail!("{OP}: x must be NCHW, got {:?}", l1.dims()) };
         let mut current: Option<(Vec<f32>, [usize; 4])> = None;
-        for ((b, w), gb) in self.blocks.iter().zip(&ws).zip(&gbs) {
+        let last = self.blocks.len().saturating_sub(1);
+        for (k, ((b, w), gb)) in self.blocks.iter().zip(&ws).zip(&gbs).enumerate() {
             let (input, dims) = match &current {
                 None => (x, x_dims),
                 Some((y, dims)) => (y.as_slice(), *dims),
             };
             let (gamma, beta) = gb.split_at(b.channels_out());
-            let (y, y_dims, saved) = forward_block(&b.block, input, &dims, w, &b.w_dims, gamma, beta)?;
+            let residual = (self.residual && k == last).then_some(x);
+            let (y, y_dims, saved) = forward_block(&b.block, input, &dims, w, &b.w_dims, gamma, beta, residual)?;
+            if residual.is_some() && y_dims != x_dims {
+                bail!("{OP}: the residual unit's output {y_dims:?} is not its input's shape {x_dims:?}");
+            }
             blocks.push(saved);
             if let Some(previous) = current.replace((y, y_dims)) {
                 inputs.push(previous);
@@ -225,6 +271,7 @@ impl CustomOp3 for ChainOp {
         let out = Arc::new(Mutex::new(None));
         let op = ChainBackward {
             blocks: self.blocks.clone(),
+            residual: self.residual,
             need_dx,
             need_dw,
             saved: Arc::clone(&self.saved),
@@ -238,6 +285,7 @@ impl CustomOp3 for ChainOp {
 /// dgamma_beta_all)` in `out`.
 struct ChainBackward {
     blocks: Vec<ChainBlock>,
+    residual: bool,
     need_dx: bool,
     need_dw: bool,
     saved: Arc<OnceLock<ChainSaved>>,
@@ -270,6 +318,18 @@ impl CustomOp3 for ChainBackward {
         }
         let mut dws: Vec<Vec<f32>> = vec![Vec::new(); k];
         let mut dgbs: Vec<Vec<f32>> = vec![Vec::new(); k];
+        // A residual unit: `dy` masked by the unit's ReLU is the last block's output
+        // gradient and the shortcut's.
+        let masked = if self.residual {
+            let last = &saved.blocks[k - 1];
+            if l1.dims() != l2.dims() || l1.dims().len() != 4 || last.z.len() != dy.len() {
+                bail!("{OP}: dy {:?} is not the residual unit's input shape {:?}", l2.dims(), l1.dims());
+            }
+            Some(residual_mask(last, x, dy, l1.dims()))
+        } else {
+            None
+        };
+        let dy = masked.as_deref().unwrap_or(dy);
         // The gradient flowing into the block being processed, and its dims.
         let mut grad: Option<Vec<f32>> = None;
         let mut grad_dims = l2.dims().to_vec();
@@ -294,10 +354,44 @@ impl CustomOp3 for ChainBackward {
             grad = dx;
             grad_dims = input_dims.to_vec();
         }
+        if let (Some(dx), Some(shortcut)) = (grad.as_mut(), &masked) {
+            add_into(dx, shortcut);
+        }
+        if let Some(m) = masked {
+            recycle(m);
+        }
         let dgamma_beta: Vec<f32> = dgbs.concat();
         *self.out.lock().map_err(|_| candle_core::Error::Msg(format!("{OP}: poisoned")))? = Some((grad, dgamma_beta));
         let dw_all = dws.concat();
         let n = dw_all.len();
         Ok((CpuStorage::F32(dw_all), Shape::from_dims(&[n])))
     }
+}
+
+/// A residual unit's `dy` masked by its ReLU, recomputing the forward's `normalise(z) +
+/// x > 0` from the last block's saved `z`.
+///
+/// # Shapes
+/// - `x`, `dy`, the last block's `z`: `[N, O, P]`; result the same
+fn residual_mask(last: &Saved, x: &[f32], dy: &[f32], dims: &[usize]) -> Vec<f32> {
+    let g = bn::Geometry { n: dims[0], c: dims[1], s: dims[2..].iter().product() };
+    let mut out = recycled(dy.len());
+    bn::for_each_plane(&mut out, g, |ch, at, o| {
+        let range = at..at + o.len();
+        bn::residual_mask_plane(o, &last.z[range.clone()], &x[range.clone()], &dy[range], last.affine.of(ch));
+    });
+    out
+}
+
+/// `dx += d`, in parallel chunks.
+fn add_into(dx: &mut [f32], d: &[f32]) {
+    dx.par_chunks_mut(bn::TASK_ELEMS).zip(d.par_chunks(bn::TASK_ELEMS)).for_each(|(a, b)| add_chunk(a, b));
+}
+
+simd_kernel! {
+fn add_chunk<'a>(a: &'a mut [f32], b: &'a [f32]) -> () {
+    for (u, &v) in a.iter_mut().zip(b) {
+        *u += v;
+    }
+}
 }

@@ -109,19 +109,41 @@ impl Conv2d {
 /// # Shapes
 /// `x`: the first conv's input → the last conv's output.
 pub(crate) fn forward_chained(convs: &[&Conv2d], x: &Tensor, train: bool) -> Result<Tensor> {
+    chained(convs, x, train, false)
+}
+
+/// A residual unit with an identity shortcut, `relu(convs(x) + x)`: in training, when
+/// every conv is a conv → BN (→ ReLU) block and the last has no activation, one op whose
+/// last normalising sweep adds `x` and rectifies ([`ops::conv2d_batch_norm_residual_train`];
+/// one autograd node instead of two, and `x` gets one gradient instead of two that
+/// candle adds up); otherwise [`forward_chained`] then [`ops::add_relu`].
+///
+/// # Shapes
+/// `x`: `[N, C, H, W]` → `[N, C, H, W]` (the convs keep the shape).
+pub(crate) fn forward_residual(convs: &[&Conv2d], x: &Tensor, train: bool) -> Result<Tensor> {
+    chained(convs, x, train, true)
+}
+
+fn chained(convs: &[&Conv2d], x: &Tensor, train: bool, residual: bool) -> Result<Tensor> {
     let blocks: Option<Vec<ops::ConvBnBlock>> = convs.iter().map(|c| c.chain_block(train)).collect();
+    let fusable = |blocks: &[ops::ConvBnBlock]| {
+        blocks.len() >= 2 && (!residual || blocks.last().is_some_and(|b| !b.relu && b.pool.is_none()))
+    };
     match blocks {
-        Some(blocks) if blocks.len() >= 2 => {
+        Some(blocks) if fusable(&blocks) => {
             let names = || convs.iter().map(|c| c.name.as_str()).collect::<Vec<_>>().join(", ");
-            let (y, stats) =
-                ops::conv2d_batch_norm_chain_train(x, &blocks).map_err(|e| NnError::shape(names(), e.to_string()))?;
+            let run = if residual { ops::conv2d_batch_norm_residual_train } else { ops::conv2d_batch_norm_chain_train };
+            let (y, stats) = run(x, &blocks).map_err(|e| NnError::shape(names(), e.to_string()))?;
             let batch = x.dim(0).map_err(NnError::candle(names()))?;
             for (conv, (mean, variance)) in convs.iter().zip(stats) {
                 conv.chain_block_done(&mean, variance, batch)?;
             }
             Ok(y)
         }
-        _ => convs.iter().try_fold(x.clone(), |y, c| c.forward_t(&y, train)),
+        _ => {
+            let y = convs.iter().try_fold(x.clone(), |y, c| c.forward_t(&y, train))?;
+            if residual { ops::add_relu(&y, x) } else { Ok(y) }
+        }
     }
 }
 

@@ -11,7 +11,7 @@ use tfrecord::GraphBuilder;
 use crate::error::Result;
 use crate::layer::{Activation, Layer};
 use crate::layers::batch_norm::BatchNormConfig;
-use crate::layers::conv2d::{Conv2d, Conv2dConfig, forward_chained};
+use crate::layers::conv2d::{Conv2d, Conv2dConfig, forward_chained, forward_residual};
 use crate::ops;
 use crate::var_store::Scope;
 
@@ -59,6 +59,9 @@ impl Layer for Residual {
     /// # Shapes
     /// `[N, C, H, W]` → `[N, filters, H / stride, W / stride]` (SAME padding).
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        if self.shortcut.is_none() {
+            return forward_residual(&[&self.conv1, &self.conv2], x, train); // [N, C, H, W]
+        }
         let branch = forward_chained(&[&self.conv1, &self.conv2], x, train)?; // [N, filters, H', W']
         let shortcut = match &self.shortcut {
             Some(s) => s.forward_t(x, train)?,

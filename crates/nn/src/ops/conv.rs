@@ -208,15 +208,46 @@ pub struct ConvBnBlock {
 /// # Errors
 /// As the single-block ops, naming the block; a max-pool after a block without ReLU.
 pub fn conv2d_batch_norm_chain_train(x: &Tensor, blocks: &[ConvBnBlock]) -> Result<(Tensor, Vec<(Tensor, Tensor)>)> {
-    const OP: &str = "conv2d_batch_norm_chain_train";
+    chain_train("conv2d_batch_norm_chain_train", x, blocks, false)
+}
+
+/// A residual unit with an identity shortcut: `relu(chain(x) + x)`, `chain` being
+/// [`conv2d_batch_norm_chain_train`] (the last block without ReLU or pool) and the sum
+/// and ReLU [`super::add_relu`]'s. One fused op for f32 CPU tensors
+/// ([`crate::kernels::conv2d_batch_norm_residual_train`]: the sum and ReLU happen in the
+/// last block's normalising sweep; same values), the ops one by one otherwise.
+///
+/// Returns the unit's output and each block's `(batch_mean, batch_variance_biased)`.
+///
+/// # Shapes
+/// - `x`: `[N, C, H, W]`; the blocks as [`conv2d_batch_norm_chain_train`], the last
+///   one's output `[N, C, H, W]` again
+/// - results: `[N, C, H, W]`; statistics `[C_k]`
+///
+/// # Errors
+/// As [`conv2d_batch_norm_chain_train`]; also a last block with a ReLU or a pool, or an
+/// output whose shape is not `x`'s.
+pub fn conv2d_batch_norm_residual_train(x: &Tensor, blocks: &[ConvBnBlock]) -> Result<(Tensor, Vec<(Tensor, Tensor)>)> {
+    chain_train("conv2d_batch_norm_residual_train", x, blocks, true)
+}
+
+fn chain_train(
+    op_name: &'static str,
+    x: &Tensor,
+    blocks: &[ConvBnBlock],
+    residual: bool,
+) -> Result<(Tensor, Vec<(Tensor, Tensor)>)> {
+    if residual && blocks.last().is_some_and(|b| b.relu || b.pool.is_some()) {
+        return Err(NnError::shape(op_name, "the last block adds the shortcut before its ReLU, so it has neither ReLU nor pool"));
+    }
     if let Some(k) = blocks.iter().position(|b| b.pool.is_some() && !b.relu) {
-        return Err(NnError::shape(OP, format!("block {k}: a max-pool is fused only after a ReLU")));
+        return Err(NnError::shape(op_name, format!("block {k}: a max-pool is fused only after a ReLU")));
     }
     // The kernel's geometry of every block, from the shapes the blocks produce.
     let mut links = Vec::with_capacity(blocks.len());
     let mut dims = x.dims().to_vec();
     for (k, b) in blocks.iter().enumerate() {
-        let op = format!("{OP} (block {k})");
+        let op = format!("{op_name} (block {k})");
         let windows = conv2d_windows_of(&op, &dims, b.w.dims(), b.stride, b.dilation, b.padding)?;
         let conv_dims = [dims[0], b.w.dims()[0], windows[0].output, windows[1].output];
         let pool = match b.pool {
@@ -240,11 +271,19 @@ pub fn conv2d_batch_norm_chain_train(x: &Tensor, blocks: &[ConvBnBlock]) -> Resu
             pool,
         });
     }
+    if residual && dims != x.dims() {
+        return Err(NnError::shape(op_name, format!("the unit's output {dims:?} is not its input's shape {:?}", x.dims())));
+    }
     if kernels::supports_chain(x, &links) {
-        let (y, stats) = kernels::conv2d_batch_norm_chain_train(x, &links).map_err(NnError::candle(OP))?;
+        let (y, stats) = if residual {
+            kernels::conv2d_batch_norm_residual_train(x, &links)
+        } else {
+            kernels::conv2d_batch_norm_chain_train(x, &links)
+        }
+        .map_err(NnError::candle(op_name))?;
         if y.dims() != dims {
             return Err(NnError::shape(
-                OP,
+                op_name,
                 format!("internal: got output {:?}, expected {dims:?} (x {:?})", y.dims(), x.dims()),
             ));
         }
@@ -263,6 +302,9 @@ pub fn conv2d_batch_norm_chain_train(x: &Tensor, blocks: &[ConvBnBlock]) -> Resu
         };
         stats.push((mean, var));
         y = out;
+    }
+    if residual {
+        y = super::add_relu(&y, x)?;
     }
     Ok((y, stats))
 }
