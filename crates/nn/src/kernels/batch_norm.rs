@@ -395,6 +395,20 @@ impl Stats {
     }
 }
 
+/// A new `[N, C, S]` output written plane by plane in parallel: `f(channel, offset,
+/// plane)` gets each `[S]` plane zeroed and must fill it (see
+/// [`super::buffers::zeroed_in_tasks`]: no zero-filling pass of its own).
+pub(super) fn new_planes(g: Geometry, f: impl Fn(usize, usize, &mut [f32]) + Sync + Send) -> Vec<f32> {
+    let planes = g.n * g.c;
+    super::buffers::zeroed_in_tasks(
+        planes * g.s,
+        g.s,
+        TASK_ELEMS.div_ceil(g.s.max(1)),
+        (0..planes).into_par_iter(),
+        |i, _, plane| f(i % g.c, i * g.s, plane),
+    )
+}
+
 /// Applies `f(channel, chunk)` to every `[S]` plane of a `[N, C, S]` output, in parallel.
 pub(super) fn for_each_plane(out: &mut [f32], g: Geometry, f: impl Fn(usize, usize, &mut [f32]) + Sync) {
     out.par_chunks_mut(g.s).with_min_len(TASK_ELEMS.div_ceil(g.s)).enumerate().for_each(|(i, plane)| {
@@ -510,9 +524,8 @@ impl CustomOp3 for BatchNormTrain {
             Some(r) => Stats::across(x, g, r.as_ref())?,
         };
         let affine = Affine::new(&stats, gamma, beta, self.epsilon);
-        let mut y = super::buffers::zeroed(x.len());
         let relu = self.relu;
-        for_each_plane(&mut y, g, |ch, at, out| {
+        let y = new_planes(g, |ch, at, out| {
             normalise_plane(out, &x[at..at + out.len()], affine.of(ch), relu);
         });
         // A fresh op per call, so the cell is empty; a second forward (never done by
@@ -772,8 +785,7 @@ fn backward_sweeps(
             (coef, dgamma, dbeta)
         }
     };
-    let mut dx = super::buffers::zeroed(x.len());
-    for_each_plane(&mut dx, g, |ch, at, out| {
+    let dx = new_planes(g, |ch, at, out| {
         let (xs, ds) = (&x[at..at + out.len()], &dy[at..at + out.len()]);
         dx_plane(out, xs, ds, coef[ch], relu.map(|r| r.of(ch)));
     });

@@ -34,7 +34,7 @@ use gemm::Parallelism;
 use rayon::prelude::*;
 
 use super::batch_norm::{self as bn, Affine, Stats};
-use super::buffers::{filled, recycle, recycled, with_scratch, zeroed};
+use super::buffers::{filled, recycle, recycled, with_scratch, zeroed, zeroed_in_tasks, zeroed_pair_in_tasks};
 use super::conv2d::{Conv2dParams, DW_CHUNKS, Geometry, batch_plan, sum_chunks};
 use super::lowering::Lowered;
 use super::pool::{Geometry as PoolGeometry, NO_PIXEL, Pool2dParams, check_plane_index, max_plane};
@@ -310,9 +310,8 @@ pub(super) fn forward_block(
     let bg = bn::Geometry { n: g.n, c: g.o, s: g.col_cols() };
     let (y, out_hw, pooled) = match block.pool.filter(|_| block.relu) {
         None => {
-            let mut y = zeroed(z.len());
             let relu = block.relu;
-            bn::for_each_plane(&mut y, bg, |ch, at, out| {
+            let y = bn::new_planes(bg, |ch, at, out| {
                 let zs = &z[at..at + out.len()];
                 match residual {
                     None => bn::normalise_plane(out, zs, affine.of(ch), relu),
@@ -546,19 +545,18 @@ pub(super) fn backward_block(
     let lowered = Lowered::new(&g, w);
     let ctx = Ctx { g, x, dy, lowered: &lowered, saved, coef: &coef, relu: block.relu, need_dw, per, par };
     let dw_len = lowered.filter_len();
-    // Zero-filled by the rayon threads (see `conv2d::backward_filter`).
-    let mut partial = zeroed(chunks * dw_len);
-    let dx = if need_dx {
-        let mut dx = zeroed(g.n * g.x_image());
-        partial
-            .par_chunks_mut(dw_len)
-            .zip(dx.par_chunks_mut(per * g.x_image()))
-            .enumerate()
-            .for_each(|(ci, (dw, dx))| backward_chunk(&ctx, ci, dw, Some(dx)));
-        Some(dx)
+    // Each chunk's partial filter gradient and input gradient are zeroed by the task
+    // that computes them (`buffers::zeroed_in_tasks`).
+    let (mut partial, dx) = if need_dx {
+        let (partial, dx) = zeroed_pair_in_tasks((chunks * dw_len, dw_len), (g.n * g.x_image(), per * g.x_image()), |ci, dw, dx| {
+            backward_chunk(&ctx, ci, dw, Some(dx));
+        });
+        (partial, Some(dx))
     } else {
-        partial.par_chunks_mut(dw_len).enumerate().for_each(|(ci, dw)| backward_chunk(&ctx, ci, dw, None));
-        None
+        let partial = zeroed_in_tasks(chunks * dw_len, dw_len, 1, (0..chunks).into_par_iter(), |ci, _, dw| {
+            backward_chunk(&ctx, ci, dw, None);
+        });
+        (partial, None)
     };
     let dw = lowered.finish_filter(sum_chunks(&mut partial, dw_len));
     let mut dgamma_beta = dgamma;
