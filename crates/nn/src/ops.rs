@@ -21,8 +21,7 @@ pub use batch_norm::{
 };
 pub use conv::{
     ConvBnBlock, MaxPoolWindow, conv2d, conv2d_batch_norm_chain_train, conv2d_batch_norm_relu_max_pool_train,
-    conv2d_batch_norm_residual_train,
-    conv2d_batch_norm_train, conv2d_transpose,
+    conv2d_batch_norm_residual_train, conv2d_batch_norm_train, conv2d_transpose,
 };
 pub use dense::{dense, flatten};
 pub use loss::{mean_squared_error, smoothed_one_hot, softmax_cross_entropy, sparse_softmax_cross_entropy};

@@ -238,7 +238,11 @@ fn chains_are_deterministic_across_thread_counts() {
     for threads in [1, 3, 4] {
         let tp = rayon::ThreadPoolBuilder::new().num_threads(threads).build().expect("pool");
         assert_eq!(first, tp.install(|| run(&case, Path::Chained, true)), "{threads} threads differ");
-        assert_eq!(residual, tp.install(|| run(&residual_case, Path::Residual, true)), "residual: {threads} threads differ");
+        assert_eq!(
+            residual,
+            tp.install(|| run(&residual_case, Path::Residual, true)),
+            "residual: {threads} threads differ"
+        );
     }
 }
 

@@ -192,3 +192,58 @@ pub(crate) fn recycle(buf: Vec<f32>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each chunk arrives zeroed, with its own index and item, and the whole vector is
+    /// what the chunks wrote; with one item too few, the plain path gives the chunks it
+    /// zips the same way and leaves the rest zero.
+    #[test]
+    fn chunks_arrive_zeroed_with_their_items() {
+        for (n, chunk) in [(0usize, 4usize), (1, 4), (10, 3), (1 << 20, 1000), (12, 4)] {
+            let chunks = n.div_ceil(chunk);
+            let write = |i: usize, item: usize, c: &mut [f32]| {
+                assert!(c.iter().all(|&v| v == 0.0), "chunk {i} was not zeroed");
+                assert_eq!(i, item);
+                for (j, v) in c.iter_mut().enumerate() {
+                    *v = (i * chunk + j) as f32 + 0.5;
+                }
+            };
+            let v = zeroed_in_tasks(n, chunk, 2, (0..chunks).into_par_iter(), write);
+            let expect: Vec<f32> = (0..n).map(|k| k as f32 + 0.5).collect();
+            assert_eq!(v, expect, "n {n}, chunk {chunk}");
+            if chunks > 0 {
+                let short = zeroed_in_tasks(n, chunk, 1, (0..chunks - 1).into_par_iter(), write);
+                let cut = (chunks - 1) * chunk;
+                assert_eq!(&short[..cut], &expect[..cut]);
+                assert!(short[cut..].iter().all(|&v| v == 0.0));
+            }
+        }
+    }
+
+    #[test]
+    fn pairs_share_the_task_index() {
+        for ((na, ca), (nb, cb)) in
+            [((40usize, 10usize), (8usize, 2usize)), ((40, 10), (9, 2)), ((7, 3), (300_000, 100_000))]
+        {
+            let (a, b) = zeroed_pair_in_tasks((na, ca), (nb, cb), |i, x, y| {
+                assert!(x.iter().chain(y.iter()).all(|&v| v == 0.0));
+                x.fill(i as f32 + 1.0);
+                y.fill(-(i as f32) - 1.0);
+            });
+            assert_eq!(a.len(), na);
+            assert_eq!(b.len(), nb);
+            for (k, v) in a.iter().enumerate() {
+                assert_eq!(*v, (k / ca) as f32 + 1.0, "a[{k}]");
+            }
+            // Mismatched chunk counts: `b` has one chunk per `a` chunk it zips with.
+            for (k, v) in b.iter().enumerate() {
+                let i = k / cb;
+                let want = if i < na.div_ceil(ca) { -(i as f32) - 1.0 } else { 0.0 };
+                assert_eq!(*v, want, "b[{k}]");
+            }
+        }
+    }
+}

@@ -21,7 +21,7 @@ use candle_core::{CpuStorage, CustomOp2, Layout, Shape, Tensor, bail};
 use gemm::Parallelism;
 use rayon::prelude::*;
 
-use super::buffers::{with_scratch, zeroed};
+use super::buffers::{with_scratch, zeroed, zeroed_in_tasks};
 use super::lowering::Lowered;
 use super::simd::simd_kernel;
 
@@ -348,39 +348,36 @@ pub(super) fn batch_plan(n: usize) -> (usize, Parallelism) {
 /// # Shapes
 /// - `x`: `[N, C, H, W]`, `w`: `[O, C·kh·kw]` (OIHW flattened), result `[N, O, H_out·W_out]`
 fn forward(g: &Geometry, x: &[f32], w: &[f32]) -> Vec<f32> {
-    let mut y = zeroed(g.n * g.y_image());
     if g.is_degenerate() {
-        return y;
+        return zeroed(g.n * g.y_image());
     }
     let (per, par) = batch_plan(g.n);
     let lowered = Lowered::new(g, w);
-    y.par_chunks_mut(per * g.y_image()).zip(x.par_chunks(per * g.x_image())).for_each(|(ys, xs)| {
+    // Each task zeroes its own images' outputs (`buffers::zeroed_in_tasks`).
+    zeroed_in_tasks(g.n * g.y_image(), per * g.y_image(), 1, x.par_chunks(per * g.x_image()), |_, xs, ys| {
         with_scratch([lowered.col_len()], |[col]| {
             for (y_n, x_n) in ys.chunks_exact_mut(g.y_image()).zip(xs.chunks_exact(g.x_image())) {
                 lowered.forward_image(x_n, col, y_n, par);
             }
         });
-    });
-    y
+    })
 }
 
 /// # Shapes
 /// - `dy`: `[N, O, H_out·W_out]`, `w`: `[O, C·kh·kw]`, result `[N, C, H, W]`
 fn backward_input(g: &Geometry, dy: &[f32], w: &[f32]) -> Vec<f32> {
-    let mut dx = zeroed(g.n * g.x_image());
     if g.is_degenerate() {
-        return dx;
+        return zeroed(g.n * g.x_image());
     }
     let (per, par) = batch_plan(g.n);
     let lowered = Lowered::new(g, w);
-    dx.par_chunks_mut(per * g.x_image()).zip(dy.par_chunks(per * g.y_image())).for_each(|(dxs, dys)| {
+    zeroed_in_tasks(g.n * g.x_image(), per * g.x_image(), 1, dy.par_chunks(per * g.y_image()), |_, dys, dxs| {
         with_scratch([lowered.col_len()], |[dcol]| {
             for (dx_n, dy_n) in dxs.chunks_exact_mut(g.x_image()).zip(dys.chunks_exact(g.y_image())) {
                 lowered.input_image(dy_n, dcol, dx_n, par);
             }
         });
-    });
-    dx
+    })
 }
 
 /// # Shapes
@@ -396,17 +393,16 @@ fn backward_filter(g: &Geometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
     let par = if chunks >= threads { Parallelism::None } else { Parallelism::Rayon(threads.div_ceil(chunks)) };
     let lowered = Lowered::without_weights(g);
     let len = lowered.filter_len();
-    // Zero-filled by the rayon threads: 16 partials of vgg_small's 256-channel filter
-    // gradient are 38 MB, which `vec![0; n]` zeroed serially while the others waited.
-    let mut partial = zeroed(chunks * len);
-    partial.par_chunks_mut(len).zip(x.par_chunks(per * g.x_image()).zip(dy.par_chunks(per * g.y_image()))).for_each(
-        |(acc, (xs, dys))| {
-            let images = xs.len() / g.x_image();
-            with_scratch([lowered.filter_col_len(images)], |[col]| {
-                lowered.filter_images(images, xs, dys, col, acc, false, par);
-            });
-        },
-    );
+    // Each chunk's partial is zeroed by its own task: 16 partials of vgg_small's
+    // 256-channel filter gradient are 38 MB, which `vec![0; n]` zeroed serially while
+    // the others waited.
+    let items = x.par_chunks(per * g.x_image()).zip(dy.par_chunks(per * g.y_image()));
+    let mut partial = zeroed_in_tasks(chunks * len, len, 1, items, |_, (xs, dys), acc| {
+        let images = xs.len() / g.x_image();
+        with_scratch([lowered.filter_col_len(images)], |[col]| {
+            lowered.filter_images(images, xs, dys, col, acc, false, par);
+        });
+    });
     lowered.finish_filter(sum_chunks(&mut partial, len))
 }
 

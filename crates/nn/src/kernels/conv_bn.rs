@@ -548,9 +548,10 @@ pub(super) fn backward_block(
     // Each chunk's partial filter gradient and input gradient are zeroed by the task
     // that computes them (`buffers::zeroed_in_tasks`).
     let (mut partial, dx) = if need_dx {
-        let (partial, dx) = zeroed_pair_in_tasks((chunks * dw_len, dw_len), (g.n * g.x_image(), per * g.x_image()), |ci, dw, dx| {
-            backward_chunk(&ctx, ci, dw, Some(dx));
-        });
+        let (partial, dx) =
+            zeroed_pair_in_tasks((chunks * dw_len, dw_len), (g.n * g.x_image(), per * g.x_image()), |ci, dw, dx| {
+                backward_chunk(&ctx, ci, dw, Some(dx));
+            });
         (partial, Some(dx))
     } else {
         let partial = zeroed_in_tasks(chunks * dw_len, dw_len, 1, (0..chunks).into_par_iter(), |ci, _, dw| {

@@ -25,9 +25,9 @@ use rayon::prelude::*;
 use super::batch_norm as bn;
 use super::buffers::{recycle, recycled};
 use super::conv_bn::{Block, BlockOperands, Gradients, Saved, backward_block, forward_block, run_backward, supports};
-use super::simd::simd_kernel;
 use super::conv2d::Conv2dParams;
 use super::pool::Pool2dParams;
+use super::simd::simd_kernel;
 
 /// One block of [`conv2d_batch_norm_chain_train`].
 #[derive(Debug, Clone, Copy)]
@@ -107,7 +107,9 @@ pub fn conv2d_batch_norm_residual_train(
     links: &[ChainLink<'_>],
 ) -> candle_core::Result<(Tensor, Vec<(Tensor, Tensor)>)> {
     if links.last().is_some_and(|l| l.relu || l.pool.is_some()) {
-        bail!("ferroflow residual chain kernel: the last block adds the shortcut before its ReLU, so it has neither ReLU nor pool");
+        bail!(
+            "ferroflow residual chain kernel: the last block adds the shortcut before its ReLU, so it has neither ReLU nor pool"
+        );
     }
     chain_train(x, links, true)
 }

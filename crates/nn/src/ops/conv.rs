@@ -238,7 +238,10 @@ fn chain_train(
     residual: bool,
 ) -> Result<(Tensor, Vec<(Tensor, Tensor)>)> {
     if residual && blocks.last().is_some_and(|b| b.relu || b.pool.is_some()) {
-        return Err(NnError::shape(op_name, "the last block adds the shortcut before its ReLU, so it has neither ReLU nor pool"));
+        return Err(NnError::shape(
+            op_name,
+            "the last block adds the shortcut before its ReLU, so it has neither ReLU nor pool",
+        ));
     }
     if let Some(k) = blocks.iter().position(|b| b.pool.is_some() && !b.relu) {
         return Err(NnError::shape(op_name, format!("block {k}: a max-pool is fused only after a ReLU")));
@@ -272,7 +275,10 @@ fn chain_train(
         });
     }
     if residual && dims != x.dims() {
-        return Err(NnError::shape(op_name, format!("the unit's output {dims:?} is not its input's shape {:?}", x.dims())));
+        return Err(NnError::shape(
+            op_name,
+            format!("the unit's output {dims:?} is not its input's shape {:?}", x.dims()),
+        ));
     }
     if kernels::supports_chain(x, &links) {
         let (y, stats) = if residual {
