@@ -36,6 +36,7 @@ measurement of docs/PERFORMANCE.md runs it with 1 and with 2.
 
 import argparse
 import os
+import statistics
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -205,6 +206,18 @@ def main():
         if "ferroflow-gemm" in best:
             print(f"{m:<11}direct convolutions: {ff['images_per_sec'] / best['ferroflow-gemm']['images_per_sec']:.2f}x "
                   f"ferroflow's im2col + gemm path")
+        # On a VM whose neighbours come and go, one side's best can fall in a quiet
+        # minute and another's not: the ratio within each round (the sides ran
+        # back to back) is the steadier measure, so print those and their median too.
+        for peer, name in (("tensorflow", "TF"), ("pytorch", "PyTorch")):
+            ratios = [a["images_per_sec"] / b["images_per_sec"] for a, b in zip(runs[(m, "ferroflow")], runs[(m, peer)])]
+            print(f"{m:<11}per round ferroflow / {name}: {', '.join(f'{r:.2f}' for r in ratios)} "
+                  f"(median {statistics.median(ratios):.2f}x)")
+        spread = max(max(x["images_per_sec"] for x in runs[(m, s)]) / min(x["images_per_sec"] for x in runs[(m, s)])
+                     for s in sides)
+        if spread > 1.2:
+            print(f"{m:<11}noisy machine: one side's runs differ by {100 * (spread - 1):.0f}%; "
+                  f"the per-round medians are the steadier ratios")
 
 
 if __name__ == "__main__":
