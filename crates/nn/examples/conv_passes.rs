@@ -1,5 +1,6 @@
 //! Times each pass of one convolution (forward, input gradient, filter gradient) through
-//! the direct kernels and through im2col + gemm, on random data, one shape per line.
+//! im2col + gemm (`gemm`), the direct kernels (`dir`, `Kernels::Direct`) and the default
+//! fast kernels (`fast`: Winograd where it applies), on random data, one shape per line.
 //!
 //! Usage: `cargo run --release -p ferroflow-nn --example conv_passes -- [N C H W O K STRIDE]...`
 //! (no arguments: the 3x3 SAME convolutions of cifar_cnn, resnet20 and vgg_small at batch
@@ -44,8 +45,8 @@ fn main() {
         args.chunks_exact(7).map(|c| c.try_into().unwrap()).collect()
     };
     println!(
-        "{:>28}  {:>17}  {:>17}  {:>17}",
-        "N C H W -> O kxk /s", "forward gemm|dir", "input gemm|dir", "filter gemm|dir"
+        "{:>28}  {:>22}  {:>22}  {:>22}",
+        "N C H W -> O kxk /s", "fwd gemm|dir|fast", "input gemm|dir|fast", "filter gemm|dir|fast"
     );
     for [n, c, h, w, o, k, s] in shapes {
         let pad = (k - 1) / 2;
@@ -61,7 +62,7 @@ fn main() {
         let dy = y.randn_like(0.0, 1.0).unwrap();
         let mut row = format!("{:>28}", format!("{n} {c} {h} {w} -> {o} {k}x{k} /{s}"));
         for pass in 0..3 {
-            let ms: Vec<f64> = [Kernels::Gemm, Kernels::Fast]
+            let ms: Vec<f64> = [Kernels::Gemm, Kernels::Direct, Kernels::Fast]
                 .into_iter()
                 .map(|kern| {
                     with_kernels(kern, || {
@@ -75,7 +76,7 @@ fn main() {
                     })
                 })
                 .collect();
-            row += &format!("  {:>7.2} | {:>7.2}", ms[0], ms[1]);
+            row += &format!("  {:>6.2} |{:>6.2} |{:>6.2}", ms[0], ms[1], ms[2]);
         }
         println!("{row}");
     }

@@ -32,6 +32,7 @@ pub mod pool;
 pub mod reference;
 pub mod relu;
 mod simd;
+mod winograd;
 
 pub use batch_norm::{
     batch_norm_relu_train, batch_norm_relu_train_backward, batch_norm_train, batch_norm_train_across,
@@ -41,7 +42,9 @@ pub use bias::bias_add_nchw;
 pub use choice::{KERNELS_ENV, Kernels, count_fast_run, fast_kernel_runs, fast_kernels_on, with_kernels};
 pub use conv_bn::{conv2d_batch_norm_relu_max_pool_train, conv2d_batch_norm_train};
 pub use conv_bn_chain::{ChainLink, conv2d_batch_norm_chain_train, conv2d_batch_norm_residual_train, supports_chain};
-pub use conv2d::{Conv2dParams, conv2d, conv2d_backward_filter, conv2d_backward_input, direct_passes, supports};
+pub use conv2d::{
+    Conv2dParams, conv2d, conv2d_backward_filter, conv2d_backward_input, direct_passes, supports, winograd_passes,
+};
 pub use pool::{Pool2dParams, avg_pool2d, avg_pool2d_backward, max_pool2d, max_pool2d_backward};
 pub use relu::{add_relu, relu, relu_backward};
 

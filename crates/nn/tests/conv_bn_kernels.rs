@@ -205,6 +205,10 @@ fn direct_conv_channel_counts_match_the_reference() {
         ([2, 16, 9, 9], [32, 16, 3, 3], 2),
         ([2, 32, 6, 13], [48, 32, 3, 3], 1),
         ([2, 16, 7, 7], [32, 16, 1, 1], 2),
+        // Winograd's forward and input gradient (`kernels/winograd.rs`), with the gemm
+        // filter gradient (128 channels of 16x16) and the direct one (64 of 6x6).
+        ([2, 128, 16, 16], [128, 128, 3, 3], 1),
+        ([2, 64, 6, 6], [64, 64, 3, 3], 1),
     ];
     for (i, (xs, ws, s)) in shapes.into_iter().enumerate() {
         let pad = |a: usize| ops::same_padding(xs[2 + a], ws[2 + a], s, 1);
@@ -591,4 +595,23 @@ fn bench_cifar_cnn_blocks() {
         "all four: unfused fwd {:.1} ms, fwd+bwd {:.1} ms | fused fwd {:.1} ms, fwd+bwd {:.1} ms",
         totals[0], totals[1], totals[2], totals[3]
     );
+}
+
+/// The pooled block with Winograd's forward and input gradient (`kernels/winograd.rs`):
+/// vgg_small's 128-channel 16x16 layer (gemm filter gradient) and a 64-channel 8x8 one
+/// (direct filter gradient), both against the reference.
+#[test]
+fn max_pool_fusion_with_winograd_matches_the_reference() {
+    let mut rng = Rng::new(0xb115);
+    let same3 = Conv2dParams { stride: [1, 1], dilation: [1, 1], pad_before: [1, 1], pad_after: [1, 1] };
+    let pool = Pool2dParams { ksize: [2, 2], stride: [2, 2], pad_before: [0, 0], pad_after: [0, 0] };
+    for (xs, o) in [([2, 128, 16, 16], 128), ([3, 64, 8, 8], 64)] {
+        let case = make_case(&mut rng, xs, [o, xs[1], 3, 3], same3);
+        let dy = values(&mut rng, xs[0] * o * (xs[2] / 2) * (xs[3] / 2), 0.0, 1.0);
+        let want = reference_pooled_block(&case, &pool, &dy);
+        let got = run_pooled(&case, pool, &dy, true);
+        for (i, name) in NAMES.iter().enumerate() {
+            assert_close(&got[i], &want[i], &format!("x {xs:?} → {o}: {name}"));
+        }
+    }
 }

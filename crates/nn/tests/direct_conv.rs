@@ -96,11 +96,12 @@ fn the_benchmark_models_convolutions_match_the_reference() {
         ([1, 3, 21, 21], [64, 3, 7, 7], 2, [true, false, false]),
         ([3, 32, 7, 9], [32, 32, 3, 3], 1, [true, true, true]),
         ([2, 32, 8, 8], [64, 32, 3, 3], 1, [true, true, true]),
-        ([2, 64, 5, 5], [64, 64, 3, 3], 1, [true, true, true]),
-        ([1, 128, 4, 4], [128, 128, 3, 3], 1, [false, true, true]),
-        ([1, 256, 4, 4], [256, 256, 3, 3], 1, [false, true, true]),
+        // Forward and input gradient from 64 channels: Winograd (`tests/winograd_conv.rs`).
+        ([2, 64, 5, 5], [64, 64, 3, 3], 1, [false, false, true]),
+        ([1, 128, 4, 4], [128, 128, 3, 3], 1, [false, false, true]),
+        ([1, 256, 4, 4], [256, 256, 3, 3], 1, [false, false, true]),
         ([1, 288, 3, 3], [288, 288, 3, 3], 1, [false, false, false]),
-        ([1, 128, 9, 9], [128, 128, 3, 3], 1, [false, true, false]),
+        ([1, 128, 9, 9], [128, 128, 3, 3], 1, [false, false, false]),
     ];
     for (xs, ws, stride, expect) in shapes {
         let chosen = check(&mut rng, xs, ws, same(xs, ws, stride), &format!("x {xs:?} w {ws:?} /{stride}"));

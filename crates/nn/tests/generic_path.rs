@@ -49,7 +49,12 @@ fn models() -> Vec<ModelSpec> {
 fn every_model_trains_and_evaluates_through_the_generic_path_as_through_the_fast_kernels() {
     for spec in models() {
         let before = fast_kernel_runs();
-        let fast = with_kernels(Kernels::Fast, || step(&spec, 2));
+        // The direct kernels, not Winograd's (`Kernels::Direct`): Winograd's rounding (its
+        // forward outputs agree with the generic path's to 2e-6 here) moves a max-pool's
+        // winner on vgg_small's 16x16 layer at batch 2, which sends that pixel's gradient
+        // elsewhere (8.6e-2 relative in that layer's dW). Winograd is checked against the
+        // reference on its own (tests/winograd_conv.rs, tests/conv_bn_kernels.rs).
+        let fast = with_kernels(Kernels::Direct, || step(&spec, 2));
         assert!(fast_kernel_runs() > before, "{}: the fast path ran no fast kernel", spec.name);
         let before = fast_kernel_runs();
         let generic = with_kernels(Kernels::Generic, || step(&spec, 2));

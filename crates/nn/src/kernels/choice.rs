@@ -25,10 +25,13 @@ pub const KERNELS_ENV: &str = "FERROFLOW_KERNELS";
 #[serde(rename_all = "snake_case")]
 pub enum Kernels {
     /// ferroflow's CPU kernels for f32 CPU tensors, each convolution pass taking the
-    /// direct AVX-512 kernel where the CPU and the shape allow it
-    /// (`kernels/direct.rs`), else im2col + gemm; the generic path
-    /// elsewhere.
+    /// Winograd F(2x2, 3x3) kernel (`kernels/winograd.rs`) or the direct AVX-512 kernel
+    /// (`kernels/direct.rs`) where the CPU and the shape allow it, else im2col + gemm;
+    /// the generic path elsewhere.
     Fast,
+    /// As [`Kernels::Fast`] without Winograd: the direct kernels or im2col + gemm (to
+    /// compare the two, and for sums in the direct kernels' rounding).
+    Direct,
     /// As [`Kernels::Fast`], but every convolution through im2col + gemm (to compare
     /// the two, and the fallback on CPUs without AVX-512).
     Gemm,
@@ -38,8 +41,8 @@ pub enum Kernels {
 
 impl Kernels {
     /// The choice `FERROFLOW_KERNELS` makes: unset, empty or `fast` is
-    /// [`Kernels::Fast`], `gemm` is [`Kernels::Gemm`], `generic` is
-    /// [`Kernels::Generic`].
+    /// [`Kernels::Fast`], `direct` is [`Kernels::Direct`], `gemm` is
+    /// [`Kernels::Gemm`], `generic` is [`Kernels::Generic`].
     ///
     /// ```
     /// use ferroflow_nn::kernels::Kernels;
@@ -52,12 +55,13 @@ impl Kernels {
     pub fn parse(value: &str) -> Result<Kernels> {
         match value.trim() {
             "" | "fast" => Ok(Kernels::Fast),
+            "direct" => Ok(Kernels::Direct),
             "gemm" => Ok(Kernels::Gemm),
             "generic" => Ok(Kernels::Generic),
             other => Err(NnError::Config {
                 context: KERNELS_ENV.into(),
                 reason: format!(
-                    "{other:?} is not a kernel choice: use \"fast\" (the default), \"gemm\" or \"generic\""
+                    "{other:?} is not a kernel choice: use \"fast\" (the default), \"direct\", \"gemm\" or \"generic\""
                 ),
             }),
         }

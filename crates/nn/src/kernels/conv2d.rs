@@ -254,15 +254,33 @@ impl CustomOp2 for Conv2dOp {
 }
 
 /// Which passes of a conv run as direct AVX-512 convolutions on this CPU, under the kernel
-/// choice in force on this thread (the others take im2col + gemm): `[forward, input
-/// gradient, filter gradient]`, all `false` for shapes this kernel does not take.
+/// choice in force on this thread (the others take Winograd, see [`winograd_passes`], or
+/// im2col + gemm): `[forward, input gradient, filter gradient]`, all `false` for shapes
+/// this kernel does not take.
 ///
 /// # Shapes
 /// - `x_dims`: `[N, C, H, W]`, `w_dims`: `[O, C, kh, kw]`
 pub fn direct_passes(x_dims: [usize; 4], w_dims: [usize; 4], params: Conv2dParams) -> [bool; 3] {
     match Geometry::new(&x_dims, &w_dims, params) {
-        Ok(g) if !g.is_degenerate() => super::direct::Direct::passes(&g, true),
+        Ok(g) if !g.is_degenerate() => {
+            let [forward, input, filter] = super::direct::Direct::passes(&g, true);
+            let [wino_forward, wino_input] = super::winograd::Winograd::passes(&g);
+            [forward && !wino_forward, input && !wino_input, filter]
+        }
         _ => [false; 3],
+    }
+}
+
+/// Which passes of a conv run as Winograd F(2x2, 3x3) convolutions on this CPU, under the
+/// kernel choice in force on this thread: `[forward, input gradient]` (3x3, unit stride,
+/// SAME, 64 or more channels in and out, multiples of 16, AVX-512F).
+///
+/// # Shapes
+/// - `x_dims`: `[N, C, H, W]`, `w_dims`: `[O, C, kh, kw]`
+pub fn winograd_passes(x_dims: [usize; 4], w_dims: [usize; 4], params: Conv2dParams) -> [bool; 2] {
+    match Geometry::new(&x_dims, &w_dims, params) {
+        Ok(g) if !g.is_degenerate() => super::winograd::Winograd::passes(&g),
+        _ => [false; 2],
     }
 }
 
@@ -352,14 +370,10 @@ fn forward(g: &Geometry, x: &[f32], w: &[f32]) -> Vec<f32> {
         return zeroed(g.n * g.y_image());
     }
     let (per, par) = batch_plan(g.n);
-    let lowered = Lowered::new(g, w);
+    let lowered = Lowered::new(g, w, true);
     // Each task zeroes its own images' outputs (`buffers::zeroed_in_tasks`).
     zeroed_in_tasks(g.n * g.y_image(), per * g.y_image(), 1, x.par_chunks(per * g.x_image()), |_, xs, ys| {
-        with_scratch([lowered.col_len()], |[col]| {
-            for (y_n, x_n) in ys.chunks_exact_mut(g.y_image()).zip(xs.chunks_exact(g.x_image())) {
-                lowered.forward_image(x_n, col, y_n, par);
-            }
-        });
+        with_scratch([lowered.col_len()], |[col]| lowered.forward_images(xs, col, ys, par));
     })
 }
 
@@ -370,13 +384,9 @@ fn backward_input(g: &Geometry, dy: &[f32], w: &[f32]) -> Vec<f32> {
         return zeroed(g.n * g.x_image());
     }
     let (per, par) = batch_plan(g.n);
-    let lowered = Lowered::new(g, w);
+    let lowered = Lowered::new(g, w, false);
     zeroed_in_tasks(g.n * g.x_image(), per * g.x_image(), 1, dy.par_chunks(per * g.y_image()), |_, dys, dxs| {
-        with_scratch([lowered.col_len()], |[dcol]| {
-            for (dx_n, dy_n) in dxs.chunks_exact_mut(g.x_image()).zip(dys.chunks_exact(g.y_image())) {
-                lowered.input_image(dy_n, dcol, dx_n, par);
-            }
-        });
+        with_scratch([lowered.col_len()], |[dcol]| lowered.input_images(dys, dcol, dxs, par));
     })
 }
 

@@ -355,26 +355,22 @@ fn normalise_and_pool(z: &[f32], affine: &Affine, channels: usize, geometry: &Po
 }
 
 /// The conv output `z` `[N, O, P]` and, per image and channel, `[mean, Σ (z - mean)²]` of
-/// the image's `P` values (f64), computed while the image's output is in cache.
+/// the image's `P` values (f64), computed right after the task's forward passes, while its outputs are in cache.
 fn forward_conv(g: &Geometry, x: &[f32], w: &[f32]) -> (Vec<f32>, Vec<[f64; 2]>) {
     let p = g.col_cols();
     // Every element is written by the per-image forward passes below.
     let mut z = recycled(g.n * g.y_image());
     let mut moments = vec![[0f64; 2]; g.n * g.o];
     let (per, par) = batch_plan(g.n);
-    let lowered = Lowered::new(g, w);
+    let lowered = Lowered::new(g, w, true);
     z.par_chunks_mut(per * g.y_image())
         .zip(moments.par_chunks_mut(per * g.o))
         .zip(x.par_chunks(per * g.x_image()))
         .for_each(|((zs, ms), xs)| {
-            with_scratch([lowered.col_len()], |[col]| {
-                for ((z_n, m_n), x_n) in
-                    zs.chunks_exact_mut(g.y_image()).zip(ms.chunks_exact_mut(g.o)).zip(xs.chunks_exact(g.x_image()))
-                {
-                    lowered.forward_image(x_n, col, z_n, par);
-                    image_moments(z_n, m_n, p);
-                }
-            });
+            with_scratch([lowered.col_len()], |[col]| lowered.forward_images(xs, col, zs, par));
+            for (z_n, m_n) in zs.chunks_exact(g.y_image()).zip(ms.chunks_exact_mut(g.o)) {
+                image_moments(z_n, m_n, p);
+            }
         });
     (z, moments)
 }
@@ -542,7 +538,7 @@ pub(super) fn backward_block(
     let chunks = g.n.div_ceil(per);
     let threads = rayon::current_num_threads().max(1);
     let par = if chunks >= threads { Parallelism::None } else { Parallelism::Rayon(threads.div_ceil(chunks)) };
-    let lowered = Lowered::new(&g, w);
+    let lowered = Lowered::new(&g, w, false);
     let ctx = Ctx { g, x, dy, lowered: &lowered, saved, coef: &coef, relu: block.relu, need_dw, per, par };
     let dw_len = lowered.filter_len();
     // Each chunk's partial filter gradient and input gradient are zeroed by the task
@@ -660,9 +656,7 @@ fn backward_chunk(ctx: &Ctx<'_>, ci: usize, dw: &mut [f32], dx: Option<&mut [f32
             ctx.lowered.filter_images(count, xs, dzs, col, dw, false, ctx.par);
         }
         if let Some(dx) = dx {
-            for (i, dz) in dzs.chunks_exact(g.y_image()).enumerate() {
-                ctx.lowered.input_image(dz, dcol, &mut dx[i * g.x_image()..][..g.x_image()], ctx.par);
-            }
+            ctx.lowered.input_images(dzs, dcol, &mut dx[..count * g.x_image()], ctx.par);
         }
     });
 }

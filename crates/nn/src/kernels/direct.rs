@@ -164,7 +164,8 @@ impl Direct {
     /// Which passes of `g` run here: `[forward, input gradient, filter gradient]` (the first
     /// two only `with_weights`), under the kernel choice in force on this thread.
     pub(super) fn passes(g: &Geometry, with_weights: bool) -> [bool; 3] {
-        if Kernels::current() != Kernels::Fast || !cpu_supported() || g.p.dilation != [1, 1] {
+        if !matches!(Kernels::current(), Kernels::Fast | Kernels::Direct) || !cpu_supported() || g.p.dilation != [1, 1]
+        {
             return [false; 3];
         }
         let (sw, k) = (g.p.stride[1], g.kh * g.kw);
@@ -674,7 +675,7 @@ impl FilterTile {
 
 /// `dst [cols, rows] = srcᵀ` for `src [rows, cols]`: 16 x 16 blocks in registers (AVX-512
 /// unpack and shuffle steps), the edges element by element.
-fn transpose(src: &[f32], rows: usize, cols: usize, dst: &mut [f32]) {
+pub(super) fn transpose(src: &[f32], rows: usize, cols: usize, dst: &mut [f32]) {
     assert_eq!(src.len(), rows * cols, "transpose: source length");
     assert_eq!(dst.len(), rows * cols, "transpose: destination length");
     let (rb, cb) = (rows / LANES * LANES, cols / LANES * LANES);

@@ -22,6 +22,7 @@ use gemm::Parallelism;
 use super::conv2d::{Conv2dParams, Geometry, gemm_strided, valid_range};
 use super::direct::Direct;
 use super::simd::simd_kernel;
+use super::winograd::Winograd;
 
 /// The smallest gemm reduction (`C·kw`) for which the row shift is used: below it, e.g.
 /// the first layer of an RGB network (`3·3 = 9`), its `kh` gemms are too short to keep
@@ -47,12 +48,25 @@ pub(super) struct Lowered<'a> {
     w_rows: Vec<f32>,
     /// The passes that run as direct convolutions instead ([`super::direct`]).
     direct: Option<Direct>,
+    /// The forward and input-gradient passes that run as Winograd convolutions
+    /// ([`super::winograd`]), before the direct ones.
+    winograd: Option<Winograd>,
+    /// Whether the weights were prepared for the forward pass, else the input gradient.
+    forward: bool,
 }
 
 impl<'a> Lowered<'a> {
     /// For the filter gradient alone, which needs no weights.
     pub(super) fn without_weights(g: &'a Geometry) -> Self {
-        Lowered { g, kind: Self::kind(g), w: &[], w_rows: Vec::new(), direct: Direct::plan(g, &[]) }
+        Lowered {
+            g,
+            kind: Self::kind(g),
+            w: &[],
+            w_rows: Vec::new(),
+            direct: Direct::plan(g, &[]),
+            winograd: None,
+            forward: false,
+        }
     }
 
     fn kind(g: &Geometry) -> Kind {
@@ -65,12 +79,18 @@ impl<'a> Lowered<'a> {
         }
     }
 
-    /// For every pass; `w` is the OIHW weights `[O, C·kh·kw]`.
-    pub(super) fn new(g: &'a Geometry, w: &'a [f32]) -> Self {
+    /// For the forward pass (`forward`) or the input gradient, and the filter gradient;
+    /// `w` is the OIHW weights `[O, C·kh·kw]`.
+    pub(super) fn new(g: &'a Geometry, w: &'a [f32], forward: bool) -> Self {
         let kind = Self::kind(g);
-        let direct = Direct::plan(g, w);
+        // Winograd transforms the weights of the one pass asked for, here on the calling
+        // thread (before the per-image tasks).
+        let winograd = Winograd::plan(g, w, forward);
+        // The direct plan prepares weights only when Winograd leaves it the pass.
+        let direct = Direct::plan(g, if winograd.is_some() { &[] } else { w });
         let mut w_rows = Vec::new();
-        let gemm_uses_weights = direct.as_ref().is_none_or(|d| !d.forward() || !d.input());
+        let direct_pass = direct.as_ref().is_some_and(|d| if forward { d.forward() } else { d.input() });
+        let gemm_uses_weights = winograd.is_none() && !direct_pass;
         if kind == Kind::RowShift && gemm_uses_weights {
             let kcw = g.c * g.kw;
             w_rows = vec![0f32; g.kh * g.o * kcw];
@@ -84,7 +104,7 @@ impl<'a> Lowered<'a> {
                 }
             }
         }
-        Lowered { g, kind, w, w_rows, direct }
+        Lowered { g, kind, w, w_rows, direct, winograd, forward }
     }
 
     /// Rows of the row-shift matrix: `C·kw`.
@@ -101,13 +121,44 @@ impl<'a> Lowered<'a> {
     /// for pointwise), or a direct pass's padded copy, whichever is larger. (The filter
     /// gradient's: [`Self::filter_col_len`].)
     pub(super) fn col_len(&self) -> usize {
-        let gemm = self.gemm_col_len();
-        let Some(d) = &self.direct else { return gemm };
         let g = self.g;
-        let passes = [(d.forward(), Direct::forward_scratch(g)), (d.input(), Direct::input_scratch(g))];
+        let [wino_forward, wino_input] = self.winograd.as_ref().map_or([false; 2], |v| [v.forward(), v.input()]);
+        let wino = if wino_forward || wino_input { Winograd::scratch(g) } else { 0 };
+        let (d_forward, d_input) = match &self.direct {
+            Some(d) => (d.forward() && !wino_forward, d.input() && !wino_input),
+            None => (false, false),
+        };
+        let passes = [(d_forward, Direct::forward_scratch(g)), (d_input, Direct::input_scratch(g))];
         let direct = passes.iter().filter(|p| p.0).map(|p| p.1).max().unwrap_or(0);
-        let gemm_used = !(d.forward() && d.input());
-        direct.max(if gemm_used { gemm } else { 0 })
+        let gemm_used = !(wino_forward || d_forward) || !(wino_input || d_input);
+        wino.max(direct).max(if gemm_used { self.gemm_col_len() } else { 0 })
+    }
+
+    /// The forward pass of the images of `xs` `[images, C, H, W]` into `ys` `[images, O,
+    /// P]` (every element written): Winograd's groups of images where it runs, else
+    /// [`Self::forward_image`] per image.
+    pub(super) fn forward_images(&self, xs: &[f32], col: &mut [f32], ys: &mut [f32], par: Parallelism) {
+        assert!(self.forward && !self.w.is_empty(), "lowering: weights not prepared for the forward pass");
+        let g = self.g;
+        if let Some(v) = self.winograd.as_ref().filter(|v| v.forward()) {
+            return v.forward_images(g, xs, ys, col, par);
+        }
+        for (y_n, x_n) in ys.chunks_exact_mut(g.y_image()).zip(xs.chunks_exact(g.x_image())) {
+            self.forward_image(x_n, col, y_n, par);
+        }
+    }
+
+    /// The input gradient of the images of `dys` `[images, O, P]` into `dxs` `[images, C, H,
+    /// W]`, which must be zeros: as [`Self::forward_images`].
+    pub(super) fn input_images(&self, dys: &[f32], dcol: &mut [f32], dxs: &mut [f32], par: Parallelism) {
+        assert!(!self.forward && !self.w.is_empty(), "lowering: weights not prepared for the input gradient");
+        let g = self.g;
+        if let Some(v) = self.winograd.as_ref().filter(|v| v.input()) {
+            return v.input_images(g, dys, dxs, dcol, par);
+        }
+        for (dx_n, dy_n) in dxs.chunks_exact_mut(g.x_image()).zip(dys.chunks_exact(g.y_image())) {
+            self.input_image(dy_n, dcol, dx_n, par);
+        }
     }
 
     /// The column matrix's length (0 for pointwise): the gemm passes take exactly this much
@@ -126,8 +177,9 @@ impl<'a> Lowered<'a> {
         self.g.o * self.g.col_rows()
     }
 
-    /// One image's output: `y_n [O, P] = w ⋆ x_n` (every element written).
-    pub(super) fn forward_image(&self, x_n: &[f32], col: &mut [f32], y_n: &mut [f32], par: Parallelism) {
+    /// One image's output: `y_n [O, P] = w ⋆ x_n` (every element written), never through
+    /// Winograd (see [`Self::forward_images`]).
+    fn forward_image(&self, x_n: &[f32], col: &mut [f32], y_n: &mut [f32], par: Parallelism) {
         let g = self.g;
         if let Some(d) = self.direct.as_ref().filter(|d| d.forward()) {
             return d.forward_image(g, x_n, col, y_n, par);
@@ -253,8 +305,9 @@ impl<'a> Lowered<'a> {
         }
     }
 
-    /// One image's input gradient into `dx_n` `[C, H, W]`, which must be zeros.
-    pub(super) fn input_image(&self, dy_n: &[f32], dcol: &mut [f32], dx_n: &mut [f32], par: Parallelism) {
+    /// One image's input gradient into `dx_n` `[C, H, W]`, which must be zeros, never
+    /// through Winograd (see [`Self::input_images`]).
+    fn input_image(&self, dy_n: &[f32], dcol: &mut [f32], dx_n: &mut [f32], par: Parallelism) {
         let g = self.g;
         if let Some(d) = self.direct.as_ref().filter(|d| d.input()) {
             return d.input_image(g, dy_n, dcol, dx_n, par);

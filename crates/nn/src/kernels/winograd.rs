@@ -1,0 +1,624 @@
+//! Winograd F(2x2, 3x3) convolution on AVX-512: the forward pass and the input gradient
+//! of 3x3, unit-stride, SAME-padded convolutions with many channels.
+//!
+//! Why: on vgg_small's 64-256-channel layers the direct and gemm passes both ran within a
+//! few percent of the core's FMA peak (`examples/conv_passes.rs`), and convolutions were
+//! 85% of its training step (perf, `bench/step_profile.py`); fewer multiplications is the
+//! only way left to run them faster. Winograd's minimal filtering (Lavin & Gray, "Fast
+//! Algorithms for Convolutional Neural Networks", CVPR 2016) computes each 2x2 block of
+//! outputs from a 4x4 block of inputs with 16 multiplications per (input, output) channel
+//! pair instead of 36:
+//!
+//! `Y = Aᵀ [(G g Gᵀ) ⊙ (Bᵀ d B)] A`, with (the paper's F(2x2, 3x3) matrices)
+//!
+//! ```text
+//!      [1  0 -1  0]        [1    0    0 ]
+//! Bᵀ = [0  1  1  0]    G = [1/2  1/2  1/2]    Aᵀ = [1  1  1  0]
+//!      [0 -1  1  0]        [1/2 -1/2  1/2]         [0  1 -1 -1]
+//!      [0  1  0 -1]        [0    0    1 ]
+//! ```
+//!
+//! Summed over input channels, the 16 element-wise products become 16 independent matrix
+//! products `M[ξ] [T, O] = V[ξ] [T, C] · U[ξ] [C, O]` over the `T` tiles of a group of
+//! images: those run in registers like the direct kernels' (`PX` tiles x `OB·16` output
+//! channels of accumulators, each input value broadcast). The transforms run on 16
+//! channels at a time, on pixel-major copies of the images (one 16x16-block transpose in,
+//! one out).
+//!
+//! The input gradient of such a conv is itself one (of `dy`, with the filter flipped and
+//! its channel axes swapped), so it runs the same code with other weights.
+//!
+//! Rounding: the transforms add up to four inputs before the products, so the results
+//! differ from a direct sum by a few more ulps (tests compare against
+//! [`super::reference`] at `1e-4` relative to the sum of absolute products); each output
+//! is still one fixed sequence of operations, independent of the thread count.
+
+use gemm::Parallelism;
+use rayon::prelude::*;
+
+use super::buffers::with_scratch;
+use super::choice::Kernels;
+use super::conv2d::Geometry;
+use super::direct::{cpu_supported, transpose};
+
+/// f32 lanes of an AVX-512 vector.
+const LANES: usize = 16;
+
+/// Transform positions: the 4x4 = 16 products of a tile.
+const XI: usize = 16;
+
+/// The fewest input and output channels for which the passes run here. Measured at batch
+/// 64 (`examples/conv_passes.rs`): see [`Winograd::passes`].
+const MIN_CHANNELS: usize = 64;
+
+/// Tiles per group of images: enough that each `[C, OB·16]` block of weights, loaded
+/// into L1 once per group and transform position, serves many tiles (an 8x8 image has 16
+/// tiles; groups then take 4 images).
+const GROUP_TILES: usize = 64;
+
+/// The tiling of one image: `th x tw` tiles of 2x2 outputs.
+#[derive(Debug, Clone, Copy)]
+struct Tiling {
+    h: usize,
+    w: usize,
+    th: usize,
+    tw: usize,
+}
+
+impl Tiling {
+    fn new(h: usize, w: usize) -> Self {
+        Tiling { h, w, th: h.div_ceil(2), tw: w.div_ceil(2) }
+    }
+
+    fn per_image(&self) -> usize {
+        self.th * self.tw
+    }
+
+    /// Images per group: enough for [`GROUP_TILES`] tiles.
+    fn group(&self) -> usize {
+        GROUP_TILES.div_ceil(self.per_image()).max(1)
+    }
+}
+
+/// Output channels per register tile, in vectors: 2 when the channels allow it.
+fn blocks_per_tile(oc: usize) -> usize {
+    if (oc / LANES).is_multiple_of(2) { 2 } else { 1 }
+}
+
+/// The 16 transformed taps `G g Gᵀ` of one 3x3 filter `g` (row-major), each a fixed
+/// sequence of f32 operations (the halves are exact).
+#[inline(always)]
+fn transform_filter(g: [f32; 9]) -> [f32; XI] {
+    // G g: 4 rows of 3.
+    let mut gg = [[0f32; 3]; 4];
+    for s in 0..3 {
+        let (g0, g1, g2) = (g[s], g[3 + s], g[6 + s]);
+        gg[0][s] = g0;
+        gg[1][s] = 0.5 * (g0 + g1 + g2);
+        gg[2][s] = 0.5 * (g0 - g1 + g2);
+        gg[3][s] = g2;
+    }
+    // (G g) Gᵀ: 4 columns per row.
+    let mut u = [0f32; XI];
+    for (r, row) in gg.iter().enumerate() {
+        u[r * 4] = row[0];
+        u[r * 4 + 1] = 0.5 * (row[0] + row[1] + row[2]);
+        u[r * 4 + 2] = 0.5 * (row[0] - row[1] + row[2]);
+        u[r * 4 + 3] = row[2];
+    }
+    u
+}
+
+/// `U[ξ]` of every filter `filter(o, c)` (`c` in `[0, cin)`, `o` in `[0, cout)`), laid out
+/// `[cout / (OB·16)][ξ][cin][OB·16]`: each register tile's weights contiguous, each group
+/// of output channels built by its own rayon task.
+fn transform_weights(cin: usize, cout: usize, filter: impl Fn(usize, usize) -> [f32; 9] + Sync) -> Vec<f32> {
+    let width = blocks_per_tile(cout) * LANES;
+    let mut u = vec![0f32; XI * cin * cout];
+    u.par_chunks_mut(XI * cin * width).enumerate().for_each(|(gi, ug)| {
+        for c in 0..cin {
+            for lane in 0..width {
+                let t = transform_filter(filter(gi * width + lane, c));
+                for (xi, v) in t.into_iter().enumerate() {
+                    ug[(xi * cin + c) * width + lane] = v;
+                }
+            }
+        }
+    });
+    u
+}
+
+/// The plan for one pass of one convolution, with its transformed weights (computed by
+/// the calling thread before any parallel work; only the pass's own: a forward call never
+/// needs the input gradient's, and the other way round).
+pub(super) struct Winograd {
+    forward: bool,
+    /// `U[ξ]` ([`transform_weights`]): forward `C → O`, or the input gradient's flipped
+    /// filter `O → C`.
+    u: Vec<f32>,
+}
+
+impl Winograd {
+    /// Which passes of `g` run here: `[forward, input gradient]`, under the kernel choice
+    /// in force on this thread. Both need AVX-512F, a 3x3 kernel at unit stride and
+    /// dilation with one pixel of zero padding on every side (SAME), and channel counts
+    /// that are multiples of 16 and at least [`MIN_CHANNELS`].
+    pub(super) fn passes(g: &Geometry) -> [bool; 2] {
+        let fits = Kernels::current() == Kernels::Fast
+            && cpu_supported()
+            && g.kh == 3
+            && g.kw == 3
+            && g.p.stride == [1, 1]
+            && g.p.dilation == [1, 1]
+            && g.p.pad_before == [1, 1]
+            && g.oh == g.h
+            && g.ow == g.w
+            && g.c.is_multiple_of(LANES)
+            && g.o.is_multiple_of(LANES)
+            && g.c >= MIN_CHANNELS
+            && g.o >= MIN_CHANNELS;
+        [fits, fits]
+    }
+
+    /// The plan for the forward pass (`forward`) or the input gradient of `g` with the
+    /// OIHW weights `w` `[O, C·9]`, or `None` when the pass does not run here.
+    pub(super) fn plan(g: &Geometry, w: &[f32], forward: bool) -> Option<Winograd> {
+        let [fwd, input] = Self::passes(g);
+        if w.is_empty() || !(if forward { fwd } else { input }) {
+            return None;
+        }
+        assert_eq!(w.len(), g.o * g.c * 9, "winograd: weights length");
+        let u = if forward {
+            transform_weights(g.c, g.o, |o, c| {
+                let k = &w[(o * g.c + c) * 9..][..9];
+                std::array::from_fn(|t| k[t])
+            })
+        } else {
+            // The flipped conv maps O → C: its filter (c ← o) is w[o, c] rotated 180°.
+            transform_weights(g.o, g.c, |c, o| {
+                let k = &w[(o * g.c + c) * 9..][..9];
+                std::array::from_fn(|t| k[8 - t])
+            })
+        };
+        Some(Winograd { forward, u })
+    }
+
+    pub(super) fn forward(&self) -> bool {
+        self.forward
+    }
+
+    pub(super) fn input(&self) -> bool {
+        !self.forward
+    }
+
+    /// Scratch the passes need for any number of images (they run in groups).
+    pub(super) fn scratch(g: &Geometry) -> usize {
+        let tiling = Tiling::new(g.h, g.w);
+        let (images, tiles) = (tiling.group(), tiling.group() * tiling.per_image());
+        // Pixel-major input and output, then V [16, T, cin] and one block of M [16, T, OB·16]
+        // (the larger of the two passes').
+        let width = blocks_per_tile(g.c).max(blocks_per_tile(g.o)) * LANES;
+        images * g.h * g.w * (g.c + g.o) + XI * tiles * (g.c.max(g.o) + width)
+    }
+
+    /// The forward pass of the images of `xs` `[images, C, H, W]` into `ys` `[images, O, H,
+    /// W]` (every element written).
+    pub(super) fn forward_images(
+        &self,
+        g: &Geometry,
+        xs: &[f32],
+        ys: &mut [f32],
+        scratch: &mut [f32],
+        par: Parallelism,
+    ) {
+        assert!(self.forward, "winograd: forward pass not planned");
+        Pass { tiling: Tiling::new(g.h, g.w), cin: g.c, cout: g.o, u: &self.u }.run(xs, ys, scratch, par);
+    }
+
+    /// The input gradient of the images of `dys` `[images, O, H, W]` into `dxs` `[images, C,
+    /// H, W]` (every element written).
+    pub(super) fn input_images(
+        &self,
+        g: &Geometry,
+        dys: &[f32],
+        dxs: &mut [f32],
+        scratch: &mut [f32],
+        par: Parallelism,
+    ) {
+        assert!(!self.forward, "winograd: input gradient not planned");
+        Pass { tiling: Tiling::new(g.h, g.w), cin: g.o, cout: g.c, u: &self.u }.run(dys, dxs, scratch, par);
+    }
+}
+
+/// One SAME 3x3 convolution `cin → cout` through the transformed weights `u`.
+struct Pass<'a> {
+    tiling: Tiling,
+    cin: usize,
+    cout: usize,
+    u: &'a [f32],
+}
+
+/// A band of tiles computed together: tile rows `[i0, i1)` of images `[n0, n1)` of a group
+/// (several whole images, or some tile rows of one).
+#[derive(Debug, Clone, Copy)]
+struct Band {
+    n0: usize,
+    n1: usize,
+    i0: usize,
+    i1: usize,
+}
+
+impl Band {
+    fn tiles(&self, tiling: &Tiling) -> usize {
+        (self.n1 - self.n0) * (self.i1 - self.i0) * tiling.tw
+    }
+
+    /// The band's tiles in order: `(image, tile row, tile column)`.
+    fn each(&self, tw: usize) -> impl Iterator<Item = (usize, usize, usize)> {
+        let Band { n0, n1, i0, i1 } = *self;
+        (n0..n1).flat_map(move |n| (i0..i1).flat_map(move |i| (0..tw).map(move |j| (n, i, j))))
+    }
+
+    /// The output pixels the band writes: from `(n0, 2·i0, 0)` of the group's pixel-major
+    /// output, this many.
+    fn pixels(&self, t: &Tiling) -> (usize, usize) {
+        let first = (self.n0 * t.h + 2 * self.i0) * t.w;
+        let last = if self.n1 - self.n0 > 1 || self.i1 == t.th {
+            self.n1 * t.h * t.w
+        } else {
+            (self.n0 * t.h + 2 * self.i1) * t.w
+        };
+        (first, last - first)
+    }
+}
+
+impl Pass<'_> {
+    /// Output channels per register tile.
+    fn width(&self) -> usize {
+        blocks_per_tile(self.cout) * LANES
+    }
+
+    /// Scratch one band of up to `tiles` tiles needs: `V [16, T, cin]` and one block of `M
+    /// [16, T, OB·16]`.
+    fn band_scratch(&self, tiles: usize) -> [usize; 2] {
+        [XI * tiles * self.cin, XI * tiles * self.width()]
+    }
+
+    /// # Shapes
+    /// - `src`: `[images, cin, H, W]`, `dst`: `[images, cout, H, W]`
+    fn run(&self, src: &[f32], dst: &mut [f32], scratch: &mut [f32], par: Parallelism) {
+        let Tiling { h, w, .. } = self.tiling;
+        let (plane, cin, cout) = (h * w, self.cin, self.cout);
+        assert!(cpu_supported(), "winograd: no AVX-512F");
+        assert!(cin.is_multiple_of(LANES) && cout.is_multiple_of(LANES), "winograd: {cin} → {cout} channels");
+        assert_eq!(src.len() % (cin * plane), 0, "winograd: source length");
+        let images = src.len() / (cin * plane);
+        assert_eq!(dst.len(), images * cout * plane, "winograd: destination length");
+        assert_eq!(self.u.len(), XI * cin * cout, "winograd: weights length");
+        let group = self.tiling.group();
+        for (srcs, dsts) in src.chunks(group * cin * plane).zip(dst.chunks_mut(group * cout * plane)) {
+            self.group(srcs, dsts, scratch, par);
+        }
+    }
+
+    /// One group of at most [`Tiling::group`] images: pixel-major copies in, one band (or,
+    /// with threads to spare, one band per tile row), pixel-major outputs back to planes.
+    /// Each tile's outputs are the same sums whatever band it is in, so the bits do not
+    /// depend on the thread count.
+    fn group(&self, src: &[f32], dst: &mut [f32], scratch: &mut [f32], par: Parallelism) {
+        let tiling = self.tiling;
+        let (plane, cin, cout) = (tiling.h * tiling.w, self.cin, self.cout);
+        let images = src.len() / (cin * plane);
+        let (xh, rest) = scratch.split_at_mut(images * plane * cin);
+        let (yh, rest) = rest.split_at_mut(images * plane * cout);
+        for (x_n, xh_n) in src.chunks_exact(cin * plane).zip(xh.chunks_exact_mut(plane * cin)) {
+            transpose(x_n, cin, plane, xh_n);
+        }
+        let xh = &*xh;
+        match par {
+            Parallelism::Rayon(threads) if threads > 1 => {
+                // Small batches: tile rows in parallel, each band writing its own rows.
+                let bands: Vec<Band> = (0..images)
+                    .flat_map(|n| (0..tiling.th).map(move |i| Band { n0: n, n1: n + 1, i0: i, i1: i + 1 }))
+                    .collect();
+                let mut outs = Vec::with_capacity(bands.len());
+                let mut left = &mut *yh;
+                for band in &bands {
+                    let (_, len) = band.pixels(&tiling);
+                    let (out, tail) = left.split_at_mut(len * cout);
+                    outs.push(out);
+                    left = tail;
+                }
+                bands.into_par_iter().zip(outs).for_each(|(band, out)| {
+                    with_scratch(self.band_scratch(band.tiles(&tiling)), |[v, m]| self.band(band, xh, out, v, m));
+                });
+            }
+            _ => {
+                let band = Band { n0: 0, n1: images, i0: 0, i1: tiling.th };
+                let [vl, ml] = self.band_scratch(band.tiles(&tiling));
+                let (v, rest) = rest.split_at_mut(vl);
+                self.band(band, xh, yh, v, &mut rest[..ml]);
+            }
+        }
+        for (yh_n, y_n) in yh.chunks_exact(plane * cout).zip(dst.chunks_exact_mut(cout * plane)) {
+            transpose(yh_n, plane, cout, y_n);
+        }
+    }
+
+    /// One band: its tiles' `V`, then per block of `OB·16` output channels the 16 products
+    /// `M[ξ] = V[ξ] · U[ξ]` for the block and their output transform, so that `V` stays in
+    /// L2 while each block's weights (`16 x cin x OB·16`) are read once.
+    ///
+    /// # Shapes
+    /// - `xh`: the group's `[images, H·W, cin]`; `out`: the band's output pixels `[., cout]`
+    fn band(&self, band: Band, xh: &[f32], out: &mut [f32], v: &mut [f32], m: &mut [f32]) {
+        let (cin, cout, width) = (self.cin, self.cout, self.width());
+        let tiles = band.tiles(&self.tiling);
+        assert_eq!(out.len(), band.pixels(&self.tiling).1 * cout, "winograd: band output length");
+        let (v, m) = (&mut v[..XI * tiles * cin], &mut m[..XI * tiles * width]);
+        // SAFETY: AVX-512F checked in `run`; the transforms index inside the extents that
+        // the band and their arguments' lengths give (asserted there).
+        #[cfg(target_arch = "x86_64")]
+        #[allow(unsafe_code)]
+        unsafe {
+            self.input_transform(band, xh, v);
+        }
+        for gi in 0..cout / width {
+            for (xi, m_xi) in m.chunks_exact_mut(tiles * width).enumerate() {
+                let v_xi = &v[xi * tiles * cin..][..tiles * cin];
+                let u_xi = &self.u[(gi * XI + xi) * cin * width..][..cin * width];
+                self.product(v_xi, u_xi, m_xi, tiles);
+            }
+            // SAFETY: as above.
+            #[cfg(target_arch = "x86_64")]
+            #[allow(unsafe_code)]
+            unsafe {
+                self.output_transform(band, m, gi * width, out);
+            }
+        }
+    }
+
+    /// `V[ξ, t, c] = (Bᵀ d B)[ξ]` of the band's tiles `t` (in [`Band::each`] order) and every
+    /// channel, `d` the tile's 4x4 input pixels from `(2i - 1, 2j - 1)`, zero outside the
+    /// image.
+    ///
+    /// # Shapes
+    /// - `xh`: the group's `[images, H·W, cin]`, `v`: `[16, T, cin]`
+    #[cfg(target_arch = "x86_64")]
+    #[allow(unsafe_code)]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn input_transform(&self, band: Band, xh: &[f32], v: &mut [f32]) {
+        use std::arch::x86_64::{
+            __m512, _mm512_add_ps, _mm512_loadu_ps, _mm512_setzero_ps, _mm512_storeu_ps, _mm512_sub_ps,
+        };
+        let Tiling { h, w, tw, .. } = self.tiling;
+        let cin = self.cin;
+        let tiles = band.tiles(&self.tiling);
+        assert!(xh.len() >= band.n1 * h * w * cin, "winograd: pixel-major input length");
+        assert_eq!(v.len(), XI * tiles * cin, "winograd: V length");
+        let (xp, vp) = (xh.as_ptr(), v.as_mut_ptr());
+        for (t, (n, i, j)) in band.each(tw).enumerate() {
+            for c in (0..cin).step_by(LANES) {
+                // SAFETY: pixel (r, s) of image n < n1 is read only inside the image ([0, h)
+                // x [0, w)), 16 channels from c < cin, cin a multiple of 16; V's row (ξ, t)
+                // has cin entries from c, t < tiles.
+                unsafe {
+                    let mut d = [[_mm512_setzero_ps(); 4]; 4];
+                    for (a, row) in d.iter_mut().enumerate() {
+                        let r = (2 * i + a) as isize - 1;
+                        if r < 0 || r >= h as isize {
+                            continue;
+                        }
+                        for (b, px) in row.iter_mut().enumerate() {
+                            let s = (2 * j + b) as isize - 1;
+                            if s >= 0 && s < w as isize {
+                                let at = ((n * h + r as usize) * w + s as usize) * cin + c;
+                                *px = _mm512_loadu_ps(xp.add(at));
+                            }
+                        }
+                    }
+                    // Bᵀ d: combine rows.
+                    let mut e = [[_mm512_setzero_ps(); 4]; 4];
+                    for b in 0..4 {
+                        e[0][b] = _mm512_sub_ps(d[0][b], d[2][b]);
+                        e[1][b] = _mm512_add_ps(d[1][b], d[2][b]);
+                        e[2][b] = _mm512_sub_ps(d[2][b], d[1][b]);
+                        e[3][b] = _mm512_sub_ps(d[1][b], d[3][b]);
+                    }
+                    // (Bᵀ d) B: combine columns.
+                    for (a, row) in e.iter().enumerate() {
+                        let out: [__m512; 4] = [
+                            _mm512_sub_ps(row[0], row[2]),
+                            _mm512_add_ps(row[1], row[2]),
+                            _mm512_sub_ps(row[2], row[1]),
+                            _mm512_sub_ps(row[1], row[3]),
+                        ];
+                        for (b, val) in out.into_iter().enumerate() {
+                            _mm512_storeu_ps(vp.add(((a * 4 + b) * tiles + t) * cin + c), val);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Output channels `[o0, o0 + OB·16)` of the band's pixels from one block of `M`: each
+    /// tile's 2x2 outputs `Aᵀ M A` (those inside the image).
+    ///
+    /// # Shapes
+    /// - `m`: `[16, T, OB·16]`, `out`: the band's output pixels `[., cout]`
+    #[cfg(target_arch = "x86_64")]
+    #[allow(unsafe_code)]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn output_transform(&self, band: Band, m: &[f32], o0: usize, out: &mut [f32]) {
+        use std::arch::x86_64::{_mm512_add_ps, _mm512_loadu_ps, _mm512_setzero_ps, _mm512_storeu_ps, _mm512_sub_ps};
+        let tiling = self.tiling;
+        let Tiling { h, w, tw, .. } = tiling;
+        let (cout, width) = (self.cout, self.width());
+        let tiles = band.tiles(&tiling);
+        let (first, pixels) = band.pixels(&tiling);
+        assert_eq!(m.len(), XI * tiles * width, "winograd: M block length");
+        assert_eq!(out.len(), pixels * cout, "winograd: band output length");
+        assert!(o0 + width <= cout, "winograd: output channels");
+        let (mp, yp) = (m.as_ptr(), out.as_mut_ptr());
+        for (t, (n, i, j)) in band.each(tw).enumerate() {
+            for o in (0..width).step_by(LANES) {
+                // SAFETY: M's rows (ξ, t) have `width` entries from o; outputs are written
+                // only inside the image (y < h, x < w), at pixels of the band's rows,
+                // channels o0 + o + [0, 16) < cout.
+                unsafe {
+                    let mut mm = [[_mm512_setzero_ps(); 4]; 4];
+                    for (a, row) in mm.iter_mut().enumerate() {
+                        for (b, val) in row.iter_mut().enumerate() {
+                            *val = _mm512_loadu_ps(mp.add(((a * 4 + b) * tiles + t) * width + o));
+                        }
+                    }
+                    // Aᵀ M: two rows.
+                    let mut r = [[_mm512_setzero_ps(); 4]; 2];
+                    for b in 0..4 {
+                        r[0][b] = _mm512_add_ps(_mm512_add_ps(mm[0][b], mm[1][b]), mm[2][b]);
+                        r[1][b] = _mm512_sub_ps(_mm512_sub_ps(mm[1][b], mm[2][b]), mm[3][b]);
+                    }
+                    for (a, row) in r.iter().enumerate() {
+                        let y = 2 * i + a;
+                        if y >= h {
+                            continue;
+                        }
+                        let vals = [
+                            _mm512_add_ps(_mm512_add_ps(row[0], row[1]), row[2]),
+                            _mm512_sub_ps(_mm512_sub_ps(row[1], row[2]), row[3]),
+                        ];
+                        for (b, val) in vals.into_iter().enumerate() {
+                            let x = 2 * j + b;
+                            if x < w {
+                                let pixel = (n * h + y) * w + x - first;
+                                _mm512_storeu_ps(yp.add(pixel * cout + o0 + o), val);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// `m [T, OB·16] = v [T, cin] · u [cin, OB·16]` in register tiles of `PX` tiles, each sum
+    /// over `cin` in order.
+    fn product(&self, v: &[f32], u: &[f32], m: &mut [f32], tiles: usize) {
+        let (cin, width) = (self.cin, self.width());
+        assert_eq!(v.len(), tiles * cin, "winograd: V[ξ] length");
+        assert_eq!(u.len(), cin * width, "winograd: U[ξ] block length");
+        assert_eq!(m.len(), tiles * width, "winograd: M[ξ] block length");
+        #[cfg(target_arch = "x86_64")]
+        {
+            match width / LANES {
+                2 => product_tiles::<2, 12>(cin, v, u, m, tiles),
+                _ => product_tiles::<1, 24>(cin, v, u, m, tiles),
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        unreachable!("winograd planned without AVX-512");
+    }
+}
+
+/// [`Pass::product`] for `OB` vectors of output channels.
+#[cfg(target_arch = "x86_64")]
+fn product_tiles<const OB: usize, const PX: usize>(cin: usize, v: &[f32], u: &[f32], m: &mut [f32], tiles: usize) {
+    let width = OB * LANES;
+    let mut t = 0;
+    while t < tiles {
+        let left = tiles - t;
+        let (vt, mt) = (&v[t * cin..], &mut m[t * width..]);
+        // SAFETY (every arm): AVX-512F checked in `run`; the tile reads `px` rows of `cin`
+        // from `vt` (t + px <= tiles), `cin` rows of `OB·16` from `u`, and writes `px` rows
+        // of `OB·16` from `mt`.
+        #[allow(unsafe_code)]
+        let step = unsafe {
+            if left >= PX {
+                tile::<OB, PX>(cin, vt, u, mt);
+                PX
+            } else if left >= 8 && PX > 8 {
+                tile::<OB, 8>(cin, vt, u, mt);
+                8
+            } else if left >= 4 {
+                tile::<OB, 4>(cin, vt, u, mt);
+                4
+            } else if left >= 2 {
+                tile::<OB, 2>(cin, vt, u, mt);
+                2
+            } else {
+                tile::<OB, 1>(cin, vt, u, mt);
+                1
+            }
+        };
+        t += step;
+    }
+}
+
+/// `PX` rows of `m` (`OB·16` wide): `m[j, :] = Σ_c v[j·cin + c] · u[c, :]`.
+#[cfg(target_arch = "x86_64")]
+#[allow(unsafe_code)]
+#[target_feature(enable = "avx512f")]
+unsafe fn tile<const OB: usize, const PX: usize>(cin: usize, v: &[f32], u: &[f32], m: &mut [f32]) {
+    use std::arch::x86_64::{
+        __m512, _mm512_fmadd_ps, _mm512_loadu_ps, _mm512_set1_ps, _mm512_setzero_ps, _mm512_storeu_ps,
+    };
+    let (vp, up, mp) = (v.as_ptr(), u.as_ptr(), m.as_mut_ptr());
+    let mut acc = [[_mm512_setzero_ps(); OB]; PX];
+    // SAFETY: the caller's (see `product_tiles`).
+    unsafe {
+        for c in 0..cin {
+            let mut uv: [__m512; OB] = [_mm512_setzero_ps(); OB];
+            for (b, val) in uv.iter_mut().enumerate() {
+                *val = _mm512_loadu_ps(up.add((c * OB + b) * LANES));
+            }
+            for (j, row) in acc.iter_mut().enumerate() {
+                let x = _mm512_set1_ps(*vp.add(j * cin + c));
+                for (s, val) in row.iter_mut().zip(&uv) {
+                    *s = _mm512_fmadd_ps(x, *val, *s);
+                }
+            }
+        }
+        for (j, row) in acc.iter().enumerate() {
+            for (b, s) in row.iter().enumerate() {
+                _mm512_storeu_ps(mp.add((j * OB + b) * LANES), *s);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `Aᵀ [(G g Gᵀ) ⊙ (Bᵀ d B)] A` equals the 2x2 correlation of `d` with `g`, which is
+    /// what makes F(2x2, 3x3) a convolution.
+    #[test]
+    fn one_tile_is_the_correlation() {
+        let g: [f32; 9] = std::array::from_fn(|k| (k as f32 * 0.37).sin());
+        let d: [[f32; 4]; 4] = std::array::from_fn(|r| std::array::from_fn(|s| ((r * 4 + s) as f32 * 0.71).cos()));
+        let u = transform_filter(g);
+        let bt = [[1.0, 0.0, -1.0, 0.0], [0.0, 1.0, 1.0, 0.0], [0.0, -1.0, 1.0, 0.0], [0.0, 1.0, 0.0, -1.0]];
+        let at = [[1.0, 1.0, 1.0, 0.0], [0.0, 1.0, -1.0, -1.0]];
+        let mut btd = [[0f32; 4]; 4];
+        for r in 0..4 {
+            for s in 0..4 {
+                btd[r][s] = (0..4).map(|k| bt[r][k] * d[k][s]).sum();
+            }
+        }
+        let mut v = [[0f32; 4]; 4];
+        for r in 0..4 {
+            for s in 0..4 {
+                v[r][s] = (0..4).map(|k| btd[r][k] * bt[s][k]).sum::<f32>() * u[r * 4 + s];
+            }
+        }
+        for a in 0..2 {
+            for b in 0..2 {
+                let y: f32 =
+                    (0..4).flat_map(|r| (0..4).map(move |s| (r, s))).map(|(r, s)| at[a][r] * v[r][s] * at[b][s]).sum();
+                let want: f32 =
+                    (0..3).flat_map(|r| (0..3).map(move |s| (r, s))).map(|(r, s)| d[a + r][b + s] * g[r * 3 + s]).sum();
+                assert!((y - want).abs() < 1e-5, "output ({a}, {b}): {y} against {want}");
+            }
+        }
+    }
+}
