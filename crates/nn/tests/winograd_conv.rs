@@ -10,7 +10,7 @@
 mod common;
 
 use candle_core::{Device, Tensor, Var};
-use common::between;
+use common::{avx512, between};
 use ferroflow_nn::kernels::{self, Conv2dParams, Kernels, reference, winograd_passes, with_kernels};
 use ferroflow_rng::Rng;
 
@@ -18,19 +18,9 @@ use ferroflow_rng::Rng;
 /// 256·9 products of values in [-1, 1] (magnitudes up to about 30).
 const TOL: f32 = 2e-4;
 
-fn avx512() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::arch::is_x86_feature_detected!("avx512f")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
-}
-
+/// `n` values uniform in [-1, 1].
 fn values(rng: &mut Rng, n: usize) -> Vec<f32> {
-    (0..n).map(|_| rng.range_f32(-1.0, 1.0)).collect()
+    common::values(rng, n, 0.0, 1.0)
 }
 
 fn same() -> Conv2dParams {
@@ -68,7 +58,7 @@ fn check(rng: &mut Rng, xs: [usize; 4], o: usize, what: &str) {
         common::assert_close_tol(g, e, TOL, TOL, &format!("{what} {name}"));
     }
     let chosen = with_kernels(Kernels::Fast, || winograd_passes(xs, ws, p));
-    assert_eq!(chosen, [avx512(); 2], "Winograd passes for {what}");
+    assert_eq!(chosen, [avx512(); 3], "Winograd passes for {what}");
 }
 
 #[test]
@@ -143,14 +133,14 @@ fn other_convolutions_and_kernel_choices_do_not_take_winograd() {
     let dilated = Conv2dParams { stride: [1, 1], dilation: [2, 2], pad_before: [2, 2], pad_after: [2, 2] };
     with_kernels(Kernels::Fast, || {
         for p in [strided, valid, dilated] {
-            assert_eq!(winograd_passes(xs, ws, p), [false; 2], "{p:?}");
+            assert_eq!(winograd_passes(xs, ws, p), [false; 3], "{p:?}");
         }
         // Too few channels, or not a multiple of 16, or not 3x3.
-        assert_eq!(winograd_passes([2, 32, 8, 8], [64, 32, 3, 3], same()), [false; 2]);
-        assert_eq!(winograd_passes([2, 64, 8, 8], [72, 64, 3, 3], same()), [false; 2]);
+        assert_eq!(winograd_passes([2, 32, 8, 8], [64, 32, 3, 3], same()), [false; 3]);
+        assert_eq!(winograd_passes([2, 64, 8, 8], [72, 64, 3, 3], same()), [false; 3]);
         let five = Conv2dParams { stride: [1, 1], dilation: [1, 1], pad_before: [2, 2], pad_after: [2, 2] };
-        assert_eq!(winograd_passes(xs, [64, 64, 5, 5], five), [false; 2]);
+        assert_eq!(winograd_passes(xs, [64, 64, 5, 5], five), [false; 3]);
     });
-    assert_eq!(with_kernels(Kernels::Gemm, || winograd_passes(xs, ws, same())), [false; 2]);
-    assert_eq!(with_kernels(Kernels::Generic, || winograd_passes(xs, ws, same())), [false; 2]);
+    assert_eq!(with_kernels(Kernels::Gemm, || winograd_passes(xs, ws, same())), [false; 3]);
+    assert_eq!(with_kernels(Kernels::Generic, || winograd_passes(xs, ws, same())), [false; 3]);
 }

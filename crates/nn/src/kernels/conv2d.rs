@@ -14,7 +14,7 @@
 //! Determinism: every pass gives bitwise-identical results for identical inputs, whatever
 //! the number of rayon threads. The forward pass and the input gradient write disjoint
 //! per-image outputs; the filter gradient is summed over images in contiguous chunks whose
-//! boundaries depend on the batch size only (`DW_CHUNKS`), and the chunk partial sums are
+//! boundaries depend on the shapes only (`dw_chunks`), and the chunk partial sums are
 //! added in chunk order. gemm's own threading splits the output, never the reduction.
 
 use candle_core::{CpuStorage, CustomOp2, Layout, Shape, Tensor, bail};
@@ -29,6 +29,27 @@ use super::simd::simd_kernel;
 /// the summation order (hence the bits of `dw`) independently of the thread count, while
 /// leaving enough chunks to keep up to 16 threads busy.
 pub(super) const DW_CHUNKS: usize = 16;
+
+/// The fewest chunks [`dw_chunks`] takes for a large filter gradient: enough for 4 threads.
+const DW_MIN_CHUNKS: usize = 4;
+
+/// Bytes of per-chunk partial filter gradients [`dw_chunks`] aims to stay under: each
+/// partial is zeroed, accumulated into once per image group and summed, so 16 partials of a
+/// 256-channel 3x3 layer (16 x 2.4 MB) made its filter gradient memory-bound. Measured
+/// (`examples/conv_passes.rs`, batch 64, 256 → 256 at 8x8, Winograd filter gradient): 16
+/// chunks 87 ms (one thread) and 41-48 ms (two), 8 chunks 54-56 and 23-27, 4 chunks 47-54
+/// and 24-27; 128 → 128 at 16x16 (0.6 MB per partial) 41-49 / 19-21 ms whatever the count.
+const DW_PARTIALS_BYTES: usize = 16 << 20;
+
+/// How many chunks of consecutive images the filter gradient of a batch of `n` images is
+/// split into, for a gradient of `dw_len` elements: [`DW_CHUNKS`], or fewer (a power of two,
+/// at least [`DW_MIN_CHUNKS`]) when that many partials would pass [`DW_PARTIALS_BYTES`].
+/// A function of the shapes only, never of the thread count (see the module docs).
+pub(super) fn dw_chunks(n: usize, dw_len: usize) -> usize {
+    let fit = DW_PARTIALS_BYTES / (dw_len.max(1) * std::mem::size_of::<f32>());
+    let chunks = if fit >= DW_CHUNKS { DW_CHUNKS } else { (1usize << fit.max(1).ilog2()).max(DW_MIN_CHUNKS) };
+    chunks.min(n).max(1)
+}
 
 /// Stride, dilation and explicit zero padding of a 2-D convolution, each per spatial axis
 /// (`[height, width]`).
@@ -264,23 +285,23 @@ pub fn direct_passes(x_dims: [usize; 4], w_dims: [usize; 4], params: Conv2dParam
     match Geometry::new(&x_dims, &w_dims, params) {
         Ok(g) if !g.is_degenerate() => {
             let [forward, input, filter] = super::direct::Direct::passes(&g, true);
-            let [wino_forward, wino_input] = super::winograd::Winograd::passes(&g);
-            [forward && !wino_forward, input && !wino_input, filter]
+            let [wino_forward, wino_input, wino_filter] = super::winograd::Winograd::passes(&g);
+            [forward && !wino_forward, input && !wino_input, filter && !wino_filter]
         }
         _ => [false; 3],
     }
 }
 
 /// Which passes of a conv run as Winograd F(2x2, 3x3) convolutions on this CPU, under the
-/// kernel choice in force on this thread: `[forward, input gradient]` (3x3, unit stride,
-/// SAME, 64 or more channels in and out, multiples of 16, AVX-512F).
+/// kernel choice in force on this thread: `[forward, input gradient, filter gradient]`
+/// (3x3, unit stride, SAME, 64 or more channels in and out, multiples of 16, AVX-512F).
 ///
 /// # Shapes
 /// - `x_dims`: `[N, C, H, W]`, `w_dims`: `[O, C, kh, kw]`
-pub fn winograd_passes(x_dims: [usize; 4], w_dims: [usize; 4], params: Conv2dParams) -> [bool; 2] {
+pub fn winograd_passes(x_dims: [usize; 4], w_dims: [usize; 4], params: Conv2dParams) -> [bool; 3] {
     match Geometry::new(&x_dims, &w_dims, params) {
         Ok(g) if !g.is_degenerate() => super::winograd::Winograd::passes(&g),
-        _ => [false; 2],
+        _ => [false; 3],
     }
 }
 
@@ -396,8 +417,8 @@ fn backward_filter(g: &Geometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
     if g.is_degenerate() {
         return vec![0f32; g.o * g.col_rows()];
     }
-    // Chunks of consecutive images, a function of N only (see the module docs).
-    let per = g.n.div_ceil(DW_CHUNKS.min(g.n));
+    // Chunks of consecutive images, a function of the shapes only (see the module docs).
+    let per = g.n.div_ceil(dw_chunks(g.n, g.o * g.col_rows()));
     let chunks = g.n.div_ceil(per);
     let threads = rayon::current_num_threads().max(1);
     let par = if chunks >= threads { Parallelism::None } else { Parallelism::Rayon(threads.div_ceil(chunks)) };
@@ -616,5 +637,25 @@ pub(super) fn gemm_strided(
             false,
             par,
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn large_filter_gradients_take_fewer_chunks() {
+        // 64 → 64 3x3 (0.15 MB per partial) and 128 → 128 (0.6 MB): 16 chunks.
+        assert_eq!(dw_chunks(64, 64 * 64 * 9), 16);
+        assert_eq!(dw_chunks(64, 128 * 128 * 9), 16);
+        // 128 → 256 (1.2 MB): 8; 256 → 256 (2.4 MB): 4; ResNet-50's 512 → 512 (9.4 MB): 4.
+        assert_eq!(dw_chunks(64, 128 * 256 * 9), 8);
+        assert_eq!(dw_chunks(64, 256 * 256 * 9), 4);
+        assert_eq!(dw_chunks(64, 512 * 512 * 9), DW_MIN_CHUNKS);
+        // Never more chunks than images, never none.
+        assert_eq!(dw_chunks(3, 64 * 64 * 9), 3);
+        assert_eq!(dw_chunks(2, 256 * 256 * 9), 2);
+        assert_eq!(dw_chunks(1, 0), 1);
     }
 }

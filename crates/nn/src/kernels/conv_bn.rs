@@ -23,7 +23,7 @@
 //! forward's), and the returned statistics are detached.
 //!
 //! Determinism: the forward's per-image statistics are merged in image order and the
-//! filter gradient is summed over fixed image chunks (`conv2d::DW_CHUNKS`) in
+//! filter gradient is summed over fixed image chunks (`conv2d::dw_chunks`) in
 //! chunk order, so every pass gives bitwise-identical results whatever the number of rayon
 //! threads.
 
@@ -35,7 +35,7 @@ use rayon::prelude::*;
 
 use super::batch_norm::{self as bn, Affine, Stats};
 use super::buffers::{filled, recycle, recycled, with_scratch, zeroed, zeroed_in_tasks, zeroed_pair_in_tasks};
-use super::conv2d::{Conv2dParams, DW_CHUNKS, Geometry, batch_plan, sum_chunks};
+use super::conv2d::{Conv2dParams, Geometry, batch_plan, dw_chunks, sum_chunks};
 use super::lowering::Lowered;
 use super::pool::{Geometry as PoolGeometry, NO_PIXEL, Pool2dParams, check_plane_index, max_plane};
 use super::simd::simd_kernel;
@@ -533,8 +533,8 @@ pub(super) fn backward_block(
         }
     };
 
-    // Chunks of consecutive images, a function of N only (see the module docs).
-    let per = g.n.div_ceil(DW_CHUNKS.min(g.n));
+    // Chunks of consecutive images, a function of the shapes only (see the module docs).
+    let per = g.n.div_ceil(dw_chunks(g.n, g.o * g.col_rows()));
     let chunks = g.n.div_ceil(per);
     let threads = rayon::current_num_threads().max(1);
     let par = if chunks >= threads { Parallelism::None } else { Parallelism::Rayon(threads.div_ceil(chunks)) };

@@ -53,6 +53,8 @@ pub(super) struct Lowered<'a> {
     winograd: Option<Winograd>,
     /// Whether the weights were prepared for the forward pass, else the input gradient.
     forward: bool,
+    /// Whether the filter gradient runs as a Winograd one ([`super::winograd`]).
+    winograd_filter: bool,
 }
 
 impl<'a> Lowered<'a> {
@@ -66,6 +68,7 @@ impl<'a> Lowered<'a> {
             direct: Direct::plan(g, &[]),
             winograd: None,
             forward: false,
+            winograd_filter: Winograd::passes(g)[2],
         }
     }
 
@@ -104,7 +107,7 @@ impl<'a> Lowered<'a> {
                 }
             }
         }
-        Lowered { g, kind, w, w_rows, direct, winograd, forward }
+        Lowered { g, kind, w, w_rows, direct, winograd, forward, winograd_filter: Winograd::passes(g)[2] }
     }
 
     /// Rows of the row-shift matrix: `C·kw`.
@@ -207,7 +210,9 @@ impl<'a> Lowered<'a> {
 
     /// The scratch [`Self::filter_images`] needs for `images` images.
     pub(super) fn filter_col_len(&self, images: usize) -> usize {
-        if self.direct.as_ref().is_some_and(Direct::filter) {
+        if self.winograd_filter {
+            Winograd::filter_scratch(self.g)
+        } else if self.direct.as_ref().is_some_and(Direct::filter) {
             images * Direct::filter_scratch(self.g)
         } else {
             self.gemm_col_len()
@@ -229,6 +234,10 @@ impl<'a> Lowered<'a> {
         par: Parallelism,
     ) {
         let g = self.g;
+        if self.winograd_filter {
+            let (xs, dys) = (&xs[..images * g.x_image()], &dys[..images * g.y_image()]);
+            return Winograd::filter_images(g, xs, dys, col, &mut acc[..self.filter_len()], accumulate);
+        }
         if self.direct.as_ref().is_some_and(Direct::filter) {
             return Direct::filter_images(g, images, xs, dys, col, acc, accumulate);
         }
@@ -278,7 +287,8 @@ impl<'a> Lowered<'a> {
     /// [`Self::filter_images`].
     pub(super) fn finish_filter(&self, acc: &[f32]) -> Vec<f32> {
         let g = self.g;
-        if self.direct.as_ref().is_some_and(Direct::filter) {
+        // Winograd's accumulator has the direct kernel's layout, [C, kh·kw, O].
+        if self.winograd_filter || self.direct.as_ref().is_some_and(Direct::filter) {
             return Direct::finish_filter(g, acc);
         }
         match self.kind {

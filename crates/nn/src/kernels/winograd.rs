@@ -1,5 +1,5 @@
-//! Winograd F(2x2, 3x3) convolution on AVX-512: the forward pass and the input gradient
-//! of 3x3, unit-stride, SAME-padded convolutions with many channels.
+//! Winograd F(2x2, 3x3) convolution on AVX-512: every pass (forward, input gradient,
+//! filter gradient) of 3x3, unit-stride, SAME-padded convolutions with many channels.
 //!
 //! Why: on vgg_small's 64-256-channel layers the direct and gemm passes both ran within a
 //! few percent of the core's FMA peak (`examples/conv_passes.rs`), and convolutions were
@@ -26,7 +26,10 @@
 //! one out).
 //!
 //! The input gradient of such a conv is itself one (of `dy`, with the filter flipped and
-//! its channel axes swapped), so it runs the same code with other weights.
+//! its channel axes swapped), so it runs the same code with other weights. The filter
+//! gradient is the forward's adjoint: `dg = Gᵀ [Σ_t (Bᵀ d_t B) ⊙ (A dY_t Aᵀ)] G`, 16
+//! products `V[ξ]ᵀ · W[ξ]` reduced over a group's tiles in registers, transformed into the
+//! direct kernel's accumulator layout once per group ([`FilterPass`]).
 //!
 //! Rounding: the transforms add up to four inputs before the products, so the results
 //! differ from a direct sum by a few more ulps (tests compare against
@@ -139,11 +142,11 @@ pub(super) struct Winograd {
 }
 
 impl Winograd {
-    /// Which passes of `g` run here: `[forward, input gradient]`, under the kernel choice
+    /// Which passes of `g` run here: `[forward, input gradient, filter gradient]`, under the kernel choice
     /// in force on this thread. Both need AVX-512F, a 3x3 kernel at unit stride and
     /// dilation with one pixel of zero padding on every side (SAME), and channel counts
     /// that are multiples of 16 and at least [`MIN_CHANNELS`].
-    pub(super) fn passes(g: &Geometry) -> [bool; 2] {
+    pub(super) fn passes(g: &Geometry) -> [bool; 3] {
         let fits = Kernels::current() == Kernels::Fast
             && cpu_supported()
             && g.kh == 3
@@ -157,13 +160,13 @@ impl Winograd {
             && g.o.is_multiple_of(LANES)
             && g.c >= MIN_CHANNELS
             && g.o >= MIN_CHANNELS;
-        [fits, fits]
+        [fits, fits, fits]
     }
 
     /// The plan for the forward pass (`forward`) or the input gradient of `g` with the
     /// OIHW weights `w` `[O, C·9]`, or `None` when the pass does not run here.
     pub(super) fn plan(g: &Geometry, w: &[f32], forward: bool) -> Option<Winograd> {
-        let [fwd, input] = Self::passes(g);
+        let [fwd, input, _] = Self::passes(g);
         if w.is_empty() || !(if forward { fwd } else { input }) {
             return None;
         }
@@ -199,6 +202,29 @@ impl Winograd {
         // (the larger of the two passes').
         let width = blocks_per_tile(g.c).max(blocks_per_tile(g.o)) * LANES;
         images * g.h * g.w * (g.c + g.o) + XI * tiles * (g.c.max(g.o) + width)
+    }
+
+    /// Scratch [`Self::filter_images`] needs for any number of images (they run in groups).
+    pub(super) fn filter_scratch(g: &Geometry) -> usize {
+        let tiling = Tiling::new(g.h, g.w);
+        let (images, tiles) = (tiling.group(), tiling.group() * tiling.per_image());
+        // Pixel-major x and dy, V [16, T, C], W [16, T, O], one block of dU [16, C, OB·16].
+        (images * g.h * g.w + XI * tiles) * (g.c + g.o) + XI * g.c * blocks_per_tile(g.o) * LANES
+    }
+
+    /// Writes (or, when `accumulate`, adds) the filter gradient of the images of `xs`
+    /// `[images, C, H, W]` and `dys` `[images, O, H, W]` into `acc` `[C, 9, O]` (the direct
+    /// kernel's layout: [`super::direct::Direct::finish_filter`] turns it into OIHW).
+    pub(super) fn filter_images(
+        g: &Geometry,
+        xs: &[f32],
+        dys: &[f32],
+        scratch: &mut [f32],
+        acc: &mut [f32],
+        accumulate: bool,
+    ) {
+        assert!(Self::passes(g)[2], "winograd: filter gradient of a geometry it does not take");
+        FilterPass { tiling: Tiling::new(g.h, g.w), c: g.c, o: g.o }.run(xs, dys, scratch, acc, accumulate);
     }
 
     /// The forward pass of the images of `xs` `[images, C, H, W]` into `ys` `[images, O, H,
@@ -508,79 +534,305 @@ impl Pass<'_> {
         assert_eq!(v.len(), tiles * cin, "winograd: V[ξ] length");
         assert_eq!(u.len(), cin * width, "winograd: U[ξ] block length");
         assert_eq!(m.len(), tiles * width, "winograd: M[ξ] block length");
-        #[cfg(target_arch = "x86_64")]
-        {
-            match width / LANES {
-                2 => product_tiles::<2, 12>(cin, v, u, m, tiles),
-                _ => product_tiles::<1, 24>(cin, v, u, m, tiles),
-            }
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        unreachable!("winograd planned without AVX-512");
+        let shape = Strided { rows: tiles, k: cin, a_row: cin, a_k: 1, b_k: width, m_row: width };
+        products(width / LANES, shape, v, u, m);
     }
 }
 
-/// [`Pass::product`] for `OB` vectors of output channels.
+/// The shape of a register-tiled product `m[j·m_row + (0..OB·16)] = Σ_(k' < k) a[j·a_row +
+/// k'·a_k] · b[k'·b_k + (0..OB·16)]` for rows `j < rows`: the forward pass's `V · U` (rows:
+/// tiles) and the filter gradient's `Vᵀ · W` (rows: input channels, reduced over tiles).
+#[derive(Debug, Clone, Copy)]
+struct Strided {
+    rows: usize,
+    k: usize,
+    a_row: usize,
+    a_k: usize,
+    b_k: usize,
+    m_row: usize,
+}
+
+/// [`Strided`]'s product for `ob` (1 or 2) vectors of columns, each sum over `k` in order.
+fn products(ob: usize, s: Strided, a: &[f32], b: &[f32], m: &mut [f32]) {
+    if s.rows == 0 {
+        return;
+    }
+    let width = ob * LANES;
+    assert!(ob == 1 || ob == 2, "winograd: {ob} vectors per tile");
+    assert!(s.k > 0, "winograd: empty reduction");
+    assert!(a.len() > (s.rows - 1) * s.a_row + (s.k - 1) * s.a_k, "winograd: product's left operand");
+    assert!(b.len() >= (s.k - 1) * s.b_k + width, "winograd: product's right operand");
+    assert!(m.len() >= (s.rows - 1) * s.m_row + width, "winograd: product's output");
+    assert!(cpu_supported(), "winograd: no AVX-512F");
+    #[cfg(target_arch = "x86_64")]
+    {
+        if ob == 2 {
+            product_tiles::<2, 12>(s, a, b, m);
+        } else {
+            product_tiles::<1, 24>(s, a, b, m);
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    unreachable!("winograd planned without AVX-512");
+}
+
+/// [`products`] in tiles of `PX` rows, then 8, 4, 2, 1.
 #[cfg(target_arch = "x86_64")]
-fn product_tiles<const OB: usize, const PX: usize>(cin: usize, v: &[f32], u: &[f32], m: &mut [f32], tiles: usize) {
-    let width = OB * LANES;
-    let mut t = 0;
-    while t < tiles {
-        let left = tiles - t;
-        let (vt, mt) = (&v[t * cin..], &mut m[t * width..]);
-        // SAFETY (every arm): AVX-512F checked in `run`; the tile reads `px` rows of `cin`
-        // from `vt` (t + px <= tiles), `cin` rows of `OB·16` from `u`, and writes `px` rows
-        // of `OB·16` from `mt`.
+fn product_tiles<const OB: usize, const PX: usize>(s: Strided, a: &[f32], b: &[f32], m: &mut [f32]) {
+    let mut j = 0;
+    while j < s.rows {
+        let left = s.rows - j;
+        let (aj, mj) = (&a[j * s.a_row..], &mut m[j * s.m_row..]);
+        // SAFETY (every arm): AVX-512F and the operands' extents for all `rows` rows were
+        // checked in `products`; the tile covers rows `[j, j + px)`, `j + px <= rows`.
         #[allow(unsafe_code)]
         let step = unsafe {
             if left >= PX {
-                tile::<OB, PX>(cin, vt, u, mt);
+                tile::<OB, PX>(s, aj, b, mj);
                 PX
             } else if left >= 8 && PX > 8 {
-                tile::<OB, 8>(cin, vt, u, mt);
+                tile::<OB, 8>(s, aj, b, mj);
                 8
             } else if left >= 4 {
-                tile::<OB, 4>(cin, vt, u, mt);
+                tile::<OB, 4>(s, aj, b, mj);
                 4
             } else if left >= 2 {
-                tile::<OB, 2>(cin, vt, u, mt);
+                tile::<OB, 2>(s, aj, b, mj);
                 2
             } else {
-                tile::<OB, 1>(cin, vt, u, mt);
+                tile::<OB, 1>(s, aj, b, mj);
                 1
             }
         };
-        t += step;
+        j += step;
     }
 }
 
-/// `PX` rows of `m` (`OB·16` wide): `m[j, :] = Σ_c v[j·cin + c] · u[c, :]`.
+/// `PX` rows of [`Strided`]'s product from `a`'s and `m`'s first row: each input value
+/// broadcast, `OB` vectors of `b` per reduction step, `PX·OB` sums in registers.
 #[cfg(target_arch = "x86_64")]
 #[allow(unsafe_code)]
 #[target_feature(enable = "avx512f")]
-unsafe fn tile<const OB: usize, const PX: usize>(cin: usize, v: &[f32], u: &[f32], m: &mut [f32]) {
+unsafe fn tile<const OB: usize, const PX: usize>(s: Strided, a: &[f32], b: &[f32], m: &mut [f32]) {
     use std::arch::x86_64::{
         __m512, _mm512_fmadd_ps, _mm512_loadu_ps, _mm512_set1_ps, _mm512_setzero_ps, _mm512_storeu_ps,
     };
-    let (vp, up, mp) = (v.as_ptr(), u.as_ptr(), m.as_mut_ptr());
+    let (ap, bp, mp) = (a.as_ptr(), b.as_ptr(), m.as_mut_ptr());
     let mut acc = [[_mm512_setzero_ps(); OB]; PX];
     // SAFETY: the caller's (see `product_tiles`).
     unsafe {
-        for c in 0..cin {
-            let mut uv: [__m512; OB] = [_mm512_setzero_ps(); OB];
-            for (b, val) in uv.iter_mut().enumerate() {
-                *val = _mm512_loadu_ps(up.add((c * OB + b) * LANES));
+        for k in 0..s.k {
+            let mut bv: [__m512; OB] = [_mm512_setzero_ps(); OB];
+            for (v, val) in bv.iter_mut().enumerate() {
+                *val = _mm512_loadu_ps(bp.add(k * s.b_k + v * LANES));
             }
+            let ak = ap.add(k * s.a_k);
             for (j, row) in acc.iter_mut().enumerate() {
-                let x = _mm512_set1_ps(*vp.add(j * cin + c));
-                for (s, val) in row.iter_mut().zip(&uv) {
-                    *s = _mm512_fmadd_ps(x, *val, *s);
+                let x = _mm512_set1_ps(*ak.add(j * s.a_row));
+                for (sum, val) in row.iter_mut().zip(&bv) {
+                    *sum = _mm512_fmadd_ps(x, *val, *sum);
                 }
             }
         }
         for (j, row) in acc.iter().enumerate() {
-            for (b, s) in row.iter().enumerate() {
-                _mm512_storeu_ps(mp.add((j * OB + b) * LANES), *s);
+            for (v, sum) in row.iter().enumerate() {
+                _mm512_storeu_ps(mp.add(j * s.m_row + v * LANES), *sum);
+            }
+        }
+    }
+}
+
+/// The filter gradient of one SAME 3x3 convolution `C → O`:
+/// `dg[c, o] = Gᵀ [Σ_t (Bᵀ d_t B) ⊙ (A dY_t Aᵀ)] G`, the sum over every tile `t` of the
+/// images (`d_t` its 4x4 input pixels, `dY_t` its 2x2 output gradients), which is the
+/// adjoint of the forward pass's `Y = Aᵀ [(G g Gᵀ) ⊙ (Bᵀ d B)] A`.
+struct FilterPass {
+    tiling: Tiling,
+    c: usize,
+    o: usize,
+}
+
+impl FilterPass {
+    /// Output channels per register tile.
+    fn width(&self) -> usize {
+        blocks_per_tile(self.o) * LANES
+    }
+
+    /// # Shapes
+    /// - `xs`: `[images, C, H, W]`, `dys`: `[images, O, H, W]`, `acc`: `[C, 9, O]`
+    fn run(&self, xs: &[f32], dys: &[f32], scratch: &mut [f32], acc: &mut [f32], accumulate: bool) {
+        let Tiling { h, w, .. } = self.tiling;
+        let (plane, c, o) = (h * w, self.c, self.o);
+        assert!(cpu_supported(), "winograd: no AVX-512F");
+        assert!(c.is_multiple_of(LANES) && o.is_multiple_of(LANES), "winograd: {c} → {o} channels");
+        assert_eq!(xs.len() % (c * plane), 0, "winograd: input length");
+        let images = xs.len() / (c * plane);
+        assert_eq!(dys.len(), images * o * plane, "winograd: dy length");
+        assert_eq!(acc.len(), c * 9 * o, "winograd: filter gradient length");
+        if images == 0 && !accumulate {
+            acc.fill(0.0);
+        }
+        let group = self.tiling.group();
+        for (gi, (xg, dyg)) in xs.chunks(group * c * plane).zip(dys.chunks(group * o * plane)).enumerate() {
+            self.group(xg, dyg, scratch, acc, accumulate || gi > 0);
+        }
+    }
+
+    /// One group of images: pixel-major copies, `V` and `W = A dY Aᵀ` of its tiles, then
+    /// per block of `OB·16` output channels the 16 products `dU[ξ] = V[ξ]ᵀ · W[ξ]` (summed
+    /// over the group's tiles in order) and their transform into `acc`.
+    fn group(&self, xs: &[f32], dys: &[f32], scratch: &mut [f32], acc: &mut [f32], accumulate: bool) {
+        let tiling = self.tiling;
+        let (plane, c, o, width) = (tiling.h * tiling.w, self.c, self.o, self.width());
+        let images = xs.len() / (c * plane);
+        let band = Band { n0: 0, n1: images, i0: 0, i1: tiling.th };
+        let tiles = band.tiles(&tiling);
+        let (xh, rest) = scratch.split_at_mut(images * plane * c);
+        let (dyh, rest) = rest.split_at_mut(images * plane * o);
+        let (v, rest) = rest.split_at_mut(XI * tiles * c);
+        let (wv, rest) = rest.split_at_mut(XI * tiles * o);
+        let du = &mut rest[..XI * c * width];
+        for (x_n, xh_n) in xs.chunks_exact(c * plane).zip(xh.chunks_exact_mut(plane * c)) {
+            transpose(x_n, c, plane, xh_n);
+        }
+        for (dy_n, dyh_n) in dys.chunks_exact(o * plane).zip(dyh.chunks_exact_mut(plane * o)) {
+            transpose(dy_n, o, plane, dyh_n);
+        }
+        let input = Pass { tiling, cin: c, cout: o, u: &[] };
+        // SAFETY: AVX-512F checked in `run`; the transforms index inside the extents that
+        // the band and their arguments' lengths give (asserted there).
+        #[cfg(target_arch = "x86_64")]
+        #[allow(unsafe_code)]
+        unsafe {
+            input.input_transform(band, xh, v);
+            self.dy_transform(band, dyh, wv);
+        }
+        for gi in 0..o / width {
+            for (xi, du_xi) in du.chunks_exact_mut(c * width).enumerate() {
+                let shape = Strided { rows: c, k: tiles, a_row: 1, a_k: c, b_k: o, m_row: width };
+                products(
+                    width / LANES,
+                    shape,
+                    &v[xi * tiles * c..][..tiles * c],
+                    &wv[xi * tiles * o + gi * width..],
+                    du_xi,
+                );
+            }
+            // SAFETY: as above.
+            #[cfg(target_arch = "x86_64")]
+            #[allow(unsafe_code)]
+            unsafe {
+                self.filter_transform(du, gi * width, acc, accumulate);
+            }
+        }
+    }
+
+    /// `W[ξ, t, o] = (A dY Aᵀ)[ξ]` of the band's tiles, `dY` the tile's 2x2 output gradients
+    /// from `(2i, 2j)`, zero outside the image, with `A = [[1, 0], [1, 1], [1, -1], [0, -1]]`.
+    ///
+    /// # Shapes
+    /// - `dyh`: `[images, H·W, O]`, `wv`: `[16, T, O]`
+    #[cfg(target_arch = "x86_64")]
+    #[allow(unsafe_code)]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn dy_transform(&self, band: Band, dyh: &[f32], wv: &mut [f32]) {
+        use std::arch::x86_64::{
+            __m512, _mm512_add_ps, _mm512_loadu_ps, _mm512_setzero_ps, _mm512_storeu_ps, _mm512_sub_ps,
+        };
+        let Tiling { h, w, tw, .. } = self.tiling;
+        let o = self.o;
+        let tiles = band.tiles(&self.tiling);
+        assert!(dyh.len() >= band.n1 * h * w * o, "winograd: pixel-major dy length");
+        assert_eq!(wv.len(), XI * tiles * o, "winograd: W length");
+        let (dp, wp) = (dyh.as_ptr(), wv.as_mut_ptr());
+        for (t, (n, i, j)) in band.each(tw).enumerate() {
+            for oc in (0..o).step_by(LANES) {
+                // SAFETY: pixels (y, x) of image n < n1 are read only inside the image, 16
+                // channels from oc < o (a multiple of 16); W's rows (ξ, t) have o entries.
+                unsafe {
+                    let mut d = [[_mm512_setzero_ps(); 2]; 2];
+                    for (a, row) in d.iter_mut().enumerate() {
+                        let y = 2 * i + a;
+                        for (b, px) in row.iter_mut().enumerate() {
+                            let x = 2 * j + b;
+                            if y < h && x < w {
+                                *px = _mm512_loadu_ps(dp.add(((n * h + y) * w + x) * o + oc));
+                            }
+                        }
+                    }
+                    // A dY: 4 rows of 2.
+                    let zero = _mm512_setzero_ps();
+                    let rows: [[__m512; 2]; 4] = [
+                        d[0],
+                        [_mm512_add_ps(d[0][0], d[1][0]), _mm512_add_ps(d[0][1], d[1][1])],
+                        [_mm512_sub_ps(d[0][0], d[1][0]), _mm512_sub_ps(d[0][1], d[1][1])],
+                        [_mm512_sub_ps(zero, d[1][0]), _mm512_sub_ps(zero, d[1][1])],
+                    ];
+                    // (A dY) Aᵀ: each row [p, q] → [p, p + q, p - q, -q].
+                    for (a, [p, q]) in rows.into_iter().enumerate() {
+                        let out = [p, _mm512_add_ps(p, q), _mm512_sub_ps(p, q), _mm512_sub_ps(zero, q)];
+                        for (b, val) in out.into_iter().enumerate() {
+                            _mm512_storeu_ps(wp.add(((a * 4 + b) * tiles + t) * o + oc), val);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Output channels `[o0, o0 + OB·16)` of the filter gradient from one block of `dU`:
+    /// `Gᵀ dU G` per input channel, written (or added, when `accumulate`) into `acc`.
+    ///
+    /// # Shapes
+    /// - `du`: `[16, C, OB·16]`, `acc`: `[C, 9, O]`
+    #[cfg(target_arch = "x86_64")]
+    #[allow(unsafe_code)]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn filter_transform(&self, du: &[f32], o0: usize, acc: &mut [f32], accumulate: bool) {
+        use std::arch::x86_64::{
+            __m512, _mm512_add_ps, _mm512_loadu_ps, _mm512_mul_ps, _mm512_set1_ps, _mm512_setzero_ps, _mm512_storeu_ps,
+            _mm512_sub_ps,
+        };
+        let (c, o, width) = (self.c, self.o, self.width());
+        assert_eq!(du.len(), XI * c * width, "winograd: dU block length");
+        assert_eq!(acc.len(), c * 9 * o, "winograd: filter gradient length");
+        assert!(o0 + width <= o, "winograd: output channels");
+        let (up, ap) = (du.as_ptr(), acc.as_mut_ptr());
+        let half = _mm512_set1_ps(0.5);
+        // Gᵀ = [[1, 1/2, 1/2, 0], [0, 1/2, -1/2, 0], [0, 1/2, 1/2, 1]] applied to [u0, u1, u2, u3].
+        let gt = |u: [__m512; 4]| -> [__m512; 3] {
+            let (sum, diff) = (_mm512_add_ps(u[1], u[2]), _mm512_sub_ps(u[1], u[2]));
+            let hs = _mm512_mul_ps(half, sum);
+            [_mm512_add_ps(u[0], hs), _mm512_mul_ps(half, diff), _mm512_add_ps(hs, u[3])]
+        };
+        for ci in 0..c {
+            for oc in (0..width).step_by(LANES) {
+                // SAFETY: dU's rows (ξ, ci) have `width` entries from oc; acc's rows (ci, tap)
+                // have o entries from o0 + oc + 16 <= o.
+                unsafe {
+                    let mut u = [[_mm512_setzero_ps(); 4]; 4];
+                    for (a, row) in u.iter_mut().enumerate() {
+                        for (b, val) in row.iter_mut().enumerate() {
+                            *val = _mm512_loadu_ps(up.add(((a * 4 + b) * c + ci) * width + oc));
+                        }
+                    }
+                    // Gᵀ dU: 3 rows of 4 (column by column).
+                    let mut r = [[_mm512_setzero_ps(); 4]; 3];
+                    for b in 0..4 {
+                        let col = gt([u[0][b], u[1][b], u[2][b], u[3][b]]);
+                        for (a, val) in col.into_iter().enumerate() {
+                            r[a][b] = val;
+                        }
+                    }
+                    // (Gᵀ dU) G: each row through Gᵀ again.
+                    for (a, row) in r.into_iter().enumerate() {
+                        for (b, val) in gt(row).into_iter().enumerate() {
+                            let at = ap.add((ci * 9 + a * 3 + b) * o + o0 + oc);
+                            let val = if accumulate { _mm512_add_ps(_mm512_loadu_ps(at), val) } else { val };
+                            _mm512_storeu_ps(at, val);
+                        }
+                    }
+                }
             }
         }
     }

@@ -1,6 +1,7 @@
 //! Helpers shared by the kernel test files (`kernels.rs`, `pool_kernels.rs`,
-//! `bn_kernels.rs`): comparison with a tolerance, flattening, and timing for
-//! the ignored micro-benchmarks.
+//! `bn_kernels.rs`, `direct_conv.rs`, `winograd_conv.rs`, ...): comparison with a
+//! tolerance, flattening, random values, the CPU's AVX-512, and timing for the
+//! ignored micro-benchmarks.
 
 #![allow(dead_code)]
 
@@ -50,4 +51,16 @@ pub fn between(rng: &mut Rng, lo: usize, hi: usize) -> usize {
 /// variance does not lose its digits to the mean.
 pub fn values(rng: &mut Rng, n: usize, offset: f32, scale: f32) -> Vec<f32> {
     (0..n).map(|_| offset + scale * rng.range_f32(-1.0, 1.0)).collect()
+}
+
+/// Whether this CPU has AVX-512F (the direct and Winograd convolutions run only then).
+pub fn avx512() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx512f")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
 }
