@@ -9,9 +9,8 @@
 
 mod common;
 
-use candle_core::{Device, Tensor, Var};
 use common::{avx512, between};
-use ferroflow_nn::kernels::{self, Conv2dParams, Kernels, direct_passes, reference, with_kernels};
+use ferroflow_nn::kernels::{Conv2dParams, Kernels, direct_passes, reference, with_kernels};
 use ferroflow_nn::ops;
 use ferroflow_rng::Rng;
 
@@ -34,16 +33,7 @@ fn run(
     dy: &[f32],
     p: Conv2dParams,
 ) -> [Vec<f32>; 3] {
-    with_kernels(kern, || {
-        let dev = Device::Cpu;
-        let xv = Var::from_vec(x.to_vec(), &xs, &dev).unwrap();
-        let wv = Var::from_vec(w.to_vec(), &ws, &dev).unwrap();
-        let y = kernels::conv2d(xv.as_tensor(), wv.as_tensor(), p).unwrap();
-        let dyt = Tensor::from_vec(dy.to_vec(), y.dims(), &dev).unwrap();
-        let grads = (&y * &dyt).unwrap().sum_all().unwrap().backward().unwrap();
-        let flat = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-        [flat(&y), flat(grads.get(&xv).unwrap()), flat(grads.get(&wv).unwrap())]
-    })
+    common::conv_grads(kern, (x, xs), (w, ws), dy, p)
 }
 
 /// One geometry through both paths, each against the reference; returns the pass choice.
@@ -51,11 +41,7 @@ fn check(rng: &mut Rng, xs: [usize; 4], ws: [usize; 4], p: Conv2dParams, what: &
     let ys = reference::output_shape(xs, ws, &p);
     let (x, w, dy) =
         (values(rng, xs.iter().product()), values(rng, ws.iter().product()), values(rng, ys.iter().product()));
-    let want = [
-        reference::conv2d(&x, xs, &w, ws, &p),
-        reference::conv2d_backward_input(&dy, &w, xs, ws, &p),
-        reference::conv2d_backward_filter(&x, &dy, xs, ws, &p),
-    ];
+    let want = common::conv_reference((&x, xs), (&w, ws), &dy, &p);
     for kern in [Kernels::Fast, Kernels::Gemm] {
         let got = run(kern, &x, xs, &w, ws, &dy, p);
         for (name, (g, e)) in ["y", "dx", "dw"].iter().zip(got.iter().zip(&want)) {

@@ -9,9 +9,8 @@
 
 mod common;
 
-use candle_core::{Device, Tensor, Var};
 use common::{avx512, between};
-use ferroflow_nn::kernels::{self, Conv2dParams, Kernels, reference, winograd_passes, with_kernels};
+use ferroflow_nn::kernels::{Conv2dParams, Kernels, reference, winograd_passes, with_kernels};
 use ferroflow_rng::Rng;
 
 /// `|got - want| <= TOL + TOL * |want|`, as the direct kernels' tests: sums of up to
@@ -29,30 +28,17 @@ fn same() -> Conv2dParams {
 
 /// `(y, dx, dw)` of `sum(conv2d(x, w) * dy)` through candle's autograd, fast kernels.
 fn run(x: &[f32], xs: [usize; 4], w: &[f32], ws: [usize; 4], dy: &[f32]) -> [Vec<f32>; 3] {
-    with_kernels(Kernels::Fast, || {
-        let dev = Device::Cpu;
-        let xv = Var::from_vec(x.to_vec(), &xs, &dev).unwrap();
-        let wv = Var::from_vec(w.to_vec(), &ws, &dev).unwrap();
-        let y = kernels::conv2d(xv.as_tensor(), wv.as_tensor(), same()).unwrap();
-        let dyt = Tensor::from_vec(dy.to_vec(), y.dims(), &dev).unwrap();
-        let grads = (&y * &dyt).unwrap().sum_all().unwrap().backward().unwrap();
-        let flat = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-        [flat(&y), flat(grads.get(&xv).unwrap()), flat(grads.get(&wv).unwrap())]
-    })
+    common::conv_grads(Kernels::Fast, (x, xs), (w, ws), dy, same())
 }
 
-/// One geometry against the reference; asserts that Winograd took both passes.
+/// One geometry against the reference; asserts that Winograd took all three passes.
 fn check(rng: &mut Rng, xs: [usize; 4], o: usize, what: &str) {
     let ws = [o, xs[1], 3, 3];
     let p = same();
     let ys = reference::output_shape(xs, ws, &p);
     let (x, w, dy) =
         (values(rng, xs.iter().product()), values(rng, ws.iter().product()), values(rng, ys.iter().product()));
-    let want = [
-        reference::conv2d(&x, xs, &w, ws, &p),
-        reference::conv2d_backward_input(&dy, &w, xs, ws, &p),
-        reference::conv2d_backward_filter(&x, &dy, xs, ws, &p),
-    ];
+    let want = common::conv_reference((&x, xs), (&w, ws), &dy, &p);
     let got = run(&x, xs, &w, ws, &dy);
     for (name, (g, e)) in ["y", "dx", "dw"].iter().zip(got.iter().zip(&want)) {
         common::assert_close_tol(g, e, TOL, TOL, &format!("{what} {name}"));

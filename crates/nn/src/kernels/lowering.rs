@@ -48,8 +48,8 @@ pub(super) struct Lowered<'a> {
     w_rows: Vec<f32>,
     /// The passes that run as direct convolutions instead ([`super::direct`]).
     direct: Option<Direct>,
-    /// The forward and input-gradient passes that run as Winograd convolutions
-    /// ([`super::winograd`]), before the direct ones.
+    /// The pass (forward or input gradient) when it runs as a Winograd convolution
+    /// ([`super::winograd`]), before the direct kernels.
     winograd: Option<Winograd>,
     /// Whether the weights were prepared for the forward pass, else the input gradient.
     forward: bool,
@@ -120,21 +120,20 @@ impl<'a> Lowered<'a> {
         (self.g.oh + (self.g.kh - 1) * self.g.p.dilation[0]) * self.g.ow
     }
 
-    /// The scratch one image's forward pass or input gradient needs: its column matrix (0
-    /// for pointwise), or a direct pass's padded copy, whichever is larger. (The filter
+    /// The scratch the pass this lowering was made for (forward or input gradient) needs
+    /// for any number of images: Winograd's per group ([`Winograd::scratch`]), or per image a
+    /// direct pass's padded copy or the column matrix (0 for pointwise). (The filter
     /// gradient's: [`Self::filter_col_len`].)
     pub(super) fn col_len(&self) -> usize {
         let g = self.g;
-        let [wino_forward, wino_input] = self.winograd.as_ref().map_or([false; 2], |v| [v.forward(), v.input()]);
-        let wino = if wino_forward || wino_input { Winograd::scratch(g) } else { 0 };
-        let (d_forward, d_input) = match &self.direct {
-            Some(d) => (d.forward() && !wino_forward, d.input() && !wino_input),
-            None => (false, false),
-        };
-        let passes = [(d_forward, Direct::forward_scratch(g)), (d_input, Direct::input_scratch(g))];
-        let direct = passes.iter().filter(|p| p.0).map(|p| p.1).max().unwrap_or(0);
-        let gemm_used = !(wino_forward || d_forward) || !(wino_input || d_input);
-        wino.max(direct).max(if gemm_used { self.gemm_col_len() } else { 0 })
+        if self.winograd.is_some() {
+            return Winograd::scratch(g);
+        }
+        match &self.direct {
+            Some(d) if self.forward && d.forward() => Direct::forward_scratch(g),
+            Some(d) if !self.forward && d.input() => Direct::input_scratch(g),
+            _ => self.gemm_col_len(),
+        }
     }
 
     /// The forward pass of the images of `xs` `[images, C, H, W]` into `ys` `[images, O,

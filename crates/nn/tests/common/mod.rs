@@ -7,7 +7,8 @@
 
 use std::time::{Duration, Instant};
 
-use candle_core::{DType, Tensor};
+use candle_core::{DType, Device, Tensor, Var};
+use ferroflow_nn::kernels::{self, Conv2dParams, Kernels, reference, with_kernels};
 use ferroflow_rng::Rng;
 
 /// Asserts `|got - want| <= atol + rtol * |want|` element by element.
@@ -63,4 +64,38 @@ pub fn avx512() -> bool {
     {
         false
     }
+}
+
+/// `[y, dx, dw]` of `sum(conv2d(x, w) * dy)` through candle's autograd, under `kern`.
+pub fn conv_grads(
+    kern: Kernels,
+    (x, xs): (&[f32], [usize; 4]),
+    (w, ws): (&[f32], [usize; 4]),
+    dy: &[f32],
+    p: Conv2dParams,
+) -> [Vec<f32>; 3] {
+    with_kernels(kern, || {
+        let dev = Device::Cpu;
+        let xv = Var::from_vec(x.to_vec(), &xs, &dev).expect("x");
+        let wv = Var::from_vec(w.to_vec(), &ws, &dev).expect("w");
+        let y = kernels::conv2d(xv.as_tensor(), wv.as_tensor(), p).expect("conv2d");
+        let dyt = Tensor::from_vec(dy.to_vec(), y.dims(), &dev).expect("dy");
+        let loss = (&y * &dyt).and_then(|t| t.sum_all()).expect("loss");
+        let grads = loss.backward().expect("backward");
+        [flat(&y), flat(grads.get(&xv).expect("dx")), flat(grads.get(&wv).expect("dw"))]
+    })
+}
+
+/// `[y, dx, dw]` of the same through the slow loop reference.
+pub fn conv_reference(
+    (x, xs): (&[f32], [usize; 4]),
+    (w, ws): (&[f32], [usize; 4]),
+    dy: &[f32],
+    p: &Conv2dParams,
+) -> [Vec<f32>; 3] {
+    [
+        reference::conv2d(x, xs, w, ws, p),
+        reference::conv2d_backward_input(dy, w, xs, ws, p),
+        reference::conv2d_backward_filter(x, dy, xs, ws, p),
+    ]
 }
