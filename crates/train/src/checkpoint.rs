@@ -23,7 +23,7 @@ pub use decode::{Decoded, ValuesBuilder, decode_reference};
 pub use file::{Checkpoint, CheckpointMeta, DataFingerprint, RngStates, StoredTensor, TensorStats, Values};
 pub use integrity::{CHECKSUMS_KEY, Checksums, FORMAT_KEY, Integrity, without_checksums};
 pub use manager::{
-    CheckpointManager, EXTENSION, checkpoint_prefix, file_of_prefix, latest_checkpoint, now, read_state,
+    CheckpointManager, EXTENSION, RETIRING_FILE, checkpoint_prefix, file_of_prefix, latest_checkpoint, now, read_state,
     remove_unlisted_newer, resolve_checkpoint,
 };
 pub use recovery::{DAMAGED_SUFFIX, Damaged, Intact, latest_intact, listed_checkpoints, set_aside};

@@ -5,7 +5,11 @@
 //! `.index` and the `.ferroflow.json` side file, each atomically, in that
 //! order), then the `checkpoint` state file (also atomically), then deletes
 //! checkpoints that retention drops — in that order, so the state file only
-//! ever lists complete checkpoints.
+//! ever lists complete checkpoints. The prefixes retention drops are written
+//! to the [`RETIRING_FILE`] journal before the state file stops listing them
+//! and the journal is removed once they are deleted: a crash between the two
+//! would otherwise leave a complete, unlisted older checkpoint that looks like
+//! one `keep_checkpoint_every_n_hours` preserved, and nothing would delete it.
 
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -20,6 +24,10 @@ use crate::error::{Result, TrainError};
 
 /// The checkpoint file extension.
 pub const EXTENSION: &str = "safetensors";
+
+/// The journal of the prefixes a save's retention is deleting, one per line
+/// (`model.ckpt-30`), beside the state file; TensorFlow ignores it.
+pub const RETIRING_FILE: &str = "checkpoint.retiring";
 
 /// The prefix of step `step`'s checkpoint (`model.ckpt-300`), as TF-slim names them.
 pub fn checkpoint_prefix(step: i64) -> String {
@@ -90,6 +98,7 @@ fn checkpoint_file_step(name: &str) -> Option<i64> {
 /// when there is no state file.
 pub fn remove_unlisted_newer(dir: &Path) -> Result<Vec<String>> {
     let Some(state) = read_state(dir)? else { return Ok(Vec::new()) };
+    let mut retired = finish_retirement(dir, &state);
     // Listed prefixes: `model.ckpt-30`, maybe absolute, maybe with `.safetensors`.
     let step_of = |p: &str| -> Option<i64> {
         let name = Path::new(p).file_name()?.to_str()?;
@@ -112,8 +121,43 @@ pub fn remove_unlisted_newer(dir: &Path) -> Result<Vec<String>> {
             (unlisted && (step > latest || remnant) && std::fs::remove_file(e.path()).is_ok()).then_some(name)
         })
         .collect();
+    removed.append(&mut retired);
     removed.sort();
     Ok(removed)
+}
+
+/// Completes the retention of a save that was interrupted after its state
+/// file was written: deletes the files of every prefix in the
+/// [`RETIRING_FILE`] journal that `state` no longer lists (a save killed
+/// before its state file still lists them all, and they stay), then the
+/// journal. Returns the names of the deleted files.
+fn finish_retirement(dir: &Path, state: &CheckpointState) -> Vec<String> {
+    let journal = dir.join(RETIRING_FILE);
+    let Ok(text) = std::fs::read_to_string(&journal) else { return Vec::new() };
+    let listed: Vec<PathBuf> = state.all_model_checkpoint_paths.iter().map(|p| prefix_path(dir, p)).collect();
+    let mut removed = Vec::new();
+    for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        let prefix = prefix_path(dir, line);
+        // Only checkpoint files of this directory's naming (a damaged journal
+        // must not make ferroflow delete anything else).
+        let ours = prefix.parent() == Some(dir)
+            && prefix
+                .file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.strip_prefix("model.ckpt-").is_some_and(|s| s.parse::<i64>().is_ok()));
+        if !ours || listed.contains(&prefix) {
+            continue;
+        }
+        let mut files = vec![PathBuf::from(format!("{}.{EXTENSION}", prefix.display()))];
+        files.extend(bundle_files(&prefix));
+        for file in files {
+            if std::fs::remove_file(&file).is_ok() {
+                removed.extend(file.file_name().map(|n| n.to_string_lossy().into_owned()));
+            }
+        }
+    }
+    let _ = std::fs::remove_file(&journal);
+    removed
 }
 
 /// Seconds since the Unix epoch.
@@ -231,6 +275,9 @@ impl CheckpointManager {
         std::fs::create_dir_all(dir).map_err(|cause| TrainError::Io { path: dir.display().to_string(), cause })?;
         remove_stale_temps(dir);
         let state = read_state(dir)?;
+        if let Some(state) = &state {
+            finish_retirement(dir, state);
+        }
         Ok(CheckpointManager {
             dir: dir.to_path_buf(),
             max_to_keep,
@@ -336,17 +383,30 @@ impl CheckpointManager {
                 delete.push(prefix_path(&self.dir, &old));
             }
         }
+        // The journal first, so a crash after the state file leaves the deletion
+        // to be finished at the next start (see the module docs).
+        let saved = prefix_path(&self.dir, &prefix);
+        let delete: Vec<PathBuf> = delete.into_iter().filter(|old| *old != saved).collect();
+        let journal = self.dir.join(RETIRING_FILE);
+        if !delete.is_empty() {
+            let names: String =
+                delete.iter().filter_map(|p| p.file_name()).map(|n| format!("{}\n", n.to_string_lossy())).collect();
+            write_atomic(&journal, names.as_bytes())
+                .map_err(|cause| TrainError::Save { path: journal.display().to_string(), cause })?;
+        }
         let state_path = self.dir.join(STATE_FILE);
-        write_atomic(&state_path, state.to_text().as_bytes())
-            .map_err(|cause| TrainError::Save { path: state_path.display().to_string(), cause })?;
+        if let Err(cause) = write_atomic(&state_path, state.to_text().as_bytes()) {
+            let _ = std::fs::remove_file(&journal);
+            return Err(TrainError::Save { path: state_path.display().to_string(), cause });
+        }
         self.state = Some(state);
         // Only now that the state file no longer lists them: every file of their
         // prefixes, in either format.
-        let saved = prefix_path(&self.dir, &prefix);
-        for old in delete {
-            if old != saved {
-                remove_prefix_files(&old, None);
-            }
+        for old in &delete {
+            remove_prefix_files(old, None);
+        }
+        if !delete.is_empty() {
+            let _ = std::fs::remove_file(&journal);
         }
         // A save of the same step in the other format is superseded (a listed prefix
         // resolves to its safetensors file first).
@@ -463,6 +523,48 @@ mod tests {
         let e = latest_checkpoint(dir.path()).unwrap_err().to_string();
         assert!(e.contains("lists \"model.ckpt-20\", but") && e.contains("model.ckpt-20.index does not exist"), "{e}");
         assert_eq!(m.checkpoints()[1], dir.path().join("model.ckpt-20"));
+    }
+
+    #[test]
+    fn a_retention_killed_after_the_state_file_is_finished_at_the_next_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut m = CheckpointManager::open(dir.path(), 2, None).unwrap().with_format(CheckpointFormat::Tf);
+        for step in [10, 20, 30] {
+            m.save(&ck(step), step).unwrap();
+        }
+        // The journal is gone once a save's deletions are done.
+        assert!(!dir.path().join(RETIRING_FILE).exists());
+        // A save of step 30 killed after its state file (listing 20, 30) but before step
+        // 10's deletion: step 10's complete bundle is back, with the journal naming it.
+        // The journal also names a listed step (it stays) and a foreign path (ignored).
+        for name in ["model.ckpt-10.index", "model.ckpt-10.data-00000-of-00001", "model.ckpt-10.ferroflow.json"] {
+            std::fs::write(dir.path().join(name), b"x").unwrap();
+        }
+        let outside = tempfile::tempdir().unwrap();
+        let foreign = outside.path().join("model.ckpt-1");
+        std::fs::write(format!("{}.safetensors", foreign.display()), b"x").unwrap();
+        let journal = format!("model.ckpt-10\nmodel.ckpt-20\n{}\nnotes\n", foreign.display());
+        std::fs::write(dir.path().join(RETIRING_FILE), journal).unwrap();
+        std::fs::write(dir.path().join("notes.safetensors"), b"x").unwrap();
+        let removed = remove_unlisted_newer(dir.path()).unwrap();
+        assert_eq!(
+            removed,
+            ["model.ckpt-10.data-00000-of-00001", "model.ckpt-10.ferroflow.json", "model.ckpt-10.index"]
+        );
+        assert!(!dir.path().join(RETIRING_FILE).exists());
+        assert!(dir.path().join("model.ckpt-20.index").exists() && dir.path().join("notes.safetensors").exists());
+        assert!(outside.path().join("model.ckpt-1.safetensors").exists());
+        // Without a journal, an unlisted complete older checkpoint (a preserved one) stays.
+        for name in ["model.ckpt-10.index", "model.ckpt-10.data-00000-of-00001", "model.ckpt-10.ferroflow.json"] {
+            std::fs::write(dir.path().join(name), b"x").unwrap();
+        }
+        assert!(remove_unlisted_newer(dir.path()).unwrap().is_empty());
+        // A journal left by a save killed before its state file (the steps are still
+        // listed) deletes nothing; opening a manager finishes a journal too.
+        std::fs::write(dir.path().join(RETIRING_FILE), "model.ckpt-20\n").unwrap();
+        let m = CheckpointManager::open(dir.path(), 2, None).unwrap();
+        assert_eq!(m.checkpoints().len(), 2);
+        assert!(dir.path().join("model.ckpt-20.index").exists() && !dir.path().join(RETIRING_FILE).exists());
     }
 
     #[test]
