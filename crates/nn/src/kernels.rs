@@ -8,6 +8,7 @@
 //! - [`conv2d`](mod@conv2d): im2col + gemm conv2d (forward, input and filter gradients), f32 on CPU;
 //! - `direct`: the same passes as direct AVX-512 convolutions, no im2col, where the CPU
 //!   and the shape allow (the conv ops pick it per pass);
+//! - `lane_sums`: batch norm's f64 reductions in a fixed order (AVX-512 kernel and reference);
 //! - [`conv_bn`]: conv2d → training batch norm → optional ReLU as one op (one autograd
 //!   node, statistics taken while each image's output is in cache), f32 on CPU;
 //! - [`conv_bn_chain`]: several of those blocks in a row (each with an optional max-pool)
@@ -27,6 +28,7 @@ pub mod conv2d;
 pub mod conv_bn;
 pub mod conv_bn_chain;
 mod direct;
+mod lane_sums;
 mod lowering;
 pub mod pool;
 pub mod reference;

@@ -36,16 +36,13 @@ use candle_core::{CpuStorage, CustomOp3, DType, Layout, Shape, Tensor, bail};
 use ferroflow_dist::ReplicaSum;
 use rayon::prelude::*;
 
+use super::lane_sums::{Terms, lane_sums};
 use super::simd::simd_kernel;
 
 /// About how many elements one rayon task of a writing sweep handles: small planes (7x7
 /// at the end of a CNN, or 1 for rank-2 inputs) are grouped so that the task overhead
 /// stays small next to the work.
 pub(super) const TASK_ELEMS: usize = 16 * 1024;
-
-/// Independent f64 accumulators per reduction: breaks the add dependency chain (and lets
-/// the compiler vectorise) while keeping a fixed summation order.
-const LANES: usize = 8;
 
 /// Whether the batch-norm kernel handles `x`, `gamma` and `beta` (all f32 on the CPU): the
 /// condition for taking the fast path instead of the candle-ops one.
@@ -266,55 +263,6 @@ fn per_channel<'a>(s: &'a CpuStorage, l: &Layout, c: usize, what: &str) -> candl
     super::f32_contiguous(s, l, "batch_norm", what)
 }
 
-/// `[Σ f(a, b).0, Σ f(a, b).1]` over two equally long slices, in f64 over [`LANES`] fixed
-/// lanes (then the tail), so the order of the additions never changes: lane `l` adds the
-/// values at `l, l + LANES, …` in turn, then the lanes are added in order.
-///
-/// Written in two phases per block of [`SUM_BLOCK`] values, so that it vectorises inside
-/// the SIMD dispatch: `f` over the block into two arrays (a plain element-wise loop), then
-/// the arrays into the lanes (one vector add per [`LANES`] values). (One loop doing both
-/// stayed scalar: LLVM's vectoriser does not turn a per-lane f64 reduction fed by f32
-/// conversions into vector code.)
-#[inline(always)]
-pub(super) fn sums2(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> (f64, f64)) -> [f64; 2] {
-    let n = a.len().min(b.len());
-    let body = n - n % LANES;
-    let mut acc = [[0f64; LANES]; 2];
-    let mut block = [[0f64; SUM_BLOCK]; 2];
-    let mut at = 0;
-    while at + SUM_BLOCK <= body {
-        let (ab, bb) = (&a[at..at + SUM_BLOCK], &b[at..at + SUM_BLOCK]);
-        for i in 0..SUM_BLOCK {
-            (block[0][i], block[1][i]) = f(ab[i], bb[i]);
-        }
-        for c in 0..SUM_BLOCK / LANES {
-            for l in 0..LANES {
-                acc[0][l] += block[0][c * LANES + l];
-                acc[1][l] += block[1][c * LANES + l];
-            }
-        }
-        at += SUM_BLOCK;
-    }
-    while at < body {
-        for l in 0..LANES {
-            let (u, v) = f(a[at + l], b[at + l]);
-            acc[0][l] += u;
-            acc[1][l] += v;
-        }
-        at += LANES;
-    }
-    let mut out = [acc[0].iter().sum::<f64>(), acc[1].iter().sum::<f64>()];
-    for i in body..n {
-        let (u, v) = f(a[i], b[i]);
-        out[0] += u;
-        out[1] += v;
-    }
-    out
-}
-
-/// Values per block of [`sums2`]'s two phases.
-const SUM_BLOCK: usize = 8 * LANES;
-
 /// Per-channel batch statistics in f64.
 #[derive(Debug, Clone)]
 pub(super) struct Stats {
@@ -339,20 +287,13 @@ fn channel_stats<'a>(x: &'a [f32], g: Geometry, ch: usize) -> (f64, f64) {
 /// Channel `ch`'s `Σ x`, in f64.
 #[inline(always)]
 fn channel_sum(x: &[f32], g: Geometry, ch: usize) -> f64 {
-    g.planes(x, ch).map(|p| sums2(p, p, |v, _| (f64::from(v), 0.0))[0]).sum::<f64>()
+    g.planes(x, ch).map(|p| lane_sums(p, p, Terms::Values)[0]).sum::<f64>()
 }
 
 /// Channel `ch`'s `[Σ (x - mean), Σ (x - mean)²]`, in f64.
 #[inline(always)]
 fn channel_centred_sums(x: &[f32], g: Geometry, ch: usize, mean: f64) -> [f64; 2] {
-    g.planes(x, ch)
-        .map(|p| {
-            sums2(p, p, |v, _| {
-                let d = f64::from(v) - mean;
-                (d, d * d)
-            })
-        })
-        .fold([0.0; 2], |a, s| [a[0] + s[0], a[1] + s[1]])
+    g.planes(x, ch).map(|p| lane_sums(p, p, Terms::Centred(mean))).fold([0.0; 2], |a, s| [a[0] + s[0], a[1] + s[1]])
 }
 
 /// The biased variance from the centred sums over `m` values: two-pass with the
@@ -703,24 +644,10 @@ fn channel_gradient_sums<'a>(
 }
 
 /// One plane's `[Σ d, Σ d · (v - mean)]` (`d` masked by the ReLU when given) in f64, in
-/// [`sums2`]'s order.
+/// [`lane_sums`]' order.
 #[inline(always)]
 fn plane_gradient_sums(d: &[f32], v: &[f32], mean: f64, relu: Option<(f32, f32, f32)>) -> [f64; 2] {
-    let terms = |d: f32| {
-        move |v: f32| {
-            let d = f64::from(d);
-            (d, d * (f64::from(v) - mean))
-        }
-    };
-    match relu {
-        // The mask as a bitwise AND (all ones or zero), which vectorises where a select
-        // did not; a dropped value becomes +0.0, as `masked` gives.
-        Some(rc) => sums2(d, v, |d, v| {
-            let keep = 0u32.wrapping_sub(u32::from(normalise(v, rc) > 0.0));
-            terms(f32::from_bits(d.to_bits() & keep))(v)
-        }),
-        None => sums2(d, v, |d, v| terms(d)(v)),
-    }
+    lane_sums(d, v, Terms::Gradient { mean, relu })
 }
 
 /// One value of `dx` from its (masked) `dy` and `x`.

@@ -36,6 +36,7 @@ use rayon::prelude::*;
 use super::batch_norm::{self as bn, Affine, Stats};
 use super::buffers::{filled, recycle, recycled, with_scratch, zeroed, zeroed_in_tasks, zeroed_pair_in_tasks};
 use super::conv2d::{Conv2dParams, Geometry, batch_plan, dw_chunks, sum_chunks};
+use super::lane_sums::{Terms, lane_sums};
 use super::lowering::Lowered;
 use super::pool::{Geometry as PoolGeometry, NO_PIXEL, Pool2dParams, check_plane_index, max_plane};
 use super::simd::simd_kernel;
@@ -389,11 +390,8 @@ fn image_moments<'a>(z_n: &'a [f32], m_n: &'a mut [[f64; 2]], p: usize) -> () {
 #[inline(always)]
 fn plane_moments(plane: &[f32]) -> [f64; 2] {
     let p = plane.len() as f64;
-    let mean = bn::sums2(plane, plane, |v, _| (f64::from(v), 0.0))[0] / p;
-    let [sd, sd2] = bn::sums2(plane, plane, |v, _| {
-        let d = f64::from(v) - mean;
-        (d, d * d)
-    });
+    let mean = lane_sums(plane, plane, Terms::Values)[0] / p;
+    let [sd, sd2] = lane_sums(plane, plane, Terms::Centred(mean));
     [mean, (sd2 - sd * sd / p).max(0.0)]
 }
 
