@@ -63,7 +63,10 @@ fn the_benchmark_models_convolutions_match_the_reference() {
     // resnet20's and cifar_cnn's 3x3 SAME convolutions (smaller batch and images: the
     // reference is slow), the stride-2 stage entries and the 1x1 projections.
     let shapes = [
-        ([2, 3, 12, 12], [16, 3, 3, 3], 1, [true, false, true]),
+        // A 3-channel first layer's forward at unit stride: gemm (a short reduction).
+        ([2, 3, 12, 12], [16, 3, 3, 3], 1, [false, false, true]),
+        ([2, 4, 12, 12], [16, 4, 3, 3], 1, [true, false, true]),
+        ([2, 3, 12, 12], [16, 3, 3, 3], 2, [true, false, true]),
         ([2, 16, 12, 12], [16, 16, 3, 3], 1, [true, true, true]),
         ([2, 16, 13, 13], [32, 16, 3, 3], 2, [true, false, true]),
         ([2, 16, 13, 13], [32, 16, 1, 1], 2, [false, false, false]),

@@ -28,7 +28,8 @@
 //! Used per pass ([`Direct::passes`], public as [`super::direct_passes`]) when the CPU has
 //! AVX-512F (detected at run time), the channels the vectors run over are a multiple of 16,
 //! the kernel is larger than 1x1, the dilation is 1, the horizontal stride 1 or 2 (the
-//! input gradient: stride 1), the reduction at most [`MAX_REDUCTION`]
+//! input gradient: stride 1), the reduction at most [`MAX_REDUCTION`] (for a unit-stride
+//! forward pass also at least [`MIN_UNIT_STRIDE_REDUCTION`])
 //! ([`MAX_INPUT_REDUCTION`] for the input gradient, and for the filter gradient of images
 //! of at most [`SMALL_IMAGE`] pixels), and for the filter gradient a 3x3 kernel and at most
 //! [`MAX_FILTER_PIXELS`] pixels; everything else takes the im2col + gemm lowerings
@@ -57,6 +58,17 @@ const LANES: usize = 16;
 /// were 1.05-2.3x faster than im2col + gemm; from 128 channels gemm's packed operands,
 /// amortised over the longer reduction, were as fast or 3-9% faster.
 const MAX_REDUCTION: usize = 64 * 9;
+
+/// The shortest reduction (`C·kh·kw`) a unit-stride forward pass runs here. Below it (a
+/// network's first layer: 1 or 3 input channels) the kernel's per-pixel overhead (loading
+/// and storing its accumulators, one input row per kernel row) is not amortised, and
+/// im2col + gemm was faster (`examples/conv_passes.rs`, batch 64, ms, gemm against direct,
+/// one and two threads): 3 → 64 channels 3x3 at 32x32 2.74 against 4.17, 1.83 against
+/// 2.71; 1 → 32 3x3 at 28x28 0.90 against 1.27, 0.45 against 0.70; 1 → 32 5x5 1.82
+/// against 2.03, 0.82 against 0.95; from 4 channels of 3x3 (36) they were even. Strided
+/// first layers stay here: 3 → 64 3x3 /2 at 32x32 0.52 against 0.86 (two threads), 7x7 /2
+/// at 224x224 31–36 against 43–54.
+const MIN_UNIT_STRIDE_REDUCTION: usize = 32;
 
 /// The longest reduction (`O·kh·kw`) the input gradient runs here: it stayed 5-12% faster
 /// than gemm up to 256 channels, where the gemm path also scatter-adds a column matrix
@@ -175,8 +187,13 @@ impl Direct {
         // one is a plain matrix product of the image), the direct passes measured up to
         // 2x slower (ResNet-50's bottleneck 1x1s, `examples/conv_passes.rs`).
         let spatial = k > 1;
-        let forward =
-            with_weights && spatial && g.o.is_multiple_of(LANES) && (sw == 1 || sw == 2) && g.c * k <= MAX_REDUCTION;
+        let short = g.p.stride == [1, 1] && g.c * k < MIN_UNIT_STRIDE_REDUCTION;
+        let forward = with_weights
+            && spatial
+            && !short
+            && g.o.is_multiple_of(LANES)
+            && (sw == 1 || sw == 2)
+            && g.c * k <= MAX_REDUCTION;
         // The flipped conv needs non-negative padding: pads at most kernel - 1.
         let input = with_weights
             && spatial
