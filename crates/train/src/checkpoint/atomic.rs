@@ -22,29 +22,35 @@ pub fn temp_path(path: &Path) -> PathBuf {
 /// Atomically replaces `path` with `bytes` (see the module docs). On error
 /// the temporary file is removed and `path` is untouched.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    replace(path, bytes, true)
+}
+
+/// [`write_atomic`] without the fsyncs: a process killed at any instant still
+/// leaves the old file or the new one (the page cache outlives the process),
+/// but a power loss may lose the replacement. For files whose loss costs
+/// nothing but disk space (the retention journal).
+pub fn replace_unsynced(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    replace(path, bytes, false)
+}
+
+/// Writes a temporary file beside `path` and renames it over `path`, with the
+/// file and the directory fsynced when `durable`; removes the temporary file
+/// on error.
+fn replace(path: &Path, bytes: &[u8], durable: bool) -> io::Result<()> {
     let tmp = temp_path(path);
     let result = (|| {
         let mut file = File::create(&tmp)?;
         file.write_all(bytes)?;
-        file.sync_all()?;
+        if durable {
+            file.sync_all()?;
+        }
         drop(file);
         fs::rename(&tmp, path)?;
-        sync_dir(path.parent().unwrap_or(Path::new(".")))
+        if durable {
+            sync_dir(path.parent().unwrap_or(Path::new(".")))?;
+        }
+        Ok(())
     })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result
-}
-
-/// Replaces `path` with `bytes` through a temporary file and a rename, without
-/// fsync: a process killed at any instant leaves the old file or the new one
-/// (the page cache outlives the process), but a power loss may lose the
-/// replacement. For files whose loss costs nothing but disk space (the
-/// retention journal), where two fsyncs would be most of a small save.
-pub fn replace_unsynced(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let tmp = temp_path(path);
-    let result = fs::write(&tmp, bytes).and_then(|()| fs::rename(&tmp, path));
     if result.is_err() {
         let _ = fs::remove_file(&tmp);
     }
