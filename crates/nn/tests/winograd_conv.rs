@@ -1,4 +1,4 @@
-//! The Winograd F(2x2, 3x3) passes (`kernels/winograd.rs`: the forward pass and the input
+//! The Winograd F(4x4, 3x3) passes (`kernels/winograd.rs`: the forward pass and the input
 //! gradient of 3x3 unit-stride SAME convolutions with 64 or more channels, under
 //! `Kernels::Fast` on AVX-512) against the slow loop reference: vgg_small's layers at a
 //! smaller batch, odd image sizes (tiles that hang over the edge), channel counts that
@@ -13,9 +13,13 @@ use common::{avx512, between};
 use ferroflow_nn::kernels::{Conv2dParams, Kernels, reference, winograd_passes, with_kernels};
 use ferroflow_rng::Rng;
 
-/// `|got - want| <= TOL + TOL * |want|`, as the direct kernels' tests: sums of up to
-/// 256·9 products of values in [-1, 1] (magnitudes up to about 30).
-const TOL: f32 = 2e-4;
+/// `|got - want| <= ATOL + RTOL * |want|`: sums of up to 256·9 products of values in [-1,
+/// 1] (magnitudes up to about 30). F(4x4, 3x3)'s transforms scale inputs by up to 8 before
+/// the products and after, so its rounding error is a few times the direct kernels'
+/// (`2e-4`): a float32 model of the kernel's order of operations at 256 channels gave at
+/// most 5.7e-4 (mean 1.4e-4). A wrong tap, tile or edge is off by the size of a product.
+const ATOL: f32 = 1e-3;
+const RTOL: f32 = 2e-4;
 
 /// `n` values uniform in [-1, 1].
 fn values(rng: &mut Rng, n: usize) -> Vec<f32> {
@@ -41,7 +45,7 @@ fn check(rng: &mut Rng, xs: [usize; 4], o: usize, what: &str) {
     let want = common::conv_reference((&x, xs), (&w, ws), &dy, &p);
     let got = run(&x, xs, &w, ws, &dy);
     for (name, (g, e)) in ["y", "dx", "dw"].iter().zip(got.iter().zip(&want)) {
-        common::assert_close_tol(g, e, TOL, TOL, &format!("{what} {name}"));
+        common::assert_close_tol(g, e, ATOL, RTOL, &format!("{what} {name}"));
     }
     let chosen = with_kernels(Kernels::Fast, || winograd_passes(xs, ws, p));
     assert_eq!(chosen, [avx512(); 3], "Winograd passes for {what}");

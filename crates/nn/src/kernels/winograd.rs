@@ -1,24 +1,31 @@
-//! Winograd F(2x2, 3x3) convolution on AVX-512: every pass (forward, input gradient,
+//! Winograd F(4x4, 3x3) convolution on AVX-512: every pass (forward, input gradient,
 //! filter gradient) of 3x3, unit-stride, SAME-padded convolutions with many channels.
 //!
 //! Why: on vgg_small's 64-256-channel layers the direct and gemm passes both ran within a
 //! few percent of the core's FMA peak (`examples/conv_passes.rs`), and convolutions were
 //! 85% of its training step (perf, `bench/step_profile.py`); fewer multiplications is the
 //! only way left to run them faster. Winograd's minimal filtering (Lavin & Gray, "Fast
-//! Algorithms for Convolutional Neural Networks", CVPR 2016) computes each 2x2 block of
-//! outputs from a 4x4 block of inputs with 16 multiplications per (input, output) channel
-//! pair instead of 36:
+//! Algorithms for Convolutional Neural Networks", CVPR 2016) computes each 4x4 block of
+//! outputs from a 6x6 block of inputs with 36 multiplications per (input, output) channel
+//! pair instead of 144:
 //!
-//! `Y = Aᵀ [(G g Gᵀ) ⊙ (Bᵀ d B)] A`, with (the paper's F(2x2, 3x3) matrices)
+//! `Y = Aᵀ [(G g Gᵀ) ⊙ (Bᵀ d B)] A`, with the paper's F(4x4, 3x3) matrices (interpolation
+//! points 0, ±1, ±2 and ∞, the ones NNPACK and oneDNN use)
 //!
 //! ```text
-//!      [1  0 -1  0]        [1    0    0 ]
-//! Bᵀ = [0  1  1  0]    G = [1/2  1/2  1/2]    Aᵀ = [1  1  1  0]
-//!      [0 -1  1  0]        [1/2 -1/2  1/2]         [0  1 -1 -1]
-//!      [0  1  0 -1]        [0    0    1 ]
+//!      [4  0 -5  0  1  0]        [ 1/4     0     0 ]
+//!      [0 -4 -4  1  1  0]        [-1/6  -1/6  -1/6 ]        [1  1  1  1  1  0]
+//! Bᵀ = [0  4 -4 -1  1  0]    G = [-1/6   1/6  -1/6 ]   Aᵀ = [0  1 -1  2 -2  0]
+//!      [0 -2 -1  2  1  0]        [1/24  1/12   1/6 ]        [0  1  1  4  4  0]
+//!      [0  2 -1 -2  1  0]        [1/24 -1/12   1/6 ]        [0  1 -1  8 -8  1]
+//!      [0  4  0 -5  0  1]        [ 0     0     1   ]
 //! ```
 //!
-//! Summed over input channels, the 16 element-wise products become 16 independent matrix
+//! F(2x2, 3x3) (16 products per 4 outputs, 2.25x fewer than direct) ran here before; F(4x4,
+//! 3x3) needs 1.78x fewer products again for the same transform work per output
+//! (`examples/conv_passes.rs` numbers in docs/PERFORMANCE.md, issue 19's seventh session).
+//!
+//! Summed over input channels, the 36 element-wise products become 36 independent matrix
 //! products `M[ξ] [T, O] = V[ξ] [T, C] · U[ξ] [C, O]` over the `T` tiles of a group of
 //! images: those run in registers like the direct kernels' (`PX` tiles x `OB·16` output
 //! channels of accumulators, each input value broadcast). The transforms run on 16
@@ -27,14 +34,16 @@
 //!
 //! The input gradient of such a conv is itself one (of `dy`, with the filter flipped and
 //! its channel axes swapped), so it runs the same code with other weights. The filter
-//! gradient is the forward's adjoint: `dg = Gᵀ [Σ_t (Bᵀ d_t B) ⊙ (A dY_t Aᵀ)] G`, 16
+//! gradient is the forward's adjoint: `dg = Gᵀ [Σ_t (Bᵀ d_t B) ⊙ (A dY_t Aᵀ)] G`, 36
 //! products `V[ξ]ᵀ · W[ξ]` reduced over a group's tiles in registers, transformed into the
 //! direct kernel's accumulator layout once per group ([`FilterPass`]).
 //!
-//! Rounding: the transforms add up to four inputs before the products, so the results
-//! differ from a direct sum by a few more ulps (tests compare against
-//! [`super::reference`] at `1e-4` relative to the sum of absolute products); each output
-//! is still one fixed sequence of operations, independent of the thread count.
+//! Rounding: the transforms scale and add up to six inputs (by up to 8) before and after
+//! the products, so the results differ from a direct sum by more than the direct kernels'
+//! do: about 1e-5 of the output's typical magnitude (a float32 model of the kernel's order
+//! at 256 channels: at most 5.7e-4 on sums of about ±30; F(2x2, 3x3) had 4e-5). Tests
+//! compare against [`super::reference`] with a tolerance for that. Each output is still
+//! one fixed sequence of operations, independent of the thread count.
 
 use gemm::Parallelism;
 use rayon::prelude::*;
@@ -47,8 +56,14 @@ use super::direct::{cpu_supported, transpose};
 /// f32 lanes of an AVX-512 vector.
 const LANES: usize = 16;
 
-/// Transform positions: the 4x4 = 16 products of a tile.
-const XI: usize = 16;
+/// Outputs per tile side: F(4x4, 3x3) computes 4x4 blocks.
+const TILE: usize = 4;
+
+/// Inputs per tile side: `TILE + 3 - 1`.
+const SPAN: usize = TILE + 2;
+
+/// Transform positions: the 6x6 = 36 products of a tile.
+const XI: usize = SPAN * SPAN;
 
 /// The fewest input and output channels for which the passes run here. Measured at batch
 /// 64 (`examples/conv_passes.rs`, forward and input gradient): 64 channels at 8x8 and
@@ -62,7 +77,7 @@ const MIN_CHANNELS: usize = 64;
 /// tiles; groups then take 4 images).
 const GROUP_TILES: usize = 64;
 
-/// The tiling of one image: `th x tw` tiles of 2x2 outputs.
+/// The tiling of one image: `th x tw` tiles of 4x4 outputs.
 #[derive(Debug, Clone, Copy)]
 struct Tiling {
     h: usize,
@@ -73,7 +88,7 @@ struct Tiling {
 
 impl Tiling {
     fn new(h: usize, w: usize) -> Self {
-        Tiling { h, w, th: h.div_ceil(2), tw: w.div_ceil(2) }
+        Tiling { h, w, th: h.div_ceil(TILE), tw: w.div_ceil(TILE) }
     }
 
     fn per_image(&self) -> usize {
@@ -91,28 +106,114 @@ fn blocks_per_tile(oc: usize) -> usize {
     if (oc / LANES).is_multiple_of(2) { 2 } else { 1 }
 }
 
-/// The 16 transformed taps `G g Gᵀ` of one 3x3 filter `g` (row-major), each a fixed
-/// sequence of f32 operations (the halves are exact).
+/// `G x` of one column `x` of a 3x3 filter: six values, each a fixed sequence of f32
+/// operations (the divisions are correctly rounded, so the transform is exact up to them).
+#[inline(always)]
+fn g_column([g0, g1, g2]: [f32; 3]) -> [f32; SPAN] {
+    [
+        0.25 * g0,
+        -(g0 + g1 + g2) / 6.0,
+        -(g0 - g1 + g2) / 6.0,
+        (g0 + 2.0 * g1 + 4.0 * g2) / 24.0,
+        (g0 - 2.0 * g1 + 4.0 * g2) / 24.0,
+        g2,
+    ]
+}
+
+/// The 36 transformed taps `G g Gᵀ` of one 3x3 filter `g` (row-major).
 #[inline(always)]
 fn transform_filter(g: [f32; 9]) -> [f32; XI] {
-    // G g: 4 rows of 3.
-    let mut gg = [[0f32; 3]; 4];
+    // G g: 6 rows of 3, column by column.
+    let mut gg = [[0f32; 3]; SPAN];
     for s in 0..3 {
-        let (g0, g1, g2) = (g[s], g[3 + s], g[6 + s]);
-        gg[0][s] = g0;
-        gg[1][s] = 0.5 * (g0 + g1 + g2);
-        gg[2][s] = 0.5 * (g0 - g1 + g2);
-        gg[3][s] = g2;
+        for (r, v) in g_column([g[s], g[3 + s], g[6 + s]]).into_iter().enumerate() {
+            gg[r][s] = v;
+        }
     }
-    // (G g) Gᵀ: 4 columns per row.
+    // (G g) Gᵀ: 6 columns per row.
     let mut u = [0f32; XI];
     for (r, row) in gg.iter().enumerate() {
-        u[r * 4] = row[0];
-        u[r * 4 + 1] = 0.5 * (row[0] + row[1] + row[2]);
-        u[r * 4 + 2] = 0.5 * (row[0] - row[1] + row[2]);
-        u[r * 4 + 3] = row[2];
+        u[r * SPAN..][..SPAN].copy_from_slice(&g_column(*row));
     }
     u
+}
+
+/// The 1-D transforms of F(4x4, 3x3) on 16 channels at a time; each 2-D transform applies
+/// one to the columns of a tile, then to the rows. Each is a fixed sequence of
+/// operations (FMAs included), so every output is computed the same way everywhere.
+#[cfg(target_arch = "x86_64")]
+mod lanes {
+    use std::arch::x86_64::{__m512, _mm512_add_ps, _mm512_fmadd_ps, _mm512_mul_ps, _mm512_set1_ps, _mm512_sub_ps};
+
+    use super::SPAN;
+
+    /// `Bᵀ d` of six inputs.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    pub(super) fn bt(d: [__m512; SPAN]) -> [__m512; SPAN] {
+        let (four, five, two) = (_mm512_set1_ps(4.0), _mm512_set1_ps(-5.0), _mm512_set1_ps(2.0));
+        let minus_four = _mm512_set1_ps(-4.0);
+        let d4_d2 = _mm512_sub_ps(d[4], d[2]);
+        let d3_d1 = _mm512_sub_ps(d[3], d[1]);
+        [
+            _mm512_fmadd_ps(four, d[0], _mm512_fmadd_ps(five, d[2], d[4])),
+            _mm512_fmadd_ps(minus_four, _mm512_add_ps(d[1], d[2]), _mm512_add_ps(d[3], d[4])),
+            _mm512_fmadd_ps(four, _mm512_sub_ps(d[1], d[2]), _mm512_sub_ps(d[4], d[3])),
+            _mm512_fmadd_ps(two, d3_d1, d4_d2),
+            _mm512_fmadd_ps(_mm512_set1_ps(-2.0), d3_d1, d4_d2),
+            _mm512_fmadd_ps(four, d[1], _mm512_fmadd_ps(five, d[3], d[5])),
+        ]
+    }
+
+    /// `Aᵀ m` of six products: four outputs.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    pub(super) fn at(m: [__m512; SPAN]) -> [__m512; 4] {
+        let (s12, d12) = (_mm512_add_ps(m[1], m[2]), _mm512_sub_ps(m[1], m[2]));
+        let (s34, d34) = (_mm512_add_ps(m[3], m[4]), _mm512_sub_ps(m[3], m[4]));
+        [
+            _mm512_add_ps(_mm512_add_ps(m[0], s12), s34),
+            _mm512_fmadd_ps(_mm512_set1_ps(2.0), d34, d12),
+            _mm512_fmadd_ps(_mm512_set1_ps(4.0), s34, s12),
+            _mm512_add_ps(_mm512_fmadd_ps(_mm512_set1_ps(8.0), d34, d12), m[5]),
+        ]
+    }
+
+    /// `A y` of four output gradients (the adjoint of [`at`]): six values.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    pub(super) fn a(y: [__m512; 4]) -> [__m512; SPAN] {
+        let (s02, s13) = (_mm512_add_ps(y[0], y[2]), _mm512_add_ps(y[1], y[3]));
+        let four = _mm512_set1_ps(4.0);
+        let (p, q) = (_mm512_fmadd_ps(four, y[2], y[0]), _mm512_fmadd_ps(four, y[3], y[1]));
+        [
+            y[0],
+            _mm512_add_ps(s02, s13),
+            _mm512_sub_ps(s02, s13),
+            _mm512_fmadd_ps(_mm512_set1_ps(2.0), q, p),
+            _mm512_fmadd_ps(_mm512_set1_ps(-2.0), q, p),
+            y[3],
+        ]
+    }
+
+    /// `Gᵀ x` of six transformed-filter gradients (the adjoint of [`super::g_column`]):
+    /// three taps.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    pub(super) fn gt(x: [__m512; SPAN]) -> [__m512; 3] {
+        let (s12, d21) = (_mm512_add_ps(x[1], x[2]), _mm512_sub_ps(x[2], x[1]));
+        let (s34, d34) = (_mm512_add_ps(x[3], x[4]), _mm512_sub_ps(x[3], x[4]));
+        let sixth = _mm512_set1_ps(1.0 / 6.0);
+        [
+            _mm512_fmadd_ps(
+                _mm512_set1_ps(0.25),
+                x[0],
+                _mm512_fmadd_ps(_mm512_set1_ps(-1.0 / 6.0), s12, _mm512_mul_ps(_mm512_set1_ps(1.0 / 24.0), s34)),
+            ),
+            _mm512_fmadd_ps(sixth, d21, _mm512_mul_ps(_mm512_set1_ps(1.0 / 12.0), d34)),
+            _mm512_fmadd_ps(sixth, _mm512_sub_ps(s34, s12), x[5]),
+        ]
+    }
 }
 
 /// `U[ξ]` of every filter `filter(o, c)` (`c` in `[0, cin)`, `o` in `[0, cout)`), laid out
@@ -201,7 +302,7 @@ impl Winograd {
     pub(super) fn scratch(g: &Geometry) -> usize {
         let tiling = Tiling::new(g.h, g.w);
         let (images, tiles) = (tiling.group(), tiling.group() * tiling.per_image());
-        // Pixel-major input and output, then V [16, T, cin] and one block of M [16, T, OB·16]
+        // Pixel-major input and output, then V [36, T, cin] and one block of M [36, T, OB·16]
         // (the larger of the two passes').
         let width = blocks_per_tile(g.c).max(blocks_per_tile(g.o)) * LANES;
         images * g.h * g.w * (g.c + g.o) + XI * tiles * (g.c.max(g.o) + width)
@@ -211,7 +312,7 @@ impl Winograd {
     pub(super) fn filter_scratch(g: &Geometry) -> usize {
         let tiling = Tiling::new(g.h, g.w);
         let (images, tiles) = (tiling.group(), tiling.group() * tiling.per_image());
-        // Pixel-major x and dy, V [16, T, C], W [16, T, O], one block of dU [16, C, OB·16].
+        // Pixel-major x and dy, V [36, T, C], W [36, T, O], one block of dU [36, C, OB·16].
         (images * g.h * g.w + XI * tiles) * (g.c + g.o) + XI * g.c * blocks_per_tile(g.o) * LANES
     }
 
@@ -288,14 +389,14 @@ impl Band {
         (n0..n1).flat_map(move |n| (i0..i1).flat_map(move |i| (0..tw).map(move |j| (n, i, j))))
     }
 
-    /// The output pixels the band writes: from `(n0, 2·i0, 0)` of the group's pixel-major
+    /// The output pixels the band writes: from `(n0, 4·i0, 0)` of the group's pixel-major
     /// output, this many.
     fn pixels(&self, t: &Tiling) -> (usize, usize) {
-        let first = (self.n0 * t.h + 2 * self.i0) * t.w;
+        let first = (self.n0 * t.h + TILE * self.i0) * t.w;
         let last = if self.n1 - self.n0 > 1 || self.i1 == t.th {
             self.n1 * t.h * t.w
         } else {
-            (self.n0 * t.h + 2 * self.i1) * t.w
+            (self.n0 * t.h + TILE * self.i1) * t.w
         };
         (first, last - first)
     }
@@ -307,8 +408,8 @@ impl Pass<'_> {
         blocks_per_tile(self.cout) * LANES
     }
 
-    /// Scratch one band of up to `tiles` tiles needs: `V [16, T, cin]` and one block of `M
-    /// [16, T, OB·16]`.
+    /// Scratch one band of up to `tiles` tiles needs: `V [36, T, cin]` and one block of `M
+    /// [36, T, OB·16]`.
     fn band_scratch(&self, tiles: usize) -> [usize; 2] {
         [XI * tiles * self.cin, XI * tiles * self.width()]
     }
@@ -374,7 +475,7 @@ impl Pass<'_> {
         }
     }
 
-    /// One band: its tiles' `V`, then per block of `OB·16` output channels the 16 products
+    /// One band: its tiles' `V`, then per block of `OB·16` output channels the 36 products
     /// `M[ξ] = V[ξ] · U[ξ]` for the block and their output transform, so that `V` stays in
     /// L2 while each block's weights (`16 x cin x OB·16`) are read once.
     ///
@@ -408,18 +509,16 @@ impl Pass<'_> {
     }
 
     /// `V[ξ, t, c] = (Bᵀ d B)[ξ]` of the band's tiles `t` (in [`Band::each`] order) and every
-    /// channel, `d` the tile's 4x4 input pixels from `(2i - 1, 2j - 1)`, zero outside the
+    /// channel, `d` the tile's 6x6 input pixels from `(4i - 1, 4j - 1)`, zero outside the
     /// image.
     ///
     /// # Shapes
-    /// - `xh`: the group's `[images, H·W, cin]`, `v`: `[16, T, cin]`
+    /// - `xh`: the group's `[images, H·W, cin]`, `v`: `[36, T, cin]`
     #[cfg(target_arch = "x86_64")]
     #[allow(unsafe_code)]
     #[target_feature(enable = "avx512f")]
     unsafe fn input_transform(&self, band: Band, xh: &[f32], v: &mut [f32]) {
-        use std::arch::x86_64::{
-            __m512, _mm512_add_ps, _mm512_loadu_ps, _mm512_setzero_ps, _mm512_storeu_ps, _mm512_sub_ps,
-        };
+        use std::arch::x86_64::{_mm512_loadu_ps, _mm512_setzero_ps, _mm512_storeu_ps};
         let Tiling { h, w, tw, .. } = self.tiling;
         let cin = self.cin;
         let tiles = band.tiles(&self.tiling);
@@ -432,38 +531,32 @@ impl Pass<'_> {
                 // x [0, w)), 16 channels from c < cin, cin a multiple of 16; V's row (ξ, t)
                 // has cin entries from c, t < tiles.
                 unsafe {
-                    let mut d = [[_mm512_setzero_ps(); 4]; 4];
+                    let mut d = [[_mm512_setzero_ps(); SPAN]; SPAN];
                     for (a, row) in d.iter_mut().enumerate() {
-                        let r = (2 * i + a) as isize - 1;
+                        let r = (TILE * i + a) as isize - 1;
                         if r < 0 || r >= h as isize {
                             continue;
                         }
                         for (b, px) in row.iter_mut().enumerate() {
-                            let s = (2 * j + b) as isize - 1;
+                            let s = (TILE * j + b) as isize - 1;
                             if s >= 0 && s < w as isize {
                                 let at = ((n * h + r as usize) * w + s as usize) * cin + c;
                                 *px = _mm512_loadu_ps(xp.add(at));
                             }
                         }
                     }
-                    // Bᵀ d: combine rows.
-                    let mut e = [[_mm512_setzero_ps(); 4]; 4];
-                    for b in 0..4 {
-                        e[0][b] = _mm512_sub_ps(d[0][b], d[2][b]);
-                        e[1][b] = _mm512_add_ps(d[1][b], d[2][b]);
-                        e[2][b] = _mm512_sub_ps(d[2][b], d[1][b]);
-                        e[3][b] = _mm512_sub_ps(d[1][b], d[3][b]);
+                    // Bᵀ d: combine rows, column by column.
+                    let mut e = [[_mm512_setzero_ps(); SPAN]; SPAN];
+                    for b in 0..SPAN {
+                        let col = lanes::bt(std::array::from_fn(|a| d[a][b]));
+                        for (a, val) in col.into_iter().enumerate() {
+                            e[a][b] = val;
+                        }
                     }
-                    // (Bᵀ d) B: combine columns.
-                    for (a, row) in e.iter().enumerate() {
-                        let out: [__m512; 4] = [
-                            _mm512_sub_ps(row[0], row[2]),
-                            _mm512_add_ps(row[1], row[2]),
-                            _mm512_sub_ps(row[2], row[1]),
-                            _mm512_sub_ps(row[1], row[3]),
-                        ];
-                        for (b, val) in out.into_iter().enumerate() {
-                            _mm512_storeu_ps(vp.add(((a * 4 + b) * tiles + t) * cin + c), val);
+                    // (Bᵀ d) B: combine columns, row by row.
+                    for (a, row) in e.into_iter().enumerate() {
+                        for (b, val) in lanes::bt(row).into_iter().enumerate() {
+                            _mm512_storeu_ps(vp.add(((a * SPAN + b) * tiles + t) * cin + c), val);
                         }
                     }
                 }
@@ -472,15 +565,15 @@ impl Pass<'_> {
     }
 
     /// Output channels `[o0, o0 + OB·16)` of the band's pixels from one block of `M`: each
-    /// tile's 2x2 outputs `Aᵀ M A` (those inside the image).
+    /// tile's 4x4 outputs `Aᵀ M A` (those inside the image).
     ///
     /// # Shapes
-    /// - `m`: `[16, T, OB·16]`, `out`: the band's output pixels `[., cout]`
+    /// - `m`: `[36, T, OB·16]`, `out`: the band's output pixels `[., cout]`
     #[cfg(target_arch = "x86_64")]
     #[allow(unsafe_code)]
     #[target_feature(enable = "avx512f")]
     unsafe fn output_transform(&self, band: Band, m: &[f32], o0: usize, out: &mut [f32]) {
-        use std::arch::x86_64::{_mm512_add_ps, _mm512_loadu_ps, _mm512_setzero_ps, _mm512_storeu_ps, _mm512_sub_ps};
+        use std::arch::x86_64::{_mm512_loadu_ps, _mm512_setzero_ps, _mm512_storeu_ps};
         let tiling = self.tiling;
         let Tiling { h, w, tw, .. } = tiling;
         let (cout, width) = (self.cout, self.width());
@@ -496,29 +589,23 @@ impl Pass<'_> {
                 // only inside the image (y < h, x < w), at pixels of the band's rows,
                 // channels o0 + o + [0, 16) < cout.
                 unsafe {
-                    let mut mm = [[_mm512_setzero_ps(); 4]; 4];
-                    for (a, row) in mm.iter_mut().enumerate() {
-                        for (b, val) in row.iter_mut().enumerate() {
-                            *val = _mm512_loadu_ps(mp.add(((a * 4 + b) * tiles + t) * width + o));
+                    // Aᵀ M: four rows, column by column.
+                    let mut r = [[_mm512_setzero_ps(); SPAN]; TILE];
+                    for b in 0..SPAN {
+                        let col =
+                            std::array::from_fn(|a| _mm512_loadu_ps(mp.add(((a * SPAN + b) * tiles + t) * width + o)));
+                        for (a, val) in lanes::at(col).into_iter().enumerate() {
+                            r[a][b] = val;
                         }
                     }
-                    // Aᵀ M: two rows.
-                    let mut r = [[_mm512_setzero_ps(); 4]; 2];
-                    for b in 0..4 {
-                        r[0][b] = _mm512_add_ps(_mm512_add_ps(mm[0][b], mm[1][b]), mm[2][b]);
-                        r[1][b] = _mm512_sub_ps(_mm512_sub_ps(mm[1][b], mm[2][b]), mm[3][b]);
-                    }
-                    for (a, row) in r.iter().enumerate() {
-                        let y = 2 * i + a;
+                    // (Aᵀ M) A: four outputs per row.
+                    for (a, row) in r.into_iter().enumerate() {
+                        let y = TILE * i + a;
                         if y >= h {
-                            continue;
+                            break;
                         }
-                        let vals = [
-                            _mm512_add_ps(_mm512_add_ps(row[0], row[1]), row[2]),
-                            _mm512_sub_ps(_mm512_sub_ps(row[1], row[2]), row[3]),
-                        ];
-                        for (b, val) in vals.into_iter().enumerate() {
-                            let x = 2 * j + b;
+                        for (b, val) in lanes::at(row).into_iter().enumerate() {
+                            let x = TILE * j + b;
                             if x < w {
                                 let pixel = (n * h + y) * w + x - first;
                                 _mm512_storeu_ps(yp.add(pixel * cout + o0 + o), val);
@@ -682,7 +769,7 @@ impl FilterPass {
     }
 
     /// One group of images: pixel-major copies, `V` and `W = A dY Aᵀ` of its tiles, then
-    /// per block of `OB·16` output channels the 16 products `dU[ξ] = V[ξ]ᵀ · W[ξ]` (summed
+    /// per block of `OB·16` output channels the 36 products `dU[ξ] = V[ξ]ᵀ · W[ξ]` (summed
     /// over the group's tiles in order) and their transform into `acc`.
     fn group(&self, xs: &[f32], dys: &[f32], scratch: &mut [f32], acc: &mut [f32], accumulate: bool) {
         let tiling = self.tiling;
@@ -730,18 +817,16 @@ impl FilterPass {
         }
     }
 
-    /// `W[ξ, t, o] = (A dY Aᵀ)[ξ]` of the band's tiles, `dY` the tile's 2x2 output gradients
-    /// from `(2i, 2j)`, zero outside the image, with `A = [[1, 0], [1, 1], [1, -1], [0, -1]]`.
+    /// `W[ξ, t, o] = (A dY Aᵀ)[ξ]` of the band's tiles, `dY` the tile's 4x4 output gradients
+    /// from `(4i, 4j)`, zero outside the image (`A`: [`lanes::a`]).
     ///
     /// # Shapes
-    /// - `dyh`: `[images, H·W, O]`, `wv`: `[16, T, O]`
+    /// - `dyh`: `[images, H·W, O]`, `wv`: `[36, T, O]`
     #[cfg(target_arch = "x86_64")]
     #[allow(unsafe_code)]
     #[target_feature(enable = "avx512f")]
     unsafe fn dy_transform(&self, band: Band, dyh: &[f32], wv: &mut [f32]) {
-        use std::arch::x86_64::{
-            __m512, _mm512_add_ps, _mm512_loadu_ps, _mm512_setzero_ps, _mm512_storeu_ps, _mm512_sub_ps,
-        };
+        use std::arch::x86_64::{_mm512_loadu_ps, _mm512_setzero_ps, _mm512_storeu_ps};
         let Tiling { h, w, tw, .. } = self.tiling;
         let o = self.o;
         let tiles = band.tiles(&self.tiling);
@@ -753,29 +838,30 @@ impl FilterPass {
                 // SAFETY: pixels (y, x) of image n < n1 are read only inside the image, 16
                 // channels from oc < o (a multiple of 16); W's rows (ξ, t) have o entries.
                 unsafe {
-                    let mut d = [[_mm512_setzero_ps(); 2]; 2];
+                    let mut d = [[_mm512_setzero_ps(); TILE]; TILE];
                     for (a, row) in d.iter_mut().enumerate() {
-                        let y = 2 * i + a;
+                        let y = TILE * i + a;
+                        if y >= h {
+                            break;
+                        }
                         for (b, px) in row.iter_mut().enumerate() {
-                            let x = 2 * j + b;
-                            if y < h && x < w {
+                            let x = TILE * j + b;
+                            if x < w {
                                 *px = _mm512_loadu_ps(dp.add(((n * h + y) * w + x) * o + oc));
                             }
                         }
                     }
-                    // A dY: 4 rows of 2.
-                    let zero = _mm512_setzero_ps();
-                    let rows: [[__m512; 2]; 4] = [
-                        d[0],
-                        [_mm512_add_ps(d[0][0], d[1][0]), _mm512_add_ps(d[0][1], d[1][1])],
-                        [_mm512_sub_ps(d[0][0], d[1][0]), _mm512_sub_ps(d[0][1], d[1][1])],
-                        [_mm512_sub_ps(zero, d[1][0]), _mm512_sub_ps(zero, d[1][1])],
-                    ];
-                    // (A dY) Aᵀ: each row [p, q] → [p, p + q, p - q, -q].
-                    for (a, [p, q]) in rows.into_iter().enumerate() {
-                        let out = [p, _mm512_add_ps(p, q), _mm512_sub_ps(p, q), _mm512_sub_ps(zero, q)];
-                        for (b, val) in out.into_iter().enumerate() {
-                            _mm512_storeu_ps(wp.add(((a * 4 + b) * tiles + t) * o + oc), val);
+                    // A dY: 6 rows of 4, column by column.
+                    let mut rows = [[_mm512_setzero_ps(); TILE]; SPAN];
+                    for b in 0..TILE {
+                        for (a, val) in lanes::a(std::array::from_fn(|a| d[a][b])).into_iter().enumerate() {
+                            rows[a][b] = val;
+                        }
+                    }
+                    // (A dY) Aᵀ: six values per row.
+                    for (a, row) in rows.into_iter().enumerate() {
+                        for (b, val) in lanes::a(row).into_iter().enumerate() {
+                            _mm512_storeu_ps(wp.add(((a * SPAN + b) * tiles + t) * o + oc), val);
                         }
                     }
                 }
@@ -787,49 +873,34 @@ impl FilterPass {
     /// `Gᵀ dU G` per input channel, written (or added, when `accumulate`) into `acc`.
     ///
     /// # Shapes
-    /// - `du`: `[16, C, OB·16]`, `acc`: `[C, 9, O]`
+    /// - `du`: `[36, C, OB·16]`, `acc`: `[C, 9, O]`
     #[cfg(target_arch = "x86_64")]
     #[allow(unsafe_code)]
     #[target_feature(enable = "avx512f")]
     unsafe fn filter_transform(&self, du: &[f32], o0: usize, acc: &mut [f32], accumulate: bool) {
-        use std::arch::x86_64::{
-            __m512, _mm512_add_ps, _mm512_loadu_ps, _mm512_mul_ps, _mm512_set1_ps, _mm512_setzero_ps, _mm512_storeu_ps,
-            _mm512_sub_ps,
-        };
+        use std::arch::x86_64::{_mm512_add_ps, _mm512_loadu_ps, _mm512_setzero_ps, _mm512_storeu_ps};
         let (c, o, width) = (self.c, self.o, self.width());
         assert_eq!(du.len(), XI * c * width, "winograd: dU block length");
         assert_eq!(acc.len(), c * 9 * o, "winograd: filter gradient length");
         assert!(o0 + width <= o, "winograd: output channels");
         let (up, ap) = (du.as_ptr(), acc.as_mut_ptr());
-        let half = _mm512_set1_ps(0.5);
-        // Gᵀ = [[1, 1/2, 1/2, 0], [0, 1/2, -1/2, 0], [0, 1/2, 1/2, 1]] applied to [u0, u1, u2, u3].
-        let gt = |u: [__m512; 4]| -> [__m512; 3] {
-            let (sum, diff) = (_mm512_add_ps(u[1], u[2]), _mm512_sub_ps(u[1], u[2]));
-            let hs = _mm512_mul_ps(half, sum);
-            [_mm512_add_ps(u[0], hs), _mm512_mul_ps(half, diff), _mm512_add_ps(hs, u[3])]
-        };
         for ci in 0..c {
             for oc in (0..width).step_by(LANES) {
                 // SAFETY: dU's rows (ξ, ci) have `width` entries from oc; acc's rows (ci, tap)
                 // have o entries from o0 + oc + 16 <= o.
                 unsafe {
-                    let mut u = [[_mm512_setzero_ps(); 4]; 4];
-                    for (a, row) in u.iter_mut().enumerate() {
-                        for (b, val) in row.iter_mut().enumerate() {
-                            *val = _mm512_loadu_ps(up.add(((a * 4 + b) * c + ci) * width + oc));
-                        }
-                    }
-                    // Gᵀ dU: 3 rows of 4 (column by column).
-                    let mut r = [[_mm512_setzero_ps(); 4]; 3];
-                    for b in 0..4 {
-                        let col = gt([u[0][b], u[1][b], u[2][b], u[3][b]]);
-                        for (a, val) in col.into_iter().enumerate() {
+                    // Gᵀ dU: 3 rows of 6, column by column.
+                    let mut r = [[_mm512_setzero_ps(); SPAN]; 3];
+                    for b in 0..SPAN {
+                        let col =
+                            std::array::from_fn(|a| _mm512_loadu_ps(up.add(((a * SPAN + b) * c + ci) * width + oc)));
+                        for (a, val) in lanes::gt(col).into_iter().enumerate() {
                             r[a][b] = val;
                         }
                     }
-                    // (Gᵀ dU) G: each row through Gᵀ again.
+                    // (Gᵀ dU) G: three taps per row.
                     for (a, row) in r.into_iter().enumerate() {
-                        for (b, val) in gt(row).into_iter().enumerate() {
+                        for (b, val) in lanes::gt(row).into_iter().enumerate() {
                             let at = ap.add((ci * 9 + a * 3 + b) * o + o0 + oc);
                             let val = if accumulate { _mm512_add_ps(_mm512_loadu_ps(at), val) } else { val };
                             _mm512_storeu_ps(at, val);
@@ -845,35 +916,109 @@ impl FilterPass {
 mod tests {
     use super::*;
 
-    /// `Aᵀ [(G g Gᵀ) ⊙ (Bᵀ d B)] A` equals the 2x2 correlation of `d` with `g`, which is
-    /// what makes F(2x2, 3x3) a convolution.
+    /// The module doc's matrices.
+    const BT: [[f32; 6]; 6] = [
+        [4.0, 0.0, -5.0, 0.0, 1.0, 0.0],
+        [0.0, -4.0, -4.0, 1.0, 1.0, 0.0],
+        [0.0, 4.0, -4.0, -1.0, 1.0, 0.0],
+        [0.0, -2.0, -1.0, 2.0, 1.0, 0.0],
+        [0.0, 2.0, -1.0, -2.0, 1.0, 0.0],
+        [0.0, 4.0, 0.0, -5.0, 0.0, 1.0],
+    ];
+    const AT: [[f32; 6]; 4] = [
+        [1.0, 1.0, 1.0, 1.0, 1.0, 0.0],
+        [0.0, 1.0, -1.0, 2.0, -2.0, 0.0],
+        [0.0, 1.0, 1.0, 4.0, 4.0, 0.0],
+        [0.0, 1.0, -1.0, 8.0, -8.0, 1.0],
+    ];
+    const G: [[f32; 3]; 6] = [
+        [1.0 / 4.0, 0.0, 0.0],
+        [-1.0 / 6.0, -1.0 / 6.0, -1.0 / 6.0],
+        [-1.0 / 6.0, 1.0 / 6.0, -1.0 / 6.0],
+        [1.0 / 24.0, 1.0 / 12.0, 1.0 / 6.0],
+        [1.0 / 24.0, -1.0 / 12.0, 1.0 / 6.0],
+        [0.0, 0.0, 1.0],
+    ];
+
+    fn close(got: f32, want: f32, what: &str) {
+        assert!((got - want).abs() <= 1e-5 * (1.0 + want.abs()), "{what}: {got} against {want}");
+    }
+
+    /// `Aᵀ [(G g Gᵀ) ⊙ (Bᵀ d B)] A` with the matrices equals the 4x4 correlation of `d`
+    /// with `g`, which is what makes F(4x4, 3x3) a convolution; `transform_filter` is `G g
+    /// Gᵀ`.
     #[test]
     fn one_tile_is_the_correlation() {
         let g: [f32; 9] = std::array::from_fn(|k| (k as f32 * 0.37).sin());
-        let d: [[f32; 4]; 4] = std::array::from_fn(|r| std::array::from_fn(|s| ((r * 4 + s) as f32 * 0.71).cos()));
+        let d: [[f32; 6]; 6] = std::array::from_fn(|r| std::array::from_fn(|s| ((r * 6 + s) as f32 * 0.71).cos()));
         let u = transform_filter(g);
-        let bt = [[1.0, 0.0, -1.0, 0.0], [0.0, 1.0, 1.0, 0.0], [0.0, -1.0, 1.0, 0.0], [0.0, 1.0, 0.0, -1.0]];
-        let at = [[1.0, 1.0, 1.0, 0.0], [0.0, 1.0, -1.0, -1.0]];
-        let mut btd = [[0f32; 4]; 4];
-        for r in 0..4 {
-            for s in 0..4 {
-                btd[r][s] = (0..4).map(|k| bt[r][k] * d[k][s]).sum();
+        for r in 0..6 {
+            for s in 0..6 {
+                let want: f32 = (0..3)
+                    .flat_map(|k| (0..3).map(move |l| (k, l)))
+                    .map(|(k, l)| G[r][k] * g[k * 3 + l] * G[s][l])
+                    .sum();
+                close(u[r * 6 + s], want, &format!("U[{r}][{s}]"));
             }
         }
-        let mut v = [[0f32; 4]; 4];
-        for r in 0..4 {
-            for s in 0..4 {
-                v[r][s] = (0..4).map(|k| btd[r][k] * bt[s][k]).sum::<f32>() * u[r * 4 + s];
+        let mut v = [[0f32; 6]; 6];
+        for (r, row) in v.iter_mut().enumerate() {
+            for (s, val) in row.iter_mut().enumerate() {
+                let btdb: f32 =
+                    (0..6).flat_map(|k| (0..6).map(move |l| (k, l))).map(|(k, l)| BT[r][k] * d[k][l] * BT[s][l]).sum();
+                *val = btdb * u[r * 6 + s];
             }
         }
-        for a in 0..2 {
-            for b in 0..2 {
+        for a in 0..4 {
+            for b in 0..4 {
                 let y: f32 =
-                    (0..4).flat_map(|r| (0..4).map(move |s| (r, s))).map(|(r, s)| at[a][r] * v[r][s] * at[b][s]).sum();
+                    (0..6).flat_map(|r| (0..6).map(move |s| (r, s))).map(|(r, s)| AT[a][r] * v[r][s] * AT[b][s]).sum();
                 let want: f32 =
                     (0..3).flat_map(|r| (0..3).map(move |s| (r, s))).map(|(r, s)| d[a + r][b + s] * g[r * 3 + s]).sum();
-                assert!((y - want).abs() < 1e-5, "output ({a}, {b}): {y} against {want}");
+                close(y, want, &format!("output ({a}, {b})"));
             }
+        }
+    }
+
+    /// The vector transforms are the matrices: `bt` is `Bᵀ`, `at` is `Aᵀ`, `a` is `A` and
+    /// `gt` is `Gᵀ`, lane by lane.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    #[allow(unsafe_code)]
+    fn the_lane_transforms_are_the_matrices() {
+        use std::arch::x86_64::{__m512, _mm512_loadu_ps, _mm512_storeu_ps};
+        if !cpu_supported() {
+            return;
+        }
+        let value = |k: usize, lane: usize| ((k * 16 + lane) as f32 * 0.61).sin();
+        // SAFETY: AVX-512F checked above; every load and store is of one 16-float array.
+        let (load, store) = unsafe {
+            (
+                |k: usize| -> __m512 {
+                    let x: [f32; 16] = std::array::from_fn(|lane| value(k, lane));
+                    _mm512_loadu_ps(x.as_ptr())
+                },
+                |v: __m512| -> [f32; 16] {
+                    let mut x = [0f32; 16];
+                    _mm512_storeu_ps(x.as_mut_ptr(), v);
+                    x
+                },
+            )
+        };
+        let check = |got: &[__m512], matrix: &dyn Fn(usize, usize) -> f32, inputs: usize, what: &str| {
+            for (r, v) in got.iter().enumerate() {
+                for (lane, g) in store(*v).into_iter().enumerate() {
+                    let want: f32 = (0..inputs).map(|k| matrix(r, k) * value(k, lane)).sum();
+                    close(g, want, &format!("{what} row {r} lane {lane}"));
+                }
+            }
+        };
+        // SAFETY: AVX-512F checked above.
+        unsafe {
+            check(&lanes::bt(std::array::from_fn(load)), &|r, k| BT[r][k], 6, "Bᵀ");
+            check(&lanes::at(std::array::from_fn(load)), &|r, k| AT[r][k], 6, "Aᵀ");
+            check(&lanes::a(std::array::from_fn(load)), &|r, k| AT[k][r], 4, "A");
+            check(&lanes::gt(std::array::from_fn(load)), &|r, k| G[k][r], 6, "Gᵀ");
         }
     }
 }
