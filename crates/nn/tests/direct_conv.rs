@@ -9,13 +9,14 @@
 
 mod common;
 
-use common::{avx512, between};
-use ferroflow_nn::kernels::{Conv2dParams, Kernels, direct_passes, reference, with_kernels};
+use common::{WINOGRAD_TOL, avx512, between};
+use ferroflow_nn::kernels::{Conv2dParams, Kernels, direct_passes, reference, winograd_passes, with_kernels};
 use ferroflow_nn::ops;
 use ferroflow_rng::Rng;
 
 /// `|got - want| <= TOL + TOL * |want|`: sums of up to 64·25 products of values in [-1, 1]
-/// in another order than the reference's.
+/// in another order than the reference's ([`WINOGRAD_TOL`] where the fast path is
+/// Winograd's).
 const TOL: f32 = 2e-4;
 
 /// `n` values uniform in [-1, 1].
@@ -42,10 +43,12 @@ fn check(rng: &mut Rng, xs: [usize; 4], ws: [usize; 4], p: Conv2dParams, what: &
     let (x, w, dy) =
         (values(rng, xs.iter().product()), values(rng, ws.iter().product()), values(rng, ys.iter().product()));
     let want = common::conv_reference((&x, xs), (&w, ws), &dy, &p);
+    let winograd = with_kernels(Kernels::Fast, || winograd_passes(xs, ws, p));
     for kern in [Kernels::Fast, Kernels::Gemm] {
         let got = run(kern, &x, xs, &w, ws, &dy, p);
-        for (name, (g, e)) in ["y", "dx", "dw"].iter().zip(got.iter().zip(&want)) {
-            common::assert_close_tol(g, e, TOL, TOL, &format!("{what} {kern:?} {name}"));
+        for (pass, (name, (g, e))) in ["y", "dx", "dw"].iter().zip(got.iter().zip(&want)).enumerate() {
+            let (atol, rtol) = if kern == Kernels::Fast && winograd[pass] { WINOGRAD_TOL } else { (TOL, TOL) };
+            common::assert_close_tol(g, e, atol, rtol, &format!("{what} {kern:?} {name}"));
         }
     }
     with_kernels(Kernels::Fast, || direct_passes(xs, ws, p))

@@ -9,17 +9,10 @@
 
 mod common;
 
-use common::{avx512, between};
+use common::{WINOGRAD_TOL, avx512, between};
 use ferroflow_nn::kernels::{Conv2dParams, Kernels, reference, winograd_passes, with_kernels};
 use ferroflow_rng::Rng;
 
-/// `|got - want| <= ATOL + RTOL * |want|`: sums of up to 256·9 products of values in [-1,
-/// 1] (magnitudes up to about 30). F(4x4, 3x3)'s transforms scale inputs by up to 8 before
-/// the products and after, so its rounding error is a few times the direct kernels'
-/// (`2e-4`): a float32 model of the kernel's order of operations at 256 channels gave at
-/// most 5.7e-4 (mean 1.4e-4). A wrong tap, tile or edge is off by the size of a product.
-const ATOL: f32 = 1e-3;
-const RTOL: f32 = 2e-4;
 
 /// `n` values uniform in [-1, 1].
 fn values(rng: &mut Rng, n: usize) -> Vec<f32> {
@@ -45,7 +38,7 @@ fn check(rng: &mut Rng, xs: [usize; 4], o: usize, what: &str) {
     let want = common::conv_reference((&x, xs), (&w, ws), &dy, &p);
     let got = run(&x, xs, &w, ws, &dy);
     for (name, (g, e)) in ["y", "dx", "dw"].iter().zip(got.iter().zip(&want)) {
-        common::assert_close_tol(g, e, ATOL, RTOL, &format!("{what} {name}"));
+        common::assert_close_tol(g, e, WINOGRAD_TOL.0, WINOGRAD_TOL.1, &format!("{what} {name}"));
     }
     let chosen = with_kernels(Kernels::Fast, || winograd_passes(xs, ws, p));
     assert_eq!(chosen, [avx512(); 3], "Winograd passes for {what}");
