@@ -25,7 +25,7 @@ pub const KERNELS_ENV: &str = "FERROFLOW_KERNELS";
 #[serde(rename_all = "snake_case")]
 pub enum Kernels {
     /// ferroflow's CPU kernels for f32 CPU tensors, each convolution pass taking the
-    /// Winograd F(2x2, 3x3) kernel (`kernels/winograd.rs`) or the direct AVX-512 kernel
+    /// Winograd F(4x4, 3x3) kernel (`kernels/winograd.rs`) or the direct AVX-512 kernel
     /// (`kernels/direct.rs`) where the CPU and the shape allow it, else im2col + gemm;
     /// the generic path elsewhere.
     Fast,
