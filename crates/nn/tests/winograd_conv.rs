@@ -13,7 +13,6 @@ use common::{WINOGRAD_TOL, avx512, between};
 use ferroflow_nn::kernels::{Conv2dParams, Kernels, reference, winograd_passes, with_kernels};
 use ferroflow_rng::Rng;
 
-
 /// `n` values uniform in [-1, 1].
 fn values(rng: &mut Rng, n: usize) -> Vec<f32> {
     common::values(rng, n, 0.0, 1.0)
