@@ -37,21 +37,34 @@ fn run(
     common::conv_grads(kern, (x, xs), (w, ws), dy, p)
 }
 
-/// One geometry through both paths, each against the reference; returns the pass choice.
-fn check(rng: &mut Rng, xs: [usize; 4], ws: [usize; 4], p: Conv2dParams, what: &str) -> [bool; 3] {
+/// One geometry through the fast, direct-only and gemm paths, each against the reference;
+/// returns the passes the direct kernels take under `choice`.
+fn check_under(
+    choice: Kernels,
+    rng: &mut Rng,
+    xs: [usize; 4],
+    ws: [usize; 4],
+    p: Conv2dParams,
+    what: &str,
+) -> [bool; 3] {
     let ys = reference::output_shape(xs, ws, &p);
     let (x, w, dy) =
         (values(rng, xs.iter().product()), values(rng, ws.iter().product()), values(rng, ys.iter().product()));
     let want = common::conv_reference((&x, xs), (&w, ws), &dy, &p);
     let winograd = with_kernels(Kernels::Fast, || winograd_passes(xs, ws, p));
-    for kern in [Kernels::Fast, Kernels::Gemm] {
+    for kern in [Kernels::Fast, Kernels::Direct, Kernels::Gemm] {
         let got = run(kern, &x, xs, &w, ws, &dy, p);
         for (pass, (name, (g, e))) in ["y", "dx", "dw"].iter().zip(got.iter().zip(&want)).enumerate() {
             let (atol, rtol) = if kern == Kernels::Fast && winograd[pass] { WINOGRAD_TOL } else { (TOL, TOL) };
             common::assert_close_tol(g, e, atol, rtol, &format!("{what} {kern:?} {name}"));
         }
     }
-    with_kernels(Kernels::Fast, || direct_passes(xs, ws, p))
+    with_kernels(choice, || direct_passes(xs, ws, p))
+}
+
+/// [`check_under`] the default choice, `Kernels::Fast`.
+fn check(rng: &mut Rng, xs: [usize; 4], ws: [usize; 4], p: Conv2dParams, what: &str) -> [bool; 3] {
+    check_under(Kernels::Fast, rng, xs, ws, p, what)
 }
 
 fn same(xs: [usize; 4], ws: [usize; 4], stride: usize) -> Conv2dParams {
@@ -70,15 +83,15 @@ fn the_benchmark_models_convolutions_match_the_reference() {
         ([2, 3, 12, 12], [16, 3, 3, 3], 1, [false, false, true]),
         ([2, 4, 12, 12], [16, 4, 3, 3], 1, [true, false, true]),
         ([2, 3, 12, 12], [16, 3, 3, 3], 2, [true, false, true]),
-        ([2, 16, 12, 12], [16, 16, 3, 3], 1, [true, true, true]),
         ([2, 16, 13, 13], [32, 16, 3, 3], 2, [true, false, true]),
         ([2, 16, 13, 13], [32, 16, 1, 1], 2, [false, false, false]),
         ([2, 32, 5, 5], [32, 32, 1, 1], 1, [false, false, false]),
-        ([1, 16, 33, 33], [16, 16, 3, 3], 1, [true, true, false]),
         ([1, 3, 21, 21], [64, 3, 7, 7], 2, [true, false, false]),
-        ([3, 32, 7, 9], [32, 32, 3, 3], 1, [true, true, true]),
-        ([2, 32, 8, 8], [64, 32, 3, 3], 1, [true, true, true]),
-        // SAME 3x3 from 64 channels: Winograd (`tests/winograd_conv.rs`).
+        // SAME 3x3 with channels in multiples of 16: Winograd under `Kernels::Fast`
+        // (`tests/winograd_conv.rs`); the direct kernels' choice is checked below.
+        ([1, 16, 33, 33], [16, 16, 3, 3], 1, [false, false, false]),
+        ([3, 32, 7, 9], [32, 32, 3, 3], 1, [false, false, false]),
+        ([2, 32, 8, 8], [64, 32, 3, 3], 1, [false, false, false]),
         ([2, 64, 5, 5], [64, 64, 3, 3], 1, [false, false, false]),
         ([1, 128, 4, 4], [128, 128, 3, 3], 1, [false, false, false]),
         ([1, 256, 4, 4], [256, 256, 3, 3], 1, [false, false, false]),
@@ -89,6 +102,19 @@ fn the_benchmark_models_convolutions_match_the_reference() {
         let chosen = check(&mut rng, xs, ws, same(xs, ws, stride), &format!("x {xs:?} w {ws:?} /{stride}"));
         let expect = if avx512() { expect } else { [false; 3] };
         assert_eq!(chosen, expect, "passes taken directly for x {xs:?} w {ws:?} /{stride}");
+    }
+    // The same unit-stride layers under `Kernels::Direct` (Winograd off): direct.
+    let direct_only = [
+        ([2, 16, 12, 12], [16, 16, 3, 3], [true, true, true]),
+        ([1, 16, 33, 33], [16, 16, 3, 3], [true, true, false]),
+        ([3, 32, 7, 9], [32, 32, 3, 3], [true, true, true]),
+        ([2, 32, 8, 8], [64, 32, 3, 3], [true, true, true]),
+    ];
+    for (xs, ws, expect) in direct_only {
+        let what = format!("x {xs:?} w {ws:?} /1 (direct only)");
+        let chosen = check_under(Kernels::Direct, &mut rng, xs, ws, same(xs, ws, 1), &what);
+        let expect = if avx512() { expect } else { [false; 3] };
+        assert_eq!(chosen, expect, "passes taken directly for {what}");
     }
 }
 
@@ -137,10 +163,12 @@ fn direct_passes_are_deterministic_across_thread_counts() {
         values(&mut rng, ws.iter().product()),
         values(&mut rng, ys.iter().product()),
     );
-    let first = run(Kernels::Fast, &x, xs, &w, ws, &dy, p);
+    // `Kernels::Direct`: under `Fast` this SAME layer takes Winograd (tested there).
+    assert_eq!(with_kernels(Kernels::Direct, || direct_passes(xs, ws, p)), [avx512(); 3]);
+    let first = run(Kernels::Direct, &x, xs, &w, ws, &dy, p);
     for threads in [1, 2, 3, 5] {
         let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
-        assert_eq!(first, pool.install(|| run(Kernels::Fast, &x, xs, &w, ws, &dy, p)), "{threads} threads differ");
+        assert_eq!(first, pool.install(|| run(Kernels::Direct, &x, xs, &w, ws, &dy, p)), "{threads} threads differ");
     }
 }
 

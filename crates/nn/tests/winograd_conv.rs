@@ -1,6 +1,6 @@
-//! The Winograd F(4x4, 3x3) passes (`kernels/winograd.rs`: the forward pass and the input
-//! gradient of 3x3 unit-stride SAME convolutions with 64 or more channels, under
-//! `Kernels::Fast` on AVX-512) against the slow loop reference: vgg_small's layers at a
+//! The Winograd F(4x4, 3x3) passes (`kernels/winograd.rs`: every pass of 3x3 unit-stride
+//! SAME convolutions whose channel counts are multiples of 16, under `Kernels::Fast` on
+//! AVX-512) against the slow loop reference: vgg_small's and resnet20's layers at a
 //! smaller batch, odd image sizes (tiles that hang over the edge), channel counts that
 //! take one- and two-vector register tiles, groups of images that do not divide the batch.
 //! The pass choice is checked too, so that these tests cannot pass on another path.
@@ -44,7 +44,7 @@ fn check(rng: &mut Rng, xs: [usize; 4], o: usize, what: &str) {
 }
 
 #[test]
-fn vgg_small_layers_match_the_reference() {
+fn benchmark_models_layers_match_the_reference() {
     let mut rng = Rng::new(0x0314_09ad);
     // vgg_small's 64-256-channel 3x3 layers (batch 3 instead of 64, the last two at their
     // own 8x8 size, the others smaller).
@@ -54,6 +54,10 @@ fn vgg_small_layers_match_the_reference() {
         ([3, 128, 8, 8], 128),
         ([3, 128, 8, 8], 256),
         ([3, 256, 8, 8], 256),
+        // resnet20's and cifar_cnn's 16- and 32-channel layers.
+        ([2, 16, 12, 12], 16),
+        ([2, 32, 8, 8], 32),
+        ([2, 32, 8, 8], 64),
     ] {
         check(&mut rng, xs, o, &format!("x {xs:?} → {o}"));
     }
@@ -63,9 +67,9 @@ fn vgg_small_layers_match_the_reference() {
 fn random_geometries_match_the_reference() {
     let mut rng = Rng::new(0x0314_09ae);
     for i in 0..24 {
-        // 80 and 112 channels out: one-vector register tiles; odd sizes: edge tiles.
-        let c = [64, 80, 96][rng.below(3) as usize];
-        let o = [64, 80, 112, 128][rng.below(4) as usize];
+        // 16, 48, 80 and 112 channels out: one-vector register tiles; odd sizes: edge tiles.
+        let c = [16, 32, 64, 80, 96][rng.below(5) as usize];
+        let o = [16, 32, 48, 64, 80, 112, 128][rng.below(7) as usize];
         let xs = [between(&mut rng, 1, 5), c, between(&mut rng, 1, 9), between(&mut rng, 1, 11)];
         check(&mut rng, xs, o, &format!("case {i} x {xs:?} → {o}"));
     }
@@ -118,7 +122,8 @@ fn other_convolutions_and_kernel_choices_do_not_take_winograd() {
             assert_eq!(winograd_passes(xs, ws, p), [false; 3], "{p:?}");
         }
         // Too few channels, or not a multiple of 16, or not 3x3.
-        assert_eq!(winograd_passes([2, 32, 8, 8], [64, 32, 3, 3], same()), [false; 3]);
+        assert_eq!(winograd_passes([2, 8, 8, 8], [64, 8, 3, 3], same()), [false; 3]);
+        assert_eq!(winograd_passes([2, 64, 8, 8], [8, 64, 3, 3], same()), [false; 3]);
         assert_eq!(winograd_passes([2, 64, 8, 8], [72, 64, 3, 3], same()), [false; 3]);
         let five = Conv2dParams { stride: [1, 1], dilation: [1, 1], pad_before: [2, 2], pad_after: [2, 2] };
         assert_eq!(winograd_passes(xs, [64, 64, 5, 5], five), [false; 3]);

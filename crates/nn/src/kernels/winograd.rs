@@ -65,12 +65,15 @@ const SPAN: usize = TILE + 2;
 /// Transform positions: the 6x6 = 36 products of a tile.
 const XI: usize = SPAN * SPAN;
 
-/// The fewest input and output channels for which the passes run here. Measured at batch
-/// 64 (`examples/conv_passes.rs`, forward and input gradient): 64 channels at 8x8 and
-/// 32x32 ran 1.2-1.6x faster than the direct kernels at one thread and up to 1.3x at two,
-/// 128-256 channels 1.3-1.6x. Below 64 the transforms' share grows (they cost per channel,
-/// the products per channel pair) and the direct kernels stay.
-const MIN_CHANNELS: usize = 64;
+/// The fewest input and output channels for which the passes run here: one vector, so
+/// every 3x3 SAME unit-stride convolution whose channel counts are multiples of 16.
+/// Measured at batch 64 (`examples/conv_passes.rs`; `bench train`, alternating binaries;
+/// docs/PERFORMANCE.md, issue 19's seventh session): with F(2x2, 3x3) the direct kernels
+/// were faster below 64 channels; with F(4x4, 3x3), 32 → 32 at 16x16 runs 1.4-1.6x faster
+/// than the direct kernels in every pass, 16 → 16 at 32x32 about even per pass, and
+/// resnet20's and cifar_cnn's steps ran 10-30% faster with their 16- and 32-channel layers
+/// here than on the direct kernels.
+const MIN_CHANNELS: usize = LANES;
 
 /// Tiles per group of images: enough that each `[C, OB·16]` block of weights, loaded
 /// into L1 once per group and transform position, serves many tiles (an 8x8 image has 16
