@@ -294,7 +294,7 @@ pub fn direct_passes(x_dims: [usize; 4], w_dims: [usize; 4], params: Conv2dParam
 
 /// Which passes of a conv run as Winograd F(4x4, 3x3) convolutions on this CPU, under the
 /// kernel choice in force on this thread: `[forward, input gradient, filter gradient]`
-/// (3x3, unit stride, SAME, 64 or more channels in and out, multiples of 16, AVX-512F).
+/// (3x3, unit stride, SAME, channel counts in and out that are multiples of 16, AVX-512F).
 ///
 /// # Shapes
 /// - `x_dims`: `[N, C, H, W]`, `w_dims`: `[O, C, kh, kw]`

@@ -33,8 +33,8 @@
 //! ([`MAX_INPUT_REDUCTION`] for the input gradient, and for the filter gradient of images
 //! of at most [`SMALL_IMAGE`] pixels), and for the filter gradient a 3x3 kernel and at most
 //! [`MAX_FILTER_PIXELS`] pixels; everything else takes the im2col + gemm lowerings
-//! ([`super::lowering`]). The 3x3 SAME convolutions with 64 or more channels run as
-//! Winograd convolutions before these ([`super::winograd`]; `FERROFLOW_KERNELS=direct`
+//! ([`super::lowering`]). The 3x3 unit-stride SAME convolutions whose channel counts are
+//! multiples of 16 run as Winograd convolutions before these ([`super::winograd`]; `FERROFLOW_KERNELS=direct`
 //! keeps them here). `FERROFLOW_KERNELS=gemm` turns this module off
 //! ([`super::choice::Kernels::Gemm`]).
 //!
