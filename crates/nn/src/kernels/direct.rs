@@ -34,8 +34,8 @@
 //! of at most [`SMALL_IMAGE`] pixels), and for the filter gradient a 3x3 kernel and at most
 //! [`MAX_FILTER_PIXELS`] pixels; everything else takes the im2col + gemm lowerings
 //! ([`super::lowering`]). The 3x3 unit-stride SAME convolutions whose channel counts are
-//! multiples of 16 run as Winograd convolutions before these ([`super::winograd`]; `FERROFLOW_KERNELS=direct`
-//! keeps them here). `FERROFLOW_KERNELS=gemm` turns this module off
+//! multiples of 16 run as Winograd convolutions before these ([`super::winograd`];
+//! `FERROFLOW_KERNELS=direct` keeps them here). `FERROFLOW_KERNELS=gemm` turns this module off
 //! ([`super::choice::Kernels::Gemm`]).
 //!
 //! Measured (`examples/conv_passes.rs`, batch 64, one thread of a Xeon with AVX-512, ms,
