@@ -123,8 +123,10 @@ fn g_column([g0, g1, g2]: [f32; 3]) -> [f32; SPAN] {
     ]
 }
 
-/// The 36 transformed taps `G g Gᵀ` of one 3x3 filter `g` (row-major).
-#[inline(always)]
+/// The 36 transformed taps `G g Gᵀ` of one 3x3 filter `g` (row-major): the sequence of
+/// operations [`transform_weights`] runs for many filters side by side, one filter at a
+/// time (the tests' reference).
+#[cfg(test)]
 fn transform_filter(g: [f32; 9]) -> [f32; XI] {
     // G g: 6 rows of 3, column by column.
     let mut gg = [[0f32; 3]; SPAN];
@@ -223,8 +225,8 @@ mod lanes {
 /// `[cout / (OB·16)][ξ][cin][OB·16]`: each register tile's weights contiguous, each group
 /// of output channels built by its own rayon task.
 ///
-/// Each filter's `G g Gᵀ` is [`transform_filter`]'s sequence of operations, run for a
-/// register tile's `OB·16` filters side by side (loops over the lanes, which LLVM
+/// Each filter's `G g Gᵀ` is `transform_filter`'s sequence of operations (two passes of
+/// [`g_column`]), run for a register tile's `OB·16` filters side by side (loops over the lanes, which LLVM
 /// vectorises) so that every store is contiguous: one filter at a time, with 36 stores
 /// `cin·OB·16` floats apart, took 2% of vgg_small's step (perf).
 fn transform_weights(cin: usize, cout: usize, filter: impl Fn(usize, usize) -> [f32; 9] + Sync) -> Vec<f32> {
@@ -237,8 +239,8 @@ fn transform_weights(cin: usize, cout: usize, filter: impl Fn(usize, usize) -> [
         let mut gg = [[[0f32; MAX_WIDTH]; 3]; SPAN];
         let mut out = [[0f32; MAX_WIDTH]; XI];
         for c in 0..cin {
-            for lane in 0..width {
-                for (t, tap) in filter(gi * width + lane, c).into_iter().enumerate() {
+            for (lane, oc) in (gi * width..(gi + 1) * width).enumerate() {
+                for (t, tap) in filter(oc, c).into_iter().enumerate() {
                     taps[t][lane] = tap;
                 }
             }
@@ -613,7 +615,7 @@ impl Pass<'_> {
     #[allow(unsafe_code)]
     #[target_feature(enable = "avx512f")]
     unsafe fn output_transform(&self, band: Band, m: &[f32], o0: usize, out: &mut [f32]) {
-        use std::arch::x86_64::{_mm512_loadu_ps, _mm512_setzero_ps, _mm512_storeu_ps};
+        use std::arch::x86_64::{__m512, _mm512_loadu_ps, _mm512_storeu_ps};
         let tiling = self.tiling;
         let Tiling { h, w, tw, .. } = tiling;
         let (cout, width) = (self.cout, self.width());
@@ -629,17 +631,15 @@ impl Pass<'_> {
                 // only inside the image (y < h, x < w), at pixels of the band's rows,
                 // channels o0 + o + [0, 16) < cout.
                 unsafe {
-                    // Aᵀ M: four rows, column by column.
-                    let mut r = [[_mm512_setzero_ps(); SPAN]; TILE];
-                    for b in 0..SPAN {
-                        let col =
-                            std::array::from_fn(|a| _mm512_loadu_ps(mp.add(((a * SPAN + b) * tiles + t) * width + o)));
-                        for (a, val) in lanes::at(col).into_iter().enumerate() {
-                            r[a][b] = val;
-                        }
-                    }
+                    // Aᵀ M, column by column: `cols[b]` is column b's four values.
+                    let cols: [[__m512; TILE]; SPAN] = std::array::from_fn(|b| {
+                        lanes::at(std::array::from_fn(|a| {
+                            _mm512_loadu_ps(mp.add(((a * SPAN + b) * tiles + t) * width + o))
+                        }))
+                    });
                     // (Aᵀ M) A: four outputs per row.
-                    for (a, row) in r.into_iter().enumerate() {
+                    let rows: [[__m512; SPAN]; TILE] = std::array::from_fn(|a| std::array::from_fn(|b| cols[b][a]));
+                    for (a, row) in rows.into_iter().enumerate() {
                         let y = TILE * i + a;
                         if y >= h {
                             break;
@@ -918,7 +918,7 @@ impl FilterPass {
     #[allow(unsafe_code)]
     #[target_feature(enable = "avx512f")]
     unsafe fn filter_transform(&self, du: &[f32], o0: usize, acc: &mut [f32], accumulate: bool) {
-        use std::arch::x86_64::{_mm512_add_ps, _mm512_loadu_ps, _mm512_setzero_ps, _mm512_storeu_ps};
+        use std::arch::x86_64::{__m512, _mm512_add_ps, _mm512_loadu_ps, _mm512_storeu_ps};
         let (c, o, width) = (self.c, self.o, self.width());
         assert_eq!(du.len(), XI * c * width, "winograd: dU block length");
         assert_eq!(acc.len(), c * 9 * o, "winograd: filter gradient length");
@@ -929,17 +929,15 @@ impl FilterPass {
                 // SAFETY: dU's rows (ξ, ci) have `width` entries from oc; acc's rows (ci, tap)
                 // have o entries from o0 + oc + 16 <= o.
                 unsafe {
-                    // Gᵀ dU: 3 rows of 6, column by column.
-                    let mut r = [[_mm512_setzero_ps(); SPAN]; 3];
-                    for b in 0..SPAN {
-                        let col =
-                            std::array::from_fn(|a| _mm512_loadu_ps(up.add(((a * SPAN + b) * c + ci) * width + oc)));
-                        for (a, val) in lanes::gt(col).into_iter().enumerate() {
-                            r[a][b] = val;
-                        }
-                    }
+                    // Gᵀ dU, column by column: `cols[b]` is column b's three values.
+                    let cols: [[__m512; 3]; SPAN] = std::array::from_fn(|b| {
+                        lanes::gt(std::array::from_fn(|a| {
+                            _mm512_loadu_ps(up.add(((a * SPAN + b) * c + ci) * width + oc))
+                        }))
+                    });
                     // (Gᵀ dU) G: three taps per row.
-                    for (a, row) in r.into_iter().enumerate() {
+                    let rows: [[__m512; SPAN]; 3] = std::array::from_fn(|a| std::array::from_fn(|b| cols[b][a]));
+                    for (a, row) in rows.into_iter().enumerate() {
                         for (b, val) in lanes::gt(row).into_iter().enumerate() {
                             let at = ap.add((ci * 9 + a * 3 + b) * o + o0 + oc);
                             let val = if accumulate { _mm512_add_ps(_mm512_loadu_ps(at), val) } else { val };
