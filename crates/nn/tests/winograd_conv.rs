@@ -95,7 +95,7 @@ fn each_image_is_computed_the_same_whatever_its_group() {
 #[test]
 fn winograd_passes_are_deterministic_across_thread_counts() {
     let mut rng = Rng::new(0x0314_09b0);
-    // One image (its 16 transform positions spread over the threads) and a batch.
+    // One image (its tile rows spread over the threads) and a batch.
     for xs in [[1, 64, 8, 8], [7, 64, 5, 7]] {
         let ws = [96, 64, 3, 3];
         let (x, w, dy) = (

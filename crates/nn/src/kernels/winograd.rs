@@ -76,8 +76,8 @@ const XI: usize = SPAN * SPAN;
 const MIN_CHANNELS: usize = LANES;
 
 /// Tiles per group of images: enough that each `[C, OB·16]` block of weights, loaded
-/// into L1 once per group and transform position, serves many tiles (an 8x8 image has 16
-/// tiles; groups then take 4 images).
+/// into L1 once per group and transform position, serves many tiles (an 8x8 image has 4
+/// tiles; groups then take 16 images).
 const GROUP_TILES: usize = 64;
 
 /// The tiling of one image: `th x tw` tiles of 4x4 outputs.
@@ -774,7 +774,7 @@ unsafe fn tile<const OB: usize, const PX: usize>(s: Strided, a: &[f32], b: &[f32
 
 /// The filter gradient of one SAME 3x3 convolution `C → O`:
 /// `dg[c, o] = Gᵀ [Σ_t (Bᵀ d_t B) ⊙ (A dY_t Aᵀ)] G`, the sum over every tile `t` of the
-/// images (`d_t` its 4x4 input pixels, `dY_t` its 2x2 output gradients), which is the
+/// images (`d_t` its 6x6 input pixels, `dY_t` its 4x4 output gradients), which is the
 /// adjoint of the forward pass's `Y = Aᵀ [(G g Gᵀ) ⊙ (Bᵀ d B)] A`.
 struct FilterPass {
     tiling: Tiling,
