@@ -156,17 +156,17 @@ mod lanes {
     #[inline]
     #[target_feature(enable = "avx512f")]
     pub(super) fn bt(d: [__m512; SPAN]) -> [__m512; SPAN] {
-        let (four, five, two) = (_mm512_set1_ps(4.0), _mm512_set1_ps(-5.0), _mm512_set1_ps(2.0));
-        let minus_four = _mm512_set1_ps(-4.0);
+        let (four, two) = (_mm512_set1_ps(4.0), _mm512_set1_ps(2.0));
+        let (minus_four, minus_five) = (_mm512_set1_ps(-4.0), _mm512_set1_ps(-5.0));
         let d4_d2 = _mm512_sub_ps(d[4], d[2]);
         let d3_d1 = _mm512_sub_ps(d[3], d[1]);
         [
-            _mm512_fmadd_ps(four, d[0], _mm512_fmadd_ps(five, d[2], d[4])),
+            _mm512_fmadd_ps(four, d[0], _mm512_fmadd_ps(minus_five, d[2], d[4])),
             _mm512_fmadd_ps(minus_four, _mm512_add_ps(d[1], d[2]), _mm512_add_ps(d[3], d[4])),
             _mm512_fmadd_ps(four, _mm512_sub_ps(d[1], d[2]), _mm512_sub_ps(d[4], d[3])),
             _mm512_fmadd_ps(two, d3_d1, d4_d2),
             _mm512_fmadd_ps(_mm512_set1_ps(-2.0), d3_d1, d4_d2),
-            _mm512_fmadd_ps(four, d[1], _mm512_fmadd_ps(five, d[3], d[5])),
+            _mm512_fmadd_ps(four, d[1], _mm512_fmadd_ps(minus_five, d[3], d[5])),
         ]
     }
 
