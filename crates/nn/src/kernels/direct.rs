@@ -727,11 +727,26 @@ pub(super) fn transpose(src: &[f32], rows: usize, cols: usize, dst: &mut [f32]) 
 #[allow(unsafe_code)]
 #[target_feature(enable = "avx512f")]
 unsafe fn transpose16(src: *const f32, ss: usize, dst: *mut f32, ds: usize) {
+    // SAFETY: the caller's: 16 rows of 16 readable at `src`, 16 of 16 writable at `dst`.
+    unsafe { transpose16_to(src, ss, |c| dst.add(c * ds)) }
+}
+
+/// One 16 x 16 block with each column going where `column(c)` says: `column(c)[r] =
+/// src[r·ss + c]` (e.g. the pixels of a block that wraps around an image row, into a
+/// padded pixel-major layout).
+///
+/// # Safety
+/// AVX-512F; 16 rows of 16 readable at `src` (`ss` apart); 16 writable at each
+/// `column(c)`, `c < 16`.
+#[cfg(target_arch = "x86_64")]
+#[allow(unsafe_code)]
+#[target_feature(enable = "avx512f")]
+pub(super) unsafe fn transpose16_to(src: *const f32, ss: usize, column: impl Fn(usize) -> *mut f32) {
     use std::arch::x86_64::{
         __m512, _mm512_loadu_ps, _mm512_setzero_ps, _mm512_shuffle_f32x4, _mm512_shuffle_ps, _mm512_storeu_ps,
         _mm512_unpackhi_ps, _mm512_unpacklo_ps,
     };
-    // SAFETY: the caller's: 16 rows of 16 readable at `src`, 16 of 16 writable at `dst`.
+    // SAFETY: the caller's: 16 rows of 16 readable at `src`, 16 writable at each column's.
     unsafe {
         let mut r = [_mm512_setzero_ps(); 16];
         for (i, v) in r.iter_mut().enumerate() {
@@ -752,7 +767,7 @@ unsafe fn transpose16(src: *const f32, ss: usize, dst: *mut f32, ds: usize) {
             u[4 * k + 3] = _mm512_shuffle_ps::<0xEE>(t[4 * k + 1], t[4 * k + 3]);
         }
         // Gather lane L of u[m], u[4 + m], u[8 + m], u[12 + m]: column 4L + m.
-        let store = |c: usize, v: __m512| _mm512_storeu_ps(dst.add(c * ds), v);
+        let store = |c: usize, v: __m512| _mm512_storeu_ps(column(c), v);
         for m in 0..4 {
             let a = _mm512_shuffle_f32x4::<0x88>(u[m], u[4 + m]);
             let b = _mm512_shuffle_f32x4::<0xDD>(u[m], u[4 + m]);

@@ -29,8 +29,11 @@
 //! products `M[ξ] [T, O] = V[ξ] [T, C] · U[ξ] [C, O]` over the `T` tiles of a group of
 //! images: those run in registers like the direct kernels' (`PX` tiles x `OB·16` output
 //! channels of accumulators, each input value broadcast). The transforms run on 16
-//! channels at a time, on pixel-major copies of the images (one 16x16-block transpose in,
-//! one out).
+//! channels at a time, on pixel-major copies of the images with a border of zeros
+//! ([`Grid`]: one 16x16-block transpose in, so that every tile reads a fixed window
+//! without bounds checks), and write pixel-major outputs (one transpose out). The 36
+//! planes of the transformed tiles are a cache line more than their contents apart
+//! ([`PLANE_PAD`]).
 //!
 //! The input gradient of such a conv is itself one (of `dy`, with the filter flipped and
 //! its channel axes swapped), so it runs the same code with other weights. The filter
@@ -51,6 +54,8 @@ use rayon::prelude::*;
 use super::buffers::{recycle, recycled, with_scratch};
 use super::choice::Kernels;
 use super::conv2d::Geometry;
+#[cfg(target_arch = "x86_64")]
+use super::direct::transpose16_to;
 use super::direct::{cpu_supported, transpose};
 
 /// f32 lanes of an AVX-512 vector.
@@ -80,6 +85,18 @@ const MIN_CHANNELS: usize = LANES;
 /// tiles; groups then take 16 images).
 const GROUP_TILES: usize = 64;
 
+/// Floats between the 36 planes of `V`, `M`, `W` and `dU` beyond their contents: one
+/// cache line. Why: a plane of 64 tiles x 16 channels is exactly 4 KiB, so the 36 values a
+/// transform stores (or loads) for one tile, one per plane, all fell in the same L1 set
+/// (12 ways), evicting each other; shifting each plane by a line spreads them over 36
+/// sets (perf: the input transform's stores were its hottest instructions).
+const PLANE_PAD: usize = LANES;
+
+/// The distance between consecutive planes of `per` floats (see [`PLANE_PAD`]).
+fn plane_stride(per: usize) -> usize {
+    per + PLANE_PAD
+}
+
 /// The tiling of one image: `th x tw` tiles of 4x4 outputs.
 #[derive(Debug, Clone, Copy)]
 struct Tiling {
@@ -101,6 +118,90 @@ impl Tiling {
     /// Images per group: enough for [`GROUP_TILES`] tiles.
     fn group(&self) -> usize {
         GROUP_TILES.div_ceil(self.per_image()).max(1)
+    }
+
+    /// The grid the input transform reads: every tile's 6x6 inputs, from one pixel above
+    /// and left of the image to the last tile's bottom-right corner.
+    fn input_grid(&self) -> Grid {
+        Grid { rows: TILE * self.th + 2, cols: TILE * self.tw + 2, border: 1, h: self.h, w: self.w }
+    }
+
+    /// The grid the output gradients' transform reads: every tile's 4x4 outputs.
+    fn output_grid(&self) -> Grid {
+        Grid { rows: TILE * self.th, cols: TILE * self.tw, border: 0, h: self.h, w: self.w }
+    }
+}
+
+/// A pixel-major copy of an image with a border of zeros, `[rows, cols, channels]`:
+/// pixel `(y, x)` of the `h x w` image at `(y + border, x + border)`, zeros elsewhere.
+///
+/// Why: with the zeros in memory, every tile's transform reads a fixed 6x6 (or 4x4)
+/// window at fixed strides, without the per-pixel bounds checks and index arithmetic of
+/// reading the unpadded image (perf: those were most of the input transform's 12% of
+/// resnet20's step, whose 8x8 and 16x16 images have few or no interior tiles).
+#[derive(Debug, Clone, Copy)]
+struct Grid {
+    rows: usize,
+    cols: usize,
+    border: usize,
+    h: usize,
+    w: usize,
+}
+
+impl Grid {
+    /// Floats per image at `channels` channels.
+    fn len(&self, channels: usize) -> usize {
+        self.rows * self.cols * channels
+    }
+
+    /// `dst` `[rows, cols, channels]` from the image `src` `[channels, h·w]`: the pixels
+    /// transposed in 16x16 blocks (16 channels by 16 consecutive pixels, which may wrap
+    /// around image rows), the border zeroed.
+    fn fill(&self, src: &[f32], channels: usize, dst: &mut [f32]) {
+        let (h, w, b, cols) = (self.h, self.w, self.border, self.cols);
+        let plane = h * w;
+        assert_eq!(src.len(), channels * plane, "winograd: image length");
+        assert_eq!(dst.len(), self.len(channels), "winograd: grid length");
+        assert!(h + b <= self.rows && w + b <= cols, "winograd: grid smaller than the image");
+        // The border: whole rows above and below the image, and the columns either side.
+        for (r, row) in dst.chunks_exact_mut(cols * channels).enumerate() {
+            if r < b || r >= b + h {
+                row.fill(0.0);
+            } else {
+                row[..b * channels].fill(0.0);
+                row[(b + w) * channels..].fill(0.0);
+            }
+        }
+        let at = |p: usize| ((p / w + b) * cols + p % w + b) * channels;
+        let mut done = 0;
+        #[cfg(target_arch = "x86_64")]
+        if cpu_supported() && channels.is_multiple_of(LANES) {
+            done = plane / LANES * LANES;
+            let (sp, dp) = (src.as_ptr(), dst.as_mut_ptr());
+            // Each pixel's place, stepping along the image rows (no division per pixel).
+            let places: Vec<usize> =
+                (0..h).flat_map(|y| (0..w).map(move |x| ((y + b) * cols + x + b) * channels)).collect();
+            // Channel blocks outermost: each block reads 16 channel planes front to back
+            // (pixel blocks outermost read all the planes at once, too many streams for the
+            // hardware prefetcher: measured slower).
+            for c0 in (0..channels).step_by(LANES) {
+                for (p0, block) in places[..done].chunks_exact(LANES).enumerate() {
+                    // SAFETY: AVX-512F checked; rows c0..c0+16 (< channels) of pixels from
+                    // 16·p0 (16 of them, <= plane) lie in `src`; each pixel's 16 channels from
+                    // c0 lie in `dst` (`at(p) + channels <= rows·cols·channels` for p < plane,
+                    // the grid holding the image, asserted above).
+                    #[allow(unsafe_code)]
+                    unsafe {
+                        transpose16_to(sp.add(c0 * plane + LANES * p0), plane, |k| dp.add(block[k] + c0));
+                    }
+                }
+            }
+        }
+        for c in 0..channels {
+            for p in done..plane {
+                dst[at(p) + c] = src[c * plane + p];
+            }
+        }
     }
 }
 
@@ -346,16 +447,20 @@ impl Winograd {
         let (images, tiles) = (tiling.group(), tiling.group() * tiling.per_image());
         // Pixel-major input and output, then V [36, T, cin] and one block of M [36, T, OB·16]
         // (the larger of the two passes').
+        // (The input grid is at least the image, so this bounds either pass's.)
         let width = blocks_per_tile(g.c).max(blocks_per_tile(g.o)) * LANES;
-        images * g.h * g.w * (g.c + g.o) + XI * tiles * (g.c.max(g.o) + width)
+        images * tiling.input_grid().len(g.c + g.o)
+            + XI * (plane_stride(tiles * g.c.max(g.o)) + plane_stride(tiles * width))
     }
 
     /// Scratch [`Self::filter_images`] needs for any number of images (they run in groups).
     pub(super) fn filter_scratch(g: &Geometry) -> usize {
         let tiling = Tiling::new(g.h, g.w);
         let (images, tiles) = (tiling.group(), tiling.group() * tiling.per_image());
-        // Pixel-major x and dy, V [36, T, C], W [36, T, O], one block of dU [36, C, OB·16].
-        (images * g.h * g.w + XI * tiles) * (g.c + g.o) + XI * g.c * blocks_per_tile(g.o) * LANES
+        // Pixel-major x and dy grids, V [36, T, C], W [36, T, O], one block of dU [36, C, OB·16].
+        images * (tiling.input_grid().len(g.c) + tiling.output_grid().len(g.o))
+            + XI * (plane_stride(tiles * g.c) + plane_stride(tiles * g.o))
+            + XI * plane_stride(g.c * blocks_per_tile(g.o) * LANES)
     }
 
     /// Writes (or, when `accumulate`, adds) the filter gradient of the images of `xs`
@@ -451,9 +556,9 @@ impl Pass<'_> {
     }
 
     /// Scratch one band of up to `tiles` tiles needs: `V [36, T, cin]` and one block of `M
-    /// [36, T, OB·16]`.
+    /// [36, T, OB·16]` (planes [`plane_stride`] apart).
     fn band_scratch(&self, tiles: usize) -> [usize; 2] {
-        [XI * tiles * self.cin, XI * tiles * self.width()]
+        [XI * plane_stride(tiles * self.cin), XI * plane_stride(tiles * self.width())]
     }
 
     /// # Shapes
@@ -473,7 +578,8 @@ impl Pass<'_> {
         }
     }
 
-    /// One group of at most [`Tiling::group`] images: pixel-major copies in, one band (or,
+    /// One group of at most [`Tiling::group`] images: pixel-major copies in (padded,
+    /// [`Tiling::input_grid`]), one band (or,
     /// with threads to spare, one band per tile row), pixel-major outputs back to planes.
     /// Each tile's outputs are the same sums whatever band it is in, so the bits do not
     /// depend on the thread count.
@@ -481,10 +587,11 @@ impl Pass<'_> {
         let tiling = self.tiling;
         let (plane, cin, cout) = (tiling.h * tiling.w, self.cin, self.cout);
         let images = src.len() / (cin * plane);
-        let (xh, rest) = scratch.split_at_mut(images * plane * cin);
+        let grid = tiling.input_grid();
+        let (xh, rest) = scratch.split_at_mut(images * grid.len(cin));
         let (yh, rest) = rest.split_at_mut(images * plane * cout);
-        for (x_n, xh_n) in src.chunks_exact(cin * plane).zip(xh.chunks_exact_mut(plane * cin)) {
-            transpose(x_n, cin, plane, xh_n);
+        for (x_n, xh_n) in src.chunks_exact(cin * plane).zip(xh.chunks_exact_mut(grid.len(cin))) {
+            grid.fill(x_n, cin, xh_n);
         }
         let xh = &*xh;
         match par {
@@ -522,12 +629,14 @@ impl Pass<'_> {
     /// L2 while each block's weights (`16 x cin x OB·16`) are read once.
     ///
     /// # Shapes
-    /// - `xh`: the group's `[images, H·W, cin]`; `out`: the band's output pixels `[., cout]`
+    /// - `xh`: the group's input grids `[images, rows, cols, cin]`; `out`: the band's output
+    ///   pixels `[., cout]`
     fn band(&self, band: Band, xh: &[f32], out: &mut [f32], v: &mut [f32], m: &mut [f32]) {
         let (cin, cout, width) = (self.cin, self.cout, self.width());
         let tiles = band.tiles(&self.tiling);
         assert_eq!(out.len(), band.pixels(&self.tiling).1 * cout, "winograd: band output length");
-        let (v, m) = (&mut v[..XI * tiles * cin], &mut m[..XI * tiles * width]);
+        let (vs, ms) = (plane_stride(tiles * cin), plane_stride(tiles * width));
+        let (v, m) = (&mut v[..XI * vs], &mut m[..XI * ms]);
         // SAFETY: AVX-512F checked in `run`; the transforms index inside the extents that
         // the band and their arguments' lengths give (asserted there).
         #[cfg(target_arch = "x86_64")]
@@ -536,8 +645,8 @@ impl Pass<'_> {
             self.input_transform(band, xh, v);
         }
         for gi in 0..cout / width {
-            for (xi, m_xi) in m.chunks_exact_mut(tiles * width).enumerate() {
-                let v_xi = &v[xi * tiles * cin..][..tiles * cin];
+            for (xi, m_xi) in m.chunks_exact_mut(ms).enumerate() {
+                let (v_xi, m_xi) = (&v[xi * vs..][..tiles * cin], &mut m_xi[..tiles * width]);
                 let u_xi = &self.u[(gi * XI + xi) * cin * width..][..cin * width];
                 self.product(v_xi, u_xi, m_xi, tiles);
             }
@@ -552,53 +661,43 @@ impl Pass<'_> {
 
     /// `V[ξ, t, c] = (Bᵀ d B)[ξ]` of the band's tiles `t` (in [`Band::each`] order) and every
     /// channel, `d` the tile's 6x6 input pixels from `(4i - 1, 4j - 1)`, zero outside the
-    /// image.
+    /// image (read from the zero-padded grid).
     ///
     /// # Shapes
-    /// - `xh`: the group's `[images, H·W, cin]`, `v`: `[36, T, cin]`
+    /// - `xh`: the group's input grids `[images, rows, cols, cin]`, `v`: `[36, T, cin]`
+    ///   (planes [`plane_stride`] apart)
     #[cfg(target_arch = "x86_64")]
     #[allow(unsafe_code)]
     #[target_feature(enable = "avx512f")]
     unsafe fn input_transform(&self, band: Band, xh: &[f32], v: &mut [f32]) {
-        use std::arch::x86_64::{_mm512_loadu_ps, _mm512_setzero_ps, _mm512_storeu_ps};
-        let Tiling { h, w, tw, .. } = self.tiling;
+        use std::arch::x86_64::{_mm512_loadu_ps, _mm512_storeu_ps};
+        let tw = self.tiling.tw;
+        let grid = self.tiling.input_grid();
         let cin = self.cin;
         let tiles = band.tiles(&self.tiling);
-        assert!(xh.len() >= band.n1 * h * w * cin, "winograd: pixel-major input length");
-        assert_eq!(v.len(), XI * tiles * cin, "winograd: V length");
+        assert!(xh.len() >= band.n1 * grid.len(cin), "winograd: input grid length");
+        assert!(grid.rows >= TILE * self.tiling.th + 2 && grid.cols >= TILE * tw + 2, "winograd: input grid size");
+        let vs = plane_stride(tiles * cin);
+        assert_eq!(v.len(), XI * vs, "winograd: V length");
         let (xp, vp) = (xh.as_ptr(), v.as_mut_ptr());
+        let (row, col) = (grid.cols * cin, cin);
         for (t, (n, i, j)) in band.each(tw).enumerate() {
-            for c in (0..cin).step_by(LANES) {
-                // SAFETY: pixel (r, s) of image n < n1 is read only inside the image ([0, h)
-                // x [0, w)), 16 channels from c < cin, cin a multiple of 16; V's row (ξ, t)
-                // has cin entries from c, t < tiles.
-                unsafe {
-                    let mut d = [[_mm512_setzero_ps(); SPAN]; SPAN];
-                    for (a, row) in d.iter_mut().enumerate() {
-                        let r = (TILE * i + a) as isize - 1;
-                        if r < 0 || r >= h as isize {
-                            continue;
-                        }
-                        for (b, px) in row.iter_mut().enumerate() {
-                            let s = (TILE * j + b) as isize - 1;
-                            if s >= 0 && s < w as isize {
-                                let at = ((n * h + r as usize) * w + s as usize) * cin + c;
-                                *px = _mm512_loadu_ps(xp.add(at));
-                            }
-                        }
-                    }
+            // SAFETY: the tile's 6x6 window from grid (4i, 4j) lies inside image n's grid
+            // (4i + 6 <= 4·th + 2 = rows, likewise columns), n < n1, 16 channels from c <
+            // cin (a multiple of 16); V's row (ξ, t) has cin entries from c, t < tiles.
+            unsafe {
+                let corner = xp.add(((n * grid.rows + TILE * i) * grid.cols + TILE * j) * cin);
+                for c in (0..cin).step_by(LANES) {
+                    let at = corner.add(c);
                     // Bᵀ d: combine rows, column by column.
-                    let mut e = [[_mm512_setzero_ps(); SPAN]; SPAN];
-                    for b in 0..SPAN {
-                        let col = lanes::bt(std::array::from_fn(|a| d[a][b]));
-                        for (a, val) in col.into_iter().enumerate() {
-                            e[a][b] = val;
-                        }
-                    }
-                    // (Bᵀ d) B: combine columns, row by row.
-                    for (a, row) in e.into_iter().enumerate() {
+                    let e: [[_; SPAN]; SPAN] = std::array::from_fn(|b| {
+                        lanes::bt(std::array::from_fn(|a| _mm512_loadu_ps(at.add(a * row + b * col))))
+                    });
+                    // (Bᵀ d) B: combine columns, row by row (`e[b][a]` is row a, column b).
+                    let rows: [[_; SPAN]; SPAN] = std::array::from_fn(|a| std::array::from_fn(|b| e[b][a]));
+                    for (a, row) in rows.into_iter().enumerate() {
                         for (b, val) in lanes::bt(row).into_iter().enumerate() {
-                            _mm512_storeu_ps(vp.add(((a * SPAN + b) * tiles + t) * cin + c), val);
+                            _mm512_storeu_ps(vp.add((a * SPAN + b) * vs + t * cin + c), val);
                         }
                     }
                 }
@@ -610,7 +709,7 @@ impl Pass<'_> {
     /// tile's 4x4 outputs `Aᵀ M A` (those inside the image).
     ///
     /// # Shapes
-    /// - `m`: `[36, T, OB·16]`, `out`: the band's output pixels `[., cout]`
+    /// - `m`: `[36, T, OB·16]` (planes [`plane_stride`] apart), `out`: the band's output pixels `[., cout]`
     #[cfg(target_arch = "x86_64")]
     #[allow(unsafe_code)]
     #[target_feature(enable = "avx512f")]
@@ -621,7 +720,8 @@ impl Pass<'_> {
         let (cout, width) = (self.cout, self.width());
         let tiles = band.tiles(&tiling);
         let (first, pixels) = band.pixels(&tiling);
-        assert_eq!(m.len(), XI * tiles * width, "winograd: M block length");
+        let ms = plane_stride(tiles * width);
+        assert_eq!(m.len(), XI * ms, "winograd: M block length");
         assert_eq!(out.len(), pixels * cout, "winograd: band output length");
         assert!(o0 + width <= cout, "winograd: output channels");
         let (mp, yp) = (m.as_ptr(), out.as_mut_ptr());
@@ -633,9 +733,7 @@ impl Pass<'_> {
                 unsafe {
                     // Aᵀ M, column by column: `cols[b]` is column b's four values.
                     let cols: [[__m512; TILE]; SPAN] = std::array::from_fn(|b| {
-                        lanes::at(std::array::from_fn(|a| {
-                            _mm512_loadu_ps(mp.add(((a * SPAN + b) * tiles + t) * width + o))
-                        }))
+                        lanes::at(std::array::from_fn(|a| _mm512_loadu_ps(mp.add((a * SPAN + b) * ms + t * width + o))))
                     });
                     // (Aᵀ M) A: four outputs per row.
                     let rows: [[__m512; SPAN]; TILE] = std::array::from_fn(|a| std::array::from_fn(|b| cols[b][a]));
@@ -808,7 +906,8 @@ impl FilterPass {
         }
     }
 
-    /// One group of images: pixel-major copies, `V` and `W = A dY Aᵀ` of its tiles, then
+    /// One group of images: pixel-major copies (padded grids, [`Tiling::input_grid`] and
+    /// [`Tiling::output_grid`]), `V` and `W = A dY Aᵀ` of its tiles, then
     /// per block of `OB·16` output channels the 36 products `dU[ξ] = V[ξ]ᵀ · W[ξ]` (summed
     /// over the group's tiles in order) and their transform into `acc`.
     fn group(&self, xs: &[f32], dys: &[f32], scratch: &mut [f32], acc: &mut [f32], accumulate: bool) {
@@ -817,16 +916,18 @@ impl FilterPass {
         let images = xs.len() / (c * plane);
         let band = Band { n0: 0, n1: images, i0: 0, i1: tiling.th };
         let tiles = band.tiles(&tiling);
-        let (xh, rest) = scratch.split_at_mut(images * plane * c);
-        let (dyh, rest) = rest.split_at_mut(images * plane * o);
-        let (v, rest) = rest.split_at_mut(XI * tiles * c);
-        let (wv, rest) = rest.split_at_mut(XI * tiles * o);
-        let du = &mut rest[..XI * c * width];
-        for (x_n, xh_n) in xs.chunks_exact(c * plane).zip(xh.chunks_exact_mut(plane * c)) {
-            transpose(x_n, c, plane, xh_n);
+        let (x_grid, dy_grid) = (tiling.input_grid(), tiling.output_grid());
+        let (xh, rest) = scratch.split_at_mut(images * x_grid.len(c));
+        let (dyh, rest) = rest.split_at_mut(images * dy_grid.len(o));
+        let (vs, ws, us) = (plane_stride(tiles * c), plane_stride(tiles * o), plane_stride(c * width));
+        let (v, rest) = rest.split_at_mut(XI * vs);
+        let (wv, rest) = rest.split_at_mut(XI * ws);
+        let du = &mut rest[..XI * us];
+        for (x_n, xh_n) in xs.chunks_exact(c * plane).zip(xh.chunks_exact_mut(x_grid.len(c))) {
+            x_grid.fill(x_n, c, xh_n);
         }
-        for (dy_n, dyh_n) in dys.chunks_exact(o * plane).zip(dyh.chunks_exact_mut(plane * o)) {
-            transpose(dy_n, o, plane, dyh_n);
+        for (dy_n, dyh_n) in dys.chunks_exact(o * plane).zip(dyh.chunks_exact_mut(dy_grid.len(o))) {
+            dy_grid.fill(dy_n, o, dyh_n);
         }
         let input = Pass { tiling, cin: c, cout: o, u: &[] };
         // SAFETY: AVX-512F checked in `run`; the transforms index inside the extents that
@@ -838,14 +939,14 @@ impl FilterPass {
             self.dy_transform(band, dyh, wv);
         }
         for gi in 0..o / width {
-            for (xi, du_xi) in du.chunks_exact_mut(c * width).enumerate() {
+            for (xi, du_xi) in du.chunks_exact_mut(us).enumerate() {
                 let shape = Strided { rows: c, k: tiles, a_row: 1, a_k: c, b_k: o, m_row: width };
                 products(
                     width / LANES,
                     shape,
-                    &v[xi * tiles * c..][..tiles * c],
-                    &wv[xi * tiles * o + gi * width..],
-                    du_xi,
+                    &v[xi * vs..][..tiles * c],
+                    &wv[xi * ws + gi * width..][..tiles * o - gi * width],
+                    &mut du_xi[..c * width],
                 );
             }
             // SAFETY: as above.
@@ -858,50 +959,44 @@ impl FilterPass {
     }
 
     /// `W[ξ, t, o] = (A dY Aᵀ)[ξ]` of the band's tiles, `dY` the tile's 4x4 output gradients
-    /// from `(4i, 4j)`, zero outside the image (`A`: [`lanes::a`]).
+    /// from `(4i, 4j)`, zero outside the image (read from the zero-padded grid; `A`:
+    /// [`lanes::a`]).
     ///
     /// # Shapes
-    /// - `dyh`: `[images, H·W, O]`, `wv`: `[36, T, O]`
+    /// - `dyh`: the group's output-gradient grids `[images, rows, cols, O]`, `wv`: `[36, T, O]`
+    ///   (planes [`plane_stride`] apart)
     #[cfg(target_arch = "x86_64")]
     #[allow(unsafe_code)]
     #[target_feature(enable = "avx512f")]
     unsafe fn dy_transform(&self, band: Band, dyh: &[f32], wv: &mut [f32]) {
-        use std::arch::x86_64::{_mm512_loadu_ps, _mm512_setzero_ps, _mm512_storeu_ps};
-        let Tiling { h, w, tw, .. } = self.tiling;
+        use std::arch::x86_64::{_mm512_loadu_ps, _mm512_storeu_ps};
+        let tw = self.tiling.tw;
+        let grid = self.tiling.output_grid();
         let o = self.o;
         let tiles = band.tiles(&self.tiling);
-        assert!(dyh.len() >= band.n1 * h * w * o, "winograd: pixel-major dy length");
-        assert_eq!(wv.len(), XI * tiles * o, "winograd: W length");
+        assert!(dyh.len() >= band.n1 * grid.len(o), "winograd: output-gradient grid length");
+        assert!(grid.rows >= TILE * self.tiling.th && grid.cols >= TILE * tw, "winograd: output-gradient grid size");
+        let ws = plane_stride(tiles * o);
+        assert_eq!(wv.len(), XI * ws, "winograd: W length");
         let (dp, wp) = (dyh.as_ptr(), wv.as_mut_ptr());
+        let (row, col) = (grid.cols * o, o);
         for (t, (n, i, j)) in band.each(tw).enumerate() {
-            for oc in (0..o).step_by(LANES) {
-                // SAFETY: pixels (y, x) of image n < n1 are read only inside the image, 16
-                // channels from oc < o (a multiple of 16); W's rows (ξ, t) have o entries.
-                unsafe {
-                    let mut d = [[_mm512_setzero_ps(); TILE]; TILE];
-                    for (a, row) in d.iter_mut().enumerate() {
-                        let y = TILE * i + a;
-                        if y >= h {
-                            break;
-                        }
-                        for (b, px) in row.iter_mut().enumerate() {
-                            let x = TILE * j + b;
-                            if x < w {
-                                *px = _mm512_loadu_ps(dp.add(((n * h + y) * w + x) * o + oc));
-                            }
-                        }
-                    }
-                    // A dY: 6 rows of 4, column by column.
-                    let mut rows = [[_mm512_setzero_ps(); TILE]; SPAN];
-                    for b in 0..TILE {
-                        for (a, val) in lanes::a(std::array::from_fn(|a| d[a][b])).into_iter().enumerate() {
-                            rows[a][b] = val;
-                        }
-                    }
+            // SAFETY: the tile's 4x4 window from grid (4i, 4j) lies inside image n's grid
+            // (4i + 4 <= 4·th = rows, likewise columns), n < n1, 16 channels from oc < o (a
+            // multiple of 16); W's rows (ξ, t) have o entries.
+            unsafe {
+                let corner = dp.add(((n * grid.rows + TILE * i) * grid.cols + TILE * j) * o);
+                for oc in (0..o).step_by(LANES) {
+                    let at = corner.add(oc);
+                    // A dY: 6 rows of 4, column by column (`cols[b][a]` is row a, column b).
+                    let cols: [[_; SPAN]; TILE] = std::array::from_fn(|b| {
+                        lanes::a(std::array::from_fn(|a| _mm512_loadu_ps(at.add(a * row + b * col))))
+                    });
                     // (A dY) Aᵀ: six values per row.
+                    let rows: [[_; TILE]; SPAN] = std::array::from_fn(|a| std::array::from_fn(|b| cols[b][a]));
                     for (a, row) in rows.into_iter().enumerate() {
                         for (b, val) in lanes::a(row).into_iter().enumerate() {
-                            _mm512_storeu_ps(wp.add(((a * SPAN + b) * tiles + t) * o + oc), val);
+                            _mm512_storeu_ps(wp.add((a * SPAN + b) * ws + t * o + oc), val);
                         }
                     }
                 }
@@ -913,14 +1008,15 @@ impl FilterPass {
     /// `Gᵀ dU G` per input channel, written (or added, when `accumulate`) into `acc`.
     ///
     /// # Shapes
-    /// - `du`: `[36, C, OB·16]`, `acc`: `[C, 9, O]`
+    /// - `du`: `[36, C, OB·16]` (planes [`plane_stride`] apart), `acc`: `[C, 9, O]`
     #[cfg(target_arch = "x86_64")]
     #[allow(unsafe_code)]
     #[target_feature(enable = "avx512f")]
     unsafe fn filter_transform(&self, du: &[f32], o0: usize, acc: &mut [f32], accumulate: bool) {
         use std::arch::x86_64::{__m512, _mm512_add_ps, _mm512_loadu_ps, _mm512_storeu_ps};
         let (c, o, width) = (self.c, self.o, self.width());
-        assert_eq!(du.len(), XI * c * width, "winograd: dU block length");
+        let us = plane_stride(c * width);
+        assert_eq!(du.len(), XI * us, "winograd: dU block length");
         assert_eq!(acc.len(), c * 9 * o, "winograd: filter gradient length");
         assert!(o0 + width <= o, "winograd: output channels");
         let (up, ap) = (du.as_ptr(), acc.as_mut_ptr());
@@ -932,7 +1028,7 @@ impl FilterPass {
                     // Gᵀ dU, column by column: `cols[b]` is column b's three values.
                     let cols: [[__m512; 3]; SPAN] = std::array::from_fn(|b| {
                         lanes::gt(std::array::from_fn(|a| {
-                            _mm512_loadu_ps(up.add(((a * SPAN + b) * c + ci) * width + oc))
+                            _mm512_loadu_ps(up.add((a * SPAN + b) * us + ci * width + oc))
                         }))
                     });
                     // (Gᵀ dU) G: three taps per row.
