@@ -17,8 +17,11 @@
 //! Perf (cifar_cnn, batch 64, one thread): im2col and col2im were 13% of the training
 //! step with the full lowering.
 
+use std::mem::MaybeUninit;
+
 use gemm::Parallelism;
 
+use super::buffers::zero;
 use super::conv2d::{Conv2dParams, Geometry, gemm_strided, valid_range};
 use super::direct::Direct;
 use super::simd::simd_kernel;
@@ -161,6 +164,28 @@ impl<'a> Lowered<'a> {
         for (dx_n, dy_n) in dxs.chunks_exact_mut(g.x_image()).zip(dys.chunks_exact(g.y_image())) {
             self.input_image(dy_n, dcol, dx_n, par);
         }
+    }
+
+    /// [`Self::input_images`] into memory that need not be initialised: zeroed first, unless
+    /// the pass writes every element itself (Winograd). Returns `dxs`, initialised.
+    pub(super) fn input_images_into<'d>(
+        &self,
+        dys: &[f32],
+        dcol: &mut [f32],
+        dxs: &'d mut [MaybeUninit<f32>],
+        par: Parallelism,
+    ) -> &'d mut [f32] {
+        assert!(!self.forward && !self.w.is_empty(), "lowering: weights not prepared for the input gradient");
+        if let Some(v) = self.winograd.as_ref().filter(|v| v.input()) {
+            v.input_images_into(self.g, dys, dxs, dcol, par);
+            // SAFETY: the Winograd pass wrote every element of `dxs` (`Pass::run`), with f32
+            // values; same layout.
+            #[allow(unsafe_code)]
+            return unsafe { &mut *(std::ptr::from_mut::<[MaybeUninit<f32>]>(dxs) as *mut [f32]) };
+        }
+        let dxs = zero(dxs);
+        self.input_images(dys, dcol, dxs, par);
+        dxs
     }
 
     /// The column matrix's length (0 for pointwise): the gemm passes take exactly this much

@@ -48,15 +48,17 @@
 //! compare against [`super::reference`] with a tolerance for that. Each output is still
 //! one fixed sequence of operations, independent of the thread count.
 
+use std::mem::MaybeUninit;
+
 use gemm::Parallelism;
 use rayon::prelude::*;
 
-use super::buffers::{recycle, recycled, with_scratch};
+use super::buffers::{as_uninit, recycle, recycled, with_scratch};
 use super::choice::Kernels;
 use super::conv2d::Geometry;
 #[cfg(target_arch = "x86_64")]
 use super::direct::transpose16_to;
-use super::direct::{cpu_supported, transpose};
+use super::direct::{cpu_supported, transpose_into};
 
 /// f32 lanes of an AVX-512 vector.
 const LANES: usize = 16;
@@ -154,15 +156,29 @@ impl Grid {
         self.rows * self.cols * channels
     }
 
+    /// Each image's grid of `dsts` `[images, rows, cols, channels]` from `srcs` `[images,
+    /// channels, h·w]`, as [`Self::fill`].
+    fn fill_images(&self, srcs: &[f32], channels: usize, dsts: &mut [f32]) {
+        // Each pixel's place in the grid, stepping along the image rows (no division per
+        // pixel), for every image.
+        let (b, cols) = (self.border, self.cols);
+        let places: Vec<usize> = (0..self.h).flat_map(|y| (0..self.w).map(move |x| (y + b) * cols + x + b)).collect();
+        let plane = self.h * self.w;
+        for (src, dst) in srcs.chunks_exact(channels * plane).zip(dsts.chunks_exact_mut(self.len(channels))) {
+            self.fill(src, channels, dst, &places);
+        }
+    }
+
     /// `dst` `[rows, cols, channels]` from the image `src` `[channels, h·w]`: the pixels
     /// transposed in 16x16 blocks (16 channels by 16 consecutive pixels, which may wrap
-    /// around image rows), the border zeroed.
-    fn fill(&self, src: &[f32], channels: usize, dst: &mut [f32]) {
+    /// around image rows) to their `places` (grid pixels), the border zeroed.
+    fn fill(&self, src: &[f32], channels: usize, dst: &mut [f32], places: &[usize]) {
         let (h, w, b, cols) = (self.h, self.w, self.border, self.cols);
         let plane = h * w;
         assert_eq!(src.len(), channels * plane, "winograd: image length");
         assert_eq!(dst.len(), self.len(channels), "winograd: grid length");
         assert!(h + b <= self.rows && w + b <= cols, "winograd: grid smaller than the image");
+        assert_eq!(places.len(), plane, "winograd: grid places");
         // The border: whole rows above and below the image, and the columns either side.
         for (r, row) in dst.chunks_exact_mut(cols * channels).enumerate() {
             if r < b || r >= b + h {
@@ -172,15 +188,11 @@ impl Grid {
                 row[(b + w) * channels..].fill(0.0);
             }
         }
-        let at = |p: usize| ((p / w + b) * cols + p % w + b) * channels;
         let mut done = 0;
         #[cfg(target_arch = "x86_64")]
         if cpu_supported() && channels.is_multiple_of(LANES) {
             done = plane / LANES * LANES;
             let (sp, dp) = (src.as_ptr(), dst.as_mut_ptr());
-            // Each pixel's place, stepping along the image rows (no division per pixel).
-            let places: Vec<usize> =
-                (0..h).flat_map(|y| (0..w).map(move |x| ((y + b) * cols + x + b) * channels)).collect();
             // Channel blocks outermost: each block reads 16 channel planes front to back
             // (pixel blocks outermost read all the planes at once, too many streams for the
             // hardware prefetcher: measured slower).
@@ -188,18 +200,18 @@ impl Grid {
                 for (p0, block) in places[..done].chunks_exact(LANES).enumerate() {
                     // SAFETY: AVX-512F checked; rows c0..c0+16 (< channels) of pixels from
                     // 16·p0 (16 of them, <= plane) lie in `src`; each pixel's 16 channels from
-                    // c0 lie in `dst` (`at(p) + channels <= rows·cols·channels` for p < plane,
-                    // the grid holding the image, asserted above).
+                    // c0 lie in `dst` (a place is a pixel of the grid, which holds the image,
+                    // asserted above).
                     #[allow(unsafe_code)]
                     unsafe {
-                        transpose16_to(sp.add(c0 * plane + LANES * p0), plane, |k| dp.add(block[k] + c0));
+                        transpose16_to(sp.add(c0 * plane + LANES * p0), plane, |k| dp.add(block[k] * channels + c0));
                     }
                 }
             }
         }
         for c in 0..channels {
             for p in done..plane {
-                dst[at(p) + c] = src[c * plane + p];
+                dst[places[p] * channels + c] = src[c * plane + p];
             }
         }
     }
@@ -489,7 +501,7 @@ impl Winograd {
         par: Parallelism,
     ) {
         assert!(self.forward, "winograd: forward pass not planned");
-        Pass { tiling: Tiling::new(g.h, g.w), cin: g.c, cout: g.o, u: &self.u }.run(xs, ys, scratch, par);
+        Pass { tiling: Tiling::new(g.h, g.w), cin: g.c, cout: g.o, u: &self.u }.run(xs, as_uninit(ys), scratch, par);
     }
 
     /// The input gradient of the images of `dys` `[images, O, H, W]` into `dxs` `[images, C,
@@ -499,6 +511,19 @@ impl Winograd {
         g: &Geometry,
         dys: &[f32],
         dxs: &mut [f32],
+        scratch: &mut [f32],
+        par: Parallelism,
+    ) {
+        self.input_images_into(g, dys, as_uninit(dxs), scratch, par);
+    }
+
+    /// [`Self::input_images`] into memory that need not be initialised: every element of
+    /// `dxs` is written.
+    pub(super) fn input_images_into(
+        &self,
+        g: &Geometry,
+        dys: &[f32],
+        dxs: &mut [MaybeUninit<f32>],
         scratch: &mut [f32],
         par: Parallelism,
     ) {
@@ -561,9 +586,11 @@ impl Pass<'_> {
         [XI * plane_stride(tiles * self.cin), XI * plane_stride(tiles * self.width())]
     }
 
+    /// Every element of `dst` is written.
+    ///
     /// # Shapes
     /// - `src`: `[images, cin, H, W]`, `dst`: `[images, cout, H, W]`
-    fn run(&self, src: &[f32], dst: &mut [f32], scratch: &mut [f32], par: Parallelism) {
+    fn run(&self, src: &[f32], dst: &mut [MaybeUninit<f32>], scratch: &mut [f32], par: Parallelism) {
         let Tiling { h, w, .. } = self.tiling;
         let (plane, cin, cout) = (h * w, self.cin, self.cout);
         assert!(cpu_supported(), "winograd: no AVX-512F");
@@ -583,16 +610,14 @@ impl Pass<'_> {
     /// with threads to spare, one band per tile row), pixel-major outputs back to planes.
     /// Each tile's outputs are the same sums whatever band it is in, so the bits do not
     /// depend on the thread count.
-    fn group(&self, src: &[f32], dst: &mut [f32], scratch: &mut [f32], par: Parallelism) {
+    fn group(&self, src: &[f32], dst: &mut [MaybeUninit<f32>], scratch: &mut [f32], par: Parallelism) {
         let tiling = self.tiling;
         let (plane, cin, cout) = (tiling.h * tiling.w, self.cin, self.cout);
         let images = src.len() / (cin * plane);
         let grid = tiling.input_grid();
         let (xh, rest) = scratch.split_at_mut(images * grid.len(cin));
         let (yh, rest) = rest.split_at_mut(images * plane * cout);
-        for (x_n, xh_n) in src.chunks_exact(cin * plane).zip(xh.chunks_exact_mut(grid.len(cin))) {
-            grid.fill(x_n, cin, xh_n);
-        }
+        grid.fill_images(src, cin, xh);
         let xh = &*xh;
         match par {
             Parallelism::Rayon(threads) if threads > 1 => {
@@ -620,7 +645,7 @@ impl Pass<'_> {
             }
         }
         for (yh_n, y_n) in yh.chunks_exact(plane * cout).zip(dst.chunks_exact_mut(cout * plane)) {
-            transpose(yh_n, plane, cout, y_n);
+            transpose_into(yh_n, plane, cout, y_n);
         }
     }
 
@@ -923,12 +948,8 @@ impl FilterPass {
         let (v, rest) = rest.split_at_mut(XI * vs);
         let (wv, rest) = rest.split_at_mut(XI * ws);
         let du = &mut rest[..XI * us];
-        for (x_n, xh_n) in xs.chunks_exact(c * plane).zip(xh.chunks_exact_mut(x_grid.len(c))) {
-            x_grid.fill(x_n, c, xh_n);
-        }
-        for (dy_n, dyh_n) in dys.chunks_exact(o * plane).zip(dyh.chunks_exact_mut(dy_grid.len(o))) {
-            dy_grid.fill(dy_n, o, dyh_n);
-        }
+        x_grid.fill_images(xs, c, xh);
+        dy_grid.fill_images(dys, o, dyh);
         let input = Pass { tiling, cin: c, cout: o, u: &[] };
         // SAFETY: AVX-512F checked in `run`; the transforms index inside the extents that
         // the band and their arguments' lengths give (asserted there).
