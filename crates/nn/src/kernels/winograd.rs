@@ -156,16 +156,19 @@ impl Grid {
         self.rows * self.cols * channels
     }
 
-    /// Each image's grid of `dsts` `[images, rows, cols, channels]` from `srcs` `[images,
-    /// channels, h·w]`, as [`Self::fill`].
-    fn fill_images(&self, srcs: &[f32], channels: usize, dsts: &mut [f32]) {
-        // Each pixel's place in the grid, stepping along the image rows (no division per
-        // pixel), for every image.
+    /// Each image pixel's place in the grid (a grid pixel index), stepping along the image
+    /// rows (no division per pixel): made once per pass, for [`Self::fill_images`].
+    fn places(&self) -> Vec<usize> {
         let (b, cols) = (self.border, self.cols);
-        let places: Vec<usize> = (0..self.h).flat_map(|y| (0..self.w).map(move |x| (y + b) * cols + x + b)).collect();
+        (0..self.h).flat_map(|y| (0..self.w).map(move |x| (y + b) * cols + x + b)).collect()
+    }
+
+    /// Each image's grid of `dsts` `[images, rows, cols, channels]` from `srcs` `[images,
+    /// channels, h·w]`, as [`Self::fill`] (`places` from [`Self::places`]).
+    fn fill_images(&self, srcs: &[f32], channels: usize, dsts: &mut [f32], places: &[usize]) {
         let plane = self.h * self.w;
         for (src, dst) in srcs.chunks_exact(channels * plane).zip(dsts.chunks_exact_mut(self.len(channels))) {
-            self.fill(src, channels, dst, &places);
+            self.fill(src, channels, dst, places);
         }
     }
 
@@ -600,8 +603,9 @@ impl Pass<'_> {
         assert_eq!(dst.len(), images * cout * plane, "winograd: destination length");
         assert_eq!(self.u.len(), XI * cin * cout, "winograd: weights length");
         let group = self.tiling.group();
+        let places = self.tiling.input_grid().places();
         for (srcs, dsts) in src.chunks(group * cin * plane).zip(dst.chunks_mut(group * cout * plane)) {
-            self.group(srcs, dsts, scratch, par);
+            self.group(srcs, dsts, scratch, &places, par);
         }
     }
 
@@ -610,14 +614,21 @@ impl Pass<'_> {
     /// with threads to spare, one band per tile row), pixel-major outputs back to planes.
     /// Each tile's outputs are the same sums whatever band it is in, so the bits do not
     /// depend on the thread count.
-    fn group(&self, src: &[f32], dst: &mut [MaybeUninit<f32>], scratch: &mut [f32], par: Parallelism) {
+    fn group(
+        &self,
+        src: &[f32],
+        dst: &mut [MaybeUninit<f32>],
+        scratch: &mut [f32],
+        places: &[usize],
+        par: Parallelism,
+    ) {
         let tiling = self.tiling;
         let (plane, cin, cout) = (tiling.h * tiling.w, self.cin, self.cout);
         let images = src.len() / (cin * plane);
         let grid = tiling.input_grid();
         let (xh, rest) = scratch.split_at_mut(images * grid.len(cin));
         let (yh, rest) = rest.split_at_mut(images * plane * cout);
-        grid.fill_images(src, cin, xh);
+        grid.fill_images(src, cin, xh, places);
         let xh = &*xh;
         match par {
             Parallelism::Rayon(threads) if threads > 1 => {
@@ -926,8 +937,9 @@ impl FilterPass {
             acc.fill(0.0);
         }
         let group = self.tiling.group();
+        let places = [self.tiling.input_grid().places(), self.tiling.output_grid().places()];
         for (gi, (xg, dyg)) in xs.chunks(group * c * plane).zip(dys.chunks(group * o * plane)).enumerate() {
-            self.group(xg, dyg, scratch, acc, accumulate || gi > 0);
+            self.group(xg, dyg, scratch, &places, acc, accumulate || gi > 0);
         }
     }
 
@@ -935,7 +947,15 @@ impl FilterPass {
     /// [`Tiling::output_grid`]), `V` and `W = A dY Aᵀ` of its tiles, then
     /// per block of `OB·16` output channels the 36 products `dU[ξ] = V[ξ]ᵀ · W[ξ]` (summed
     /// over the group's tiles in order) and their transform into `acc`.
-    fn group(&self, xs: &[f32], dys: &[f32], scratch: &mut [f32], acc: &mut [f32], accumulate: bool) {
+    fn group(
+        &self,
+        xs: &[f32],
+        dys: &[f32],
+        scratch: &mut [f32],
+        [x_places, dy_places]: &[Vec<usize>; 2],
+        acc: &mut [f32],
+        accumulate: bool,
+    ) {
         let tiling = self.tiling;
         let (plane, c, o, width) = (tiling.h * tiling.w, self.c, self.o, self.width());
         let images = xs.len() / (c * plane);
@@ -948,8 +968,8 @@ impl FilterPass {
         let (v, rest) = rest.split_at_mut(XI * vs);
         let (wv, rest) = rest.split_at_mut(XI * ws);
         let du = &mut rest[..XI * us];
-        x_grid.fill_images(xs, c, xh);
-        dy_grid.fill_images(dys, o, dyh);
+        x_grid.fill_images(xs, c, xh, x_places);
+        dy_grid.fill_images(dys, o, dyh, dy_places);
         let input = Pass { tiling, cin: c, cout: o, u: &[] };
         // SAFETY: AVX-512F checked in `run`; the transforms index inside the extents that
         // the band and their arguments' lengths give (asserted there).
