@@ -1,9 +1,11 @@
 //! Several conv → batch norm (→ ReLU) (→ max-pool) blocks in a row as one candle op, so
 //! the activations between them, and their gradients, never become tensors.
 //!
-//! Why: candle's autograd gives every op input a gradient that it first zero-fills and
-//! then adds into (`GradStore::or_insert` + `add` in `candle-core`'s `backprop.rs`), on
-//! the calling thread. Between two [`super::conv_bn`] ops that input is a whole
+//! Why: candle's autograd gave every op input a gradient that it first zero-filled and
+//! then added into (`GradStore::or_insert` + `add` in `candle-core`'s `backprop.rs`), on
+//! the calling thread (the vendored candle-core now stores a first gradient as it is,
+//! `vendor/README.md`; an activation between two ops still is a tensor, and one with two
+//! consumers still gets a serial `add`). Between two [`super::conv_bn`] ops that input is a whole
 //! activation (8 MiB for cifar_cnn's first block at batch 64): the zero-fill and the add
 //! were 6.3% of the training step's CPU time, all of it serial, with the rayon workers
 //! waiting. Here the blocks run one after the other inside one op; block `k`'s input
@@ -92,7 +94,8 @@ pub fn conv2d_batch_norm_chain_train(
 ///
 /// Why: as the chain and [`super::add_relu`], the sum and its ReLU are a separate pass
 /// over the unit's output and a second autograd node, and `x` has two gradients, which
-/// candle zero-fills and adds into one (`GradStore::or_insert` + `add`, twice); here the
+/// candle adds into one (a serial `add` on the calling thread; before the vendored patch,
+/// `GradStore::or_insert` zero-filled it first); here the
 /// backward masks `dy` once and adds it to the chain's input gradient in the op. The
 /// values are those of the two ops (the gradient up to the sign of zeros).
 ///
