@@ -91,6 +91,10 @@ export CUDA_HOME="$CUDA" CUDA_PATH="$CUDA" CUDA_ROOT="$CUDA"
 export PATH="$CUDA/bin:$PATH"
 export NVCC_PREPEND_FLAGS="-I$CUDA/include ${NVCC_PREPEND_FLAGS:-}"
 export CUDA_COMPUTE_CAP=90 CUDARC_CUDA_VERSION=13000
+# candle-kernels' build script (cudaforge) runs nvcc on half the cores by
+# default: one at a time on a 2-core machine, where its 26 kernel files took
+# 653 s of a cold `check` (cargo --timings, 2026-12-06). Every core instead.
+export CUDAFORGE_THREADS="${CUDAFORGE_THREADS:-$(nproc)}"
 nvcc --version | tail -2
 
 case "$MODE" in

@@ -5,6 +5,9 @@ use anyhow::{Result, bail};
 use ferroflow_dist::{Collective, Local, detect_launcher};
 use ferroflow_train::{Distributed, TrainConfig};
 
+/// Whether this build can join MPI ranks (the `mpi` feature, crates/mpi).
+const MPI_BUILT: bool = cfg!(feature = "mpi");
+
 /// The ranks of this run, and a note for the user when the choice is not
 /// the obvious one.
 pub fn collective(config: &TrainConfig) -> Result<(Box<dyn Collective>, Option<String>)> {
@@ -28,7 +31,7 @@ pub fn collective_for(
             )),
         )),
         (Distributed::Off, None) | (Distributed::Auto, None) => Ok((Box::new(Local), None)),
-        (Distributed::Auto, Some(l)) if !ferroflow_dist::MPI_BUILT => bail!(
+        (Distributed::Auto, Some(l)) if !MPI_BUILT => bail!(
             "train.distributed: started by {} as rank {} of {}, but this ferroflow was built without MPI; rebuild \
              with `cargo build --release --features mpi` (needs OpenMPI: apt-get install openmpi-bin \
              libopenmpi-dev libclang-dev), or set train.distributed = off to train each rank alone",
@@ -36,7 +39,7 @@ pub fn collective_for(
             l.rank,
             l.world
         ),
-        (Distributed::Mpi, _) if !ferroflow_dist::MPI_BUILT => bail!(
+        (Distributed::Mpi, _) if !MPI_BUILT => bail!(
             "train.distributed: mpi, but this ferroflow was built without MPI; rebuild with `cargo build --release \
              --features mpi` (needs OpenMPI: apt-get install openmpi-bin libopenmpi-dev libclang-dev)"
         ),
@@ -55,7 +58,7 @@ pub fn say(line: &str) {
 
 #[cfg(feature = "mpi")]
 fn mpi(timeout: std::time::Duration) -> Result<(Box<dyn Collective>, Option<String>)> {
-    Ok((Box::new(ferroflow_dist::Mpi::init(timeout, end_rank)?), None))
+    Ok((Box::new(ferroflow_mpi::Mpi::init(timeout, end_rank)?), None))
 }
 
 /// Ends this rank after a collective timed out while MPI held its buffers

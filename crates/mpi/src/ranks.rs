@@ -27,10 +27,7 @@ use mpi::request::{Request, Scope, StaticScope};
 use mpi::topology::{Communicator, SimpleCommunicator};
 use mpi::traits::{CommunicatorCollectives, Root};
 
-use crate::collective::Collective;
-use crate::error::{DistError, Result};
-use crate::launcher::detect_launcher;
-use crate::replica_sum::ReplicaSum;
+use ferroflow_dist::{Collective, DistError, ReplicaSum, Result, detect_launcher};
 
 /// The tags of the synchronisation's messages.
 const ARRIVE: i32 = 7001;
