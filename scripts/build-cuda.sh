@@ -99,8 +99,10 @@ nvcc --version | tail -2
 
 case "$MODE" in
     check)
-        # The CPU build's target dir and flags: only what the features change is checked again.
-        cargo check --locked -p ferroflow-cli --features cuda,cudnn
+        # The CPU build's target dir, flags and (release) profile: only what the
+        # features change is checked again; proc macros and build scripts are the
+        # release build's.
+        cargo check --release --locked -p ferroflow-cli --features cuda,cudnn
         ;;
     build)
         cargo build --locked --release -p ferroflow-cli --features cuda,cudnn
